@@ -1,0 +1,43 @@
+# `make run` and `make test` work on a fresh clone: both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NODE_STAMP := tests/node/node_modules/.installed
+
+.PHONY: setup run test lint bench protos clean
+
+setup: $(STAMP) $(NODE_STAMP)
+
+# torch first, pinned: the CPU build of 2.13.0 lies on this machine's disk, while a bare
+# `torch` requirement would pull a multi-GB CUDA build. Re-runs only when pyproject changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# The contract test calls the server from Node, built only from protos/.
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+run: setup
+	$(VENV)/bin/verifier-server demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/server_overhead.py
+
+protos: setup
+	$(PY) tools/gen_protos.py
+
+clean:
+	rm -rf $(VENV) tests/node/node_modules

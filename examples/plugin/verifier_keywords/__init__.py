@@ -1,0 +1,1 @@
+"""Example plugin package for verifier-rl (see README.md beside it)."""

@@ -1,0 +1,65 @@
+"""Helpers for tests that run `verifier-server` as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from verifier_server.demo import start_server_process
+
+ROOT = Path(__file__).resolve().parents[2]
+SUPPORT = ROOT / "tests" / "support"
+PLUGIN_EXAMPLE = ROOT / "examples" / "plugin"
+
+
+def server_env(extra_paths: list[Path] | None = None) -> dict[str, str]:
+    paths = [str(p) for p in [SUPPORT, PLUGIN_EXAMPLE, *(extra_paths or [])]]
+    existing = os.environ.get("PYTHONPATH")
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([*paths, *([existing] if existing else [])]),
+    }
+
+
+class ServerProcess:
+    """A `verifier-server serve` subprocess; stopped with SIGTERM by `stop()`."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.process, self.address = start_server_process(args, env=env or server_env())
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                raise
+        return self.process.returncode
+
+
+def children_of(pid: int) -> set[int]:
+    """All descendants of `pid`, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -1,0 +1,83 @@
+"""The Python client: async API, streaming, retries, round robin over replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+from server_process import ServerProcess, children_of
+
+from verifier_server.client import AsyncRewardClient, RewardClient, channel_target
+from verifier_server.types import Item, RewardSpec, Status
+
+pytestmark = pytest.mark.integration
+
+
+def fmt(id: str, completion: str = "<think>a</think><answer>b</answer>") -> Item:
+    return Item(id=id, completion=completion, reward=RewardSpec("format"))
+
+
+async def test_async_client_scores_concurrent_batches(server) -> None:
+    async with AsyncRewardClient(server.address, max_batch_items=16, max_in_flight=4) as client:
+        batches = [[fmt(f"{b}-{n}") for n in range(40)] for b in range(5)]
+        results = await asyncio.gather(*(client.score(batch) for batch in batches))
+    for batch, batch_results in zip(batches, results, strict=True):
+        assert [r.id for r in batch_results] == [i.id for i in batch]
+        assert all(r.ok and r.score == 1.0 for r in batch_results)
+
+
+async def test_stream_yields_results_as_they_finish(server) -> None:
+    slow = Item(id="slow", completion="x", reward=RewardSpec("sleepy", {"seconds": 1.0}))
+    fast = [fmt(f"fast{n}") for n in range(5)]
+    async with AsyncRewardClient(server.address) as client:
+        order = [r.id async for r in client.score_stream([slow, *fast], batch_items=1)]
+    assert sorted(order) == sorted(["slow", *[i.id for i in fast]])
+    assert order[-1] == "slow"  # finished last although sent first
+
+
+async def test_stream_reports_bad_items_inline(server) -> None:
+    bad = Item(id="bad", completion="x", reward=RewardSpec("nope"))
+    async with AsyncRewardClient(server.address) as client:
+        results = {r.id: r async for r in client.score_stream([bad, fmt("good")])}
+    assert results["bad"].status == Status.INVALID_REQUEST and results["good"].ok
+
+
+def test_unreachable_server_is_backend_unavailable_after_retries() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    with RewardClient(f"127.0.0.1:{port}", backoff_initial_s=0.01) as client:
+        results = client.score([fmt("a"), fmt("b")], timeout_s=1.0)
+    assert [r.status for r in results] == [Status.BACKEND_UNAVAILABLE, Status.BACKEND_UNAVAILABLE]
+    assert results[0].reason == "unavailable"
+
+
+def test_round_robin_spreads_over_replicas(server, tmp_path) -> None:
+
+    second = ServerProcess(["--workers", "1", "--plugin", "testing_verifiers"])
+    try:
+        items = [
+            Item(id=f"p{n}", completion="x", reward=RewardSpec("sleepy", {"seconds": 0.02}))
+            for n in range(64)
+        ]
+        with RewardClient([server.address, second.address], max_batch_items=4) as client:
+            client.score(items[:8])  # connects both subchannels
+            time.sleep(0.5)
+            results = client.score(items)
+        pids = {int(r.details["pid"]) for r in results}
+        first_workers, second_workers = (
+            children_of(server.process.pid),
+            children_of(second.process.pid),
+        )
+    finally:
+        second.stop()
+    assert all(r.ok for r in results)
+    assert pids & first_workers and pids & second_workers  # both replicas answered
+
+
+def test_channel_target_forms() -> None:
+    assert channel_target("127.0.0.1:5") == "127.0.0.1:5"
+    assert channel_target(["127.0.0.1:5", "127.0.0.1:6"]) == "ipv4:127.0.0.1:5,127.0.0.1:6"
+    assert channel_target(["[::1]:5", "[::1]:6"]) == "ipv6:[::1]:5,[::1]:6"

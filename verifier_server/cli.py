@@ -1,0 +1,166 @@
+"""`verifier-server serve|list|check|demo`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from verifier_server.config import ConfigError, ServerConfig, load_config
+from verifier_server.registry import Registry, RegistryError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="verifier-server", description="Reward and verification server for LLM RL."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC server until SIGTERM")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1: loopback only)")
+    serve.add_argument("--port", type=int, help="TCP port (default 50051; 0 picks a free port)")
+    serve.add_argument("--unix", metavar="PATH", help="also listen on a Unix domain socket")
+    serve.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    _common(serve)
+
+    listing = commands.add_parser("list", help="print the verifiers, named rewards and params")
+    listing.add_argument(
+        "--json", action="store_true", help="print JSON Schemas instead of a table"
+    )
+    _common(listing)
+
+    check = commands.add_parser("check", help="validate a config file and report every problem")
+    _common(check, config_required=True)
+
+    demo = commands.add_parser(
+        "demo", help="start a server, score the bundled sample batch, print a table, stop"
+    )
+    demo.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser, config_required: bool = False) -> None:
+    parser.add_argument(
+        "--config", required=config_required, metavar="FILE", help="YAML or TOML config"
+    )
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE and register its Verifier classes (repeatable)",
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from verifier_server.demo import run_demo
+
+        return run_demo(workers=args.workers)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(args.config)
+        config = _with_overrides(config, args)
+        registry = Registry.load(config.plugins)
+    except (ConfigError, RegistryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        return _check(config, registry, args.config)
+    if args.command == "list":
+        return _list(config, registry, as_json=args.json)
+    return _serve(config, registry)
+
+
+def _with_overrides(config: ServerConfig, args: argparse.Namespace) -> ServerConfig:
+    server = {
+        key: getattr(args, key)
+        for key in ("host", "port", "unix", "workers")
+        if getattr(args, key, None) is not None
+    }
+    plugins = [*config.plugins, *[p for p in args.plugin if p not in config.plugins]]
+    updated = config.model_dump()
+    updated["server"].update(server)
+    updated["plugins"] = plugins
+    try:
+        return ServerConfig.model_validate(updated)
+    except Exception as exc:
+        raise ConfigError(f"command-line flags: {exc}") from None
+
+
+def _check(config: ServerConfig, registry: Registry, path: str) -> int:
+    from verifier_server.scoring import Resolver
+
+    problems = Resolver(registry, config).check_config()
+    if problems:
+        print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(
+        f"{path}: OK ({len(config.rewards)} named reward(s), "
+        f"verifiers: {', '.join(registry.names())})"
+    )
+    return 0
+
+
+def _list(config: ServerConfig, registry: Registry, as_json: bool) -> int:
+    from verifier_server.verifiers.composite import CompositeParams
+
+    entries = [
+        (name, cls.description, cls.params_schema(), cls.execution)
+        for name, cls in registry.items()
+    ]
+    entries.append(
+        (
+            "composite",
+            "Weighted sums, min/max and gates, inline.",
+            CompositeParams.model_json_schema(),
+            "-",
+        )
+    )
+    entries += [(name, r.description, {}, "reward") for name, r in sorted(config.rewards.items())]
+    if as_json:
+        print(
+            json.dumps(
+                {name: {"description": d, "params_schema": s} for name, d, s, _ in entries},
+                indent=2,
+            )
+        )
+        return 0
+    for name, description, schema, execution in entries:
+        print(f"{name}  [{execution}]  {description}")
+        for param, spec in schema.get("properties", {}).items():
+            default = f" = {json.dumps(spec['default'])}" if "default" in spec else ""
+            kind = (
+                spec.get("type")
+                or "/".join(str(a.get("type", a.get("const", "?"))) for a in spec.get("anyOf", []))
+                or "object"
+            )
+            if "enum" in spec:
+                kind = "|".join(map(str, spec["enum"]))
+            print(f"    {param}: {kind}{default}  {spec.get('description', '')}")
+    return 0
+
+
+def _serve(config: ServerConfig, registry: Registry) -> int:
+    import uvloop
+
+    from verifier_server.server import serve
+
+    try:
+        uvloop.run(serve(config, registry))
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

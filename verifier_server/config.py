@@ -1,0 +1,115 @@
+"""The server config file (YAML or TOML): server settings, limits, per-verifier defaults and
+named rewards. Validated once at start; `verifier-server check --config FILE` reports every
+problem with its location.
+
+    server:   {host: 127.0.0.1, port: 50051, workers: 2}
+    limits:   {max_items_per_request: 4096, max_completion_bytes: 1048576}
+    verifiers:                       # defaults merged under each request's params
+      json_schema: {timeout_s: 3}
+    rewards:
+      math_with_format:
+        description: correct answer, well formatted
+        combine: sum
+        components:
+          - {verifier: string_check, weight: 1.0}
+          - {verifier: format, weight: 0.1}
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from verifier_server.verifiers.composite import CompositeParams
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    """Where and how the server listens. Command-line flags override these."""
+
+    host: str = Field(default="127.0.0.1", description="Address to bind; loopback by default.")
+    port: int = Field(default=50051, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+    unix: str | None = Field(default=None, description="Also listen on this Unix socket path.")
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Worker processes for CPU-bound verifiers (default: one per core).",
+    )
+    threads: int = Field(default=2, ge=1, description="Threads for linear-time verifiers.")
+    worker_memory_mb: int | None = Field(
+        default=4096, ge=64, description="Address-space limit of each worker (None: none)."
+    )
+    grace_s: float = Field(
+        default=10.0, ge=0, description="On SIGTERM, how long in-flight work may drain."
+    )
+
+
+class Limits(_Strict):
+    """Caps that protect the server; past them a request or item gets a clear error."""
+
+    max_message_mb: int = Field(default=64, ge=1, le=2047, description="Largest gRPC message.")
+    max_items_per_request: int = Field(default=4096, ge=1, description="Items in one request.")
+    max_completion_bytes: int = Field(default=1 << 20, ge=1, description="Size of one completion.")
+    max_queued_items: int = Field(
+        default=200_000, ge=1, description="Items waiting for workers; past it: OVERLOADED."
+    )
+    default_item_timeout_s: float = Field(
+        default=10.0, gt=0, description="Per-item time limit of a verifier with no timeout_s."
+    )
+    max_item_timeout_s: float = Field(
+        default=120.0, gt=0, description="Upper bound on any item's timeout_s."
+    )
+
+
+class ServerConfig(_Strict):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    limits: Limits = Field(default_factory=Limits)
+    plugins: list[str] = Field(default_factory=list, description="Modules to load as plugins.")
+    verifiers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-verifier default params, by verifier name."
+    )
+    rewards: dict[str, CompositeParams] = Field(
+        default_factory=dict, description="Named rewards, used as RewardSpec.name."
+    )
+
+
+class ConfigError(Exception):
+    """The config file is unreadable or invalid; the message lists every problem."""
+
+
+def load_config(path: str | Path | None) -> ServerConfig:
+    if path is None:
+        return ServerConfig()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(
+            f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}"
+        ) from None
+    try:
+        return ServerConfig.model_validate(raw or {})
+    except ValidationError as exc:
+        raise ConfigError(f"{path}:\n{format_validation_error(exc)}") from None
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem: `rewards.x.components.0.weight: Input should be a valid number`."""
+    lines = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"])
+        location = f"{prefix}.{location}" if prefix and location else prefix or location
+        lines.append(f"  {location or '<root>'}: {error['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""Protobuf <-> plain dataclasses, and validation of items as they arrive.
+
+The only module besides the servicer and the client that imports the generated code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from google.protobuf import json_format, struct_pb2
+
+from verifier_server._proto.verifier.v1 import verifier_pb2 as pb
+from verifier_server.types import ChatMessage, Item, Result, RewardSpec, Status, truncate
+
+_STRUCT_LIMIT_DEPTH = 100  # protobuf's own recursion limit; kept explicit for messages
+
+
+@dataclass(frozen=True, slots=True)
+class ItemLimits:
+    """Per-item caps checked on arrival."""
+
+    max_completion_bytes: int = 1 << 20
+    max_id_chars: int = 256
+
+
+class ItemError(Exception):
+    """A malformed item: `field` names the part of the item that is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def value_to_python(value: struct_pb2.Value) -> object:
+    return json_format.MessageToDict(value) if value.WhichOneof("kind") else None
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict:
+    return json_format.MessageToDict(struct)
+
+
+def item_from_proto(msg: pb.Item, limits: ItemLimits) -> Item:
+    """Validates one proto item and converts it. Raises ItemError naming the field."""
+    if not msg.id:
+        raise ItemError("id", "must be a non-empty string")
+    if len(msg.id) > limits.max_id_chars:
+        raise ItemError("id", f"longer than {limits.max_id_chars} characters")
+    if not msg.reward.name:
+        raise ItemError("reward.name", "missing: name a verifier or a named reward")
+    if len(msg.completion) > limits.max_completion_bytes:  # chars <= bytes: cheap first cut
+        raise ItemError("completion", f"over the {limits.max_completion_bytes}-byte cap")
+    if len(msg.completion.encode()) > limits.max_completion_bytes:
+        raise ItemError("completion", f"over the {limits.max_completion_bytes}-byte cap")
+    if msg.completion_tokens < 0:
+        raise ItemError("completion_tokens", "must be >= 0")
+    if msg.prompt and msg.messages:
+        raise ItemError("messages", "give either prompt or messages, not both")
+    try:
+        params = struct_to_dict(msg.reward.params)
+        reference = value_to_python(msg.reference)
+    except (ValueError, RecursionError) as exc:
+        raise ItemError(
+            "reference", f"not representable as JSON: {truncate(str(exc), 200)}"
+        ) from None
+    return Item(
+        id=msg.id,
+        completion=msg.completion,
+        reward=RewardSpec(name=msg.reward.name, params=params),
+        prompt=msg.prompt,
+        messages=tuple(ChatMessage(m.role, m.content) for m in msg.messages),
+        reference=reference,
+        completion_tokens=msg.completion_tokens,
+        truncated=msg.truncated,
+        group_id=msg.group_id,
+    )
+
+
+def reward_key(msg: pb.Item) -> bytes:
+    """A cache key for an item's reward spec (identical specs are resolved once)."""
+    return msg.reward.SerializeToString(deterministic=True)
+
+
+def item_to_proto(item: Item) -> pb.Item:
+    msg = pb.Item(
+        id=item.id,
+        prompt=item.prompt,
+        completion=item.completion,
+        completion_tokens=item.completion_tokens,
+        truncated=item.truncated,
+        group_id=item.group_id,
+        messages=[pb.ChatMessage(role=m.role, content=m.content) for m in item.messages],
+    )
+    if item.reward is not None:
+        msg.reward.name = item.reward.name
+        if item.reward.params:
+            msg.reward.params.update(item.reward.params)
+    if item.reference is not None:
+        json_format.ParseDict(item.reference, msg.reference)
+    return msg
+
+
+def result_to_proto(result: Result) -> pb.Result:
+    msg = pb.Result(
+        id=result.id,
+        score=result.score if math.isfinite(result.score) else 0.0,
+        status=int(result.status),
+        reason=result.reason,
+        components=result.components,
+        elapsed_ms=result.elapsed_ms,
+    )
+    if result.details:
+        msg.details.update(_jsonable(result.details))
+    return msg
+
+
+def result_from_proto(msg: pb.Result) -> Result:
+    return Result(
+        id=msg.id,
+        score=msg.score,
+        status=Status(msg.status),
+        reason=msg.reason,
+        components=dict(msg.components),
+        details=struct_to_dict(msg.details),
+        elapsed_ms=msg.elapsed_ms,
+    )
+
+
+def results_to_response(results: Iterable[Result]) -> pb.ScoreResponse:
+    return pb.ScoreResponse(results=[result_to_proto(r) for r in results])
+
+
+def request_from_items(items: Sequence[Item]) -> pb.ScoreRequest:
+    return pb.ScoreRequest(items=[item_to_proto(i) for i in items])
+
+
+def _jsonable(value: object, depth: int = 0) -> object:
+    """Makes verifier details safe for a Struct: str keys, finite floats, bounded depth."""
+    if depth > 32:
+        return "<too deep>"
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v, depth + 1) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else str(value)
+    return truncate(repr(value), 200)

@@ -1,0 +1,89 @@
+"""Calling a verifier safely: exceptions, malformed output and timings become results.
+
+Used in the worker processes (one item at a time) and by the thread path (a chunk at a time).
+A verifier's exception or garbage output becomes STATUS_VERIFIER_ERROR for its own items only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from verifier_server.types import Item, Result, Status, truncate
+from verifier_server.verifiers.base import InvalidItem, Verifier
+
+
+def run_batch(verifier: Verifier, items: Sequence[Item], params: Any) -> list[Result]:
+    """Scores `items`; if the batch call fails, retries item by item to isolate the culprit."""
+    if len(items) == 1:
+        return [run_one(verifier, items[0], params)]
+    start = time.perf_counter()
+    try:
+        results = checked_results(verifier.score(items, params), items)
+    except Exception:  # isolate the failing item(s): each gets its own status below
+        return [run_one(verifier, item, params) for item in items]
+    per_item_ms = (time.perf_counter() - start) * 1000 / len(items)
+    for result in results:
+        result.elapsed_ms = result.elapsed_ms or per_item_ms
+    return results
+
+
+def run_one(verifier: Verifier, item: Item, params: Any) -> Result:
+    start = time.perf_counter()
+    try:
+        result = checked_results(verifier.score([item], params), [item])[0]
+    except InvalidItem as exc:
+        result = exc.to_result(item.id)
+    except MemoryError:
+        result = Result.failed(item.id, Status.VERIFIER_ERROR, "memory_limit", "out of memory")
+    except BadOutput as exc:
+        result = Result.failed(item.id, Status.VERIFIER_ERROR, "bad_verifier_output", str(exc))
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        message = f"{type(exc).__name__}: {_safe_str(exc)}"
+        result = Result.failed(item.id, Status.VERIFIER_ERROR, "verifier_exception", message)
+    result.elapsed_ms = (time.perf_counter() - start) * 1000
+    return result
+
+
+class BadOutput(Exception):
+    """A verifier returned something that is not one valid Result per item."""
+
+
+def checked_results(output: object, items: Sequence[Item]) -> list[Result]:
+    """Validates a verifier's output: a list of Results, one per item, ids matching."""
+    if not isinstance(output, list) or len(output) != len(items):
+        got = (
+            f"{type(output).__name__} of length {len(output)}"
+            if isinstance(output, list)
+            else type(output).__name__
+        )
+        raise BadOutput(f"expected a list of {len(items)} Result, got {got}")
+    for item, result in zip(items, output, strict=True):
+        if not isinstance(result, Result):
+            raise BadOutput(f"expected Result, got {type(result).__name__}")
+        if result.id != item.id:
+            raise BadOutput(f"result id {truncate(str(result.id), 80)!r} != item id {item.id!r}")
+        if not isinstance(result.status, Status) or result.status == Status.UNSPECIFIED:
+            raise BadOutput(f"invalid status {truncate(repr(result.status), 80)}")
+        if not isinstance(result.score, int | float) or not math.isfinite(result.score):
+            raise BadOutput(f"score must be a finite float, got {truncate(repr(result.score), 80)}")
+        if not isinstance(result.details, dict) or not isinstance(result.components, dict):
+            raise BadOutput("details and components must be dicts")
+        if not all(
+            isinstance(v, int | float) and math.isfinite(v) for v in result.components.values()
+        ):
+            raise BadOutput("components must map names to finite floats")
+        result.score = float(result.score)
+    return list(output)
+
+
+def _safe_str(exc: BaseException) -> str:
+    """str() of an exception that may wrap untrusted objects, bounded in output size."""
+    try:
+        return truncate(str(exc), 300)
+    except Exception:
+        return "<unprintable>"

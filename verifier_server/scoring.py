@@ -1,0 +1,306 @@
+"""From a reward spec to results: resolve the spec into a plan, run the plan's verifiers where
+they declared (worker pool, thread, event loop), combine composites.
+
+Every item gets exactly one result, whatever happens to its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pydantic import ValidationError
+
+from verifier_server.config import ServerConfig, format_validation_error
+from verifier_server.execution import checked_results, run_batch
+from verifier_server.registry import Registry
+from verifier_server.types import Item, Result, RewardSpec, Status
+from verifier_server.verifiers.base import Verifier
+from verifier_server.verifiers.composite import CompositeParams, combine
+from verifier_server.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+_THREAD_CHUNK = 256
+_MAX_DEPTH = 8  # named rewards nested in named rewards
+
+
+class SpecError(Exception):
+    """A reward spec that cannot be resolved; `field` is a path inside the item."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, eq=False)
+class Leaf:
+    """Run one verifier with validated params."""
+
+    verifier: Verifier
+    params: Any
+    timeout_s: float
+    cost_key: str  # the worker pool learns per-item cost under this key
+
+
+@dataclass(frozen=True, eq=False)
+class Composite:
+    spec: CompositeParams
+    parts: tuple[Leaf | Composite, ...]
+
+
+Plan = Leaf | Composite
+
+
+class Resolver:
+    """Turns RewardSpecs into plans, validating params; caches by the spec's content."""
+
+    def __init__(self, registry: Registry, config: ServerConfig) -> None:
+        self.registry = registry
+        self.config = config
+        self._cache: dict[str, Plan] = {}
+
+    def resolve(self, spec: RewardSpec, cache_key: bytes | str | None = None) -> Plan:
+        key = (
+            cache_key
+            if cache_key is not None
+            else json.dumps([spec.name, spec.params], sort_keys=True)
+        )
+        plan = self._cache.get(key)  # type: ignore[arg-type]
+        if plan is None:
+            plan = self._resolve(spec.name, spec.params, "reward", depth=0)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = plan  # type: ignore[index]
+        return plan
+
+    def check_config(self) -> list[str]:
+        """Every problem in the config's verifier defaults and named rewards, one line each."""
+        problems = []
+        for name, defaults in self.config.verifiers.items():
+            if name not in self.registry:
+                problems.append(
+                    f"verifiers.{name}: unknown verifier; known: {self.registry.names()}"
+                )
+                continue
+            try:
+                self.registry.get(name).Params.model_validate(defaults)
+            except ValidationError as exc:
+                problems.append(format_validation_error(exc, f"verifiers.{name}").strip())
+        for name in self.config.rewards:
+            if name in self.registry or name == "composite":
+                problems.append(f"rewards.{name}: shadows the verifier of the same name; rename it")
+                continue
+            try:
+                self._resolve(name, {}, f"rewards.{name}", depth=0)
+            except SpecError as exc:
+                problems.append(f"{exc.field}: {exc.message}")
+        return problems
+
+    def _resolve(self, name: str, params: dict[str, Any], where: str, depth: int) -> Plan:
+        if depth > _MAX_DEPTH:
+            raise SpecError(where, f"rewards nested deeper than {_MAX_DEPTH} (a cycle?)")
+        if name == "composite":
+            try:
+                spec = CompositeParams.model_validate(params)
+            except ValidationError as exc:
+                raise SpecError(f"{where}.params", format_validation_error(exc).strip()) from None
+            return self._composite(spec, f"{where}.params", depth)
+        if name in self.registry:
+            return self._leaf(name, params, where)
+        if name in self.config.rewards:
+            if params:
+                raise SpecError(f"{where}.params", f"named reward {name!r} takes no params")
+            return self._composite(self.config.rewards[name], f"rewards.{name}", depth)
+        known = sorted([*self.registry.names(), "composite", *self.config.rewards])
+        raise SpecError(
+            f"{where}.name" if where == "reward" else where,
+            f"unknown verifier or reward {name!r}; known: {known}",
+        )
+
+    def _composite(self, spec: CompositeParams, where: str, depth: int) -> Composite:
+        parts = tuple(
+            self._resolve(c.verifier, c.params, f"{where}.components[{i}]", depth + 1)
+            for i, c in enumerate(spec.components)
+        )
+        return Composite(spec, parts)
+
+    def _leaf(self, name: str, params: dict[str, Any], where: str) -> Leaf:
+        verifier_cls = self.registry.get(name)
+        merged = {**self.config.verifiers.get(name, {}), **params}
+        try:
+            validated = verifier_cls.Params.model_validate(merged)
+        except ValidationError as exc:
+            raise SpecError(f"{where}.params", format_validation_error(exc).strip()) from None
+        limits = self.config.limits
+        timeout_s = verifier_cls.timeout_s(validated) or limits.default_item_timeout_s
+        if timeout_s > limits.max_item_timeout_s:
+            raise SpecError(
+                f"{where}.params.timeout_s",
+                f"{timeout_s:g} s is above the server's limit of {limits.max_item_timeout_s:g} s",
+            )
+        cost_key = f"{name}:{validated.model_dump_json()}"
+        return Leaf(self.registry.instance(name), validated, timeout_s, cost_key)
+
+
+class Scorer:
+    """Schedules plans on the worker pool, the thread pool or the event loop."""
+
+    def __init__(
+        self, pool: WorkerPool, threads: ThreadPoolExecutor, max_queued_items: int
+    ) -> None:
+        self.pool = pool
+        self.threads = threads
+        self.max_queued_items = max_queued_items
+        self._loop = asyncio.get_running_loop()
+        self._queued = 0
+
+    def schedule(
+        self, items: Sequence[Item], plan: Plan, deadline: float | None
+    ) -> list[asyncio.Future[Result]]:
+        """One future per item; all items share `plan`. Futures always resolve to a Result."""
+        if isinstance(plan, Composite):
+            return self._schedule_composite(items, plan, deadline)
+        execution = plan.verifier.execution
+        if execution == "process":
+            return self._schedule_process(items, plan, deadline)
+        if execution == "thread":
+            return self._run_async(items, self._thread(items, plan))
+        return self._run_async(items, self._async(items, plan))
+
+    def _schedule_process(
+        self, items: Sequence[Item], plan: Leaf, deadline: float | None
+    ) -> list[asyncio.Future[Result]]:
+        name = plan.verifier.name
+        admitted = self.pool.admissible(plan.cost_key, len(items), deadline)
+        admitted = min(admitted, max(0, self.max_queued_items - self._queued))
+        futures = self.pool.submit(
+            name, plan.params, items[:admitted], plan.timeout_s, deadline, plan.cost_key
+        )
+        self._queued += len(futures)
+        for future in futures:
+            future.add_done_callback(self._dequeued)
+        for item in items[admitted:]:
+            rejected = self._loop.create_future()
+            queued_s = self.pool.estimated_wait_s()
+            why = (
+                f"the queue would not finish within the deadline (~{queued_s:.2f} s of work queued)"
+            )
+            rejected.set_result(Result.failed(item.id, Status.OVERLOADED, "overloaded", why))
+            futures.append(rejected)
+        return futures
+
+    def _dequeued(self, _future: asyncio.Future[Result]) -> None:
+        self._queued -= 1
+
+    async def _thread(self, items: Sequence[Item], plan: Leaf) -> list[Result]:
+        results: list[Result] = []
+        for start in range(0, len(items), _THREAD_CHUNK):
+            chunk = items[start : start + _THREAD_CHUNK]
+            results += await self._loop.run_in_executor(
+                self.threads, run_batch, plan.verifier, chunk, plan.params
+            )
+        return results
+
+    async def _async(self, items: Sequence[Item], plan: Leaf) -> list[Result]:
+        start = time.perf_counter()
+        try:
+            results = checked_results(await plan.verifier.ascore(items, plan.params), items)
+        except Exception as exc:  # the verifier's failure is its items' status, not ours
+            log.exception("async verifier %s failed", plan.verifier.name)
+            message = f"{type(exc).__name__}: {exc}"
+            return [
+                Result.failed(i.id, Status.VERIFIER_ERROR, "verifier_exception", message)
+                for i in items
+            ]
+        per_item_ms = (time.perf_counter() - start) * 1000 / max(1, len(items))
+        for result in results:
+            result.elapsed_ms = result.elapsed_ms or per_item_ms
+        return results
+
+    def _run_async(self, items: Sequence[Item], coro: Any) -> list[asyncio.Future[Result]]:
+        futures = [self._loop.create_future() for _ in items]
+
+        def done(task: asyncio.Task[list[Result]]) -> None:
+            if task.cancelled():
+                results = [Result.failed(i.id, Status.OVERLOADED, "cancelled") for i in items]
+            elif task.exception() is not None:
+                exc = task.exception()
+                log.error("internal error while scoring", exc_info=exc)
+                results = [
+                    Result.failed(i.id, Status.VERIFIER_ERROR, "internal_error", repr(exc))
+                    for i in items
+                ]
+            else:
+                results = task.result()
+            for future, result in zip(futures, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+        self._loop.create_task(coro).add_done_callback(done)
+        return futures
+
+    def _schedule_composite(
+        self, items: Sequence[Item], plan: Composite, deadline: float | None
+    ) -> list[asyncio.Future[Result]]:
+        missing = {
+            index: component.reference_key
+            for index, item in enumerate(items)
+            for component in plan.spec.components
+            if component.reference_key is not None
+            and not (isinstance(item.reference, dict) and component.reference_key in item.reference)
+        }
+        good = [item for index, item in enumerate(items) if index not in missing]
+        per_part = []
+        for component, part in zip(plan.spec.components, plan.parts, strict=True):
+            key = component.reference_key
+            part_items = (
+                good if key is None else [replace(i, reference=i.reference[key]) for i in good]
+            )
+            per_part.append(iter(self.schedule(part_items, part, deadline)))
+        futures = []
+        for index, item in enumerate(items):
+            if index in missing:
+                future = self._loop.create_future()
+                message = (
+                    f"reference.{missing[index]} is missing; a component of the reward needs it"
+                )
+                result = Result.failed(
+                    item.id, Status.INVALID_REQUEST, "invalid_reference", message
+                )
+                result.details["field"] = f"reference.{missing[index]}"
+                future.set_result(result)
+                futures.append(future)
+            else:
+                parts = [next(part_futures) for part_futures in per_part]
+                futures.append(self._combine_when_done(plan.spec, item.id, parts))
+        return futures
+
+    def _combine_when_done(
+        self, spec: CompositeParams, item_id: str, parts: list[asyncio.Future[Result]]
+    ) -> asyncio.Future[Result]:
+        future = self._loop.create_future()
+        remaining = len(parts)
+
+        def part_done(_: asyncio.Future[Result]) -> None:
+            nonlocal remaining
+            remaining -= 1
+            if remaining == 0 and not future.done():
+                future.set_result(combine(spec, item_id, [p.result() for p in parts]))
+
+        def cancel_parts(done: asyncio.Future[Result]) -> None:
+            if done.cancelled():
+                for part in parts:
+                    part.cancel()
+
+        for part in parts:
+            part.add_done_callback(part_done)
+        future.add_done_callback(cancel_parts)
+        return future

@@ -1,0 +1,270 @@
+"""The gRPC front end: validation, admission, deadlines, dispatch, health, graceful stop.
+
+A bad *item* is data: it gets a non-OK result and its neighbours are scored. A bad *request*
+(too many items, duplicate ids) is a gRPC status code. The event loop never runs verifier
+code: "process" verifiers run in the worker pool (started before the gRPC server, since gRPC
+forbids forking after), "thread" verifiers in a small thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from verifier_server import convert
+from verifier_server._proto.verifier.v1 import verifier_pb2 as pb
+from verifier_server._proto.verifier.v1 import verifier_pb2_grpc as pb_grpc
+from verifier_server.config import ServerConfig
+from verifier_server.registry import Registry
+from verifier_server.scoring import Plan, Resolver, Scorer, SpecError
+from verifier_server.types import Result, Status
+from verifier_server.verifiers.composite import CompositeParams
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VerifierService"].full_name
+
+
+class VerifierServicer(pb_grpc.VerifierServiceServicer):
+    """A thin servicer: proto in, plain functions, proto out."""
+
+    def __init__(
+        self, registry: Registry, config: ServerConfig, resolver: Resolver, scorer: Scorer
+    ) -> None:
+        self.registry = registry
+        self.config = config
+        self.resolver = resolver
+        self.scorer = scorer
+        self.item_limits = convert.ItemLimits(
+            max_completion_bytes=config.limits.max_completion_bytes
+        )
+
+    async def Score(
+        self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScoreResponse:
+        await self._check_request(request, context)
+        futures = self._schedule(request.items, _deadline(context))
+        results = await asyncio.gather(*futures)
+        return convert.results_to_response(results)
+
+    async def ScoreStream(
+        self, request_iterator: AsyncIterator[pb.ScoreRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ScoreResponse]:
+        finished: asyncio.Queue[Result | None] = asyncio.Queue()
+        pending = 0
+        reading_done = False
+
+        async def read() -> None:
+            nonlocal pending, reading_done
+            async for request in request_iterator:
+                await self._check_request(request, context)
+                for future in self._schedule(request.items, _deadline(context)):
+                    pending += 1
+                    future.add_done_callback(lambda f: finished.put_nowait(f.result()))
+            reading_done = True
+            finished.put_nowait(None)  # wake the writer to re-check
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                first = await finished.get()
+                batch = [] if first is None else [first]
+                while not finished.empty():  # send everything ready in one message
+                    result = finished.get_nowait()
+                    if result is not None:
+                        batch.append(result)
+                pending -= len(batch)
+                if batch:
+                    yield convert.results_to_response(batch)
+                if reader.done():
+                    reader.result()  # re-raise a request-level abort
+                    if reading_done and pending == 0:
+                        return
+        finally:
+            reader.cancel()
+
+    async def ListVerifiers(
+        self, request: pb.ListVerifiersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListVerifiersResponse:
+        response = pb.ListVerifiersResponse()
+        for name, cls in self.registry.items():
+            info = response.verifiers.add(name=name, description=cls.description, kind="verifier")
+            info.params_schema.update(cls.params_schema())
+        composite = response.verifiers.add(
+            name="composite",
+            kind="verifier",
+            description="Weighted sums, min/max and gates over other verifiers, inline.",
+        )
+        composite.params_schema.update(CompositeParams.model_json_schema())
+        for name, reward in sorted(self.config.rewards.items()):
+            info = response.verifiers.add(name=name, description=reward.description, kind="reward")
+            info.params_schema.update({"type": "object", "additionalProperties": False})
+        return response
+
+    # ---- helpers
+
+    async def _check_request(
+        self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        cap = self.config.limits.max_items_per_request
+        if len(request.items) > cap:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"items: {len(request.items)} items in one request, over the server's cap of "
+                f"{cap}; split the batch (the Python client does this for you)",
+            )
+        seen: dict[str, int] = {}
+        for index, message in enumerate(request.items):
+            if message.id and message.id in seen:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"items[{index}].id {message.id!r} duplicates items[{seen[message.id]}].id; "
+                    "ids must be unique within a request",
+                )
+            seen[message.id] = index
+
+    def _schedule(
+        self, messages: Sequence[pb.Item], deadline: float | None
+    ) -> list[asyncio.Future[Result]]:
+        """Validates each item, resolves its reward, and schedules items sharing a plan together."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Result] | None] = [None] * len(messages)
+        groups: dict[int, tuple[Plan, list[int], list]] = {}
+        for index, message in enumerate(messages):
+            try:
+                item = convert.item_from_proto(message, self.item_limits)
+                assert item.reward is not None
+                plan = self.resolver.resolve(item.reward, convert.reward_key(message))
+            except (convert.ItemError, SpecError) as exc:
+                result = Result.failed(
+                    message.id or f"#{index}",
+                    Status.INVALID_REQUEST,
+                    _reason(exc.field),
+                    exc.message,
+                )
+                result.details["field"] = f"items[{index}].{exc.field}"
+                futures[index] = loop.create_future()
+                futures[index].set_result(result)  # type: ignore[union-attr]
+                continue
+            group = groups.setdefault(id(plan), (plan, [], []))
+            group[1].append(index)
+            group[2].append(item)
+        for plan, indices, items in groups.values():
+            for index, future in zip(
+                indices, self.scorer.schedule(items, plan, deadline), strict=True
+            ):
+                futures[index] = future
+        return futures  # type: ignore[return-value]
+
+
+def _reason(field: str) -> str:
+    return "invalid_" + field.split(".", 1)[0].split("[", 1)[0]
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+@dataclass
+class RunningServer:
+    """A started server; `bound` lists the addresses it listens on."""
+
+    server: grpc.aio.Server
+    health: HealthServicer
+    pool: object
+    threads: ThreadPoolExecutor
+    bound: list[str]
+    registry: Registry
+
+    async def stop(self, grace_s: float) -> None:
+        """Health NOT_SERVING, drain in-flight RPCs for `grace_s`, then stop the workers."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        await self.pool.close()  # type: ignore[attr-defined]
+        self.threads.shutdown(wait=False, cancel_futures=True)
+
+
+async def start_server(config: ServerConfig, registry: Registry) -> RunningServer:
+    """Starts the worker pool, then the gRPC server. Raises if a port cannot be bound."""
+    from verifier_server.workers import WorkerPool
+
+    settings, limits = config.server, config.limits
+    resolver = Resolver(registry, config)
+    loop = asyncio.get_running_loop()
+    pool = WorkerPool(settings.workers, plugins=config.plugins, memory_mb=settings.worker_memory_mb)
+    pool.start(loop)  # before any gRPC object exists: gRPC forbids fork afterwards
+    threads = ThreadPoolExecutor(settings.threads, thread_name_prefix="verifier-thread")
+    scorer = Scorer(pool, threads, limits.max_queued_items)
+    max_bytes = limits.max_message_mb * 1024 * 1024
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_bytes),
+            ("grpc.max_send_message_length", max_bytes),
+            ("grpc.so_reuseport", 0),  # a second server on the port must fail, not share it
+        ],
+    )
+    pb_grpc.add_VerifierServiceServicer_to_server(
+        VerifierServicer(registry, config, resolver, scorer), server
+    )
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    service_names = [
+        SERVICE_NAME,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ]
+    reflection.enable_server_reflection(service_names, server)
+    bound = []
+    try:
+        if settings.port is not None:
+            port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+            host = f"[{settings.host}]" if ":" in settings.host else settings.host
+            bound.append(f"{host}:{port}")
+        if settings.unix:
+            server.add_insecure_port(f"unix:{settings.unix}")
+            bound.append(f"unix:{settings.unix}")
+    except RuntimeError as exc:
+        await pool.close()
+        raise RuntimeError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
+    await server.start()
+    serving = health_pb2.HealthCheckResponse.SERVING
+    await health.set("", serving)
+    await health.set(SERVICE_NAME, serving)
+    for name in [*registry.names(), *config.rewards]:
+        await health.set(f"{SERVICE_NAME}/{name}", serving)
+    return RunningServer(server, health, pool, threads, bound, registry)
+
+
+async def serve(
+    config: ServerConfig, registry: Registry, ready: asyncio.Event | None = None
+) -> None:
+    """Runs until SIGTERM or SIGINT, then stops gracefully within `config.server.grace_s`."""
+    running = await start_server(config, registry)
+    log.info(
+        "verifier-server listening on %s with %d workers",
+        ", ".join(running.bound),
+        config.server.workers,
+    )
+    print(f"verifier-server listening on {', '.join(running.bound)}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("stopping: draining in-flight work for up to %.1f s", config.server.grace_s)
+    with contextlib.suppress(asyncio.CancelledError):
+        await running.stop(config.server.grace_s)

@@ -1,0 +1,1 @@
+"""Built-in verifiers, one module each; `base` holds the interface they share."""

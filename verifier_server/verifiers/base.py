@@ -1,0 +1,99 @@
+"""The verifier interface: a name, a parameter model, one method that scores a batch.
+
+Adding a verifier is one new module with a `Verifier` subclass plus its registration
+(built-ins in `verifier_server.registry`, plugins through the `verifier_server.verifiers`
+entry-point group or `--plugin module`). Where it runs is declared by `execution`:
+
+- "process" (default): CPU-bound or possibly slow work. Runs in the server's worker pool, one
+  item at a time, with a hard per-item time limit enforced by killing the worker.
+- "thread": work that is linear-time by construction (format, length, RE2 regexes). Runs in
+  a thread of the server process in chunks; cheap, but nothing can interrupt it.
+- "async": I/O-bound work (remote judges); `ascore` runs on the server's event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from verifier_server.types import Item, Result, Status
+
+Execution = Literal["process", "thread", "async"]
+
+
+class Params(BaseModel):
+    """Base of every verifier's parameter model: unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(Params):
+    """For verifiers without parameters."""
+
+
+class TimedParams(Params):
+    """Parameters of a verifier that runs in the worker pool with a per-item time limit."""
+
+    timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Per-item time limit; past it the item is TIMEOUT."
+    )
+
+
+class InvalidItem(Exception):
+    """Raised by a verifier when the caller's item is malformed (not when the model is wrong).
+
+    `field` is a path into the item, e.g. "reference.tests[2].stdout"; the result becomes
+    STATUS_INVALID_REQUEST with reason "invalid_<first path component>".
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+    def to_result(self, item_id: str) -> Result:
+        root = self.field.split(".", 1)[0].split("[", 1)[0]
+        result = Result.failed(item_id, Status.INVALID_REQUEST, f"invalid_{root}", self.message)
+        result.details["field"] = self.field
+        return result
+
+
+class Verifier:
+    """Scores items. Subclasses set the class attributes and override one scoring method.
+
+    Instances are created once per process (server and each worker) with no arguments, so
+    caches live on the instance. A verifier must not keep per-request state.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[Params]] = NoParams
+    execution: ClassVar[Execution] = "process"
+
+    def score(self, items: Sequence[Item], params: Any) -> list[Result]:
+        """Returns one result per item, in order. The default calls `score_one` per item."""
+        results = []
+        for item in items:
+            try:
+                results.append(self.score_one(item, params))
+            except InvalidItem as exc:
+                results.append(exc.to_result(item.id))
+        return results
+
+    def score_one(self, item: Item, params: Any) -> Result:
+        raise NotImplementedError(f"{type(self).__name__} implements neither score nor score_one")
+
+    async def ascore(self, items: Sequence[Item], params: Any) -> list[Result]:
+        """The async form, used when `execution == "async"`."""
+        raise NotImplementedError(f"{type(self).__name__} is async but has no ascore")
+
+    @classmethod
+    def timeout_s(cls, params: Params) -> float | None:
+        """The per-item time limit for the worker pool (from `params.timeout_s` if any)."""
+        return getattr(params, "timeout_s", None)
+
+    @classmethod
+    def params_schema(cls) -> dict[str, Any]:
+        return cls.Params.model_json_schema()

@@ -1,0 +1,399 @@
+"""The "json_schema" verifier: is the completion's JSON valid under the schema `item.reference`?
+
+The reference is a JSON Schema object, validated per Draft 2020-12 unless its `$schema` names
+another draft (an unknown `$schema` also means 2020-12). An invalid schema, an unresolvable or
+remote `$ref`, or a `pattern` RE2 cannot compile is an invalid item; the completion's faults are
+OK results scored 0.0: "missing_fenced_block"/"missing_answer_tag", "too_large", "too_deep",
+"invalid_json", "schema_violation".
+
+`scoring` "binary": 1.0 if valid, else 0.0. "fraction": the share of requirements met, where the
+requirements are (a) each name in the top-level `required` list, met when the instance is an
+object holding it with a value valid under the top-level `properties[name]` (if any), and (b) the
+whole instance being valid. So a valid instance scores 1.0, an invalid one at most n/(n+1), and
+adding optional properties cannot raise the score. Without a top-level `required` it is binary.
+
+Guarantees against hostile completions and schemas (the worker pool also kills items past
+`timeout_s`):
+- no network: `$ref` resolves only inside the schema and the bundled meta-schemas;
+- regexes (`pattern`, `patternProperties`, and `additionalProperties`, which jsonschema matches
+  against `patternProperties` with Python's `re`) run on RE2, so `(a+)+$` cannot backtrack;
+  a schema combining `unevaluatedProperties` with `patternProperties` is rejected, because
+  jsonschema evaluates that pair with Python's `re` in code that cannot be swapped out;
+- JSON text longer than `max_json_chars`, nested deeper than `max_depth` (checked by a linear
+  scan before parsing, so no RecursionError) or with an array longer than `max_items` is
+  scored 0.0 without validating; `uniqueItems` hashes elements instead of jsonschema's
+  quadratic pairwise comparison;
+- NaN/Infinity, integers over Python's 4300-digit limit and duplicate object keys are
+  invalid JSON (plain json.loads accepts NaN/Infinity and keeps the last duplicate).
+`format` is an annotation unless `check_formats` is set; then the formats jsonschema can check
+with the installed packages are asserted (date, email, ipv4, ipv6, uuid, and "regex", here
+meaning RE2 syntax); unknown formats pass.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import re
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
+from jsonschema.exceptions import SchemaError
+from jsonschema.protocols import Validator
+from pydantic import Field
+
+from verifier_server.types import JSON, Item, Result, Status, truncate
+from verifier_server.verifiers.base import InvalidItem, TimedParams, Verifier
+from verifier_server.verifiers.text import (
+    EXTRACT_DESCRIPTION,
+    ExtractMethod,
+    RegexError,
+    compile_re2,
+    extract_answer,
+    missing_reason,
+)
+
+_ERRORS_IN_DETAILS = 3
+
+
+class JsonSchemaParams(TimedParams):
+    timeout_s: float = Field(
+        default=5.0, gt=0, le=300, description="Per-item time limit; past it the item is TIMEOUT."
+    )
+    extract: ExtractMethod = Field(default="auto", description=EXTRACT_DESCRIPTION)
+    scoring: Literal["binary", "fraction"] = Field(
+        default="binary",
+        description=(
+            "binary: 1.0 if valid else 0.0. fraction: (top-level required properties present "
+            "and valid + 1 if the whole instance is valid) / (number required + 1)."
+        ),
+    )
+    check_formats: bool = Field(
+        default=False, description="Assert the 'format' keyword instead of ignoring it."
+    )
+    max_json_chars: int = Field(
+        default=1_000_000, gt=0, description="Longer extracted JSON text scores 0 ('too_large')."
+    )
+    max_depth: int = Field(
+        default=64,
+        ge=1,
+        le=100,
+        description="Deeper array/object nesting scores 0 ('too_deep') without parsing.",
+    )
+    max_items: int = Field(
+        default=10_000, ge=1, description="A longer array anywhere scores 0 ('too_large')."
+    )
+
+
+# 1. Keywords replaced so that hostile input stays cheap.
+
+
+def _pattern(validator: Validator, pattern: str, instance: Any, schema: dict) -> Iterator:
+    if validator.is_type(instance, "string") and compile_re2(pattern).search(instance) is None:
+        yield ValidationError(
+            f"{truncate(instance, 80)!r} does not match {truncate(pattern, 80)!r}"
+        )
+
+
+def _pattern_properties(
+    validator: Validator, pattern_properties: dict, instance: Any, schema: dict
+) -> Iterator:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in pattern_properties.items():
+        regex = compile_re2(pattern)
+        for key, value in instance.items():
+            if regex.search(key) is not None:
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional_properties(
+    validator: Validator, additional: Any, instance: Any, schema: dict
+) -> Iterator:
+    if not validator.is_type(instance, "object"):
+        return
+    properties = schema.get("properties", {})
+    patterns = [compile_re2(pattern) for pattern in schema.get("patternProperties", {})]
+    extras = [
+        key
+        for key in instance
+        if key not in properties and not any(p.search(key) is not None for p in patterns)
+    ]
+    if validator.is_type(additional, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], additional, path=extra)
+    elif additional is False and extras:
+        names = ", ".join(repr(truncate(extra, 80)) for extra in extras[:5])
+        yield ValidationError(f"Additional properties are not allowed ({names} unexpected)")
+
+
+def _equality_key(value: JSON) -> Hashable:
+    """Equal for values jsonschema calls equal: 1 == 1.0, but true != 1, key order ignored."""
+    if isinstance(value, bool) or value is None:
+        return ("literal", value)
+    if isinstance(value, int | float):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("string", value)
+    if isinstance(value, list):
+        return ("array", tuple(_equality_key(element) for element in value))
+    return ("object", frozenset((key, _equality_key(item)) for key, item in value.items()))
+
+
+def _unique_items(validator: Validator, unique: bool, instance: Any, schema: dict) -> Iterator:
+    if not unique or not validator.is_type(instance, "array"):
+        return
+    seen: set[Hashable] = set()
+    for index, element in enumerate(instance):
+        key = _equality_key(element)
+        if key in seen:
+            yield ValidationError(f"array has non-unique elements (item {index} repeats)")
+            return
+        seen.add(key)
+
+
+_REPLACED_KEYWORDS = {
+    "pattern": _pattern,
+    "patternProperties": _pattern_properties,
+    "additionalProperties": _additional_properties,
+    "uniqueItems": _unique_items,
+}
+
+# An empty registry without `retrieve`: a `$ref` outside the schema and the meta-schemas that
+# jsonschema adds is Unresolvable. (jsonschema's default registry fetches remote URLs.)
+_NO_RETRIEVAL = referencing.Registry()
+
+
+# 2. Compiling a schema into a validator (cached: rewards reuse a few schemas).
+
+
+def _subschemas(schema: dict, validator_cls: type[Validator]) -> Iterator[dict]:
+    dialect = validator_cls.ID_OF(validator_cls.META_SCHEMA)
+    specification = referencing.jsonschema.specification_with(
+        dialect, default=referencing.jsonschema.DRAFT202012
+    )
+    stack = [specification.create_resource(schema)]
+    while stack:
+        resource = stack.pop()
+        if isinstance(resource.contents, dict):
+            yield resource.contents
+        stack.extend(resource.subresources())
+
+
+def _check_patterns(schema: dict, validator_cls: type[Validator]) -> None:
+    """Every pattern must compile under RE2; see the module docstring for the one banned pair."""
+    keywords_seen: set[str] = set()
+    for subschema in _subschemas(schema, validator_cls):
+        patterns = list(subschema.get("patternProperties", {}))
+        if isinstance(subschema.get("pattern"), str):
+            patterns.append(subschema["pattern"])
+        for pattern in patterns:
+            try:
+                compile_re2(pattern)
+            except RegexError as exc:
+                message = f"pattern {truncate(pattern, 100)!r}: {exc}"
+                raise InvalidItem("reference", message) from None
+        keywords_seen.update(subschema.keys() & {"patternProperties", "unevaluatedProperties"})
+    if len(keywords_seen) == 2:
+        raise InvalidItem(
+            "reference",
+            "unevaluatedProperties together with patternProperties is not supported "
+            "(jsonschema matches that pair with Python's backtracking re)",
+        )
+
+
+def _is_re2_pattern(value: object) -> bool:
+    return not isinstance(value, str) or compile_re2(value) is not None
+
+
+@functools.cache
+def _format_checker(validator_cls: type[Validator]) -> FormatChecker:
+    """The draft's format checker, with "regex" meaning RE2 syntax (Python's `re` would recurse
+    on deeply nested groups in model text)."""
+    checker = FormatChecker(formats=())
+    checker.checkers = dict(validator_cls.FORMAT_CHECKER.checkers)
+    checker.checks("regex", raises=RegexError)(_is_re2_pattern)
+    return checker
+
+
+@functools.cache
+def _hardened(validator_cls: type[Validator]) -> type[Validator]:
+    return validators.extend(validator_cls, _REPLACED_KEYWORDS)
+
+
+@functools.lru_cache(maxsize=128)
+def _compiled_validator(canonical_schema: str, check_formats: bool) -> Validator:
+    schema = json.loads(canonical_schema)
+    validator_cls = validators.validator_for(schema, default=Draft202012Validator)
+    try:
+        validator_cls.check_schema(schema)
+    except SchemaError as exc:
+        raise InvalidItem(
+            "reference", f"invalid schema at {exc.json_path}: {truncate(exc.message, 300)}"
+        ) from None
+    except RecursionError:
+        raise InvalidItem("reference", "schema or one of its patterns nests too deeply") from None
+    _check_patterns(schema, validator_cls)
+    format_checker = _format_checker(validator_cls) if check_formats else None
+    return _hardened(validator_cls)(schema, registry=_NO_RETRIEVAL, format_checker=format_checker)
+
+
+def compiled_validator(schema: dict, *, check_formats: bool) -> Validator:
+    """A validator for `schema`; raises InvalidItem("reference", …) if the schema is unusable."""
+    try:
+        canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise InvalidItem("reference", "contains NaN or Infinity, which JSON has not") from None
+    return _compiled_validator(canonical, check_formats)
+
+
+# 3. Reading the completion's JSON within bounds.
+
+_JSON_STRUCTURE = re.compile(r'[\[\]{}"\\]')  # one character class: a linear scan, no backtracking
+
+
+def nesting_exceeds(text: str, max_depth: int) -> bool:
+    """Whether arrays/objects in JSON `text` nest deeper than `max_depth` (strings skipped)."""
+    if text.count("[") + text.count("{") <= max_depth:
+        return False
+    depth, in_string, escaped_at = 0, False, -1
+    for match in _JSON_STRUCTURE.finditer(text):
+        position, char = match.start(), match.group()
+        if position == escaped_at:
+            continue
+        if in_string:
+            if char == "\\":
+                escaped_at = position + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, JSON]]) -> dict[str, JSON]:
+    result: dict[str, JSON] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {truncate(key, 80)!r}")
+        result[key] = value
+    return result
+
+
+def parse_json(text: str) -> JSON:
+    """json.loads, strict: no NaN/Infinity, no duplicate keys. Raises ValueError."""
+    return json.loads(
+        text, parse_constant=_reject_constant, object_pairs_hook=_object_without_duplicate_keys
+    )
+
+
+def largest_array_length(value: JSON) -> int:
+    """The length of the longest array anywhere in `value` (iterative: depth is already bounded)."""
+    largest, stack = 0, [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, list):
+            largest = max(largest, len(current))
+            stack.extend(current)
+        elif isinstance(current, dict):
+            stack.extend(current.values())
+    return largest
+
+
+# 4. Validating.
+
+
+@contextmanager
+def _schema_faults_as_invalid_item() -> Iterator[None]:
+    """Reference problems that only show while validating are the caller's, not the model's."""
+    try:
+        yield
+    except referencing.exceptions.Unresolvable as exc:
+        raise InvalidItem("reference", f"cannot resolve $ref: {truncate(str(exc), 200)}") from None
+    except RecursionError:
+        # The instance is at most max_depth (<= 100) deep, so this is a $ref cycle in the schema.
+        raise InvalidItem("reference", "schema recursion too deep (a $ref cycle?)") from None
+
+
+def _fraction(validator: Validator, instance: JSON, schema: dict, valid: bool) -> tuple[int, int]:
+    """(requirements met, requirements) for scoring "fraction"; see the module docstring."""
+    required = schema.get("required")
+    names = required if isinstance(required, list) else []  # draft 3's boolean form: ignored
+    properties = schema.get("properties", {})
+    met = int(valid)
+    for name in names:
+        if isinstance(instance, dict) and name in instance:
+            subschema = properties.get(name, True) if isinstance(properties, dict) else True
+            errors = validator.descend(instance[name], subschema, path=name)
+            met += next(errors, None) is None
+    return met, len(names) + 1
+
+
+def _zero(item: Item, reason: str, **details: JSON) -> Result:
+    return Result(id=item.id, score=0.0, status=Status.OK, reason=reason, details=details)
+
+
+class JsonSchemaVerifier(Verifier):
+    name = "json_schema"
+    description = "1.0 if the completion's JSON is valid under the reference JSON Schema."
+    Params = JsonSchemaParams
+    execution = "process"
+
+    def score_one(self, item: Item, params: JsonSchemaParams) -> Result:
+        schema = item.reference
+        if not isinstance(schema, dict):
+            kind = type(schema).__name__
+            raise InvalidItem("reference", f"must be a JSON Schema object, got {kind}")
+        validator = compiled_validator(schema, check_formats=params.check_formats)
+
+        extraction = extract_answer(item.completion, params.extract)
+        if extraction is None:
+            return _zero(item, missing_reason(params.extract))
+        text = extraction.text
+        shown = {"extracted": truncate(text, 200), "source": extraction.source}
+        if len(text) > params.max_json_chars:
+            return _zero(item, "too_large", limit="max_json_chars", chars=len(text), **shown)
+        if nesting_exceeds(text, params.max_depth):
+            return _zero(item, "too_deep", limit="max_depth", **shown)
+        try:
+            instance = parse_json(text)
+        except ValueError as exc:
+            return _zero(item, "invalid_json", error=truncate(str(exc), 200), **shown)
+        if largest_array_length(instance) > params.max_items:
+            return _zero(item, "too_large", limit="max_items", **shown)
+
+        with _schema_faults_as_invalid_item():
+            errors = list(itertools.islice(validator.iter_errors(instance), _ERRORS_IN_DETAILS))
+            met, count = (
+                _fraction(validator, instance, schema, valid=not errors)
+                if params.scoring == "fraction"
+                else (int(not errors), 1)
+            )
+        details: dict[str, JSON] = dict(shown)
+        if errors:
+            details["errors"] = [
+                {"path": error.json_path, "message": truncate(error.message, 200)}
+                for error in errors
+            ]
+        if params.scoring == "fraction":
+            details.update(requirements_met=met, requirements=count)
+        reason = "schema_violation" if errors else ""
+        return Result(
+            id=item.id, score=met / count, status=Status.OK, reason=reason, details=details
+        )
