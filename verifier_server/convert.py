@@ -42,35 +42,53 @@ def struct_to_dict(struct: struct_pb2.Struct) -> dict:
     return json_format.MessageToDict(struct)
 
 
-def item_from_proto(msg: pb.Item, limits: ItemLimits) -> Item:
-    """Validates one proto item and converts it. Raises ItemError naming the field."""
-    if not msg.id:
-        raise ItemError("id", "must be a non-empty string")
-    if len(msg.id) > limits.max_id_chars:
-        raise ItemError("id", f"longer than {limits.max_id_chars} characters")
-    if not msg.reward.name:
+def reward_from_proto(msg: pb.RewardSpec) -> RewardSpec:
+    """Converts a reward spec. Raises ItemError naming the field."""
+    if not msg.name:
         raise ItemError("reward.name", "missing: name a verifier or a named reward")
-    if len(msg.completion) > limits.max_completion_bytes:  # chars <= bytes: cheap first cut
-        raise ItemError("completion", f"over the {limits.max_completion_bytes}-byte cap")
-    if len(msg.completion.encode()) > limits.max_completion_bytes:
-        raise ItemError("completion", f"over the {limits.max_completion_bytes}-byte cap")
+    try:
+        return RewardSpec(name=msg.name, params=struct_to_dict(msg.params))
+    except (ValueError, RecursionError) as exc:
+        raise ItemError(
+            "reward.params", f"not representable as JSON: {truncate(str(exc), 200)}"
+        ) from None
+
+
+def item_from_proto(msg: pb.Item, limits: ItemLimits, reward: RewardSpec | None = None) -> Item:
+    """Validates one proto item and converts it. Raises ItemError naming the field.
+
+    `reward` is the already converted `msg.reward` (the server converts each distinct spec
+    once per request, not once per item).
+    """
+    item_id, completion = msg.id, msg.completion  # each upb attribute read copies the string
+    if not item_id:
+        raise ItemError("id", "must be a non-empty string")
+    if len(item_id) > limits.max_id_chars:
+        raise ItemError("id", f"longer than {limits.max_id_chars} characters")
+    if reward is None:
+        reward = reward_from_proto(msg.reward)
+    # A char takes 1 to 4 bytes in UTF-8: encode only when the char count cannot decide.
+    cap = limits.max_completion_bytes
+    if len(completion) > cap or (len(completion) * 4 > cap and len(completion.encode()) > cap):
+        raise ItemError("completion", f"over the {cap}-byte cap")
     if msg.completion_tokens < 0:
         raise ItemError("completion_tokens", "must be >= 0")
-    if msg.prompt and msg.messages:
+    messages = msg.messages
+    prompt = msg.prompt
+    if prompt and messages:
         raise ItemError("messages", "give either prompt or messages, not both")
     try:
-        params = struct_to_dict(msg.reward.params)
-        reference = value_to_python(msg.reference)
+        reference = value_to_python(msg.reference) if msg.HasField("reference") else None
     except (ValueError, RecursionError) as exc:
         raise ItemError(
             "reference", f"not representable as JSON: {truncate(str(exc), 200)}"
         ) from None
     return Item(
-        id=msg.id,
-        completion=msg.completion,
-        reward=RewardSpec(name=msg.reward.name, params=params),
-        prompt=msg.prompt,
-        messages=tuple(ChatMessage(m.role, m.content) for m in msg.messages),
+        id=item_id,
+        completion=completion,
+        reward=reward,
+        prompt=prompt,
+        messages=tuple(ChatMessage(m.role, m.content) for m in messages) if messages else (),
         reference=reference,
         completion_tokens=msg.completion_tokens,
         truncated=msg.truncated,
@@ -103,14 +121,16 @@ def item_to_proto(item: Item) -> pb.Item:
 
 
 def result_to_proto(result: Result) -> pb.Result:
+    score = result.score if math.isfinite(result.score) else 0.0
     msg = pb.Result(
         id=result.id,
-        score=result.score if math.isfinite(result.score) else 0.0,
+        score=score,
         status=int(result.status),
         reason=result.reason,
-        components=result.components,
         elapsed_ms=result.elapsed_ms,
     )
+    if result.components:  # map and Struct fields are costly to fill: skip when empty
+        msg.components.update(result.components)
     if result.details:
         msg.details.update(_jsonable(result.details))
     return msg
