@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from verifier_server.demo import start_server_process  # noqa: E402
-from verifier_server.types import Item, RewardSpec  # noqa: E402
+from verifier_server.demo import start_server_process
+from verifier_server.types import Item, RewardSpec
 
 COMPLETION = (
     "<think>" + "Let me reason about this step by step. " * 40 + "</think>\n<answer>42</answer>"
@@ -51,7 +51,7 @@ def in_process_rate(batch: int, seconds: float) -> float:
 
 def client_loop(
     kind: str, address: str, batch: int, seconds: float, start_at: float, counts
-) -> None:  # noqa: ANN001
+) -> None:
     import grpc
 
     from verifier_server import convert

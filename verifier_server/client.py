@@ -116,7 +116,8 @@ class AsyncRewardClient:
     async def score(self, items: Sequence[Item], *, timeout_s: float | None = None) -> list[Result]:
         """One result per item, in input order; retried until `timeout_s` (default: client's)."""
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.timeout_s)
-        messages = [convert.item_to_proto(item) for item in items]
+        rewards: dict[int, pb.RewardSpec] = {}  # items usually share one spec: convert it once
+        messages = [convert.item_to_proto(item, rewards) for item in items]
         batches = self._split(messages)
         chunks = await asyncio.gather(*(self._score_batch(batch, deadline) for batch in batches))
         return [result for chunk in chunks for result in chunk]
@@ -136,8 +137,9 @@ class AsyncRewardClient:
 
         async def requests() -> AsyncIterator[pb.ScoreRequest]:
             batch: list[pb.Item] = []
+            rewards: dict[int, pb.RewardSpec] = {}
             async for item in _aiter(items):
-                batch.append(convert.item_to_proto(item))
+                batch.append(convert.item_to_proto(item, rewards))
                 if len(batch) >= batch_items:
                     yield pb.ScoreRequest(items=batch)
                     batch = []

@@ -33,6 +33,11 @@ class ItemError(Exception):
         self.field = field
         self.message = message
 
+    @property
+    def root(self) -> str:
+        """The first path component: "reward" for "reward.params"."""
+        return self.field.split(".", 1)[0].split("[", 1)[0]
+
 
 def value_to_python(value: struct_pb2.Value) -> object:
     return json_format.MessageToDict(value) if value.WhichOneof("kind") else None
@@ -101,7 +106,8 @@ def reward_key(msg: pb.Item) -> bytes:
     return msg.reward.SerializeToString(deterministic=True)
 
 
-def item_to_proto(item: Item) -> pb.Item:
+def item_to_proto(item: Item, rewards: dict[int, pb.RewardSpec] | None = None) -> pb.Item:
+    """`rewards` caches converted specs by id(): items of a batch usually share one spec."""
     msg = pb.Item(
         id=item.id,
         prompt=item.prompt,
@@ -109,12 +115,18 @@ def item_to_proto(item: Item) -> pb.Item:
         completion_tokens=item.completion_tokens,
         truncated=item.truncated,
         group_id=item.group_id,
-        messages=[pb.ChatMessage(role=m.role, content=m.content) for m in item.messages],
     )
+    if item.messages:
+        msg.messages.extend(pb.ChatMessage(role=m.role, content=m.content) for m in item.messages)
     if item.reward is not None:
-        msg.reward.name = item.reward.name
-        if item.reward.params:
-            msg.reward.params.update(item.reward.params)
+        cached = rewards.get(id(item.reward)) if rewards is not None else None
+        if cached is None:
+            cached = pb.RewardSpec(name=item.reward.name)
+            if item.reward.params:
+                cached.params.update(item.reward.params)
+            if rewards is not None:
+                rewards[id(item.reward)] = cached
+        msg.reward.CopyFrom(cached)
     if item.reference is not None:
         json_format.ParseDict(item.reference, msg.reference)
     return msg
@@ -142,8 +154,8 @@ def result_from_proto(msg: pb.Result) -> Result:
         score=msg.score,
         status=Status(msg.status),
         reason=msg.reason,
-        components=dict(msg.components),
-        details=struct_to_dict(msg.details),
+        components=dict(msg.components) if msg.components else {},
+        details=struct_to_dict(msg.details) if msg.HasField("details") else {},
         elapsed_ms=msg.elapsed_ms,
     )
 
@@ -153,7 +165,8 @@ def results_to_response(results: Iterable[Result]) -> pb.ScoreResponse:
 
 
 def request_from_items(items: Sequence[Item]) -> pb.ScoreRequest:
-    return pb.ScoreRequest(items=[item_to_proto(i) for i in items])
+    rewards: dict[int, pb.RewardSpec] = {}
+    return pb.ScoreRequest(items=[item_to_proto(i, rewards) for i in items])
 
 
 def _jsonable(value: object, depth: int = 0) -> object:

@@ -17,8 +17,8 @@ from verifier_server.verifiers.base import InvalidItem, Verifier
 
 def run_batch(verifier: Verifier, items: Sequence[Item], params: Any) -> list[Result]:
     """Scores `items`; if the batch call fails, retries item by item to isolate the culprit."""
-    if len(items) == 1:
-        return [run_one(verifier, items[0], params)]
+    if len(items) <= 1:
+        return [run_one(verifier, item, params) for item in items]
     start = time.perf_counter()
     try:
         results = checked_results(verifier.score(items, params), items)

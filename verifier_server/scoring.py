@@ -171,7 +171,7 @@ class Scorer:
         execution = plan.verifier.execution
         if execution == "process":
             return self._schedule_process(items, plan, deadline)
-        if execution == "thread":
+        if execution == "bulk":
             return self._run_async(items, self._thread(items, plan))
         return self._run_async(items, self._async(items, plan))
 

@@ -3,7 +3,8 @@
 A bad *item* is data: it gets a non-OK result and its neighbours are scored. A bad *request*
 (too many items, duplicate ids) is a gRPC status code. The event loop never runs verifier
 code: "process" verifiers run in the worker pool (started before the gRPC server, since gRPC
-forbids forking after), "thread" verifiers in a small thread pool.
+forbids forking after), and so do "bulk" verifiers, whose items are shipped to a worker still
+serialized, a chunk at a time (see verifier_server.bulk).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from verifier_server._proto.verifier.v1 import verifier_pb2 as pb
 from verifier_server._proto.verifier.v1 import verifier_pb2_grpc as pb_grpc
 from verifier_server.config import ServerConfig
 from verifier_server.registry import Registry
-from verifier_server.scoring import Plan, Resolver, Scorer, SpecError
+from verifier_server.scoring import Leaf, Plan, Resolver, Scorer, SpecError
 from verifier_server.types import Item, Result, RewardSpec, Status
 from verifier_server.verifiers.composite import CompositeParams
+from verifier_server.workers import BulkFailed
 
 log = logging.getLogger(__name__)
 
@@ -55,31 +57,49 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
     ) -> pb.ScoreResponse:
         await self._check_request(request, context)
         try:
-            futures = self._schedule(request.items, _deadline(context))
+            slots = self._schedule(request.items, _deadline(context))
         except DuplicateIdError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        response = pb.ScoreResponse()
+        results = response.results
         # In order, not gather(): awaiting a finished future costs nothing, and gather's
         # per-future callbacks were a measurable share of the per-item cost.
-        return convert.results_to_response([await future for future in futures])
+        for slot in slots:
+            if isinstance(slot, tuple):
+                group, position = slot
+                results.append((await group)[position])
+            else:
+                results.append(convert.result_to_proto(await slot))
+        return response
 
     async def ScoreStream(
         self, request_iterator: AsyncIterator[pb.ScoreRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ScoreResponse]:
-        finished: asyncio.Queue[Result | None] = asyncio.Queue()
+        finished: asyncio.Queue[list[pb.Result] | None] = asyncio.Queue()
         pending = 0
         reading_done = False
+
+        def on_item(future: asyncio.Future[Result]) -> None:
+            finished.put_nowait([convert.result_to_proto(future.result())])
+
+        def on_group(future: asyncio.Future[Sequence[pb.Result]]) -> None:
+            finished.put_nowait(list(future.result()))
 
         async def read() -> None:
             nonlocal pending, reading_done
             async for request in request_iterator:
                 await self._check_request(request, context)
                 try:
-                    scheduled = self._schedule(request.items, _deadline(context))
+                    slots = self._schedule(request.items, _deadline(context))
                 except DuplicateIdError as exc:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-                for future in scheduled:
-                    pending += 1
-                    future.add_done_callback(lambda f: finished.put_nowait(f.result()))
+                pending += len(slots)
+                groups = {id(s[0]): s[0] for s in slots if isinstance(s, tuple)}
+                for group in groups.values():
+                    group.add_done_callback(on_group)
+                for slot in slots:
+                    if not isinstance(slot, tuple):
+                        slot.add_done_callback(on_item)
             reading_done = True
             finished.put_nowait(None)  # wake the writer to re-check
 
@@ -87,14 +107,12 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         try:
             while True:
                 first = await finished.get()
-                batch = [] if first is None else [first]
+                batch = [] if first is None else first
                 while not finished.empty():  # send everything ready in one message
-                    result = finished.get_nowait()
-                    if result is not None:
-                        batch.append(result)
+                    batch += finished.get_nowait() or []
                 pending -= len(batch)
                 if batch:
-                    yield convert.results_to_response(batch)
+                    yield pb.ScoreResponse(results=batch)
                 if reader.done():
                     reader.result()  # re-raise a request-level abort
                     if reading_done and pending == 0:
@@ -133,13 +151,16 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                 f"{cap}; split the batch (the Python client does this for you)",
             )
 
-    def _schedule(
-        self, messages: Sequence[pb.Item], deadline: float | None
-    ) -> list[asyncio.Future[Result]]:
-        """Validates each item, resolves its reward, and schedules items sharing a plan together."""
+    def _schedule(self, messages: Sequence[pb.Item], deadline: float | None) -> list[Slot]:
+        """Validates each item, resolves its reward, and schedules items sharing a plan together.
+
+        Items of a linear-time ("bulk") verifier go to the worker pool still serialized; the
+        others are converted here and go through the Scorer.
+        """
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Result] | None] = [None] * len(messages)
+        slots: list[Slot | None] = [None] * len(messages)
         groups: dict[int, tuple[Plan, list[int], list[Item]]] = {}
+        bulk_groups: dict[int, tuple[Leaf, RewardSpec, list[int]]] = {}
         rewards: dict[bytes, tuple[RewardSpec, Plan] | convert.ItemError | SpecError] = {}
         seen: dict[str, int] = {}
         for index, message in enumerate(messages):
@@ -147,28 +168,29 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             resolved = rewards.get(key)
             if resolved is None:
                 resolved = rewards[key] = self._resolve(message.reward, key)
+            item_id = message.id
+            if item_id in seen and item_id:
+                raise DuplicateIdError(
+                    f"items[{index}].id {item_id!r} duplicates items[{seen[item_id]}].id; "
+                    "ids must be unique within a request"
+                )
+            seen[item_id] = index
             try:
                 if not isinstance(resolved, tuple):
                     raise resolved
                 spec, plan = resolved
+                if isinstance(plan, Leaf) and plan.verifier.execution == "bulk":
+                    bulk_groups.setdefault(id(plan), (plan, spec, []))[2].append(index)
+                    continue
                 item = convert.item_from_proto(message, self.item_limits, spec)
             except (convert.ItemError, SpecError) as exc:
                 result = Result.failed(
-                    message.id or f"#{index}",
-                    Status.INVALID_REQUEST,
-                    _reason(exc.field),
-                    exc.message,
+                    item_id or f"#{index}", Status.INVALID_REQUEST, _reason(exc.field), exc.message
                 )
                 result.details["field"] = f"items[{index}].{exc.field}"
-                futures[index] = loop.create_future()
-                futures[index].set_result(result)  # type: ignore[union-attr]
+                slots[index] = loop.create_future()
+                slots[index].set_result(result)  # type: ignore[union-attr]
                 continue
-            if item.id in seen:
-                raise DuplicateIdError(
-                    f"items[{index}].id {item.id!r} duplicates items[{seen[item.id]}].id; "
-                    "ids must be unique within a request"
-                )
-            seen[item.id] = index
             group = groups.setdefault(id(plan), (plan, [], []))
             group[1].append(index)
             group[2].append(item)
@@ -176,8 +198,37 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             for index, future in zip(
                 indices, self.scorer.schedule(items, plan, deadline), strict=True
             ):
-                futures[index] = future
-        return futures  # type: ignore[return-value]
+                slots[index] = future
+        for leaf, spec, indices in bulk_groups.values():
+            self._schedule_bulk(messages, leaf, spec, indices, deadline, slots)
+        return slots  # type: ignore[return-value]
+
+    def _schedule_bulk(
+        self,
+        messages: Sequence[pb.Item],
+        leaf: Leaf,
+        spec: RewardSpec,
+        indices: list[int],
+        deadline: float | None,
+        slots: list[Slot | None],
+    ) -> None:
+        pool = self.scorer.pool
+        size = min(_BULK_MAX_ITEMS, max(_BULK_MIN_ITEMS, -(-len(indices) // pool.n_workers)))
+        for start in range(0, len(indices), size):
+            part = indices[start : start + size]
+            payload = pb.ScoreRequest(items=[messages[i] for i in part]).SerializeToString()
+            future = pool.submit_bulk(
+                leaf.verifier.name, leaf.params, spec, payload, part, self.item_limits,
+                self.config.limits.max_item_timeout_s, deadline, leaf.cost_key,
+            )  # fmt: skip
+            group = asyncio.get_running_loop().create_future()
+            future.add_done_callback(
+                lambda f, g=group, p=part: g.set_result(
+                    _bulk_results(f, [messages[i].id for i in p])
+                )
+            )
+            for position, index in enumerate(part):
+                slots[index] = (group, position)
 
     def _resolve(
         self, reward: pb.RewardSpec, key: bytes
@@ -188,6 +239,22 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             return spec, self.resolver.resolve(spec, key)
         except (convert.ItemError, SpecError) as exc:
             return exc
+
+
+Slot = asyncio.Future[Result] | tuple[asyncio.Future[Sequence[pb.Result]], int]
+"""Where an item's result will be: its own future, or a position in a bulk group's results."""
+
+_BULK_MIN_ITEMS = 32  # smaller bulk jobs do not pay for their round trip to a worker
+_BULK_MAX_ITEMS = 512
+
+
+def _bulk_results(future: asyncio.Future[bytes], ids: list[str]) -> Sequence[pb.Result]:
+    """A finished bulk job -> its results; a failed job -> a failed result per item."""
+    try:
+        return pb.ScoreResponse.FromString(future.result()).results
+    except BulkFailed as exc:
+        failed = [Result.failed(item_id, exc.status, exc.reason, exc.message) for item_id in ids]
+        return [convert.result_to_proto(result) for result in failed]
 
 
 class DuplicateIdError(Exception):

@@ -54,6 +54,7 @@ def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None
     if memory_mb:
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    from verifier_server.bulk import score_serialized
     from verifier_server.execution import run_one
     from verifier_server.registry import Registry
 
@@ -63,7 +64,18 @@ def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None
         message = conn.recv()
         if message is None:
             return
-        verifier_name, params, items = message
+        if message[0] == "bulk":
+            _, verifier_name, params, spec, payload, indices, limits = message
+            verifier = registry.instance(verifier_name)
+            started = time.perf_counter()
+            try:
+                response = score_serialized(verifier, params, spec, payload, indices, limits)
+            except Exception as exc:  # a server bug: report it for these items, keep the worker
+                conn.send(("bulk_error", f"{type(exc).__name__}: {exc}"[:500], 0.0))
+                continue
+            conn.send(("bulk", response, time.perf_counter() - started))
+            continue
+        _, verifier_name, params, items = message
         verifier = registry.instance(verifier_name)
         for index, item in enumerate(items):
             conn.send((index, run_one(verifier, item, params)))
@@ -90,11 +102,38 @@ class _Chunk:
         return all(f.done() for f in self.futures)
 
 
+class BulkFailed(Exception):
+    """A bulk job could not finish; every item in it gets `status`."""
+
+    def __init__(self, status: Status, reason: str, message: str = "") -> None:
+        super().__init__(message or reason)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(eq=False)
+class _Bulk:
+    """Serialized items of one linear-time verifier, scored in one go (see verifier_server.bulk)."""
+
+    job: tuple[Any, ...]  # the message for the worker
+    n_items: int
+    future: asyncio.Future[bytes]
+    timeout_s: float
+    deadline: float | None
+    cost_s: float
+    cost_key: str
+
+    @property
+    def abandoned(self) -> bool:
+        return self.future.done()
+
+
 @dataclass(eq=False)
 class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: Connection
-    chunk: _Chunk | None = None
+    chunk: _Chunk | _Bulk | None = None
     index: int = 0  # the item of `chunk` that is running
     started_at: float = 0.0
     timer: asyncio.TimerHandle | None = None
@@ -122,7 +161,7 @@ class WorkerPool:
         self.chunk_items = chunk_items
         self._ctx = multiprocessing.get_context("forkserver")
         self._workers: list[_Worker] = []
-        self._queue: deque[_Chunk] = deque()
+        self._queue: deque[_Chunk | _Bulk] = deque()
         self._backlog_s = 0.0  # estimated seconds of queued + running work, all workers
         self._item_cost_s: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -230,6 +269,37 @@ class WorkerPool:
         self._pump()
         return futures
 
+    def submit_bulk(
+        self,
+        verifier: str,
+        params: Any,
+        spec: Any,
+        payload: bytes,
+        indices: list[int],
+        limits: Any,
+        timeout_s: float,
+        deadline: float | None = None,
+        cost_key: str | None = None,
+    ) -> asyncio.Future[bytes]:
+        """Queues serialized items (see verifier_server.bulk) for a linear-time verifier.
+
+        The future gets a serialized ScoreResponse, or raises BulkFailed (past `timeout_s` for
+        the whole job, a dead worker, a passed deadline, shutdown).
+        """
+        assert self._loop is not None, "start() the pool first"
+        future: asyncio.Future[bytes] = self._loop.create_future()
+        if self._closed:
+            future.set_exception(BulkFailed(Status.OVERLOADED, "shutting_down"))
+            return future
+        cost_key = cost_key or verifier
+        cost = self.item_cost_s(cost_key)
+        job = ("bulk", verifier, params, spec, payload, indices, limits)
+        bulk = _Bulk(job, len(indices), future, timeout_s, deadline, cost, cost_key)
+        self._backlog_s += cost * bulk.n_items
+        self._queue.append(bulk)
+        self._pump()
+        return future
+
     # ---- internals (all on the event loop thread)
 
     def _spawn(self) -> _Worker:
@@ -274,14 +344,19 @@ class WorkerPool:
         while self._queue:
             chunk = self._queue.popleft()
             if chunk.abandoned:
-                self._backlog_s -= chunk.cost_s * len(chunk.items)
+                self._backlog_s -= chunk.cost_s * _size(chunk)
                 continue
             if chunk.deadline is not None and time.monotonic() >= chunk.deadline:
                 self._fail_chunk(chunk, 0, Status.OVERLOADED, "deadline_exceeded_in_queue")
                 continue
             worker.chunk, worker.index = chunk, 0
+            job = (
+                chunk.job
+                if isinstance(chunk, _Bulk)
+                else ("items", chunk.verifier, chunk.params, chunk.items)
+            )
             try:
-                worker.conn.send((chunk.verifier, chunk.params, chunk.items))
+                worker.conn.send(job)
             except (OSError, BrokenPipeError):
                 return  # the reader thread reports the death; the chunk is re-queued there
             self._arm_timer(worker)
@@ -305,6 +380,19 @@ class WorkerPool:
         chunk = worker.chunk
         if chunk is None or worker.gone:
             return
+        if isinstance(chunk, _Bulk):
+            kind, payload, elapsed_s = message
+            if kind == "bulk_error":
+                log.error("bulk job of %s failed in its worker: %s", chunk.job[1], payload)
+                self._fail_chunk(chunk, 0, Status.VERIFIER_ERROR, "internal_error", payload)
+                self._finish(worker)
+                return
+            self._backlog_s -= chunk.cost_s * chunk.n_items
+            self._learn_cost(chunk.cost_key, elapsed_s / max(1, chunk.n_items))
+            if not chunk.future.done():
+                chunk.future.set_result(payload)
+            self._finish(worker)
+            return
         index, result = message
         self._backlog_s -= chunk.cost_s
         self._learn_cost(chunk.cost_key, result.elapsed_ms / 1000)
@@ -315,17 +403,23 @@ class WorkerPool:
         if worker.index < len(chunk.items):
             self._arm_timer(worker)
             return
+        self._finish(worker)
+
+    def _finish(self, worker: _Worker) -> None:
         if worker.timer is not None:
             worker.timer.cancel()
         worker.chunk = None
         self._assign(worker)
 
-    def _on_timeout(self, worker: _Worker, chunk: _Chunk, index: int) -> None:
+    def _on_timeout(self, worker: _Worker, chunk: _Chunk | _Bulk, index: int) -> None:
         if worker.chunk is not chunk or worker.index != index or worker.gone:
             return  # a stale timer: the item finished meanwhile
         worker.timed_out = True
         self.stats["timeouts"] += 1
-        self._learn_cost(chunk.cost_key, chunk.timeout_s)
+        per_item_s = (
+            chunk.timeout_s / chunk.n_items if isinstance(chunk, _Bulk) else chunk.timeout_s
+        )
+        self._learn_cost(chunk.cost_key, per_item_s)
         with contextlib.suppress(ProcessLookupError):
             worker.process.kill()  # the reader sees EOF and calls _on_exit
 
@@ -339,7 +433,17 @@ class WorkerPool:
         with contextlib.suppress(ValueError):
             self._workers.remove(worker)
         chunk, index = worker.chunk, worker.index
-        if chunk is not None:
+        if isinstance(chunk, _Bulk):
+            if worker.timed_out:
+                why = (
+                    f"the bulk job exceeded its {chunk.timeout_s:g} s limit; its worker was killed"
+                )
+                self._fail_chunk(chunk, 0, Status.TIMEOUT, "timeout", why)
+            else:
+                self.stats["worker_deaths"] += 1
+                why = f"worker exited with code {worker.process.exitcode} during a bulk job"
+                self._fail_chunk(chunk, 0, Status.VERIFIER_ERROR, "worker_died", why)
+        elif chunk is not None:
             if worker.timed_out:
                 limit = f"exceeded the {chunk.timeout_s:g} s time limit; its worker was killed"
                 self._fail_items(chunk, index, index + 1, Status.TIMEOUT, "timeout", limit)
@@ -376,8 +480,15 @@ class WorkerPool:
         self._workers.append(worker)
         self._start_reader(worker)  # its first message is "ready"; until then it gets no work
 
-    def _fail_chunk(self, chunk: _Chunk, start: int, status: Status, reason: str) -> None:
-        self._fail_items(chunk, start, len(chunk.items), status, reason, "")
+    def _fail_chunk(
+        self, chunk: _Chunk | _Bulk, start: int, status: Status, reason: str, message: str = ""
+    ) -> None:
+        if isinstance(chunk, _Bulk):
+            self._backlog_s -= chunk.cost_s * chunk.n_items
+            if not chunk.future.done():
+                chunk.future.set_exception(BulkFailed(status, reason, message))
+            return
+        self._fail_items(chunk, start, len(chunk.items), status, reason, message)
 
     def _fail_items(
         self, chunk: _Chunk, start: int, stop: int, status: Status, reason: str, message: str
@@ -392,3 +503,7 @@ class WorkerPool:
         self._item_cost_s[cost_key] = (
             seconds if previous is None else 0.8 * previous + 0.2 * seconds
         )
+
+
+def _size(chunk: _Chunk | _Bulk) -> int:
+    return chunk.n_items if isinstance(chunk, _Bulk) else len(chunk.items)

@@ -59,7 +59,7 @@ class FaultyVerifier(Verifier):
         return Result(id=item.id, score=0.5)
 
 
-class FaultyThreadVerifier(FaultyVerifier):
-    name = "faulty_thread"
-    description = "test verifier: like faulty, run in a thread (never 'die' or 'memory')"
-    execution = "thread"
+class FaultyBulkVerifier(FaultyVerifier):
+    name = "faulty_bulk"
+    description = "test verifier: like faulty, scored in bulk"
+    execution = "bulk"

@@ -45,7 +45,7 @@ from verifier_server.verifiers.base import Verifier
 class Shout(Verifier):
     name = "shout"
     description = "1.0 if the completion is upper case"
-    execution = "thread"
+    execution = "bulk"
 
     def score_one(self, item, params):
         return Result(id=item.id, score=float(item.completion.isupper()))
@@ -84,10 +84,10 @@ def test_entry_point_name_must_match_the_class(on_path: Path) -> None:
     [
         ("class NotAVerifier:\n    name = 'x'\n", "is not a subclass of"),
         (GOOD.replace('"shout"', '"Bad Name!"'), "name must match"),
-        (GOOD.replace('execution = "thread"', 'execution = "gpu"'), "execution must be one of"),
+        (GOOD.replace('execution = "bulk"', 'execution = "gpu"'), "execution must be one of"),
         (GOOD.replace("def score_one", "def other"), "defines neither score nor score_one"),
         (
-            GOOD.replace('execution = "thread"', 'execution = "async"'),
+            GOOD.replace('execution = "bulk"', 'execution = "async"'),
             "does not define `async def ascore`",
         ),
         (GOOD + "\n    Params = dict\n", "Params must be a pydantic model"),

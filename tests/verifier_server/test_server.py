@@ -188,8 +188,8 @@ def test_plugin_failures_stay_with_their_items(client: RewardClient) -> None:
     results = client.score(
         [
             item("f1", "raise", name="faulty"),
-            item("f2", "garbage", name="faulty_thread"),
-            item("f3", "ok", name="faulty_thread"),
+            item("f2", "garbage", name="faulty_bulk"),
+            item("f3", "ok", name="faulty_bulk"),
             item("f4"),
         ]
     )
@@ -290,3 +290,25 @@ def test_reflection_lists_the_service(server) -> None:
         )
         names = {s.name for r in responses for s in r.list_services_response.service}
     assert "verifier.v1.VerifierService" in names and "grpc.health.v1.Health" in names
+
+
+def test_bulk_job_whose_worker_dies_fails_its_items_not_scores_them(client: RewardClient) -> None:
+    batch = [item(f"b{n}", "ok", name="faulty_bulk") for n in range(40)]
+    batch[7] = item("b7", "die", name="faulty_bulk")
+    results = client.score([*batch, item("neighbour")])
+    died = [r for r in results if r.status == Status.VERIFIER_ERROR]
+    assert died and all(r.reason == "worker_died" and r.score == 0.0 for r in died)
+    assert "b7" in {r.id for r in died}
+    assert all(r.status in {Status.OK, Status.VERIFIER_ERROR} for r in results)
+    assert results[-1].ok and results[-1].score == 1.0
+    again = client.score([item(f"a{n}", "ok", name="faulty_bulk") for n in range(40)])
+    assert all(r.ok and r.score == 0.5 for r in again)  # the pool replaced the worker
+
+
+def test_bulk_items_keep_their_request_positions_in_errors(client: RewardClient) -> None:
+    batch = [item(f"p{n}") for n in range(64)]
+    batch[50] = item("p50", "x" * (2 * 1024 * 1024 + 1))
+    results = client.score(batch)
+    assert results[50].status == Status.INVALID_REQUEST
+    assert results[50].details["field"] == "items[50].completion"
+    assert sum(r.ok for r in results) == 63

@@ -6,8 +6,10 @@ entry-point group or `--plugin module`). Where it runs is declared by `execution
 
 - "process" (default): CPU-bound or possibly slow work. Runs in the server's worker pool, one
   item at a time, with a hard per-item time limit enforced by killing the worker.
-- "thread": work that is linear-time by construction (format, length, RE2 regexes). Runs in
-  a thread of the server process in chunks; cheap, but nothing can interrupt it.
+- "bulk": work that is linear-time by construction (format, length, RE2 regexes). Scored a
+  chunk at a time: in a worker process (items shipped still serialized, so the server's
+  event loop does no per-item conversion), or in a server thread when part of a composite.
+  The time limit applies to the whole chunk, not to each item.
 - "async": I/O-bound work (remote judges); `ascore` runs on the server's event loop.
 """
 
@@ -20,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from verifier_server.types import Item, Result, Status
 
-Execution = Literal["process", "thread", "async"]
+Execution = Literal["process", "bulk", "async"]
 
 
 class Params(BaseModel):

@@ -108,7 +108,7 @@ class FormatVerifier(Verifier):
     name = "format"
     description = "1.0 if the completion is exactly the listed tags in order, else 0.0."
     Params = FormatParams
-    execution = "thread"
+    execution = "bulk"
 
     def score_one(self, item: Item, params: FormatParams) -> Result:
         violation = check_format(

@@ -118,7 +118,7 @@ class LengthVerifier(Verifier):
     name = "length"
     description = "DAPO soft overlong penalty, or a target-length reward, from completion_tokens."
     Params = LengthParams
-    execution = "thread"
+    execution = "bulk"
 
     def score_one(self, item: Item, params: LengthParams) -> Result:
         length = item.completion_tokens

@@ -90,7 +90,7 @@ class StringCheckVerifier(Verifier):
     name = "string_check"
     description = "1.0 if the completion equals/contains/matches the reference string, else 0.0."
     Params = StringCheckParams
-    execution = "thread"
+    execution = "bulk"
 
     def score_one(self, item: Item, params: StringCheckParams) -> Result:
         reference = item.reference

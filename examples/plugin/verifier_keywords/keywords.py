@@ -21,7 +21,7 @@ class KeywordsVerifier(Verifier):
     name = "keywords"
     description = "Fraction of the keywords in `reference` (a list of strings) that appear."
     Params = KeywordsParams
-    execution = "thread"  # a substring scan: linear time, safe to run in the server process
+    execution = "bulk"  # a substring scan: linear time, safe to run in the server process
 
     def score_one(self, item: Item, params: KeywordsParams) -> Result:
         keywords = item.reference
