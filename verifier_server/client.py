@@ -116,9 +116,7 @@ class AsyncRewardClient:
     async def score(self, items: Sequence[Item], *, timeout_s: float | None = None) -> list[Result]:
         """One result per item, in input order; retried until `timeout_s` (default: client's)."""
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.timeout_s)
-        rewards: dict[int, pb.RewardSpec] = {}  # items usually share one spec: convert it once
-        messages = [convert.item_to_proto(item, rewards) for item in items]
-        batches = self._split(messages)
+        batches = self._split(items)
         chunks = await asyncio.gather(*(self._score_batch(batch, deadline) for batch in batches))
         return [result for chunk in chunks for result in chunk]
 
@@ -187,80 +185,103 @@ class AsyncRewardClient:
 
     # ---- internals
 
-    def _split(self, messages: list[pb.Item]) -> list[list[pb.Item]]:
-        batches: list[list[pb.Item]] = []
-        current: list[pb.Item] = []
-        size = 0
-        for message in messages:
-            message_size = message.ByteSize()
-            if current and (
-                len(current) >= self.max_batch_items or size + message_size > self.max_batch_bytes
+    def _split(self, items: Sequence[Item]) -> list[Sequence[Item]]:
+        """Batches of at most `max_batch_items` and about `max_batch_bytes` (4 bytes a char:
+        an upper bound for UTF-8, so a batch never outgrows the message cap)."""
+        batches: list[Sequence[Item]] = []
+        start, size = 0, 0
+        for index, item in enumerate(items):
+            item_size = 4 * (len(item.completion) + len(item.prompt)) + 256
+            if index > start and (
+                index - start >= self.max_batch_items or size + item_size > self.max_batch_bytes
             ):
-                batches.append(current)
-                current, size = [], 0
-            current.append(message)
-            size += message_size
-        if current:
-            batches.append(current)
+                batches.append(items[start:index])
+                start, size = index, 0
+            size += item_size
+        if start < len(items):
+            batches.append(items[start:])
         return batches
 
-    async def _score_batch(self, batch: list[pb.Item], deadline: float) -> list[Result]:
-        results: dict[str, Result] = {}
-        pending = batch
+    async def _score_batch(self, batch: Sequence[Item], deadline: float) -> list[Result]:
+        results: list[Result | None] = [None] * len(batch)
+        request = convert.request_from_items(batch)
+        pending = list(range(len(batch)))  # invariant: request.items[k] is batch[pending[k]]
         attempt = 0
-        while pending:
+        while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                for message in pending:
-                    results.setdefault(
-                        message.id,
-                        _failed(message, Status.TIMEOUT, "deadline_exceeded", "client timeout"),
-                    )
+                self._fill(
+                    results, batch, pending, Status.TIMEOUT, "deadline_exceeded", "client timeout"
+                )
                 break
             try:
                 async with self._in_flight:
-                    response = await self._stub.Score(
-                        pb.ScoreRequest(items=pending), timeout=remaining
-                    )
+                    response = await self._stub.Score(request, timeout=remaining)
             except grpc.aio.AioRpcError as exc:
+                why = exc.details() or ""
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    for message in pending:
-                        results[message.id] = _failed(
-                            message, Status.TIMEOUT, "deadline_exceeded", exc.details() or ""
-                        )
+                    self._fill(results, batch, pending, Status.TIMEOUT, "deadline_exceeded", why)
                     break
                 if exc.code() not in _RETRYABLE_CODES:
                     raise RewardClientError(
-                        f"Score failed: {exc.code().name}: {exc.details()}", exc.code()
+                        f"Score failed: {exc.code().name}: {why}", exc.code()
                     ) from None
-                for message in pending:  # kept if the retries run out
-                    results[message.id] = _failed(
-                        message, Status.BACKEND_UNAVAILABLE, "unavailable", exc.details() or ""
-                    )
+                # Kept if the retries run out; the same request is sent again.
+                self._fill(results, batch, pending, Status.BACKEND_UNAVAILABLE, "unavailable", why)
             else:
-                retry = []
-                by_id = {m.id: m for m in pending}
-                for proto_result in response.results:
-                    result = convert.result_from_proto(proto_result)
-                    results[result.id] = result
-                    if result.status == Status.OVERLOADED and result.id in by_id:
-                        retry.append(by_id[result.id])
+                retry = self._take(response, batch, pending, results)
                 if not retry:
                     break
-                pending = retry
+                request = pb.ScoreRequest(items=[request.items[k] for k in retry])
+                pending = [pending[k] for k in retry]
             await self._backoff(attempt, deadline)
             attempt += 1
-        return [results[message.id] for message in batch]
+        return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _take(
+        response: pb.ScoreResponse,
+        batch: Sequence[Item],
+        pending: list[int],
+        results: list[Result | None],
+    ) -> list[int]:
+        """Stores the results of `pending` (Score answers in request order); returns the
+        indices into `pending` of items to retry (OVERLOADED)."""
+        if len(response.results) != len(pending):
+            raise RewardClientError(
+                f"the server returned {len(response.results)} results for {len(pending)} items"
+            )
+        retry = []
+        for k, (position, proto_result) in enumerate(zip(pending, response.results, strict=True)):
+            result = convert.result_from_proto(proto_result)
+            if result.id != batch[position].id:
+                raise RewardClientError(
+                    f"result {result.id!r} came back in place of {batch[position].id!r}"
+                )
+            results[position] = result
+            if result.status == Status.OVERLOADED:
+                retry.append(k)
+        return retry
+
+    @staticmethod
+    def _fill(
+        results: list[Result | None],
+        batch: Sequence[Item],
+        positions: list[int],
+        status: Status,
+        reason: str,
+        why: str,
+    ) -> None:
+        """Failure results for `positions`, keeping any earlier failure (e.g. OVERLOADED)."""
+        for position in positions:
+            if results[position] is None or status != Status.TIMEOUT:
+                results[position] = Result.failed(batch[position].id, status, reason, why)
 
     async def _backoff(self, attempt: int, deadline: float) -> None:
         """Full jitter: uniform(0, min(max, initial * 2^attempt)), never past the deadline."""
         ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2**attempt)
         delay = min(random.uniform(0, ceiling), max(0.0, deadline - time.monotonic()))
         await asyncio.sleep(delay)
-
-
-def _failed(message: pb.Item, status: Status, reason: str, why: str) -> Result:
-    return Result.failed(message.id, status, reason, why)
 
 
 async def _aiter(items: AsyncIterable[Item] | Iterable[Item]) -> AsyncIterator[Item]:
