@@ -8,9 +8,12 @@ import sys
 import threading
 import time
 
+import grpc
 import pytest
 from server_process import ServerProcess, alive, children_of, server_env
 
+from verifier_server._proto.verifier.v1 import verifier_pb2 as pb
+from verifier_server._proto.verifier.v1 import verifier_pb2_grpc as pb_grpc
 from verifier_server.client import RewardClient
 from verifier_server.types import Item, RewardSpec, Status
 
@@ -142,3 +145,42 @@ def test_demo_prints_a_table() -> None:
     row = next(line for line in lines if line.startswith("named-reward"))
     assert "STATUS_OK" not in row and " OK " in f" {row} " and "1.200" in row
     assert any(line.startswith("bad-request") and "INVALID_REQUEST" in line for line in lines)
+
+
+def test_message_over_the_cap_is_refused_with_a_clear_code(tmp_path) -> None:
+    config = tmp_path / "small.yaml"
+    config.write_text("limits: {max_message_mb: 1}\n")
+    server = ServerProcess(["--workers", "1", "--config", str(config)])
+    try:
+        item = pb.Item(id="big", completion="x" * (2 << 20), reward=pb.RewardSpec(name="format"))
+        options = [("grpc.max_send_message_length", 8 << 20)]
+        with grpc.insecure_channel(server.address, options=options) as channel:
+            stub = pb_grpc.VerifierServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Score(pb.ScoreRequest(items=[item]), timeout=10)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        with RewardClient(server.address) as client:  # the server is unharmed
+            ok = Item(
+                id="ok", completion="<think></think><answer></answer>", reward=RewardSpec("format")
+            )
+            assert client.score([ok])[0].ok
+    finally:
+        server.stop()
+
+
+def test_health_answers_while_every_worker_is_busy() -> None:
+    server = ServerProcess(["--workers", "1", "--plugin", "testing_verifiers"])
+    try:
+        with RewardClient(server.address) as client:
+            busy = [
+                Item(id=f"b{n}", completion="x", reward=RewardSpec("sleepy", {"seconds": 0.5}))
+                for n in range(6)
+            ]
+            worker = threading.Thread(target=lambda: client.score(busy))
+            worker.start()
+            time.sleep(0.3)  # the worker is busy and items are queued behind it
+            statuses = [client.health() for _ in range(5)]  # each check has a 5 s timeout
+            worker.join(20)
+        assert statuses == ["SERVING"] * 5
+    finally:
+        server.stop()
