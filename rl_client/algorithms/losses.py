@@ -1,0 +1,140 @@
+"""Policy and value losses, and the loss aggregation modes: pure functions over tensors.
+
+Shapes: N completions, T completion tokens (right-padded); `mask` [N, T] is 1 on tokens that
+count. Aggregation takes its denominators from a `Normalizer` built once for the whole batch,
+so the micro-batches of one optimiser step add up exactly to the full batch's loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from rl_client.algorithms.dispatch import lookup
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """A scalar loss to backpropagate and detached diagnostics (token means over `mask`)."""
+
+    loss: Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Denominators of the whole batch (not of one micro-batch)."""
+
+    num_tokens: float  # loss tokens in the batch
+    num_seqs: float  # sequences with at least one loss token
+    seq_len_norm: float  # Dr. GRPO's constant: the generation budget, max new tokens
+
+    @classmethod
+    def of(cls, mask: Tensor, seq_len_norm: float) -> Normalizer:
+        return cls(
+            num_tokens=max(float(mask.sum()), 1.0),
+            num_seqs=max(float((mask.sum(dim=1) > 0).sum()), 1.0),
+            seq_len_norm=seq_len_norm,
+        )
+
+
+def token_mean(values: Tensor, mask: Tensor, norm: Normalizer) -> Tensor:
+    """Every token weighs the same (DAPO, arXiv:2503.14476, eq. 8): long answers count more."""
+    return (values * mask).sum() / norm.num_tokens
+
+
+def seq_mean_token_mean(values: Tensor, mask: Tensor, norm: Normalizer) -> Tensor:
+    """Mean over each sequence's tokens, then over sequences (GRPO, arXiv:2402.03300, eq. 3).
+    Dr. GRPO (sec. 3.1) shows the 1/|o_i| favours long wrong answers."""
+    lengths = mask.sum(dim=1).clamp(min=1)
+    return ((values * mask).sum(dim=1) / lengths).sum() / norm.num_seqs
+
+
+def seq_mean_token_sum_norm(values: Tensor, mask: Tensor, norm: Normalizer) -> Tensor:
+    """Sum over each sequence's tokens divided by a constant, then mean over sequences
+    (Dr. GRPO, arXiv:2503.20783, eq. 4): no length bias."""
+    return ((values * mask).sum(dim=1) / norm.seq_len_norm).sum() / norm.num_seqs
+
+
+AGGREGATIONS: dict[str, Callable[[Tensor, Tensor, Normalizer], Tensor]] = {
+    "token_mean": token_mean,
+    "seq_mean_token_mean": seq_mean_token_mean,
+    "seq_mean_token_sum_norm": seq_mean_token_sum_norm,
+}
+
+
+def aggregate(mode: str, values: Tensor, mask: Tensor, norm: Normalizer) -> Tensor:
+    """[N, T] per-token losses -> scalar, by the named mode."""
+    return lookup(AGGREGATIONS, mode, "loss aggregation")(values, mask.to(values.dtype), norm)
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> float:
+    return float((values * mask).sum() / mask.sum().clamp(min=1))
+
+
+def ppo_clip_loss(
+    logprobs: Tensor,
+    behavior_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    clip_low: float,
+    clip_high: float,
+    dual_clip: float | None,
+    aggregation: str,
+    norm: Normalizer,
+) -> LossOutput:
+    """PPO's clipped surrogate (arXiv:1707.06347, eq. 7) as a loss to minimise.
+
+    ratio = exp(logprobs - behavior_logprobs), clipped to [1 - clip_low, 1 + clip_high]
+    (DAPO's clip-higher, arXiv:2503.14476, eq. 10, uses 0.2 / 0.28). With `dual_clip` = c > 1,
+    a negative advantage's loss is capped at -A * c (Dual-clip PPO, arXiv:1912.09729), so one
+    token whose ratio exploded cannot dominate the step.
+
+    logprobs (with grad), behavior_logprobs, mask: [N, T]; advantages: [N, T] or [N].
+    """
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)
+    mask = mask.to(logprobs.dtype)
+    ratio = torch.exp(logprobs - behavior_logprobs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    losses = torch.maximum(unclipped, clipped)
+    metrics = {"clip_fraction": _masked_mean((clipped > unclipped).to(mask.dtype), mask)}
+    if dual_clip is not None:
+        capped = torch.minimum(losses, -advantages * dual_clip)
+        dual_active = (advantages < 0) & (capped < losses)
+        losses = torch.where(advantages < 0, capped, losses)
+        metrics["dual_clip_fraction"] = _masked_mean(dual_active.to(mask.dtype), mask)
+    with torch.no_grad():
+        log_ratio = logprobs - behavior_logprobs
+        metrics["approx_kl"] = _masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
+    return LossOutput(aggregate(aggregation, losses, mask, norm), metrics)
+
+
+def value_loss(
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    mask: Tensor,
+    *,
+    clip: float | None,
+    aggregation: str,
+    norm: Normalizer,
+) -> LossOutput:
+    """0.5 * (V - R)^2, or with `clip` PPO's clipped value loss:
+    0.5 * max((V - R)^2, (old_V + clamp(V - old_V, -clip, clip) - R)^2). All [N, T]."""
+    mask = mask.to(values.dtype)
+    squared = (values - returns) ** 2
+    metrics: dict[str, float] = {}
+    if clip is not None:
+        clipped_values = old_values + torch.clamp(values - old_values, -clip, clip)
+        clipped_squared = (clipped_values - returns) ** 2
+        metrics["value_clip_fraction"] = _masked_mean(
+            (clipped_squared > squared).to(mask.dtype), mask
+        )
+        squared = torch.maximum(squared, clipped_squared)
+    return LossOutput(0.5 * aggregate(aggregation, squared, mask, norm), metrics)

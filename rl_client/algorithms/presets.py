@@ -1,0 +1,79 @@
+"""Named algorithms as settings of the orthogonal knobs in `AlgorithmConfig`.
+
+A preset fills in every knob it names; anything set in the config file or on the command
+line wins over it. The values follow each paper's reference setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # DeepSeekMath (arXiv:2402.03300): group-normalised advantages, per-sequence mean,
+    # k3 KL to the reference as a loss term with beta 0.04.
+    "grpo": {
+        "advantage": "grpo",
+        "clip_low": 0.2,
+        "clip_high": 0.2,
+        "loss_aggregation": "seq_mean_token_mean",
+        "kl_coef": 0.04,
+        "kl_estimator": "k3",
+        "kl_placement": "loss",
+    },
+    # DAPO (arXiv:2503.14476): clip-higher, token-level loss, no KL, dynamic sampling and
+    # soft overlong punishment (L_cache = 20% of the generation budget: 4096 of 20480).
+    "dapo": {
+        "advantage": "grpo",
+        "clip_low": 0.2,
+        "clip_high": 0.28,
+        "loss_aggregation": "token_mean",
+        "kl_coef": 0.0,
+        "dynamic_sampling": True,
+        "overlong_weight": 1.0,
+        "overlong_cache_fraction": 0.2,
+    },
+    # Dr. GRPO (arXiv:2503.20783): no std division, constant length normaliser, no KL.
+    "dr_grpo": {
+        "advantage": "dr_grpo",
+        "clip_low": 0.2,
+        "clip_high": 0.2,
+        "loss_aggregation": "seq_mean_token_sum_norm",
+        "kl_coef": 0.0,
+    },
+    # RLOO (arXiv:2402.14740): leave-one-out baseline, KL folded into the reward.
+    "rloo": {
+        "advantage": "rloo",
+        "clip_low": 0.2,
+        "clip_high": 0.2,
+        "loss_aggregation": "seq_mean_token_mean",
+        "kl_coef": 0.05,
+        "kl_estimator": "k1",
+        "kl_placement": "reward",
+    },
+    # REINFORCE++ (arXiv:2501.03262): batch-normalised advantages, KL in the reward.
+    "reinforce_pp": {
+        "advantage": "reinforce_pp",
+        "group_baseline": True,
+        "clip_low": 0.2,
+        "clip_high": 0.2,
+        "loss_aggregation": "token_mean",
+        "kl_coef": 0.01,
+        "kl_estimator": "k2",
+        "kl_placement": "reward",
+    },
+    # PPO for LMs (arXiv:2203.02155): a value head and GAE, per-token KL in the reward.
+    "ppo": {
+        "advantage": "gae",
+        "gamma": 1.0,
+        "gae_lambda": 0.95,
+        "clip_low": 0.2,
+        "clip_high": 0.2,
+        "loss_aggregation": "token_mean",
+        "kl_coef": 0.05,
+        "kl_estimator": "k1",
+        "kl_placement": "reward",
+        "ppo_epochs": 2,
+        "value_coef": 0.5,
+        "value_clip": 0.2,
+    },
+}

@@ -1,0 +1,138 @@
+"""The training batch as tensors, and the advantages over it.
+
+Only completions with a verified reward become rows: a masked item (non-OK status) takes no
+part in its group's statistics nor in the loss. Rows are prompt (left-padded to P) followed by
+completion (right-padded to T):
+
+    input_ids, attention_mask, position_ids: [N, P + T]
+    completion_mask, loss_mask, sampler_logprobs, advantages, ...: [N, T]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rl_client.algorithms.advantages import (
+    AdvantageOptions,
+    gae_advantages,
+    outcome_advantages,
+    outcome_token_rewards,
+    whiten,
+)
+from rl_client.algorithms.kl import kl_estimate
+from rl_client.config import AlgorithmConfig
+from rl_client.rollout import Group
+
+
+@dataclass
+class Batch:
+    input_ids: Tensor
+    attention_mask: Tensor
+    position_ids: Tensor
+    prompt_width: int  # P
+    completion_mask: Tensor  # [N, T] 1 on each completion's tokens
+    loss_mask: Tensor  # [N, T] completion_mask, less truncated rows under mask_truncated
+    sampler_logprobs: Tensor  # [N, T]
+    rewards: Tensor  # [N] verified scores
+    group_index: Tensor  # [N] which group (0..B-1)
+    member_index: Tensor  # [N] which sample in its group (0..G-1)
+    truncated: Tensor  # [N] bool
+    num_groups: int
+    group_size: int
+    ref_logprobs: Tensor | None = None  # [N, T], from the frozen reference
+    old_values: Tensor | None = None  # [N, T], the value head before the update (gae)
+    advantages: Tensor | None = None  # [N, T]
+    returns: Tensor | None = None  # [N, T] (gae)
+
+    @property
+    def size(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def build_batch(groups: Sequence[Group], *, pad_token_id: int, mask_truncated: bool) -> Batch:
+    rows = [
+        (g_index, m_index, group.prompt_ids, completion, result.score)
+        for g_index, group in enumerate(groups)
+        for m_index, (completion, result) in enumerate(
+            zip(group.completions, group.results, strict=True)
+        )
+        if result.ok and completion.token_ids
+    ]
+    if not rows:
+        raise ValueError("no verified completions to train on")
+    width = max(len(r[2]) for r in rows)
+    length = max(len(r[3].token_ids) for r in rows)
+    n = len(rows)
+    input_ids = torch.full((n, width + length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((n, width + length), dtype=torch.long)
+    sampler_logprobs = torch.zeros((n, length))
+    for i, (_, _, prompt, completion, _) in enumerate(rows):
+        size = len(completion.token_ids)
+        input_ids[i, width - len(prompt) : width] = torch.tensor(prompt)
+        input_ids[i, width : width + size] = torch.tensor(completion.token_ids)
+        attention_mask[i, width - len(prompt) : width + size] = 1
+        sampler_logprobs[i, :size] = torch.tensor(completion.logprobs)
+    completion_mask = attention_mask[:, width:].float()
+    truncated = torch.tensor([r[3].truncated for r in rows])
+    loss_mask = completion_mask * (~truncated).unsqueeze(1) if mask_truncated else completion_mask
+    return Batch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=(attention_mask.cumsum(dim=1) - 1).clamp(min=0),
+        prompt_width=width,
+        completion_mask=completion_mask,
+        loss_mask=loss_mask,
+        sampler_logprobs=sampler_logprobs,
+        rewards=torch.tensor([r[4] for r in rows], dtype=torch.float32),
+        group_index=torch.tensor([r[0] for r in rows]),
+        member_index=torch.tensor([r[1] for r in rows]),
+        truncated=truncated,
+        num_groups=len(groups),
+        group_size=max(len(g.completions) for g in groups),
+    )
+
+
+def sequence_kl(batch: Batch, estimator: str, logprobs: Tensor) -> Tensor:
+    """Per-token KL of the sampled completions to the reference, 0 outside them. [N, T]."""
+    assert batch.ref_logprobs is not None
+    return kl_estimate(estimator, logprobs, batch.ref_logprobs) * batch.completion_mask
+
+
+def compute_advantages(batch: Batch, algo: AlgorithmConfig) -> tuple[Tensor, Tensor | None]:
+    """(advantages [N, T], returns [N, T] or None). With kl_placement 'reward' the KL to the
+    reference (measured at the behaviour policy: `sampler_logprobs`) is subtracted from the
+    reward first: per token for gae, summed per sequence for the outcome estimators."""
+    kl_in_reward = algo.kl_coef > 0 and algo.kl_placement == "reward"
+    kl_tokens = (
+        sequence_kl(batch, algo.kl_estimator, batch.sampler_logprobs) if kl_in_reward else None
+    )
+    if algo.uses_critic:
+        assert batch.old_values is not None
+        token_rewards = outcome_token_rewards(batch.rewards, batch.completion_mask)
+        if kl_tokens is not None:
+            token_rewards = token_rewards - algo.kl_coef * kl_tokens
+        advantages, returns = gae_advantages(
+            token_rewards,
+            batch.old_values,
+            batch.completion_mask,
+            gamma=algo.gamma,
+            lam=algo.gae_lambda,
+        )
+        if algo.whiten_advantages:
+            advantages = whiten(advantages, batch.loss_mask)
+        return advantages, returns
+    rewards = batch.rewards
+    if kl_tokens is not None:
+        rewards = rewards - algo.kl_coef * kl_tokens.sum(dim=1)
+    grid = torch.zeros(batch.num_groups, batch.group_size)
+    valid = torch.zeros(batch.num_groups, batch.group_size, dtype=torch.bool)
+    grid[batch.group_index, batch.member_index] = rewards
+    valid[batch.group_index, batch.member_index] = True
+    options = AdvantageOptions(eps=algo.advantage_eps, group_baseline=algo.group_baseline)
+    per_group = outcome_advantages(algo.advantage, grid, valid, options)  # [B, G]
+    advantages = per_group[batch.group_index, batch.member_index]  # [N]
+    return advantages.unsqueeze(1) * batch.completion_mask, None

@@ -1,0 +1,94 @@
+"""`rl-client train|sft|eval|demo`. Config keys are listed by `rl-client train --help`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+from rl_client.config import ConfigError, SFTConfig, TrainConfig, load_config
+from rl_client.data import DataError
+
+
+def config_keys(cls: type[BaseModel], prefix: str = "") -> list[str]:
+    """'section.key (default): description' for every field, for --help."""
+    lines = []
+    for name, field in cls.model_fields.items():
+        key = f"{prefix}{name}"
+        annotation: Any = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            lines += config_keys(annotation, f"{key}.")
+            continue
+        default = (
+            "required"
+            if field.is_required()
+            else repr(field.get_default(call_default_factory=True))
+        )
+        lines.append(f"  {key} ({default}): {field.description or ''}")
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rl-client", description="Online RL trainer with rewards from verifier-server."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    overrides_help = "key=value overrides, e.g. rollout.group_size=8 algorithm.preset=dapo"
+    for name, cls, text in (
+        ("train", TrainConfig, "RL training (resumes from the latest checkpoint in output.dir)"),
+        ("sft", SFTConfig, "supervised warm start: loss on the response tokens only"),
+        ("eval", TrainConfig, "sample and score a model on data.eval_path (or data.path)"),
+    ):
+        sub = commands.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog="config keys (YAML sections):\n" + "\n".join(config_keys(cls)),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument("--config", metavar="FILE", help="YAML config file")
+        sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=overrides_help)
+        if name == "eval":
+            sub.add_argument("--model", metavar="DIR", help="model to score (default model.path)")
+            sub.add_argument("--limit", type=int, help="only the first N prompts")
+    demo = commands.add_parser(
+        "demo", help="what `make run` does: tiny model, SFT warm start, GRPO on the toy task"
+    )
+    demo.add_argument("--dir", default="runs/demo", help="where to put everything")
+    demo.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the demo's)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from rl_client.demo import run_demo
+
+            return run_demo(args.dir, steps=args.steps)
+        if args.command == "sft":
+            from rl_client.sft import run_sft
+
+            run_sft(load_config(SFTConfig, args.config, args.overrides))
+            return 0
+        config = load_config(TrainConfig, args.config, args.overrides)
+        if args.command == "eval":
+            from rl_client.evaluate import evaluate
+
+            print(json.dumps(evaluate(config, model_path=args.model, limit=args.limit), indent=2))
+            return 0
+        from rl_client.trainer import train
+
+        train(config)
+        return 0
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,349 @@
+"""Typed configs for `rl-client train|eval` (`TrainConfig`) and `rl-client sft` (`SFTConfig`).
+
+A YAML file plus `key=value` overrides (`rollout.group_size=8`, values parsed as YAML), validated
+once before anything starts. Unknown keys are errors; every error names its key. The
+algorithm's `preset` fills in the knobs it names; anything set explicitly wins. Configs are
+frozen after loading; derived values are properties.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, Self, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rl_client.algorithms.presets import PRESETS
+
+
+class ConfigError(Exception):
+    """The config is invalid; the message has one line per problem, each naming its key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    path: str = Field(description="Local directory (or hub name) of the policy and tokenizer.")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        default="float32",
+        description="Weight dtype. On GPU, float32 weights train under bf16 autocast (train.bf16).",
+    )
+    gradient_checkpointing: bool = Field(
+        default=False, description="Recompute activations in backward to save memory."
+    )
+    lora_r: int = Field(default=0, ge=0, description="LoRA rank through peft; 0: full fine-tune.")
+    lora_alpha: float = Field(default=16.0, gt=0, description="LoRA scaling numerator.")
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1, description="LoRA dropout.")
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Module names that get LoRA adapters.",
+    )
+
+
+class DataConfig(_Strict):
+    path: str = Field(description="Prompt dataset: .jsonl or .parquet, one prompt per row.")
+    eval_path: str | None = Field(
+        default=None, description="Dataset for `rl-client eval` (default: `path`)."
+    )
+    prompt_key: str = Field(
+        default="prompt", description="Row field with the prompt: a string or chat messages."
+    )
+    reference_key: str = Field(
+        default="reference", description="Row field with the reference (gold answer, tests...)."
+    )
+    reward: dict[str, Any] | None = Field(
+        default=None,
+        description="Default reward spec {name, params} for rows without a `reward` field.",
+    )
+    system_prompt: str | None = Field(
+        default=None, description="Prepended as a system message to every prompt."
+    )
+    shuffle: bool = Field(default=True, description="Shuffle the prompts each epoch (seeded).")
+    max_prompt_tokens: int = Field(
+        default=1024, gt=0, description="Longer prompts are an error naming the row."
+    )
+
+
+class RolloutConfig(_Strict):
+    engine: Literal["hf"] = Field(
+        default="hf", description="Rollout engine: 'hf' (transformers generate)."
+    )
+    prompts_per_step: int = Field(default=8, ge=1, description="B: prompt groups per step.")
+    group_size: int = Field(default=8, ge=1, description="G: completions sampled per prompt.")
+    temperature: float = Field(default=1.0, gt=0, description="Sampling temperature.")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(default=256, ge=1, description="Generation budget per completion.")
+    stop_strings: list[str] = Field(
+        default_factory=list, description="Generation stops after any of these (kept in text)."
+    )
+    batch_size: int = Field(
+        default=64, ge=1, description="Completions generated in one engine call."
+    )
+
+
+class RewardConfig(_Strict):
+    address: str | list[str] | None = Field(
+        default=None,
+        description="verifier-server address(es). None: start a sidecar server on a free "
+        "loopback port and stop it at the end.",
+    )
+    sidecar_config: str | None = Field(
+        default=None, description="Server config file for the sidecar (named rewards, limits)."
+    )
+    sidecar_workers: int = Field(default=2, ge=1, description="Worker processes of the sidecar.")
+    timeout_s: float = Field(
+        default=120.0, gt=0, description="Per-batch scoring deadline; late items are masked."
+    )
+
+
+Advantage = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "gae"]
+
+
+class AlgorithmConfig(_Strict):
+    preset: Literal["grpo", "dapo", "dr_grpo", "rloo", "reinforce_pp", "ppo"] = Field(
+        default="grpo", description="Sets the knobs below; explicit values override it."
+    )
+    advantage: Advantage = Field(default="grpo", description="Advantage estimator.")
+    advantage_eps: float = Field(default=1e-6, gt=0, description="Added to stds before dividing.")
+    group_baseline: bool = Field(
+        default=True, description="reinforce_pp: subtract the group mean before normalising."
+    )
+    gamma: float = Field(default=1.0, ge=0, le=1, description="gae: discount.")
+    gae_lambda: float = Field(default=0.95, ge=0, le=1, description="gae: lambda.")
+    whiten_advantages: bool = Field(default=True, description="gae: normalise over the batch.")
+    clip_low: float = Field(default=0.2, ge=0, lt=1, description="Ratio clipped below 1-clip_low.")
+    clip_high: float = Field(default=0.2, ge=0, description="Ratio clipped above 1+clip_high.")
+    dual_clip: float | None = Field(
+        default=None, gt=1, description="Dual-clip bound c > 1 for negative advantages; None: off."
+    )
+    loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = (
+        Field(default="seq_mean_token_mean", description="How token losses become one number.")
+    )
+    kl_coef: float = Field(
+        default=0.0, ge=0, description="KL-to-reference weight; 0 loads no reference model."
+    )
+    kl_estimator: Literal["k1", "k2", "k3"] = Field(default="k3", description="KL estimator.")
+    kl_placement: Literal["loss", "reward"] = Field(
+        default="loss", description="'loss': a loss term; 'reward': subtracted from the reward."
+    )
+    ppo_epochs: int = Field(default=1, ge=1, description="mu: optimiser passes over each batch.")
+    behavior_logprobs: Literal["recompute", "sampler"] = Field(
+        default="recompute",
+        description="Ratio denominator: the learner's logprobs before the update "
+        "('recompute', taken for free in the first pass), or the sampler's own.",
+    )
+    value_coef: float = Field(default=0.5, ge=0, description="gae: value loss weight.")
+    value_clip: float | None = Field(default=0.2, gt=0, description="gae: value clip; None: off.")
+    dynamic_sampling: bool = Field(
+        default=False, description="DAPO: drop groups whose rewards are all equal, refill."
+    )
+    max_gen_rounds: int = Field(
+        default=3, ge=1, description="Dynamic sampling budget: generation rounds per step."
+    )
+    overlong_weight: float = Field(
+        default=0.0, ge=0, description="Weight of the `length` verifier's soft overlong penalty."
+    )
+    overlong_cache_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="L_cache as a fraction of max_new_tokens."
+    )
+    mask_truncated: bool = Field(
+        default=False, description="Completions that hit max_new_tokens take no part in the loss."
+    )
+
+    @property
+    def uses_critic(self) -> bool:
+        return self.advantage == "gae"
+
+
+class TrainSettings(_Strict):
+    steps: int = Field(default=100, ge=1, description="Optimiser steps (one batch each).")
+    lr: float = Field(default=1e-6, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW betas.")
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up steps.")
+    schedule: Literal["constant", "cosine"] = Field(
+        default="constant", description="After warm-up."
+    )
+    min_lr_ratio: float = Field(default=0.0, ge=0, le=1, description="cosine: floor / peak.")
+    max_grad_norm: float | None = Field(default=1.0, gt=0, description="Clip; None: off.")
+    micro_batch_size: int = Field(default=8, ge=1, description="Sequences per forward/backward.")
+    seed: int = Field(default=0, description="Seeds sampling, shuffling and initialisation.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda if any.")
+    bf16: bool = Field(default=True, description="bf16 autocast for forward passes on GPU.")
+
+
+class OutputConfig(_Strict):
+    dir: str = Field(description="Run directory: metrics.jsonl, TensorBoard, checkpoints.")
+    save_every: int = Field(default=50, ge=1, description="Checkpoint every N steps (and at end).")
+    keep_checkpoints: int = Field(default=2, ge=1, description="Older checkpoints are deleted.")
+    resume: bool = Field(default=True, description="Continue from the latest checkpoint in dir.")
+    tensorboard: bool = Field(default=True, description="Write TensorBoard events under dir/tb.")
+    progress: bool = Field(default=True, description="Show a progress bar.")
+    log_rollouts: bool = Field(
+        default=True, description="Write every completion, score and status to rollouts.jsonl."
+    )
+
+
+class TrainConfig(_Strict):
+    """`rl-client train` and `rl-client eval`."""
+
+    model: ModelConfig
+    data: DataConfig
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    output: OutputConfig
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        algo, rollout = self.algorithm, self.rollout
+        if algo.advantage in ("grpo", "dr_grpo", "rloo") and rollout.group_size < 2:
+            raise ValueError(
+                f"rollout.group_size must be >= 2 for algorithm.advantage={algo.advantage!r} "
+                "(a group baseline needs two samples)"
+            )
+        if algo.dynamic_sampling and rollout.group_size < 2:
+            raise ValueError("algorithm.dynamic_sampling needs rollout.group_size >= 2")
+        if algo.uses_critic and self.model.lora_r > 0:
+            raise ValueError("algorithm.advantage='gae' with model.lora_r > 0 is not supported")
+        if (
+            algo.overlong_weight > 0
+            and int(rollout.max_new_tokens * algo.overlong_cache_fraction) < 1
+        ):
+            raise ValueError(
+                "algorithm.overlong_cache_fraction * rollout.max_new_tokens must be >= 1 token"
+            )
+        return self
+
+
+class SFTSettings(_Strict):
+    steps: int = Field(default=100, ge=1, description="Optimiser steps.")
+    batch_size: int = Field(default=16, ge=1, description="Sequences (or packed rows) per step.")
+    lr: float = Field(default=1e-4, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up steps.")
+    schedule: Literal["constant", "cosine"] = Field(default="cosine", description="After warm-up.")
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="cosine: floor / peak.")
+    max_grad_norm: float | None = Field(default=1.0, gt=0, description="Clip; None: off.")
+    max_seq_len: int = Field(default=512, ge=2, description="Longer examples are truncated.")
+    packing: bool = Field(
+        default=False, description="Concatenate examples into rows of max_seq_len."
+    )
+    seed: int = Field(default=0, description="Shuffling and initialisation.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda if any.")
+    bf16: bool = Field(default=True, description="bf16 autocast on GPU.")
+
+
+class SFTDataConfig(_Strict):
+    path: str = Field(description=".jsonl or .parquet with a prompt and a completion per row.")
+    prompt_key: str = Field(default="prompt", description="A string or chat messages.")
+    completion_key: str = Field(default="completion", description="The assistant's answer.")
+    system_prompt: str | None = Field(default=None, description="Prepended as a system message.")
+
+
+class SFTConfig(_Strict):
+    """`rl-client sft`: supervised warm start, loss on the response tokens only."""
+
+    model: ModelConfig
+    data: SFTDataConfig
+    train: SFTSettings = Field(default_factory=SFTSettings)
+    output_dir: str = Field(description="Where the fine-tuned model and tokenizer are saved.")
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def load_config(cls: type[C], path: str | Path | None, overrides: Sequence[str] = ()) -> C:
+    """File + `key=value` overrides -> validated config, or ConfigError naming each key."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        raw = loaded or {}
+    return build_config(cls, raw, overrides)
+
+
+def build_config(cls: type[C], raw: dict[str, Any], overrides: Sequence[str] = ()) -> C:
+    """A nested dict + `key=value` overrides -> validated config (presets applied)."""
+    raw = copy.deepcopy(raw)
+    for override in overrides:
+        _apply_override(raw, override)
+    if cls is TrainConfig:
+        raw = _apply_preset(raw)
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, cls)) from None
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r}: expected key=value, e.g. rollout.group_size=8")
+    node = raw
+    parts = key.strip().split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}: {'.'.join(parts[: depth + 1])} is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {key}: value is not valid YAML: {exc}") from None
+
+
+def _apply_preset(raw: dict[str, Any]) -> dict[str, Any]:
+    algorithm = raw.get("algorithm") or {}
+    if not isinstance(algorithm, dict):
+        return raw  # validation reports it
+    preset = algorithm.get("preset", "grpo")
+    if preset not in PRESETS:
+        raise ConfigError(
+            f"algorithm.preset: unknown preset {preset!r}; valid: {', '.join(sorted(PRESETS))}"
+        )
+    return {**raw, "algorithm": {**PRESETS[preset], **algorithm}}
+
+
+def _format_errors(exc: ValidationError, cls: type[BaseModel]) -> str:
+    lines = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"])
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key" + _suggestion(cls, [str(p) for p in error["loc"]])
+        elif error["type"] == "value_error" and not location:
+            message = message.removeprefix("Value error, ")
+        lines.append(f"  {location or '<config>'}: {message}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def _suggestion(cls: type[BaseModel], loc: list[str]) -> str:
+    """'; did you mean group_size?' for a misspelt key, from the model's fields."""
+    model: Any = cls
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        model = field.annotation if field is not None else None
+    fields = list(getattr(model, "model_fields", {}))
+    close = difflib.get_close_matches(loc[-1], fields, n=1)
+    if close:
+        return f"; did you mean {close[0]}?"
+    return f"; valid: {', '.join(fields)}" if fields else ""
+
+
+def dump_config(config: BaseModel) -> str:
+    """The resolved config as YAML (printed at start, saved beside every checkpoint)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,172 @@
+"""Everything a training run holds, built (or restored from a checkpoint) before the loop."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rl_client.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    truncate_log,
+)
+from rl_client.config import TrainConfig, dump_config
+from rl_client.data import DataError, PromptCursor, PromptRow, load_prompts, render_prompt
+from rl_client.engines.base import SamplingParams
+from rl_client.engines.hf import HFEngine
+from rl_client.learner import Learner
+from rl_client.models import load_policy, load_reference, load_tokenizer, new_value_head
+from rl_client.rewards import Overlong, RewardService
+from rl_client.run_log import RunLog
+
+
+@dataclass
+class Run:
+    config: TrainConfig
+    output_dir: Path
+    tokenizer: Any
+    rows: list[PromptRow]
+    prompt_ids: list[list[int]]
+    cursor: PromptCursor
+    learner: Learner
+    engine: HFEngine
+    rewards: RewardService
+    log: RunLog
+    sampling: SamplingParams
+    overlong: Overlong | None
+    start_step: int  # the last step already done (0 for a fresh run)
+
+    def take_prompts(self, count: int) -> tuple[list[PromptRow], list[list[int]]]:
+        indices = self.cursor.take(count)
+        return [self.rows[i] for i in indices], [self.prompt_ids[i] for i in indices]
+
+    def save(self, step: int) -> Path:
+        return save_checkpoint(
+            self.output_dir,
+            step=step,
+            model=self.learner.model,
+            tokenizer=self.tokenizer,
+            trainer_state=self.learner.state_dict(),
+            cursor=self.cursor.state_dict(),
+            config_yaml=dump_config(self.config),
+            keep=self.config.output.keep_checkpoints,
+        )
+
+    def close(self) -> None:
+        self.log.close()
+        self.rewards.close()
+
+
+def tokenize_prompts(
+    tokenizer: Any, rows: list[PromptRow], max_prompt_tokens: int
+) -> list[list[int]]:
+    texts = [render_prompt(tokenizer, row.messages) for row in rows]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    for row, prompt in zip(rows, ids, strict=True):
+        if len(prompt) > max_prompt_tokens:
+            raise DataError(
+                f"prompt {row.id!r} has {len(prompt)} tokens, over data.max_prompt_tokens "
+                f"({max_prompt_tokens})"
+            )
+    return ids
+
+
+def start_run(config: TrainConfig, device: torch.device) -> Run:
+    """Loads data and models, starts the reward service, and resumes from the latest
+    checkpoint in the output dir when there is one (and `output.resume`)."""
+    output_dir = Path(config.output.dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(dump_config(config))
+    data = config.data
+    rows = load_prompts(
+        data.path,
+        prompt_key=data.prompt_key,
+        reference_key=data.reference_key,
+        default_reward=data.reward,
+        system_prompt=data.system_prompt,
+    )
+    tokenizer = load_tokenizer(config.model.path)
+    prompt_ids = tokenize_prompts(tokenizer, rows, data.max_prompt_tokens)
+    cursor = PromptCursor(len(rows), seed=config.train.seed, shuffle=data.shuffle)
+
+    checkpoint = latest_checkpoint(output_dir) if config.output.resume else None
+    random.seed(config.train.seed)
+    torch.manual_seed(config.train.seed)
+    algo = config.algorithm
+    model = load_policy(
+        config.model, device, checkpoint=checkpoint / "policy" if checkpoint else None
+    )
+    reference = None
+    if algo.kl_coef > 0 and config.model.lora_r == 0:
+        reference = load_reference(config.model, device)
+    learner = Learner(
+        model,
+        algo=algo,
+        train=config.train,
+        temperature=config.rollout.temperature,
+        seq_len_norm=float(config.rollout.max_new_tokens),
+        device=device,
+        reference=reference,
+        value_head=new_value_head(model, device) if algo.uses_critic else None,
+    )
+    start_step = 0
+    rng = None
+    if checkpoint is not None:
+        start_step, cursor_state, trainer_state = load_checkpoint(checkpoint)
+        learner.load_state_dict(trainer_state)
+        cursor.load_state_dict(cursor_state)
+        rng = trainer_state["rng"]
+        for name in ("metrics.jsonl", "rollouts.jsonl"):
+            truncate_log(output_dir / name, start_step)
+        print(f"resuming from {checkpoint} (step {start_step})")
+
+    rollout = config.rollout
+    engine = HFEngine(model, tokenizer, batch_size=rollout.batch_size)
+    overlong = None
+    if algo.overlong_weight > 0:
+        cache = int(rollout.max_new_tokens * algo.overlong_cache_fraction)
+        overlong = Overlong(algo.overlong_weight, rollout.max_new_tokens, cache)
+    rewards = RewardService(
+        config.reward.address,
+        sidecar_config=config.reward.sidecar_config,
+        sidecar_workers=config.reward.sidecar_workers,
+        timeout_s=config.reward.timeout_s,
+    )
+    log = RunLog(
+        output_dir,
+        total_steps=config.train.steps,
+        first_step=start_step,
+        tensorboard=config.output.tensorboard,
+        progress=config.output.progress,
+        log_rollouts=config.output.log_rollouts,
+    )
+    if rng is not None:  # last, so nothing above consumes the restored random streams
+        set_rng_state(rng)
+    sampling = SamplingParams(
+        n=rollout.group_size,
+        temperature=rollout.temperature,
+        top_p=rollout.top_p,
+        max_new_tokens=rollout.max_new_tokens,
+        stop_strings=tuple(rollout.stop_strings),
+    )
+    return Run(
+        config=config,
+        output_dir=output_dir,
+        tokenizer=tokenizer,
+        rows=rows,
+        prompt_ids=prompt_ids,
+        cursor=cursor,
+        learner=learner,
+        engine=engine,
+        rewards=rewards,
+        log=log,
+        sampling=sampling,
+        overlong=overlong,
+        start_step=start_step,
+    )
