@@ -30,7 +30,7 @@ def prepare(directory: Path, *, prompts: int = 256, sft_rows: int = 2000) -> dic
     directory.mkdir(parents=True, exist_ok=True)
     base = toy.build_model(directory / "base")
     sft_data = toy.write_sft_data(
-        directory / "sft.jsonl", sft_rows, seed=1, correct_fraction=0.4, ops="+"
+        directory / "sft.jsonl", sft_rows, seed=1, correct_fraction=0.5, ops="+"
     )
     rl_data = toy.write_rl_prompts(
         directory / "prompts.jsonl",
@@ -47,7 +47,7 @@ def sft_config(directory: Path, paths: dict[str, Path], overrides: Sequence[str]
     settings = {
         "model": {"path": str(paths["base"])},
         "data": {"path": str(paths["sft_data"]), "system_prompt": toy.SYSTEM_PROMPT},
-        "train": {"steps": 300, "batch_size": 32, "lr": 3e-3, "warmup_steps": 10},
+        "train": {"steps": 800, "batch_size": 32, "lr": 1e-3, "warmup_steps": 10},
         "output_dir": str(directory / "sft"),
     }
     return build_config(SFTConfig, settings, overrides)
@@ -66,8 +66,8 @@ def grpo_config(
             "temperature": 1.0,
         },
         "algorithm": {"preset": "grpo", "kl_coef": 0.0},
-        "train": {"steps": 40, "lr": 1e-3, "micro_batch_size": 64, "warmup_steps": 2},
-        "output": {"dir": str(directory / "grpo"), "save_every": 20, "resume": False},
+        "train": {"steps": 100, "lr": 5e-4, "micro_batch_size": 64, "warmup_steps": 2},
+        "output": {"dir": str(directory / "grpo"), "save_every": 50, "resume": False},
     }
     return build_config(TrainConfig, settings, overrides)
 

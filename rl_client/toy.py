@@ -115,15 +115,14 @@ def write_rl_prompts(
 def write_sft_data(
     path: str | Path, count: int, *, seed: int, correct_fraction: float, ops: str = "+-"
 ) -> Path:
-    """A JSONL SFT set in the task's answer format. Only `correct_fraction` of the answers are
-    right (the rest are off by 1 or 2), so the warm start learns the format and roughly where
-    the answer lies, and the RL run has the rest to learn."""
+    """A JSONL SFT set in the task's answer format. Only `correct_fraction` of the rows show
+    the answer; the rest answer `\\boxed{?}` ("don't know"). The warm-started model then knows
+    the format and, for some of its samples, the sum; RL has to learn to stop saying "?"."""
     rng = random.Random(seed + 1)
     path = Path(path)
     with path.open("w") as f:
         for expression, value in arithmetic_problems(count, seed=seed, ops=ops):
-            shown = value if rng.random() < correct_fraction else value + rng.choice([-2, -1, 1, 2])
-            f.write(
-                json.dumps({"prompt": question(expression), "completion": answer(shown)}) + "\n"
-            )
+            shown = str(value) if rng.random() < correct_fraction else "?"
+            row = {"prompt": question(expression), "completion": f"\\boxed{{{shown}}}"}
+            f.write(json.dumps(row) + "\n")
     return path
