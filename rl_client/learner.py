@@ -167,7 +167,7 @@ class Learner:
                     norm=norm,
                 )
                 loss = policy.loss
-                record("policy_loss", float(policy.loss), 1.0)
+                record("policy_loss", policy.loss.item(), 1.0)
                 for name, value in policy.metrics.items():
                     record(name, value, tokens)
                 if batch.ref_logprobs is not None:
@@ -191,11 +191,11 @@ class Learner:
                         norm=norm,
                     )
                     loss = loss + algo.value_coef * values.loss
-                    record("value_loss", float(values.loss), 1.0)
+                    record("value_loss", values.loss.item(), 1.0)
                     for name, value in values.metrics.items():
                         record(name, value, tokens)
                 loss.backward()
-                record("loss", float(loss), 1.0)
+                record("loss", loss.item(), 1.0)
             record("grad_norm", self._step(), 1.0)
         record("lr", self.scheduler.get_last_lr()[0], 1.0)
         self.scheduler.step()

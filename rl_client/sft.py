@@ -128,7 +128,7 @@ def run_sft(config: SFTConfig) -> list[float]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % max(1, settings.steps // 10) == 0 or step == settings.steps:
             print(f"sft step {step}/{settings.steps}  loss {loss.item():.4f}")
     output = Path(config.output_dir)

@@ -42,7 +42,9 @@ def grpo_advantages(rewards: Tensor, valid: Tensor, options: AdvantageOptions) -
     mean, count = _group_mean(rewards, valid)
     weight = valid.to(rewards.dtype)
     variance = ((rewards - mean) ** 2 * weight).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)
-    advantages = (rewards - mean) / (variance.sqrt() + options.eps)
+    std = variance.sqrt()
+    # Equal rewards (std 0) carry no signal: 0, not 0/0.
+    advantages = torch.where(std > 0, (rewards - mean) / (std + options.eps), 0.0)
     return advantages * weight * (count > 1)
 
 
@@ -81,6 +83,8 @@ def reinforce_pp_advantages(rewards: Tensor, valid: Tensor, options: AdvantageOp
         return torch.zeros_like(rewards)
     mean = (centered * weight).sum() / n
     std = (((centered - mean) ** 2 * weight).sum() / (n - 1)).sqrt()
+    if std == 0:
+        return torch.zeros_like(rewards)
     return centered / (std + options.eps) * weight
 
 

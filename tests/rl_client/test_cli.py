@@ -1,0 +1,102 @@
+"""`rl-client`: help lists every config key, bad input exits 2 naming the key, sft and eval
+run through the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rl_client import toy
+from rl_client.cli import main
+
+
+def test_help_lists_config_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "rollout.group_size (8): G: completions sampled per prompt." in text
+    assert "algorithm.clip_high (0.2):" in text
+    assert "model.path (required):" in text
+
+
+def test_bad_override_exits_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"model": {"path": "m"}, "data": {"path": "d.jsonl"}, "output": {"dir": "o"}}
+        )
+    )
+    assert main(["train", "--config", str(config), "rollout.temprature=0.5"]) == 2
+    assert "rollout.temprature: unknown key; did you mean temperature?" in capsys.readouterr().err
+
+
+def test_missing_dataset_exits_2(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    settings = {
+        "model": {"path": str(tiny_model)},
+        "data": {"path": str(tmp_path / "none.jsonl")},
+        "output": {"dir": str(tmp_path / "o")},
+    }
+    config.write_text(yaml.safe_dump(settings))
+    assert main(["eval", "--config", str(config)]) == 2
+    assert "none.jsonl: no such file" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_sft_then_eval_from_the_command_line(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sft_data = toy.write_sft_data(tmp_path / "sft.jsonl", 64, seed=0, correct_fraction=1.0)
+    sft_config = tmp_path / "sft.yaml"
+    sft_config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"path": str(tiny_model)},
+                "data": {"path": str(sft_data)},
+                "train": {
+                    "steps": 30,
+                    "batch_size": 8,
+                    "lr": 3e-3,
+                    "packing": True,
+                    "max_seq_len": 128,
+                },
+                "output_dir": str(tmp_path / "sft"),
+            }
+        )
+    )
+    assert main(["sft", "--config", str(sft_config)]) == 0
+    assert (tmp_path / "sft" / "config.json").exists()
+    assert (tmp_path / "sft" / "tokenizer_config.json").exists()
+
+    prompts = toy.write_rl_prompts(
+        tmp_path / "p.jsonl",
+        4,
+        seed=0,
+        reward={"name": "string_check", "params": {"operation": "contains"}},
+        reference=toy.answer,
+    )
+    eval_config = tmp_path / "eval.yaml"
+    eval_config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"path": str(tmp_path / "sft")},
+                "data": {"path": str(prompts)},
+                "rollout": {"group_size": 2, "max_new_tokens": 12},
+                "reward": {"sidecar_workers": 1},
+                "output": {"dir": str(tmp_path / "eval")},
+            }
+        )
+    )
+    capsys.readouterr()
+    assert main(["eval", "--config", str(eval_config), "--limit", "3"]) == 0
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["prompts"] == 3 and report["masked_items"] == 0
+    assert 0.0 <= report["reward_mean"] <= 1.0
+    assert json.loads(capsys.readouterr().out) == report

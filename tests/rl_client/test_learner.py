@@ -1,0 +1,95 @@
+"""The learner: micro-batches with gradient accumulation equal one full batch; the sft loss
+covers only the response; the batch keeps masked items out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rl_client.batch import build_batch, compute_advantages
+from rl_client.config import AlgorithmConfig, ModelConfig, TrainSettings
+from rl_client.data import PromptRow
+from rl_client.engines.base import Completion
+from rl_client.learner import Learner
+from rl_client.models import load_policy
+from rl_client.rollout import Group
+from rl_client.sft import IGNORE, pack
+from verifier_server.types import Result, RewardSpec, Status
+
+ROW = PromptRow("p", (), RewardSpec("x"), None)
+
+
+def _group(prompt: list[int], completions: list[list[int]], scores: list[float | None]) -> Group:
+    results = [
+        Result(id=str(i), score=s) if s is not None else Result.failed(str(i), Status.TIMEOUT, "t")
+        for i, s in enumerate(scores)
+    ]
+    items = [Completion(c, [-1.0] * len(c), "", "stop") for c in completions]
+    return Group(ROW, prompt, items, results)
+
+
+GROUPS = [
+    _group([5, 6, 7], [[10, 11, 2], [12, 2], [13, 14, 15, 2], [16, 2]], [1.0, 0.0, 1.0, None]),
+    _group([8, 9], [[20, 2], [21, 22, 2], [23, 2], [24, 25, 2]], [0.0, 0.0, 1.0, 0.0]),
+]
+
+
+def test_batch_keeps_masked_items_out_and_advantages_use_valid_members_only() -> None:
+    batch = build_batch(GROUPS, pad_token_id=0, mask_truncated=False)
+    assert batch.size == 7  # the TIMEOUT item is not a row
+    assert batch.prompt_width == 3 and batch.completion_mask.shape == (7, 4)
+    advantages, returns = compute_advantages(batch, AlgorithmConfig(advantage="dr_grpo"))
+    assert returns is None
+    # group 0 valid rewards 1, 0, 1: mean 2/3 -> 1/3, -2/3, 1/3 (the masked one is absent)
+    # group 1: 0, 0, 1, 0: mean 1/4 -> -1/4, -1/4, 3/4, -1/4
+    expected = [1 / 3, -2 / 3, 1 / 3, -0.25, -0.25, 0.75, -0.25]
+    torch.testing.assert_close(advantages[:, 0], torch.tensor(expected))
+    # advantages sit on completion tokens only
+    assert torch.all((advantages != 0) <= batch.completion_mask.bool())
+
+
+def _grads(model_dir: Path, micro_batch_size: int, aggregation: str) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    model = load_policy(ModelConfig(path=str(model_dir)), torch.device("cpu"))
+    algo = AlgorithmConfig(loss_aggregation=aggregation)  # type: ignore[arg-type]
+    learner = Learner(
+        model,
+        algo=algo,
+        train=TrainSettings(micro_batch_size=micro_batch_size),
+        temperature=1.0,
+        seq_len_norm=4.0,
+        device=torch.device("cpu"),
+    )
+    batch = build_batch(GROUPS, pad_token_id=0, mask_truncated=False)
+    batch.advantages, batch.returns = compute_advantages(batch, algo)
+    captured: list[torch.Tensor] = []
+    learner.optimizer.step = lambda: captured.extend(  # type: ignore[method-assign]
+        p.grad.clone() for p in learner.parameters
+    )
+    learner.update(batch)
+    return captured
+
+
+@pytest.mark.filterwarnings(r"ignore:Seems like `optimizer.step\(\)`")
+def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny_model: Path) -> None:
+    for aggregation in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"):
+        full = _grads(tiny_model, 8, aggregation)
+        split = _grads(tiny_model, 2, aggregation)
+        assert any(g.abs().sum() > 0 for g in full)
+        for a, b in zip(full, split, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_packing_keeps_labels_and_restarts_positions() -> None:
+    examples = [
+        ([1, 2, 3], [IGNORE, 2, 3]),
+        ([4, 5], [IGNORE, 5]),
+        ([6, 7, 8], [IGNORE, IGNORE, 8]),
+    ]
+    rows = pack(examples, max_len=5)
+    assert rows == [
+        ([1, 2, 3, 4, 5], [IGNORE, 2, 3, IGNORE, 5], [0, 1, 2, 0, 1]),
+        ([6, 7, 8], [IGNORE, IGNORE, 8], [0, 1, 2]),
+    ]
