@@ -177,7 +177,13 @@ class WorkerPool:
         (for instance a plugin module fails to import).
         """
         self._loop = loop
-        self._ctx.set_forkserver_preload(["verifier_server.workers", "verifier_server.registry"])
+        from verifier_server.registry import BUILTIN_MODULES
+
+        # Built-in verifiers are imported once in the forkserver, so a worker that replaces a
+        # killed one is forked warm (sympy and the LaTeX parser take about a second to import).
+        self._ctx.set_forkserver_preload(
+            ["verifier_server.workers", "verifier_server.registry", *BUILTIN_MODULES]
+        )
         workers = [self._spawn() for _ in range(self.n_workers)]
         for worker in workers:
             if not worker.conn.poll(ready_timeout_s):
