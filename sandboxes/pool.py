@@ -528,8 +528,8 @@ def classify(done: dict[str, Any], oom_killed: bool, over_output: bool, limits: 
         return Outcome.MEMORY_LIMIT
     if done.get("timed_out") or sig == signal.SIGXCPU:
         return Outcome.TIME_LIMIT
-    if sig == signal.SIGKILL and done.get("cpu_ms", 0.0) >= limits.cpu_s * 1000:
-        return Outcome.TIME_LIMIT  # the hard CPU limit, one second past the soft one
+    if done.get("cpu_ms", 0.0) > limits.cpu_s * 1000 and (sig == signal.SIGKILL or sig is None):
+        return Outcome.TIME_LIMIT  # RLIMIT_CPU counts whole seconds: the rest is checked here
     if sig == signal.SIGXFSZ:
         return Outcome.OUTPUT_LIMIT
     if done.get("exit_code") == 0:
