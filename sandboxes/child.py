@@ -51,6 +51,11 @@ def run_child(request: dict[str, Any], fds: list[int], status_fd: int, bpf: byte
         if runner == "python":
             os.close(status_fd)
             _run_python(argv, env)
+        for sig in (
+            signal.SIGPIPE,
+            signal.SIGXFSZ,
+        ):  # Python ignores them; exec'd programs must not
+            signal.signal(sig, signal.SIG_DFL)
         if request["collect"] is not None:
             _run_and_collect(argv, env, request["collect"], artifact_fd, limits, status_fd)
         os.execve(argv[0], argv, env)
