@@ -323,8 +323,10 @@ class SandboxPool:
                             active[slot] = run
                         else:
                             results[run.index] = run_failed(run)
+                if not active:
+                    continue
                 timeout = max(0.0, min(r.backstop for r in active.values()) - time.monotonic())
-                for key, _ in selector.select(timeout if active else 0):
+                for key, _ in selector.select(timeout):
                     run, role = key.data
                     self._on_ready(run, role, key.fd, selector)
                 for slot, run in list(active.items()):
