@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import marshal
+import multiprocessing.util
 import os
 import selectors
 import signal
@@ -282,6 +283,11 @@ class SandboxPool:
             raise ValueError("slots must be >= 1")
         self.config = config or SandboxConfig()
         self.slots = [Slot(self.config) for _ in range(slots)]
+        # Runs at exit also in multiprocessing children (which leave through os._exit), so the
+        # slots' cgroups are removed even when nobody calls close().
+        self._finalizer = multiprocessing.util.Finalize(
+            self, _close_slots, args=(list(self.slots),), exitpriority=0
+        )
         self._next_id = 0
         self.stats = {"runs": 0, "slot_restarts": 0}
 
@@ -298,9 +304,7 @@ class SandboxPool:
                 slot.start()
 
     def close(self) -> None:
-        for slot in self.slots:
-            slot.close()
-            slot.release()
+        self._finalizer()
         self.slots = []
 
     def run(self, program: Program, limits: Limits | None = None) -> RunResult:
@@ -537,6 +541,12 @@ def classify(done: dict[str, Any], oom_killed: bool, over_output: bool, limits: 
     if done.get("exit_code") == 0:
         return Outcome.OK
     return Outcome.RUNTIME_ERROR
+
+
+def _close_slots(slots: list[Slot]) -> None:
+    for slot in slots:
+        slot.close()
+        slot.release()
 
 
 def run_failed(run: _Run, error: str = "") -> RunResult:
