@@ -59,6 +59,7 @@ def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None
     from verifier_server.registry import Registry
 
     registry = Registry.load(plugins)
+    registry.warm_up()  # e.g. sandbox slots: started here, in a process without gRPC
     conn.send(("ready", os.getpid()))
     while True:
         message = conn.recv()
