@@ -31,6 +31,8 @@ BUILTIN_MODULES = (
     "verifier_server.verifiers.math.verifier",
     "verifier_server.verifiers.code",
 )
+# Imported once in the worker pool's forkserver, so workers are forked with them loaded.
+FORKSERVER_PRELOAD = (*BUILTIN_MODULES, "verifier_server.verifiers.math.preload")
 RESERVED_NAMES = frozenset({"composite"})  # handled by the dispatcher, not a Verifier class
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 

@@ -178,12 +178,12 @@ class WorkerPool:
         (for instance a plugin module fails to import).
         """
         self._loop = loop
-        from verifier_server.registry import BUILTIN_MODULES
+        from verifier_server.registry import FORKSERVER_PRELOAD
 
-        # Built-in verifiers are imported once in the forkserver, so a worker that replaces a
-        # killed one is forked warm (sympy and the LaTeX parser take about a second to import).
+        # Built-in verifiers are loaded once in the forkserver, so a worker that replaces a
+        # killed one is forked warm (sympy and the LaTeX parser take over a second to load).
         self._ctx.set_forkserver_preload(
-            ["verifier_server.workers", "verifier_server.registry", *BUILTIN_MODULES]
+            ["verifier_server.workers", "verifier_server.registry", *FORKSERVER_PRELOAD]
         )
         workers = [self._spawn() for _ in range(self.n_workers)]
         for worker in workers:

@@ -37,38 +37,46 @@ class Extracted:
 
 def answer_region(completion: str) -> str:
     """The part of the completion after the reasoning: after the last `</think>`; empty when a
-    `<think>` is never closed (the model was cut off while thinking)."""
+    `<think>` is left open (the model was cut off while thinking)."""
     close = completion.rfind("</think>")
-    if close >= 0:
-        return completion[close + len("</think>") :]
-    return "" if "<think>" in completion else completion
+    region = completion[close + len("</think>") :] if close >= 0 else completion
+    return "" if "<think>" in region else region
 
 
 def last_boxed(text: str) -> str | None:
-    """The content of the last complete `\\boxed{…}`/`\\fbox{…}`, braces balanced; `\\boxed 5`
-    (a single token after a space) is accepted too. None when there is no complete box."""
-    end = len(text)
+    """The content of the last complete, non-empty, outermost `\\boxed{…}`/`\\fbox{…}`, braces
+    balanced; `\\boxed 5` (one token after a space) is accepted too. A box inside a box is part
+    of the outer box's content. None when there is no such box. One forward pass."""
+    found: str | None = None
+    position = 0
     while True:
-        start = max(text.rfind(cmd, 0, end) for cmd in _BOX_COMMANDS)
-        if start < 0:
-            return None
+        start = _next_box(text, position)
+        if start is None:
+            return found
         command = next(cmd for cmd in _BOX_COMMANDS if text.startswith(cmd, start))
-        content = _box_content(text, start + len(command))
-        if content is not None:
-            return content
-        end = start  # an unclosed or empty box: look for an earlier complete one
+        content, end = _box_content(text, start + len(command))
+        if content is not None and content.strip():
+            found = content
+        position = end
 
 
-def _box_content(text: str, after: int) -> str | None:
+def _next_box(text: str, position: int) -> int | None:
+    starts = [i for i in (text.find(cmd, position) for cmd in _BOX_COMMANDS) if i >= 0]
+    return min(starts) if starts else None
+
+
+def _box_content(text: str, after: int) -> tuple[str | None, int]:
+    """(content, index after the box); content None for an unclosed box."""
     rest = text[after:].lstrip(" ")
     skipped = len(text) - after - len(rest)
+    opening = after + skipped
     if rest.startswith("{"):
-        close = matching_brace(text, after + skipped)
-        return None if close is None else text[after + skipped + 1 : close]
+        close = matching_brace(text, opening)
+        return (None, opening + 1) if close is None else (text[opening + 1 : close], close + 1)
     if skipped and rest:  # `\boxed 5`: one token, up to whitespace or `$`
-        token = rest.split(None, 1)[0].split("$", 1)[0]
-        return token or None
-    return None
+        token = rest.split(None, 1)[0]
+        return token.split("$", 1)[0], opening + len(token)
+    return None, after
 
 
 def matching_brace(text: str, open_at: int) -> int | None:

@@ -23,6 +23,9 @@ from typing import Any
 import sympy
 
 _LOG10_2 = math.log10(2)
+_DIGITS = frozenset("0123456789")  # ASCII only: str.isdigit() also accepts "²" and "①"
+# Symbols are evaluated at sample points below 3 by the comparator (equivalence._point).
+_SYMBOL_LOG10 = math.log10(3)
 _OPEN = "([{"
 _CLOSE = ")]}"
 
@@ -51,7 +54,7 @@ def screen_text(
             deepest = max(deepest, depth)
         elif ch in _CLOSE:
             depth -= 1
-        if ch.isdigit():
+        if ch in _DIGITS:
             digits += 1
             if digits > max_digits:
                 raise Rejected("answer_too_complex", f"a number with over {max_digits} digits")
@@ -61,6 +64,8 @@ def screen_text(
         raise Rejected("answer_too_deep", f"brackets nested {deepest} deep, over {max_depth}")
     if "^" in text or "!" in text or "binom" in text:
         _TextBounds(text, max_digits, max_symbolic_power).check()
+    if "^" in text or "_" in text:
+        _check_double_scripts(text)
 
 
 def screen_tree(expr: Any, max_digits: int, max_nodes: int, max_symbolic_power: int) -> None:
@@ -71,8 +76,10 @@ def screen_tree(expr: Any, max_digits: int, max_nodes: int, max_symbolic_power: 
 
 
 class _Bounder:
-    """Upper bounds on log10 of |value| (≈ digits) of unevaluated sympy trees; None when a node
-    depends on a symbol (its size cannot blow up by evaluation alone)."""
+    """Upper bounds on log10 of |value| (≈ digits) of unevaluated sympy trees. Symbols count as
+    3, the bound on the comparator's sample points, so a symbolic tower (`y^{y^{y^y}}`) that
+    would explode when evaluated at those points is caught too. None: not a number (sets,
+    relations, matrices are walked for their elements)."""
 
     def __init__(self, max_digits: int, max_nodes: int, max_symbolic_power: int) -> None:
         self.max_digits = max_digits
@@ -93,10 +100,12 @@ class _Bounder:
         if isinstance(expr, sympy.Rational):  # Integer included; math.log10 takes any int
             return self._check(math.log10(max(abs(int(expr.p)), int(expr.q), 1)))
         if isinstance(expr, sympy.Float):
-            mpf = expr._mpf_  # (sign, mantissa, exponent, bitcount)
-            return self._check(abs(mpf[2] + mpf[3]) * _LOG10_2)
+            mpf = expr._mpf_  # (sign, mantissa, exponent, bitcount): |x| < 2**(exponent+bitcount)
+            return self._check(max(0, mpf[2] + mpf[3]) * _LOG10_2) if mpf[1] else 0.0
         if isinstance(expr, sympy.Symbol):
-            return None
+            return _SYMBOL_LOG10
+        if isinstance(expr, sympy.NumberSymbol) or expr is sympy.I:
+            return 1.0  # pi, E, EulerGamma, ..., I: all below 10
         if isinstance(expr, sympy.Pow):
             return self._pow(expr)
         if isinstance(expr, sympy.factorial | sympy.factorial2 | sympy.gamma):
@@ -112,24 +121,22 @@ class _Bounder:
 
     def _pow(self, expr: sympy.Pow) -> float | None:
         base, exponent = (self.digits(arg) for arg in expr.args)
-        if exponent is None:
+        if exponent is None or base is None:
             return None
-        power = _value(exponent)  # an upper bound on |exponent|
-        if base is None:
-            if power > self.max_symbolic_power:
-                raise Rejected(
-                    "answer_too_complex",
-                    f"a power above {self.max_symbolic_power} of a symbolic expression",
-                )
-            return None
+        raw = expr.args[1]  # an exact exponent is its own bound (sqrt: 1/2, not 10**log10(2))
+        power = abs(float(raw)) if isinstance(raw, sympy.Rational) else _value(exponent)
+        if expr.args[0].free_symbols and power > self.max_symbolic_power:
+            raise Rejected(
+                "answer_too_complex",
+                f"a power above {self.max_symbolic_power} of a symbolic expression",
+            )
         return self._check(power * max(base, _LOG10_2))
 
     def _factorial(self, expr: Any) -> float | None:
         inner = self.digits(expr.args[0])
         if inner is None:
             return None
-        n = _value(inner)
-        return self._check(n * math.log10(max(n, 2)))  # log10(n!) < n log10 n
+        return self._check(_log10_factorial(_value(inner)))
 
     def _check(self, digits: float) -> float:
         if digits > self.max_digits:
@@ -137,6 +144,50 @@ class _Bounder:
                 "answer_too_complex", f"evaluates to a number of over {self.max_digits} digits"
             )
         return digits
+
+
+def _log10_factorial(n: float) -> float:
+    """log10(n!) by Stirling (an upper bound to well under one digit for n >= 1)."""
+    if n < 2:
+        return 0.0
+    if math.isinf(n):
+        return math.inf
+    return n * math.log10(n / math.e) + 0.5 * math.log10(2 * math.pi * n) + 0.01
+
+
+def _check_double_scripts(text: str) -> None:
+    """`x^a^b` and `x_a_b` are not LaTeX (a double superscript), and the parser takes
+    exponential time on chains of them: reject before parsing."""
+    for index, ch in enumerate(text):
+        if ch in "^_":
+            end = _group_end(text, index + 1)
+            while end < len(text) and text[end] == " ":
+                end += 1
+            if end < len(text) and text[end] == ch:
+                raise Rejected(
+                    "unparseable_answer", f"a double {'super' if ch == '^' else 'sub'}script"
+                )
+
+
+def _group_end(text: str, index: int) -> int:
+    """The index just after the script operand starting at `index`."""
+    while index < len(text) and text[index] == " ":
+        index += 1
+    if index >= len(text):
+        return index
+    if text[index] == "{":
+        depth = 0
+        for end in range(index, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            if depth == 0:
+                return end + 1
+        return len(text)
+    if text[index] == "\\":
+        end = index + 1
+        while end < len(text) and text[end].isalpha():
+            end += 1
+        return end
+    return index + 1
 
 
 def _value(digits: float) -> float:
@@ -171,7 +222,7 @@ class _TextBounds:
             elif ch == "!" and not text.startswith("!=", index):
                 n = _log_bound(_operand_before(text, index))
                 if n is not None:
-                    self._check(_value(n) * max(n, 1.0))  # log10(n!) < n log10 n
+                    self._check(_log10_factorial(_value(n)))
         start = text.find("binom")
         while start >= 0:
             n = _log_bound(_group_after(text, start + len("binom")))
@@ -215,9 +266,9 @@ def _operand_before(text: str, index: int) -> str:
     if end == 0:
         return ""
     last = text[end - 1]
-    if last.isdigit() or last == ".":
+    if last in _DIGITS or last == ".":
         start = end
-        while start > 0 and (text[start - 1].isdigit() or text[start - 1] == "."):
+        while start > 0 and (text[start - 1] in _DIGITS or text[start - 1] == "."):
             start -= 1
         return text[start:end]
     pairs = {")": "(", "}": "{", "]": "["}
@@ -248,7 +299,7 @@ def _log_bound(operand: str) -> float | None:
         if parser.position != len(tokens):
             return None
         return bound
-    except (_Symbolic, IndexError):
+    except (_Symbolic, IndexError, ValueError):
         return None
 
 
@@ -257,9 +308,9 @@ def _tokens(text: str) -> list[str]:
     i = 0
     while i < len(text):
         ch = text[i]
-        if ch.isdigit() or ch == ".":
+        if ch in _DIGITS or ch == ".":
             j = i
-            while j < len(text) and (text[j].isdigit() or text[j] == "."):
+            while j < len(text) and (text[j] in _DIGITS or text[j] == "."):
                 j += 1
             tokens.append(text[i:j])
             i = j
@@ -311,7 +362,7 @@ class _BoundParser:
 
     def term(self) -> float:
         bound = self.factor()
-        while self._peek() in ("*", "/", "(", "frac") or (self._peek() or "").isdigit():
+        while self._peek() in ("*", "/", "(", "frac") or (self._peek() or "x")[0] in _DIGITS:
             if self._peek() in ("*", "/"):
                 self._take()
             bound += self.factor()  # |a/b| is not bounded by a*b, but the digits written are
@@ -339,7 +390,7 @@ class _BoundParser:
             return bound
         if token == "frac":
             return self.atom() + self.atom()
-        if token[0].isdigit() or token[0] == ".":
+        if token[0] in _DIGITS or token[0] == ".":
             digits = token.split(".", 1)[0].lstrip("0")
             if len(digits) > 15:
                 return float(len(digits))

@@ -23,7 +23,9 @@ from verifier_server.verifiers.math.extract import (
         (r"\boxed 42 done", "42"),
         (r"\boxed {42}", "42"),
         (r"$\boxed 42$", "42"),
-        (r"\boxed{}", ""),
+        (r"\boxed{}", None),  # an empty box is no answer
+        (r"\boxed{5}\boxed{}", "5"),
+        (r"\boxed{6 \boxed{5}}", r"6 \boxed{5}"),  # the outer box, not the inner one
         ("no box", None),
         (r"\boxed", None),
     ],
@@ -40,6 +42,7 @@ def test_last_boxed(text: str, expected: str | None) -> None:
         ("<think>never closed \\boxed{1}", ""),
         ("prefilled think ends</think> answer", " answer"),
         ("plain", "plain"),
+        ("<think>a</think> \\boxed{5} <think>more", ""),  # a think opened again, never closed
     ],
 )
 def test_answer_region_drops_reasoning(completion: str, region: str) -> None:
