@@ -241,21 +241,10 @@ def _group_after(text: str, index: int) -> str:
     """The operand starting at `index`: a braced group's content, a `\\command`, or one char."""
     while index < len(text) and text[index] == " ":
         index += 1
-    if index >= len(text):
-        return ""
-    if text[index] == "{":
-        depth = 0
-        for end in range(index, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[end], 0)
-            if depth == 0:
-                return text[index + 1 : end]
-        return text[index + 1 :]
-    if text[index] == "\\":
-        end = index + 1
-        while end < len(text) and text[end].isalpha():
-            end += 1
-        return text[index:end]
-    return text[index]
+    end = _group_end(text, index)
+    if index < len(text) and text[index] == "{":
+        return text[index + 1 : end - 1 if text[end - 1] == "}" else end]
+    return text[index:end]
 
 
 def _operand_before(text: str, index: int) -> str:
