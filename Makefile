@@ -4,10 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
+SYS_STAMP := $(VENV)/.system-packages
 
 .PHONY: setup run test lint bench protos clean
 
-setup: $(STAMP) $(NODE_STAMP)
+setup: $(STAMP) $(NODE_STAMP) $(SYS_STAMP)
 
 # torch first, pinned: the CPU build of 2.13.0 lies on this machine's disk, while a bare
 # `torch` requirement would pull a multi-GB CUDA build. Re-runs only when pyproject changes.
@@ -23,6 +24,13 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
+# The sandbox runs programs with the system's Python 3, g++ and Node (see sandboxes/);
+# apt installs them only where one is missing.
+$(SYS_STAMP): $(STAMP)
+	test -x /usr/bin/python3 -a -x /usr/bin/g++ -a -x /usr/bin/node || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 g++ nodejs)
+	touch $(SYS_STAMP)
+
 run: setup
 	$(VENV)/bin/verifier-server demo
 
@@ -35,6 +43,8 @@ test: lint
 
 bench: setup
 	$(PY) benchmarks/server_overhead.py
+	$(PY) benchmarks/math_throughput.py
+	$(PY) benchmarks/sandbox_overhead.py
 
 protos: setup
 	$(PY) tools/gen_protos.py

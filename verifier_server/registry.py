@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
@@ -19,13 +20,19 @@ from pydantic import BaseModel
 
 from verifier_server.verifiers.base import Execution, Verifier
 
+log = logging.getLogger(__name__)
+
 ENTRY_POINT_GROUP = "verifier_server.verifiers"
 BUILTIN_MODULES = (
     "verifier_server.verifiers.format",
     "verifier_server.verifiers.string_check",
     "verifier_server.verifiers.length",
     "verifier_server.verifiers.json_schema",
+    "verifier_server.verifiers.math.verifier",
+    "verifier_server.verifiers.code",
 )
+# Imported once in the worker pool's forkserver, so workers are forked with them loaded.
+FORKSERVER_PRELOAD = (*BUILTIN_MODULES, "verifier_server.verifiers.math.preload")
 RESERVED_NAMES = frozenset({"composite"})  # handled by the dispatcher, not a Verifier class
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
@@ -92,6 +99,15 @@ class Registry:
             )
         self._classes[name] = verifier_cls
         self._origins[name] = origin
+
+    def warm_up(self) -> None:
+        """Calls `warm_up` on every verifier that defines one; failures are logged, not raised."""
+        for name, verifier_cls in self.items():
+            if verifier_cls.warm_up is not Verifier.warm_up:
+                try:
+                    self.instance(name).warm_up()
+                except Exception:
+                    log.exception("warm-up of verifier %r failed; its items will fail", name)
 
     def get(self, name: str) -> type[Verifier]:
         return self._classes[name]

@@ -59,6 +59,7 @@ def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None
     from verifier_server.registry import Registry
 
     registry = Registry.load(plugins)
+    registry.warm_up()  # e.g. sandbox slots: started here, in a process without gRPC
     conn.send(("ready", os.getpid()))
     while True:
         message = conn.recv()
@@ -177,7 +178,13 @@ class WorkerPool:
         (for instance a plugin module fails to import).
         """
         self._loop = loop
-        self._ctx.set_forkserver_preload(["verifier_server.workers", "verifier_server.registry"])
+        from verifier_server.registry import FORKSERVER_PRELOAD
+
+        # Built-in verifiers are loaded once in the forkserver, so a worker that replaces a
+        # killed one is forked warm (sympy and the LaTeX parser take over a second to load).
+        self._ctx.set_forkserver_preload(
+            ["verifier_server.workers", "verifier_server.registry", *FORKSERVER_PRELOAD]
+        )
         workers = [self._spawn() for _ in range(self.n_workers)]
         for worker in workers:
             if not worker.conn.poll(ready_timeout_s):

@@ -87,6 +87,11 @@ class Verifier:
     def score_one(self, item: Item, params: Any) -> Result:
         raise NotImplementedError(f"{type(self).__name__} implements neither score nor score_one")
 
+    def warm_up(self) -> None:
+        """Prepares per-process resources (e.g. sandbox slots). Called once in each worker
+        before it reports ready, so before the gRPC server exists; a failure is logged and
+        the verifier's items then fail on their own."""
+
     async def ascore(self, items: Sequence[Item], params: Any) -> list[Result]:
         """The async form, used when `execution == "async"`."""
         raise NotImplementedError(f"{type(self).__name__} is async but has no ascore")

@@ -1,0 +1,229 @@
+"""Per-slot cgroups for memory, process count and CPU bandwidth, on cgroup v1 or v2.
+
+Each slot gets its own cgroup, created under the cgroup the host process is in (so the host's
+own limits still apply) and named `verifier-rl-<host pid>-<slot>`. The slot's launcher joins
+it once at start; every run is forked from inside, so no run pays for joining a cgroup.
+Before each run the host sets the memory limit (the slot's baseline plus the run's
+`memory_mb`) and resets the peak; after it, it reads the peak and the OOM-kill counter, which
+is how a memory-limit kill is told apart from any other SIGKILL.
+
+Not guaranteed: the peak includes page cache the run caused to be charged; on v2 without
+`memory.peak` (kernels before 5.19) the peak is unknown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandboxes.limits import SandboxError
+
+ROOT = Path("/sys/fs/cgroup")
+PREFIX = "verifier-rl-"
+_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class RunSnapshot:
+    """Counters read before a run, to compare with after it."""
+
+    usage_bytes: int
+    oom_kills: int
+
+
+def detect(root: Path = ROOT) -> str:
+    """ "v2" on a unified hierarchy, "v1" where memory and pids controllers are mounted."""
+    if (root / "cgroup.controllers").exists():
+        return "v2"
+    if (root / "memory").is_dir() and (root / "pids").is_dir():
+        return "v1"
+    raise SandboxError(f"no usable cgroup hierarchy under {root} (need memory and pids)")
+
+
+def own_paths(proc_cgroup: str) -> dict[str, str]:
+    """/proc/self/cgroup -> {controller: path}; the v2 entry is under the key ""."""
+    paths = {}
+    for line in proc_cgroup.splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(","):
+            paths[controller] = path
+    return paths
+
+
+class CgroupV1:
+    """memory, pids and cpu hierarchies, each with the slot's directory."""
+
+    CONTROLLERS = ("memory", "pids", "cpu")
+
+    def __init__(self, name: str, root: Path = ROOT, proc_cgroup: str | None = None) -> None:
+        paths = own_paths(proc_cgroup or Path("/proc/self/cgroup").read_text())
+        self.dirs: dict[str, Path] = {}
+        for controller in self.CONTROLLERS:
+            parent = root / controller / paths.get(controller, "/").lstrip("/")
+            _sweep_stale(parent)
+            self.dirs[controller] = _make(parent / name)
+        memory = self.dirs["memory"]
+        self._write(memory / "memory.swappiness", "0")
+        self._write(self.dirs["cpu"] / "cpu.cfs_period_us", str(_PERIOD_US))
+
+    def add(self, pid: int) -> None:
+        for directory in self.dirs.values():
+            self._write(directory / "cgroup.procs", str(pid))
+
+    def set_pids_max(self, pids: int) -> None:
+        self._write(self.dirs["pids"] / "pids.max", str(pids))
+
+    def set_cpus(self, cpus: float) -> None:
+        self._write(self.dirs["cpu"] / "cpu.cfs_quota_us", str(max(1000, int(cpus * _PERIOD_US))))
+
+    def before_run(self, memory_bytes: int) -> RunSnapshot:
+        memory = self.dirs["memory"]
+        usage = int(self._read(memory / "memory.usage_in_bytes"))
+        stat = _keyed(self._read(memory / "memory.stat"))
+        cache = stat.get("total_active_file", 0) + stat.get("total_inactive_file", 0)
+        self._write(memory / "memory.limit_in_bytes", str(max(0, usage - cache) + memory_bytes))
+        self._write(memory / "memory.max_usage_in_bytes", "0")  # resets the peak to usage now
+        oom = _keyed(self._read(memory / "memory.oom_control")).get("oom_kill", 0)
+        return RunSnapshot(usage, oom)
+
+    def after_run(self, snapshot: RunSnapshot) -> tuple[int | None, bool]:
+        """(peak kB above the usage at start, whether the OOM killer killed something)."""
+        memory = self.dirs["memory"]
+        peak = int(self._read(memory / "memory.max_usage_in_bytes"))
+        oom = _keyed(self._read(memory / "memory.oom_control")).get("oom_kill", 0)
+        return max(0, peak - snapshot.usage_bytes) // 1024, oom > snapshot.oom_kills
+
+    def destroy(self) -> None:
+        for directory in self.dirs.values():
+            _remove(directory)
+
+    @staticmethod
+    def _read(path: Path) -> str:
+        return path.read_text()
+
+    @staticmethod
+    def _write(path: Path, value: str) -> None:
+        _write(path, value)
+
+
+class CgroupV2:
+    """One directory in the unified hierarchy with memory, pids and cpu enabled."""
+
+    def __init__(self, name: str, root: Path = ROOT, proc_cgroup: str | None = None) -> None:
+        paths = own_paths(proc_cgroup or Path("/proc/self/cgroup").read_text())
+        parent = root / paths.get("", "/").lstrip("/")
+        enabled = set((parent / "cgroup.subtree_control").read_text().split())
+        missing = {"memory", "pids", "cpu"} - enabled
+        if missing:
+            try:
+                _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+            except SandboxError as exc:
+                raise SandboxError(
+                    f"cgroup v2: cannot enable {sorted(missing)} for children of {parent} "
+                    "(a cgroup with processes in it cannot; run the server in a cgroup whose "
+                    f"controllers are delegated, e.g. systemd Delegate=yes): {exc}"
+                ) from None
+        _sweep_stale(parent)
+        self.dir = _make(parent / name)
+        with contextlib.suppress(FileNotFoundError):  # no swap accounting on this kernel
+            _write(self.dir / "memory.swap.max", "0")
+        self._peak_fd: int | None = None
+        with contextlib.suppress(FileNotFoundError):
+            self._peak_fd = os.open(self.dir / "memory.peak", os.O_RDWR)
+
+    def add(self, pid: int) -> None:
+        _write(self.dir / "cgroup.procs", str(pid))
+
+    def set_pids_max(self, pids: int) -> None:
+        _write(self.dir / "pids.max", str(pids))
+
+    def set_cpus(self, cpus: float) -> None:
+        _write(self.dir / "cpu.max", f"{max(1000, int(cpus * _PERIOD_US))} {_PERIOD_US}")
+
+    def before_run(self, memory_bytes: int) -> RunSnapshot:
+        usage = int((self.dir / "memory.current").read_text())
+        cache = _keyed((self.dir / "memory.stat").read_text()).get("file", 0)
+        _write(self.dir / "memory.max", str(max(0, usage - cache) + memory_bytes))
+        if self._peak_fd is not None:
+            try:  # since Linux 6.12 a write resets the peak seen through this descriptor
+                os.pwrite(self._peak_fd, b"reset\n", 0)
+            except OSError:
+                os.close(self._peak_fd)
+                self._peak_fd = None
+        oom = _keyed((self.dir / "memory.events").read_text()).get("oom_kill", 0)
+        return RunSnapshot(usage, oom)
+
+    def after_run(self, snapshot: RunSnapshot) -> tuple[int | None, bool]:
+        peak = None
+        if self._peak_fd is not None:
+            peak = max(0, int(os.pread(self._peak_fd, 64, 0)) - snapshot.usage_bytes) // 1024
+        oom = _keyed((self.dir / "memory.events").read_text()).get("oom_kill", 0)
+        return peak, oom > snapshot.oom_kills
+
+    def destroy(self) -> None:
+        if self._peak_fd is not None:
+            os.close(self._peak_fd)
+            self._peak_fd = None
+        _remove(self.dir)
+
+
+Cgroup = CgroupV1 | CgroupV2
+
+
+def create(name: str) -> Cgroup:
+    return CgroupV2(name) if detect() == "v2" else CgroupV1(name)
+
+
+def _keyed(text: str) -> dict[str, int]:
+    values = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            values[key] = int(value)
+    return values
+
+
+def _make(path: Path) -> Path:
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise SandboxError(f"cannot create cgroup {path}: {exc.strerror}") from None
+    return path
+
+
+def _write(path: Path, value: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as exc:
+        raise SandboxError(f"cannot write {value!r} to {path}: {exc.strerror}") from None
+
+
+def _remove(path: Path, timeout_s: float = 2.0) -> None:
+    """rmdir, retried while the last processes finish exiting."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                return  # left for the next sweep, which removes it once empty
+            time.sleep(0.01)
+
+
+def _sweep_stale(parent: Path) -> None:
+    """Removes slot cgroups left by host processes that died without cleaning up."""
+    pattern = re.compile(re.escape(PREFIX) + r"(\d+)-\d+")
+    with contextlib.suppress(OSError):
+        for entry in parent.iterdir():
+            match = pattern.fullmatch(entry.name)
+            if match and not Path(f"/proc/{match.group(1)}").exists():
+                with contextlib.suppress(OSError):
+                    entry.rmdir()

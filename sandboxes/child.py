@@ -1,0 +1,218 @@
+"""One run, from the zygote's fork to the program: the layers applied to every run.
+
+In order: die with the zygote; a private mount namespace with fresh size-capped tmpfs on
+/work, /tmp and /dev/shm; the program's files; the OOM killer's first choice; stdio on the
+host's pipes and every other descriptor closed; rlimits; the unprivileged uid (all
+capabilities gone); no_new_privs and the seccomp filter; then exec, or the Python runner.
+A setup failure is written to `status_fd` (close-on-exec, so a successful exec writes nothing)
+and the zygote reports a sandbox error: a run never starts with a layer missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import resource
+import signal
+import sys
+from typing import Any, NoReturn
+
+from sandboxes import rootfs
+from sandboxes import syscalls as sc
+from sandboxes.limits import WORK_DIR
+
+BASE_ENV = {"PATH": "/usr/bin:/bin", "HOME": WORK_DIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
+STATUS_SETUP_FAILED = 127
+
+
+def run_child(request: dict[str, Any], fds: list[int], status_fd: int, bpf: bytes) -> NoReturn:
+    """Never returns: execs the program, or runs it and exits."""
+    try:
+        argv, runner = request["argv"], request["runner"]
+        limits = request["limits"]
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        _fresh_mounts(limits)
+        _write_files(request["files"])
+        sc.prctl(sc.PR_SET_DUMPABLE, 1)  # else /proc/self belongs to the host's root
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")  # the run dies first, never the zygote
+        artifact_fd = _setup_fds(fds, keep=[status_fd])
+        _set_rlimits(limits)
+        os.chdir(WORK_DIR)
+        os.setgroups([])
+        os.setresgid(rootfs.SANDBOX_GID, rootfs.SANDBOX_GID, rootfs.SANDBOX_GID)
+        os.setresuid(rootfs.SANDBOX_UID, rootfs.SANDBOX_UID, rootfs.SANDBOX_UID)
+        sc.prctl(sc.PR_SET_DUMPABLE, 1)  # setresuid cleared it; the program may read /proc/self
+        sc.install_seccomp(bpf)
+        env = {**BASE_ENV, **request["env"]}
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        if runner == "python":
+            os.close(status_fd)
+            _run_python(argv, env)
+        for sig in (
+            signal.SIGPIPE,
+            signal.SIGXFSZ,
+        ):  # Python ignores them; exec'd programs must not
+            signal.signal(sig, signal.SIG_DFL)
+        if request["collect"] is not None:
+            _run_and_collect(argv, env, request["collect"], artifact_fd, limits, status_fd)
+        os.execve(argv[0], argv, env)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.write(status_fd, f"{type(exc).__name__}: {exc}".encode(errors="replace")[:2000])
+        os._exit(STATUS_SETUP_FAILED)
+    os._exit(STATUS_SETUP_FAILED)
+
+
+def _fresh_mounts(limits: dict[str, Any]) -> None:
+    sc.unshare(sc.CLONE_NEWNS)
+    options = f"size={limits['tmpfs_mb']}m,nr_inodes={limits['tmpfs_inodes']}"
+    owner = f"uid={rootfs.SANDBOX_UID},gid={rootfs.SANDBOX_GID}"
+    flags = sc.MS_NOSUID | sc.MS_NODEV
+    sc.mount("tmpfs", WORK_DIR, "tmpfs", flags, f"{options},mode=0755,{owner}")
+    sc.mount("tmpfs", "/tmp", "tmpfs", flags, f"{options},mode=1777")
+    sc.mount("tmpfs", "/dev/shm", "tmpfs", flags | sc.MS_NOEXEC, f"{options},mode=1777")
+
+
+def _write_files(files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        path = f"{WORK_DIR}/{name}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchown(fd, rootfs.SANDBOX_UID, rootfs.SANDBOX_GID)
+        finally:
+            os.close(fd)
+
+
+def _setup_fds(fds: list[int], keep: list[int]) -> int | None:
+    """stdin, stdout, stderr onto 0, 1, 2; returns the artifact pipe (if any); closes the rest."""
+    for target, fd in enumerate(fds[:3]):
+        os.dup2(fd, target)
+    artifact_fd = fds[3] if len(fds) > 3 else None
+    keep_set = {0, 1, 2, *keep, *([artifact_fd] if artifact_fd is not None else [])}
+    start = 3
+    for fd in sorted(keep_set - {0, 1, 2}):
+        os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, 1 << 20)
+    return artifact_fd
+
+
+def _set_rlimits(limits: dict[str, Any]) -> None:
+    mb = 1024 * 1024
+    cpu = max(1, math.ceil(limits["cpu_s"]))
+    wanted = {
+        resource.RLIMIT_CPU: (cpu, cpu + 1),
+        resource.RLIMIT_FSIZE: (limits["file_size_mb"] * mb,) * 2,
+        resource.RLIMIT_NOFILE: (limits["open_files"],) * 2,
+        resource.RLIMIT_CORE: (0, 0),
+        resource.RLIMIT_NPROC: (limits["processes"],) * 2,
+        resource.RLIMIT_STACK: (limits["stack_mb"] * mb,) * 2,
+    }
+    if limits["address_space_mb"] is not None:
+        wanted[resource.RLIMIT_AS] = (limits["address_space_mb"] * mb,) * 2
+    for which, (soft, hard) in wanted.items():
+        _, current_hard = resource.getrlimit(which)
+        if current_hard != resource.RLIM_INFINITY:  # cannot raise a hard limit in a user ns
+            soft, hard = min(soft, current_hard), min(hard, current_hard)
+        resource.setrlimit(which, (soft, hard))
+
+
+def _run_and_collect(
+    argv: list[str],
+    env: dict[str, str],
+    collect: str,
+    artifact_fd: int | None,
+    limits: dict[str, Any],
+    status_fd: int,
+) -> NoReturn:
+    """Runs the command as a child; if it exits 0, streams /work/<collect> to the artifact pipe."""
+    assert artifact_fd is not None
+    pid = os.fork()
+    if pid == 0:
+        os.close(artifact_fd)
+        os.execve(argv[0], argv, env)
+    os.close(status_fd)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        try:
+            fd = os.open(f"{WORK_DIR}/{collect}", os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            os.write(2, f"\nsandbox: cannot collect {collect}: {exc.strerror}\n".encode())
+            os._exit(1)
+        with os.fdopen(fd, "rb") as source, os.fdopen(artifact_fd, "wb") as sink:
+            remaining = limits["artifact_bytes"] + 1  # one byte more tells the host it is over
+            while remaining > 0 and (chunk := source.read(min(remaining, 1 << 20))):
+                sink.write(chunk)
+                remaining -= len(chunk)
+    if os.WIFSIGNALED(status):
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+
+
+def _run_python(argv: list[str], env: dict[str, str]) -> NoReturn:
+    """What `python3 -I -S script args` does, in this already started interpreter."""
+    import atexit
+    import builtins
+    import types
+
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = list(argv)
+    sys.stdin = sys.__stdin__ = _text_stream(0, "rb", "surrogateescape")
+    sys.stdout = sys.__stdout__ = _text_stream(1, "wb", "surrogateescape")
+    sys.stderr = sys.__stderr__ = _text_stream(2, "wb", "backslashreplace", line_buffering=True)
+    main = types.ModuleType("__main__")
+    main.__dict__.update({"__file__": argv[0], "__builtins__": builtins, "__cached__": None})
+    sys.modules["__main__"] = main
+    atexit._clear()
+    status = 0
+    try:
+        with open(argv[0], "rb") as f:
+            code = compile(f.read(), argv[0], "exec")
+        exec(code, main.__dict__)
+    except SystemExit as exc:
+        status = _exit_status(exc)
+    except BaseException as exc:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        status = 1
+    try:
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            threading._shutdown()  # type: ignore[attr-defined]
+        atexit._run_exitfuncs()
+    except SystemExit as exc:
+        status = _exit_status(exc)
+    except BaseException as exc:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            status = status or 120  # what the interpreter exits with when flushing fails
+    os._exit(status)
+
+
+def _text_stream(fd: int, mode: str, errors: str, line_buffering: bool = False) -> Any:
+    """A standard stream as a fresh interpreter in UTF-8 mode makes it (a pipe: buffered)."""
+    import io
+
+    binary = open(fd, mode, closefd=False)  # noqa: SIM115 (lives as long as the process)
+    return io.TextIOWrapper(binary, "utf-8", errors, line_buffering=line_buffering)
+
+
+def _exit_status(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    with contextlib.suppress(BaseException):
+        print(code, file=sys.stderr)
+    return 1

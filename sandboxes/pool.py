@@ -1,0 +1,576 @@
+"""Warm sandbox slots on the host side: start them, hand them runs, collect the results.
+
+A slot is a launcher and a zygote (see sandboxes.zygote) with its own namespaces, cgroup and
+outside uids; it runs one program at a time, so a pool of N slots runs N at once.
+
+Guarantees:
+- Fails closed: a slot that cannot be set up, a run whose setup fails, or a slot that dies
+  or stops answering gives Outcome.SANDBOX_ERROR; nothing ever runs without every layer.
+  A run whose slot died is retried once on a fresh slot first.
+- The host never reads or writes the sandbox's files: programs' files go in as bytes and
+  collected files come out through a pipe, so a planted symlink cannot make it follow.
+- stdout and stderr are read as they are written and capped; past a cap the run is killed.
+- Slots die with the process that started them, and a killed slot is replaced on next use.
+- Launchers are started with posix_spawn (subprocess), never by forking this process, so a
+  pool may live in a process with threads; but start pools before a gRPC server exists in
+  the same process, as with any child process.
+
+Not guaranteed: fairness between callers (a pool is used by one thread at a time), and
+isolation on kernels or configurations this package refuses (non-root host, no user
+namespaces, no cgroup memory and pids controllers, another architecture than x86-64): there
+it raises SandboxError at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import marshal
+import multiprocessing.util
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandboxes import cgroups, rootfs
+from sandboxes.limits import Limits, Outcome, Program, RunResult, SandboxError
+from sandboxes.zygote import HEADER, KIND_KILL, KIND_RUN
+
+_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+_BOOT = (
+    "import sys; p = sys.path[:]; sys.path.insert(0, sys.argv[2]); "
+    "from sandboxes.zygote import launcher_main; launcher_main(p)"
+)
+_UIDS_PER_PROCESS = 256  # outside uids: base + pid * 256 + k; k = 0 for zygotes, 1.. for slots
+_BACKSTOP_S = 10.0  # past wall_s + this, a silent slot is considered broken
+_READ_CHUNK = 1 << 16
+
+_slot_numbers_lock = threading.Lock()
+_slot_numbers_in_use: set[int] = set()
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """How slots are built. The defaults fit a Debian host with Python 3.11 at /usr/bin."""
+
+    python: str = "/usr/bin/python3"
+    """The interpreter of launchers and zygotes, and of runner="python" runs: it must live
+    under /usr (the only host tree visible inside) and use only its standard library."""
+    uid_base: int = 1_000_000_000
+    """Outside uids are uid_base + 256 * host pid + k: unique per slot, never a real user."""
+    start_timeout_s: float = 30.0
+
+
+class Slot:
+    """One launcher + zygote pair. Not thread-safe; owned by a SandboxPool."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        self.number = _take_slot_number()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+        self.zygote_pid: int | None = None
+        self.cgroup: cgroups.Cgroup | None = None
+        self._buffer = b""
+        self.pids_max = 0
+        self.cpus = 0.0
+
+    @property
+    def alive(self) -> bool:
+        return self.sock is not None
+
+    def start(self) -> None:
+        """Starts the launcher and waits for the zygote's "ready". Raises SandboxError."""
+        if os.geteuid() != 0:
+            raise SandboxError("sandboxes need root on the host (uid maps, cgroups)")
+        base = self.config.uid_base + _UIDS_PER_PROCESS * os.getpid()
+        zygote_uid, slot_uid = base, base + self.number
+        if slot_uid >= 2**31 - 1:
+            raise SandboxError(f"SandboxConfig.uid_base {self.config.uid_base} is too large")
+        host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = host_sock
+        try:
+            self.cgroup = cgroups.create(f"{cgroups.PREFIX}{os.getpid()}-{self.number}")
+            launcher_config = {"fd": child_sock.fileno(), "host_pid": os.getpid()}
+            self.process = subprocess.Popen(
+                [self.config.python, "-I", "-S", "-X", "utf8", "-c", _BOOT,
+                 json.dumps(launcher_config), _PACKAGE_PARENT],
+                pass_fds=[child_sock.fileno()], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={}, cwd="/",
+                start_new_session=True,
+            )  # fmt: skip
+            child_sock.close()
+            deadline = time.monotonic() + self.config.start_timeout_s
+            launcher_pid = self._expect("userns", deadline)
+            _write_proc(
+                launcher_pid, "uid_map", f"0 {zygote_uid} 1\n{rootfs.SANDBOX_UID} {slot_uid} 1\n"
+            )
+            _write_proc(
+                launcher_pid, "gid_map", f"0 {zygote_uid} 1\n{rootfs.SANDBOX_GID} {slot_uid} 1\n"
+            )
+            self.cgroup.add(launcher_pid)
+            host_sock.sendall(b'{"mapped": true}\n')
+            self.zygote_pid = self._expect("zygote", deadline)
+            self._expect("ready", deadline)
+        except BaseException as exc:
+            detail = self._stderr_tail()
+            self.kill()
+            if isinstance(exc, SandboxError):
+                raise SandboxError(f"{exc}{detail}") from None
+            if isinstance(exc, OSError):
+                raise SandboxError(f"slot start failed: {exc}{detail}") from None
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                child_sock.close()
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+
+    def _expect(self, key: str, deadline: float) -> Any:
+        message = self.read_message(deadline)
+        if message is None:
+            raise SandboxError(f"the slot exited while starting (waiting for {key!r})")
+        if "error" in message:
+            raise SandboxError(f"slot start failed: {message['error']}")
+        if key not in message:
+            raise SandboxError(f"slot start: expected {key!r}, got {message}")
+        return message[key]
+
+    def read_message(self, deadline: float) -> dict[str, Any] | None:
+        """The next JSON line from the zygote (blocking until `deadline`); None on EOF."""
+        assert self.sock is not None
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SandboxError("the slot did not answer in time")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(_READ_CHUNK)
+            except TimeoutError:
+                raise SandboxError("the slot did not answer in time") from None
+            finally:
+                self.sock.settimeout(None)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        return self.pop_message()
+
+    def pop_message(self) -> dict[str, Any] | None:
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        try:
+            message = json.loads(line)
+        except ValueError:
+            raise SandboxError(f"garbled message from the slot: {line[:200]!r}") from None
+        if not isinstance(message, dict):
+            raise SandboxError(f"garbled message from the slot: {line[:200]!r}")
+        return message
+
+    def feed(self) -> bool:
+        """Reads what the zygote sent (non-blocking use after select); False on EOF."""
+        assert self.sock is not None
+        chunk = self.sock.recv(_READ_CHUNK)
+        self._buffer += chunk
+        return bool(chunk)
+
+    def has_message(self) -> bool:
+        return b"\n" in self._buffer
+
+    def send(self, kind: int, payload: dict[str, Any], fds: Sequence[int] = ()) -> None:
+        assert self.sock is not None
+        body = marshal.dumps(payload)
+        socket.send_fds(self.sock, [HEADER.pack(kind, len(body))], list(fds))
+        self.sock.sendall(body)
+
+    def configure(self, limits: Limits) -> None:
+        assert self.cgroup is not None
+        pids = limits.processes + 2  # the launcher and the zygote live in the cgroup too
+        if pids != self.pids_max:
+            self.cgroup.set_pids_max(pids)
+            self.pids_max = pids
+        if limits.cpus != self.cpus:
+            self.cgroup.set_cpus(limits.cpus)
+            self.cpus = limits.cpus
+
+    def kill(self) -> None:
+        """Kills the slot's whole tree (the zygote is pid 1 of its namespace) and cleans up."""
+        if self.zygote_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.zygote_pid, signal.SIGKILL)
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(5)
+            if self.process.stderr is not None:
+                self.process.stderr.close()
+        self._close()
+
+    def close(self) -> None:
+        """Asks the zygote to exit (it closes on EOF), then makes sure."""
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(2)
+        self.kill()
+
+    def _close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.cgroup is not None:
+            self.cgroup.destroy()
+            self.cgroup = None
+        self.zygote_pid = None
+        self.process = None
+        self._buffer = b""
+        self.pids_max, self.cpus = 0, 0.0
+
+    def release(self) -> None:
+        _release_slot_number(self.number)
+
+    def _stderr_tail(self) -> str:
+        if self.process is None or self.process.stderr is None:
+            return ""
+        with contextlib.suppress(OSError, ValueError):
+            os.set_blocking(self.process.stderr.fileno(), False)
+            text = (self.process.stderr.read() or b"")[-1500:].decode(errors="replace").strip()
+            return f"\n{text}" if text else ""
+        return ""
+
+
+@dataclass(eq=False)
+class _Run:
+    """A run in flight: its pipes, what came back so far, and its slot."""
+
+    index: int
+    program: Program
+    limits: Limits
+    attempts: int = 0
+    slot: Slot | None = None
+    run_id: int = 0
+    fds: dict[int, str] = field(default_factory=dict)  # host-side pipe end -> role
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)
+    artifact: bytearray = field(default_factory=bytearray)
+    stdin: memoryview = field(default_factory=lambda: memoryview(b""))
+    done: dict[str, Any] | None = None
+    over_output: bool = False
+    kill_sent: bool = False
+    snapshot: cgroups.RunSnapshot | None = None
+    backstop: float = 0.0
+
+
+class SandboxPool:
+    """`slots` warm sandboxes; `run` and `run_many` block until their runs finish.
+
+    Use from one thread at a time. Start it (or its first run) before this process creates a
+    gRPC server; close it (or use `with`) to remove the slots and their cgroups.
+    """
+
+    def __init__(self, slots: int = 2, config: SandboxConfig | None = None) -> None:
+        if slots < 1:
+            raise ValueError("slots must be >= 1")
+        self.config = config or SandboxConfig()
+        self.slots = [Slot(self.config) for _ in range(slots)]
+        # Runs at exit also in multiprocessing children (which leave through os._exit), so the
+        # slots' cgroups are removed even when nobody calls close().
+        self._finalizer = multiprocessing.util.Finalize(
+            self, _close_slots, args=(list(self.slots),), exitpriority=0
+        )
+        self._next_id = 0
+        self.stats = {"runs": 0, "slot_restarts": 0}
+
+    def __enter__(self) -> SandboxPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Starts every slot now (otherwise each starts on first use). Raises SandboxError."""
+        for slot in self.slots:
+            if not slot.alive:
+                slot.start()
+
+    def close(self) -> None:
+        self._finalizer()
+        self.slots = []
+
+    def run(self, program: Program, limits: Limits | None = None) -> RunResult:
+        return self.run_many([(program, limits or Limits())])[0]
+
+    def run_many(self, jobs: Sequence[tuple[Program, Limits]]) -> list[RunResult]:
+        """Runs every job, as many at once as there are slots; results in input order."""
+        if not self.slots:
+            raise SandboxError("the pool is closed")
+        results: list[RunResult | None] = [None] * len(jobs)
+        queue = deque(_Run(i, program, limits) for i, (program, limits) in enumerate(jobs))
+        active: dict[Slot, _Run] = {}
+        with selectors.DefaultSelector() as selector:
+            while queue or active:
+                for slot in self.slots:
+                    if queue and slot not in active:
+                        run = queue.popleft()
+                        started = self._start(slot, run, selector)
+                        if started:
+                            active[slot] = run
+                        else:
+                            results[run.index] = run_failed(run)
+                if not active:
+                    continue
+                timeout = max(0.0, min(r.backstop for r in active.values()) - time.monotonic())
+                for key, _ in selector.select(timeout):
+                    run, role = key.data
+                    self._on_ready(run, role, key.fd, selector)
+                for slot, run in list(active.items()):
+                    finished = self._check(run, selector)
+                    if finished is None:
+                        continue
+                    del active[slot]
+                    if finished is _RETRY:
+                        queue.appendleft(run)
+                    else:
+                        results[run.index] = finished
+        return results  # type: ignore[return-value]
+
+    # ---- one run's life
+
+    def _start(self, slot: Slot, run: _Run, selector: selectors.BaseSelector) -> bool:
+        run.attempts += 1
+        try:
+            if not slot.alive:
+                if run.attempts > 1 or self.stats["runs"]:
+                    self.stats["slot_restarts"] += 1
+                slot.start()
+            slot.configure(run.limits)
+            assert slot.cgroup is not None
+            run.snapshot = slot.cgroup.before_run(run.limits.memory_mb * 1024 * 1024)
+        except SandboxError as exc:
+            run.done = {"setup_error": str(exc)}
+            return False
+        self._next_id += 1
+        run.slot, run.run_id = slot, self._next_id
+        run.stdout.clear(), run.stderr.clear(), run.artifact.clear()
+        run.over_output = run.kill_sent = False
+        run.done = None
+        pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(4 if run.program.collect else 3)]
+        child_ends = [pipes[0][0], *(w for _, w in pipes[1:])]
+        run.fds = {pipes[0][1]: "stdin", pipes[1][0]: "stdout", pipes[2][0]: "stderr"}
+        if run.program.collect:
+            run.fds[pipes[3][0]] = "artifact"
+        program, limits = run.program, run.limits
+        request = {
+            "id": run.run_id,
+            "argv": list(program.argv),
+            "files": dict(program.files),
+            "env": dict(program.env),
+            "runner": program.runner,
+            "collect": program.collect,
+            "limits": dataclasses.asdict(limits),
+        }
+        try:
+            slot.send(KIND_RUN, request, child_ends)
+        except OSError as exc:
+            for fd in [*child_ends, *run.fds]:
+                os.close(fd)
+            run.fds = {}
+            run.done = {"setup_error": f"cannot reach the slot: {exc}"}
+            slot.kill()
+            return False
+        finally:
+            for fd in child_ends:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        run.backstop = time.monotonic() + limits.wall_s + _BACKSTOP_S
+        self.stats["runs"] += 1
+        run.stdin = memoryview(program.stdin)
+        for fd, role in list(run.fds.items()):
+            os.set_blocking(fd, False)
+            if role == "stdin":
+                if run.stdin:
+                    selector.register(fd, selectors.EVENT_WRITE, (run, role))
+                else:
+                    self._close_fd(run, fd, selector, registered=False)
+            else:
+                selector.register(fd, selectors.EVENT_READ, (run, role))
+        assert slot.sock is not None
+        selector.register(slot.sock, selectors.EVENT_READ, (run, "control"))
+        return True
+
+    def _on_ready(self, run: _Run, role: str, fd: int, selector: selectors.BaseSelector) -> None:
+        if role == "control":
+            assert run.slot is not None
+            if not run.slot.feed():
+                selector.unregister(fd)
+                run.slot.kill()  # the zygote died: every process of the slot is gone
+            return
+        if role == "stdin":
+            try:
+                written = os.write(fd, run.stdin[:_READ_CHUNK])
+                run.stdin = run.stdin[written:]
+            except BlockingIOError:
+                return
+            except OSError:  # the program closed its stdin or exited
+                run.stdin = memoryview(b"")
+            if not run.stdin:
+                self._close_fd(run, fd, selector)
+            return
+        try:
+            chunk = os.read(fd, _READ_CHUNK)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self._close_fd(run, fd, selector)
+            return
+        buffer: bytearray = getattr(run, role)
+        cap = {
+            "stdout": run.limits.stdout_bytes,
+            "stderr": run.limits.stderr_bytes,
+            "artifact": run.limits.artifact_bytes,
+        }[role]
+        room = cap - len(buffer)
+        buffer += chunk[: max(0, room)]
+        if len(chunk) > room and role != "artifact":
+            run.over_output = True
+            self._kill(run)
+
+    def _kill(self, run: _Run) -> None:
+        if run.kill_sent or run.slot is None or not run.slot.alive:
+            return
+        run.kill_sent = True
+        try:
+            run.slot.send(KIND_KILL, {"kill": run.run_id})
+        except OSError:
+            run.slot.kill()
+
+    def _close_fd(
+        self, run: _Run, fd: int, selector: selectors.BaseSelector, registered: bool = True
+    ) -> None:
+        if registered:
+            selector.unregister(fd)
+        os.close(fd)
+        del run.fds[fd]
+
+    def _check(self, run: _Run, selector: selectors.BaseSelector) -> RunResult | object | None:
+        """The run's result once the zygote reported and its pipes are drained; else None."""
+        slot = run.slot
+        assert slot is not None
+        try:
+            while run.done is None and slot.alive and slot.has_message():
+                message = slot.pop_message()
+                if message is not None and message.get("done") == run.run_id:
+                    run.done = message
+        except SandboxError as exc:
+            run.done = {"setup_error": str(exc)}
+            slot.kill()
+        broken = not slot.alive or (run.done is None and time.monotonic() > run.backstop)
+        if broken:
+            self._abandon(run, selector)
+            if run.done is None and not slot.alive and run.attempts < 2:
+                return _RETRY
+            return run_failed(run, "the slot died or stopped answering during the run")
+        if run.done is None or any(role != "stdin" for role in run.fds.values()):
+            return None
+        self._abandon(run, selector)
+        return self._result(run)
+
+    def _abandon(self, run: _Run, selector: selectors.BaseSelector) -> None:
+        for fd in list(run.fds):
+            self._close_fd(run, fd, selector)
+        slot = run.slot
+        assert slot is not None
+        if slot.sock is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                selector.unregister(slot.sock)
+        if slot.alive and run.done is None:
+            slot.kill()  # unresponsive: nothing of it may linger
+
+    def _result(self, run: _Run) -> RunResult:
+        done = run.done
+        slot = run.slot
+        assert done is not None and slot is not None and slot.cgroup is not None
+        assert run.snapshot is not None
+        peak_kb, oom_killed = slot.cgroup.after_run(run.snapshot)
+        if done.get("setup_error"):
+            return run_failed(run, f"run setup failed: {done['setup_error']}")
+        return RunResult(
+            outcome=classify(done, oom_killed, run.over_output, run.limits),
+            exit_code=done.get("exit_code"),
+            signal=done.get("signal"),
+            stdout=bytes(run.stdout),
+            stderr=bytes(run.stderr),
+            wall_ms=float(done.get("wall_ms", 0.0)),
+            cpu_ms=float(done.get("cpu_ms", 0.0)),
+            memory_peak_kb=peak_kb,
+            artifact=bytes(run.artifact) if run.program.collect and done.get("exit_code") == 0
+            else None,
+        )  # fmt: skip
+
+
+_RETRY = object()
+
+
+def classify(done: dict[str, Any], oom_killed: bool, over_output: bool, limits: Limits) -> Outcome:
+    """The outcome of a finished run, from facts observed outside the sandbox.
+
+    Order matters: the host's own kill for output comes first; then the OOM killer; then the
+    wall clock and the CPU limit; then the file-size limit; then the exit status.
+    """
+    sig = done.get("signal")
+    if over_output:
+        return Outcome.OUTPUT_LIMIT
+    if oom_killed:
+        return Outcome.MEMORY_LIMIT
+    if done.get("timed_out") or sig == signal.SIGXCPU:
+        return Outcome.TIME_LIMIT
+    if done.get("cpu_ms", 0.0) > limits.cpu_s * 1000 and (sig == signal.SIGKILL or sig is None):
+        return Outcome.TIME_LIMIT  # RLIMIT_CPU counts whole seconds: the rest is checked here
+    if sig == signal.SIGXFSZ:
+        return Outcome.OUTPUT_LIMIT
+    if done.get("exit_code") == 0:
+        return Outcome.OK
+    return Outcome.RUNTIME_ERROR
+
+
+def _close_slots(slots: list[Slot]) -> None:
+    for slot in slots:
+        slot.close()
+        slot.release()
+
+
+def run_failed(run: _Run, error: str = "") -> RunResult:
+    message = error or (run.done or {}).get("setup_error") or "the sandbox failed"
+    return RunResult(outcome=Outcome.SANDBOX_ERROR, error=str(message)[:2000])
+
+
+def _write_proc(pid: int, name: str, text: str) -> None:
+    try:
+        with open(f"/proc/{pid}/{name}", "w") as f:
+            f.write(text)
+    except OSError as exc:
+        raise SandboxError(f"cannot write /proc/{pid}/{name}: {exc.strerror}") from None
+
+
+def _take_slot_number() -> int:
+    with _slot_numbers_lock:
+        for number in range(1, _UIDS_PER_PROCESS):
+            if number not in _slot_numbers_in_use:
+                _slot_numbers_in_use.add(number)
+                return number
+    raise SandboxError(f"more than {_UIDS_PER_PROCESS - 1} sandbox slots in one process")
+
+
+def _release_slot_number(number: int) -> None:
+    with _slot_numbers_lock:
+        _slot_numbers_in_use.discard(number)

@@ -1,0 +1,96 @@
+"""The seccomp deny-list every sandboxed process runs under, as a classic-BPF program.
+
+Denied with EPERM: debugging other processes (ptrace, process_vm_readv/writev, pidfd_getfd,
+kcmp), kernel keyrings, bpf, perf_event_open, userfaultfd, io_uring, every mount and
+namespace call (mount, umount2, pivot_root, chroot, the new mount API, unshare, setns, and
+clone with any CLONE_NEW* flag), module and kexec loading, reboot, swap, acct, quotactl,
+syslog, open_by_handle_at, and ioctl(TIOCSTI) (pushing input into a terminal). clone3 gets
+ENOSYS, so libc falls back to clone, whose flags the filter can inspect.
+
+Any other architecture's calling convention, including x32 on x86-64, kills the process.
+Only x86-64 is supported: on another machine `deny_list_filter` raises, and the sandbox fails
+closed. It is a deny-list, so a kernel bug in an allowed call is not covered; namespaces, an
+unprivileged uid and no capabilities are the other layers.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+
+AUDIT_ARCH_X86_64 = 0xC000003E
+X32_SYSCALL_BIT = 0x40000000
+
+# x86-64 numbers (asm/unistd_64.h).
+DENIED_SYSCALLS: dict[str, int] = {
+    "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "pidfd_getfd": 438,
+    "kcmp": 312, "add_key": 248, "request_key": 249, "keyctl": 250, "bpf": 321,
+    "perf_event_open": 298, "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
+    "io_uring_register": 427, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161,
+    "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+    "fspick": 433, "mount_setattr": 442, "unshare": 272, "setns": 308, "init_module": 175,
+    "finit_module": 313, "delete_module": 176, "kexec_load": 246, "kexec_file_load": 320,
+    "reboot": 169, "swapon": 167, "swapoff": 168, "acct": 163, "quotactl": 179,
+    "quotactl_fd": 443, "syslog": 103, "name_to_handle_at": 303, "open_by_handle_at": 304,
+    "lookup_dcookie": 212, "uselib": 134, "vhangup": 153,
+}  # fmt: skip
+SYS_CLONE = 56
+SYS_CLONE3 = 435
+SYS_IOCTL = 16
+TIOCSTI = 0x5412
+CLONE_NEW_FLAGS = 0x7E020000  # NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
+
+# classic BPF opcodes
+_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
+_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+_JGE_K = 0x35  # BPF_JMP | BPF_JGE | BPF_K
+_JSET_K = 0x45  # BPF_JMP | BPF_JSET | BPF_K
+_RET_K = 0x06  # BPF_RET | BPF_K
+
+RET_ALLOW = 0x7FFF0000
+RET_KILL_PROCESS = 0x80000000
+RET_ERRNO = 0x00050000
+
+# struct seccomp_data offsets: nr, arch, instruction_pointer, args[6] (little-endian u64)
+_OFF_NR, _OFF_ARCH, _OFF_ARG0_LO, _OFF_ARG1_LO = 0, 4, 16, 24
+
+
+def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+    return struct.pack("<HBBI", code, jt, jf, k)
+
+
+def deny_list_filter(machine: str | None = None) -> bytes:
+    """The filter program: one 8-byte `struct sock_filter` per instruction."""
+    machine = machine or os.uname().machine
+    if machine != "x86_64":
+        raise OSError(0, f"the seccomp filter supports x86_64 only, not {machine}")
+    eperm = RET_ERRNO | errno.EPERM
+    code = [
+        _insn(_LD_W_ABS, _OFF_ARCH),
+        _insn(_JEQ_K, AUDIT_ARCH_X86_64, jt=1),
+        _insn(_RET_K, RET_KILL_PROCESS),
+        _insn(_LD_W_ABS, _OFF_NR),
+        _insn(_JGE_K, X32_SYSCALL_BIT, jf=1),
+        _insn(_RET_K, RET_KILL_PROCESS),
+    ]
+    for number in sorted(DENIED_SYSCALLS.values()):
+        code += [_insn(_JEQ_K, number, jf=1), _insn(_RET_K, eperm)]
+    code += [_insn(_JEQ_K, SYS_CLONE3, jf=1), _insn(_RET_K, RET_ERRNO | errno.ENOSYS)]
+    # clone: deny when any namespace flag is set in the low word of the flags argument
+    code += [
+        _insn(_JEQ_K, SYS_CLONE, jf=3),
+        _insn(_LD_W_ABS, _OFF_ARG0_LO),
+        _insn(_JSET_K, CLONE_NEW_FLAGS, jf=1),
+        _insn(_RET_K, eperm),
+        _insn(_LD_W_ABS, _OFF_NR),  # reload nr: harmless when we got here from a non-clone call
+    ]
+    # ioctl: the command is an unsigned int, so only the low word counts
+    code += [
+        _insn(_JEQ_K, SYS_IOCTL, jf=3),
+        _insn(_LD_W_ABS, _OFF_ARG1_LO),
+        _insn(_JEQ_K, TIOCSTI, jf=1),
+        _insn(_RET_K, eperm),
+        _insn(_RET_K, RET_ALLOW),
+    ]
+    return b"".join(code)

@@ -1,0 +1,230 @@
+"""The slot's two processes inside the sandbox boundary: the launcher and the zygote.
+
+The host starts the launcher (`python3 -I -S`, as root) with one end of a socketpair. The
+launcher enters a new user namespace, waits while the host writes its uid/gid maps and puts
+it in the slot's cgroups, becomes the namespace's root (an unprivileged uid outside), creates
+the pid, mount, network, ipc, uts and cgroup namespaces, and forks the zygote: pid 1 of the
+new pid namespace. The zygote builds the fresh root, brings up loopback, compiles the seccomp
+filter, and then serves runs one at a time: fork a child (sandboxes.child), wait for it with
+the wall-clock limit, kill every other process in the namespace, report.
+
+Wire format. Host to zygote: an 8-byte header `<II` (kind, payload length), sent with the
+run's pipe ends as SCM_RIGHTS, then a marshal payload. Zygote to host: one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import marshal
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from typing import Any
+
+from sandboxes import rootfs
+from sandboxes import syscalls as sc
+
+HEADER = struct.Struct("<II")
+KIND_RUN, KIND_KILL = 1, 2
+MAX_FDS = 4
+NAMESPACES = (
+    sc.CLONE_NEWPID | sc.CLONE_NEWNS | sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
+    | sc.CLONE_NEWCGROUP
+)  # fmt: skip
+
+
+def send(sock: socket.socket, message: dict[str, Any]) -> None:
+    sock.sendall(json.dumps(message).encode() + b"\n")
+
+
+def launcher_main(stdlib_path: list[str]) -> None:
+    """Entry point of the launcher; argv[1] is the JSON config written by the host, and
+    `stdlib_path` the interpreter's sys.path before the host added this package's parent."""
+    import resource
+
+    config = json.loads(sys.argv[1])
+    sock = socket.socket(fileno=config["fd"])
+    sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != config["host_pid"]:
+        os._exit(1)  # the host died before we could tie our life to it
+    try:
+        # The host's own limits (a worker's RLIMIT_AS) should not leak in; runs set their own.
+        # Raising a hard limit needs CAP_SYS_RESOURCE, which a root in a container may lack.
+        for which in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(which, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        sc.unshare(sc.CLONE_NEWUSER)
+        send(sock, {"userns": os.getpid()})
+        if _recv_line(sock).get("mapped") is not True:
+            os._exit(1)
+        os.setgroups([])
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)  # root of the new namespace; the slot's zygote uid outside
+        sc.unshare(NAMESPACES)
+        sync_read, sync_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(sync_write)
+            os.read(sync_read, 1)  # let the launcher report our pid first
+            os.close(sync_read)
+            _zygote_main(sock, config, stdlib_path)
+            os._exit(0)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            send(sock, {"error": f"launcher: {traceback.format_exc(limit=3)}"})
+        os._exit(1)
+    os.close(sync_read)
+    send(sock, {"zygote": pid})
+    os.write(sync_write, b"x")
+    os.close(sync_write)
+    sock.close()
+    _, status = os.waitpid(pid, 0)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def _recv_line(sock: socket.socket) -> dict[str, Any]:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            os._exit(1)
+        data += chunk
+    return json.loads(data)
+
+
+def _zygote_main(sock: socket.socket, config: dict[str, Any], stdlib_path: list[str]) -> None:
+    try:
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        # Everything the zygote and its runs import comes first: the host's files vanish below.
+        import atexit  # noqa: F401
+        import io  # noqa: F401
+        import site
+        import types  # noqa: F401
+
+        from sandboxes import child, seccomp
+
+        bpf = seccomp.deny_list_filter()
+        site.setquit()  # exit() and quit(), which -S leaves out
+        rootfs.build_root()
+        rootfs.bring_up_loopback()
+        sc.sethostname("sandbox")
+        sys.path[:] = stdlib_path  # what a run's `import` sees: the standard library only
+        sys.dont_write_bytecode = True
+    except BaseException:
+        send(sock, {"error": f"zygote: {traceback.format_exc(limit=4)}"})
+        return
+    send(sock, {"ready": True})
+    Zygote(sock, bpf, child.run_child).serve()
+
+
+class Zygote:
+    """Serves runs one at a time. pid 1 of the slot: whatever it kills, nothing survives."""
+
+    def __init__(self, sock: socket.socket, bpf: bytes, run_child: Any) -> None:
+        self.sock = sock
+        self.bpf = bpf
+        self.run_child = run_child
+
+    def serve(self) -> None:
+        while True:
+            message = self._receive()
+            if message is None:
+                return  # the host closed the socket: the slot is done
+            kind, payload, fds = message
+            if kind == KIND_RUN:
+                self._run(marshal.loads(payload), fds)
+            else:
+                for fd in fds:
+                    os.close(fd)  # a stale kill for a run that already ended
+
+    def _receive(self) -> tuple[int, bytes, list[int]] | None:
+        header, fds, _, _ = socket.recv_fds(self.sock, HEADER.size, MAX_FDS)
+        while header and len(header) < HEADER.size:
+            more = self.sock.recv(HEADER.size - len(header))
+            if not more:
+                return None
+            header += more
+        if not header:
+            return None
+        kind, length = HEADER.unpack(header)
+        payload = bytearray()
+        while len(payload) < length:
+            chunk = self.sock.recv(min(length - len(payload), 1 << 20))
+            if not chunk:
+                return None
+            payload += chunk
+        return kind, bytes(payload), fds
+
+    def _run(self, request: dict[str, Any], fds: list[int]) -> None:
+        status_read, status_write = os.pipe2(os.O_CLOEXEC)
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            os.close(status_read)
+            self.sock.close()
+            self.run_child(request, fds, status_write, self.bpf)
+        for fd in (*fds, status_write):
+            os.close(fd)
+        timed_out = killed = False
+        deadline = started + request["limits"]["wall_s"]
+        pidfd = os.pidfd_open(pid)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.register(self.sock, select.POLLIN)
+        while True:
+            remaining_ms = (deadline - time.monotonic()) * 1000
+            if remaining_ms <= 0:
+                timed_out = True
+                break
+            events = dict(poller.poll(remaining_ms))
+            if pidfd in events:
+                break
+            if self.sock.fileno() in events:
+                message = self._receive()
+                if message is None:
+                    self._kill_all()
+                    os._exit(0)
+                kind, payload, extra = message
+                for fd in extra:
+                    os.close(fd)
+                if kind == KIND_KILL and marshal.loads(payload).get("kill") == request["id"]:
+                    killed = True
+                    break
+        if timed_out or killed:
+            os.kill(pid, signal.SIGKILL)
+        _, status, usage = os.wait4(pid, 0)
+        wall_ms = (time.monotonic() - started) * 1000
+        os.close(pidfd)
+        self._kill_all()
+        setup_error = os.read(status_read, 4096).decode(errors="replace")
+        os.close(status_read)
+        send(
+            self.sock,
+            {
+                "done": request["id"],
+                "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                "wall_ms": wall_ms,
+                "cpu_ms": (usage.ru_utime + usage.ru_stime) * 1000,
+                "timed_out": timed_out,
+                "killed": killed,
+                "setup_error": setup_error,
+            },
+        )
+
+    @staticmethod
+    def _kill_all() -> None:
+        """Kills and reaps every other process of the pid namespace (daemons included)."""
+        while True:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(-1, signal.SIGKILL)
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                return

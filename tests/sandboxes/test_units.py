@@ -1,0 +1,100 @@
+"""Pure parts of the sandbox: the seccomp program, outcome classification, input checks."""
+
+from __future__ import annotations
+
+import signal
+import struct
+
+import pytest
+
+from sandboxes import Limits, Outcome, Program
+from sandboxes.cgroups import own_paths
+from sandboxes.pool import classify
+from sandboxes.seccomp import DENIED_SYSCALLS, RET_ALLOW, RET_KILL_PROCESS, deny_list_filter
+
+
+def instructions(program: bytes) -> list[tuple[int, int, int, int]]:
+    return [struct.unpack("<HBBI", program[i : i + 8]) for i in range(0, len(program), 8)]
+
+
+def test_seccomp_checks_the_architecture_first_and_ends_by_allowing() -> None:
+    code = instructions(deny_list_filter("x86_64"))
+    # load arch (offset 4); jump over the kill if it is x86-64; else kill the process
+    assert code[0] == (0x20, 0, 0, 4)
+    assert code[1] == (0x15, 1, 0, 0xC000003E)
+    assert code[2] == (0x06, 0, 0, RET_KILL_PROCESS)
+    assert code[-1] == (0x06, 0, 0, RET_ALLOW)
+
+
+def test_seccomp_denies_every_listed_call_with_eperm() -> None:
+    code = instructions(deny_list_filter("x86_64"))
+    for number in DENIED_SYSCALLS.values():
+        at = code.index((0x15, 0, 1, number))
+        assert code[at + 1] == (0x06, 0, 0, 0x00050000 | 1)  # SECCOMP_RET_ERRNO | EPERM
+
+
+def test_seccomp_refuses_other_architectures() -> None:
+    with pytest.raises(OSError, match="x86_64 only"):
+        deny_list_filter("aarch64")
+
+
+LIMITS = Limits(cpu_s=2)
+
+
+@pytest.mark.parametrize(
+    ("done", "oom", "over_output", "expected"),
+    [
+        ({"exit_code": 0, "cpu_ms": 10}, False, False, Outcome.OK),
+        ({"exit_code": 1, "cpu_ms": 10}, False, False, Outcome.RUNTIME_ERROR),
+        ({"signal": signal.SIGSEGV, "cpu_ms": 10}, False, False, Outcome.RUNTIME_ERROR),
+        ({"signal": signal.SIGKILL, "cpu_ms": 10}, True, False, Outcome.MEMORY_LIMIT),
+        ({"signal": signal.SIGKILL, "timed_out": True}, False, False, Outcome.TIME_LIMIT),
+        ({"signal": signal.SIGXCPU, "cpu_ms": 2000}, False, False, Outcome.TIME_LIMIT),
+        # SIGKILL at the hard CPU limit (2 s soft + 1): past cpu_s, so a time limit
+        ({"signal": signal.SIGKILL, "cpu_ms": 3000}, False, False, Outcome.TIME_LIMIT),
+        # RLIMIT_CPU counts whole seconds: 2.4 s of CPU under a 2 s limit still exceeds it
+        ({"exit_code": 0, "cpu_ms": 2400}, False, False, Outcome.TIME_LIMIT),
+        ({"signal": signal.SIGXFSZ, "cpu_ms": 10}, False, False, Outcome.OUTPUT_LIMIT),
+        # the host's kill for output wins over the OOM counter and the timer
+        ({"signal": signal.SIGKILL, "killed": True}, True, True, Outcome.OUTPUT_LIMIT),
+    ],
+)
+def test_classify(done: dict, oom: bool, over_output: bool, expected: Outcome) -> None:
+    assert classify(done, oom, over_output, LIMITS) is expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cpu_s": 0}, "cpu_s"),
+        ({"wall_s": float("nan")}, "wall_s"),
+        ({"memory_mb": 0}, "memory_mb"),
+        ({"address_space_mb": -1}, "address_space_mb"),
+        ({"open_files": 3}, "open_files"),
+    ],
+)
+def test_bad_limits_name_the_field(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Limits(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"argv": ()}, "argv"),
+        ({"argv": ("/bin/true",), "files": {"../x": b""}}, "plain name"),
+        ({"argv": ("/bin/true",), "files": {"a/b": b""}}, "plain name"),
+        ({"argv": ("/bin/true",), "runner": "docker"}, "runner"),
+        ({"argv": ("/bin/true",), "env": {"A=B": "c"}}, "malformed"),
+    ],
+)
+def test_bad_programs_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Program(**kwargs)
+
+
+def test_own_cgroup_paths_v1_and_v2() -> None:
+    text = "4:memory:/a/b\n8:pids:/\n2:cpu,cpuacct:/c\n0::/unified/x\n"
+    assert own_paths(text) == {
+        "memory": "/a/b", "pids": "/", "cpu": "/c", "cpuacct": "/c", "": "/unified/x"
+    }  # fmt: skip

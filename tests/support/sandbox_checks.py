@@ -1,0 +1,64 @@
+"""Checks that a sandboxed run left the host alone, and a helper to build Python programs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandboxes import Limits, Program, SandboxPool
+from sandboxes.pool import _UIDS_PER_PROCESS
+
+
+def python(source: str, stdin: bytes = b"") -> Program:
+    return Program(
+        ("/work/main.py",), files={"main.py": source.encode()}, stdin=stdin, runner="python"
+    )
+
+
+def slot_uids(pool: SandboxPool) -> set[int]:
+    base = pool.config.uid_base + _UIDS_PER_PROCESS * os.getpid()
+    return {base + slot.number for slot in pool.slots}
+
+
+def processes_of(uids: set[int]) -> list[int]:
+    """Host pids whose real uid is one of `uids` (a run's processes, seen from outside)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        uid_line = next((line for line in status.splitlines() if line.startswith("Uid:")), "")
+        if uid_line and int(uid_line.split()[1]) in uids:
+            found.append(int(entry))
+    return found
+
+
+@dataclass
+class HostState:
+    mounts: str
+    tmp_entries: set[str]
+    shm_entries: set[str]
+
+    @classmethod
+    def now(cls) -> HostState:
+        return cls(
+            mounts=Path("/proc/self/mountinfo").read_text(),
+            tmp_entries=set(os.listdir("/tmp")),
+            shm_entries=set(os.listdir("/dev/shm")),
+        )
+
+
+def assert_host_unaffected(pool: SandboxPool, before: HostState) -> None:
+    """No process of a run survives, no mount or file appeared on the host, the pool works."""
+    assert processes_of(slot_uids(pool)) == []
+    after = HostState.now()
+    assert after.mounts == before.mounts
+    assert after.shm_entries <= before.shm_entries
+    new_tmp = {name for name in after.tmp_entries - before.tmp_entries if "sandbox" in name}
+    assert new_tmp == set()
+    neighbour = pool.run(python("print(6 * 7)"), Limits())
+    assert neighbour.stdout == b"42\n", neighbour
