@@ -31,8 +31,11 @@ $(SYS_STAMP): $(STAMP)
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 g++ nodejs)
 	touch $(SYS_STAMP)
 
+# The main job: tiny model built locally, SFT warm start, GRPO against a sidecar
+# verifier-server on the toy arithmetic task; prints the reward curve. The server-only
+# demo is `.venv/bin/verifier-server demo`.
 run: setup
-	$(VENV)/bin/verifier-server demo
+	$(VENV)/bin/rl-client demo --dir runs/demo
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -45,6 +48,7 @@ bench: setup
 	$(PY) benchmarks/server_overhead.py
 	$(PY) benchmarks/math_throughput.py
 	$(PY) benchmarks/sandbox_overhead.py
+	$(PY) benchmarks/vs_trl.py
 
 protos: setup
 	$(PY) tools/gen_protos.py

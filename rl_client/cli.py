@@ -12,6 +12,8 @@ from pydantic import BaseModel
 
 from rl_client.config import ConfigError, SFTConfig, TrainConfig, load_config
 from rl_client.data import DataError
+from rl_client.rewards import SidecarError
+from verifier_server.client import RewardClientError
 
 
 def config_keys(cls: type[BaseModel], prefix: str = "") -> list[str]:
@@ -88,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (RewardClientError, SidecarError) as exc:  # the reward server is unusable
+        print(f"error: reward server: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

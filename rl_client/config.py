@@ -176,6 +176,9 @@ class TrainSettings(_Strict):
     seed: int = Field(default=0, description="Seeds sampling, shuffling and initialisation.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda if any.")
     bf16: bool = Field(default=True, description="bf16 autocast for forward passes on GPU.")
+    threads: int | None = Field(
+        default=None, ge=1, description="CPU threads for torch; None: torch's default."
+    )
 
 
 class OutputConfig(_Strict):
@@ -239,6 +242,9 @@ class SFTSettings(_Strict):
     seed: int = Field(default=0, description="Shuffling and initialisation.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda if any.")
     bf16: bool = Field(default=True, description="bf16 autocast on GPU.")
+    threads: int | None = Field(
+        default=None, ge=1, description="CPU threads for torch; None: torch's default."
+    )
 
 
 class SFTDataConfig(_Strict):

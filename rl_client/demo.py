@@ -4,7 +4,7 @@
 2. warm-start it with a short SFT on synthetic answers in the task's format, of which only
    some are right (so it learns the format, and where the answer roughly lies);
 3. train it with GRPO against a sidecar verifier-server on single-digit addition answered
-   in `\\boxed{}`;
+   in `\\boxed{}`, scored by the `math` verifier;
 4. print the summary table and the reward curve.
 """
 
@@ -17,12 +17,9 @@ from typing import Any
 from rl_client import toy
 from rl_client.config import SFTConfig, TrainConfig, build_config
 
-# The toy task's reward, scored by the server: the completion must contain \boxed{<sum>}.
-TOY_REWARD: dict[str, Any] = {"name": "string_check", "params": {"operation": "contains"}}
-
-
-def toy_reference(value: int) -> str:
-    return toy.answer(value)
+# The toy task's reward, scored by the server's `math` verifier: the last \boxed{} must be
+# mathematically equal to the sum.
+TOY_REWARD: dict[str, Any] = {"name": "math", "params": {"extract": "boxed"}}
 
 
 def prepare(directory: Path, *, prompts: int = 256, sft_rows: int = 2000) -> dict[str, Path]:
@@ -37,7 +34,6 @@ def prepare(directory: Path, *, prompts: int = 256, sft_rows: int = 2000) -> dic
         prompts,
         seed=2,
         reward=TOY_REWARD,
-        reference=toy_reference,
         ops="+",
     )
     return {"base": base, "sft_data": sft_data, "rl_data": rl_data}

@@ -18,7 +18,7 @@ from rl_client.models import load_tokenizer
 from rl_client.optim import resolve_device
 from rl_client.rewards import RewardService, status_counts
 from rl_client.rollout import sample_and_score
-from rl_client.run import tokenize_prompts
+from rl_client.run import check_reward_names, tokenize_prompts
 
 
 def evaluate(
@@ -29,7 +29,7 @@ def evaluate(
 
     data, rollout = config.data, config.rollout
     path = model_path or config.model.path
-    device = resolve_device(config.train.device)
+    device = resolve_device(config.train.device, config.train.threads)
     torch.manual_seed(config.train.seed)
     rows = load_prompts(
         data.eval_path or data.path,
@@ -55,6 +55,7 @@ def evaluate(
         sidecar_workers=config.reward.sidecar_workers,
         timeout_s=config.reward.timeout_s,
     ) as rewards:
+        check_reward_names(rows, rewards.verifier_names())
         groups, _ = sample_and_score(
             engine,
             rewards,

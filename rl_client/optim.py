@@ -54,7 +54,11 @@ def build_optimizer(
     return optimizer, scheduler
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, threads: int | None = None) -> torch.device:
+    """The device to train on; also applies the CPU thread count when one is set (on a busy
+    2-core machine, two spinning OpenMP threads can be slower than one)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

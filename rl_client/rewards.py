@@ -64,6 +64,10 @@ def status_counts(results: Sequence[Result]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+class SidecarError(Exception):
+    """The sidecar verifier-server did not start."""
+
+
 class RewardService:
     """An AsyncRewardClient on its own event-loop thread, plus the sidecar server if needed."""
 
@@ -81,7 +85,10 @@ class RewardService:
             args = ["--workers", str(sidecar_workers)]
             if sidecar_config is not None:
                 args += ["--config", sidecar_config]
-            self.sidecar, address = start_server_process(args)
+            try:
+                self.sidecar, address = start_server_process(args, die_with_parent=True)
+            except RuntimeError as exc:
+                raise SidecarError(f"{exc} (args: {' '.join(args)})") from None
         self.address = address
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(

@@ -77,9 +77,23 @@ def tokenize_prompts(
     return ids
 
 
+def check_reward_names(rows: list[PromptRow], available: set[str]) -> None:
+    """Every row's reward must exist on the server: a typo would otherwise mask every item."""
+    unknown: dict[str, str] = {}
+    for row in rows:
+        if row.reward.name not in available:
+            unknown.setdefault(row.reward.name, row.id)
+    if unknown:
+        listed = ", ".join(
+            f"{name!r} (first in row {row_id!r})" for name, row_id in unknown.items()
+        )
+        raise DataError(f"unknown reward {listed}; the server has: {', '.join(sorted(available))}")
+
+
 def start_run(config: TrainConfig, device: torch.device) -> Run:
-    """Loads data and models, starts the reward service, and resumes from the latest
-    checkpoint in the output dir when there is one (and `output.resume`)."""
+    """Loads and checks the data, starts the reward service (and checks that every row's
+    reward exists there), then loads the models, resuming from the latest checkpoint in the
+    output dir when there is one (and `output.resume`)."""
     output_dir = Path(config.output.dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(dump_config(config))
@@ -94,6 +108,31 @@ def start_run(config: TrainConfig, device: torch.device) -> Run:
     tokenizer = load_tokenizer(config.model.path)
     prompt_ids = tokenize_prompts(tokenizer, rows, data.max_prompt_tokens)
     cursor = PromptCursor(len(rows), seed=config.train.seed, shuffle=data.shuffle)
+    rewards = RewardService(
+        config.reward.address,
+        sidecar_config=config.reward.sidecar_config,
+        sidecar_workers=config.reward.sidecar_workers,
+        timeout_s=config.reward.timeout_s,
+    )
+    try:  # a failure from here on must not leave the sidecar running
+        check_reward_names(rows, rewards.verifier_names())
+        return _build_run(config, device, output_dir, rows, tokenizer, prompt_ids, cursor, rewards)
+    except BaseException:
+        rewards.close()
+        raise
+
+
+def _build_run(
+    config: TrainConfig,
+    device: torch.device,
+    output_dir: Path,
+    rows: list[PromptRow],
+    tokenizer: Any,
+    prompt_ids: list[list[int]],
+    cursor: PromptCursor,
+    rewards: RewardService,
+) -> Run:
+    """Models, learner, engine and log; restored from the latest checkpoint if any."""
 
     checkpoint = latest_checkpoint(output_dir) if config.output.resume else None
     random.seed(config.train.seed)
@@ -132,12 +171,6 @@ def start_run(config: TrainConfig, device: torch.device) -> Run:
     if algo.overlong_weight > 0:
         cache = int(rollout.max_new_tokens * algo.overlong_cache_fraction)
         overlong = Overlong(algo.overlong_weight, rollout.max_new_tokens, cache)
-    rewards = RewardService(
-        config.reward.address,
-        sidecar_config=config.reward.sidecar_config,
-        sidecar_workers=config.reward.sidecar_workers,
-        timeout_s=config.reward.timeout_s,
-    )
     log = RunLog(
         output_dir,
         total_steps=config.train.steps,

@@ -91,7 +91,7 @@ def run_sft(config: SFTConfig) -> list[float]:
     """Trains and saves model + tokenizer to `output_dir`; returns the loss per step."""
     print(dump_config(config))
     settings = config.train
-    device = resolve_device(settings.device)
+    device = resolve_device(settings.device, settings.threads)
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
     tokenizer = load_tokenizer(config.model.path)

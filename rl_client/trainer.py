@@ -31,7 +31,7 @@ from rl_client.sampling import FilterStats, filter_groups
 def train(config: TrainConfig) -> list[dict[str, Any]]:
     """Runs (or resumes) training; returns the metrics of the steps run in this call."""
     print(dump_config(config))
-    run = start_run(config, resolve_device(config.train.device))
+    run = start_run(config, resolve_device(config.train.device, config.train.threads))
     try:
         for step in range(run.start_step + 1, config.train.steps + 1):
             train_step(run, step)

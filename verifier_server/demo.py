@@ -35,9 +35,15 @@ def item_from_json(row: dict[str, Any]) -> Item:
 
 
 def start_server_process(
-    args: Sequence[str], env: dict[str, str] | None = None, timeout_s: float = 60.0
+    args: Sequence[str],
+    env: dict[str, str] | None = None,
+    timeout_s: float = 60.0,
+    die_with_parent: bool = False,
 ) -> tuple[subprocess.Popen[str], str]:
-    """Starts `verifier-server serve --port 0 ARGS`; returns the process and its address."""
+    """Starts `verifier-server serve --port 0 ARGS`; returns the process and its address.
+
+    `die_with_parent`: the server gets SIGTERM when the calling thread's process dies, even
+    by SIGKILL (Linux PR_SET_PDEATHSIG), so a killed trainer leaves no sidecar behind."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -53,6 +59,7 @@ def start_server_process(
         stdout=subprocess.PIPE,
         text=True,
         env={**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_term_on_parent_death if die_with_parent else None,
     )
     assert process.stdout is not None
     line = process.stdout.readline()  # "verifier-server listening on 127.0.0.1:PORT"
@@ -60,6 +67,14 @@ def start_server_process(
         process.kill()
         raise RuntimeError(f"the server did not start (exit code {process.wait(timeout_s)})")
     return process, line.split("listening on ", 1)[1].split(", ")[0].strip()
+
+
+def _term_on_parent_death() -> None:
+    """In the child before exec: ask Linux for SIGTERM when the parent dies."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 def format_table(items: Sequence[Item], results: Sequence[Result]) -> str:

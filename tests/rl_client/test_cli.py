@@ -100,3 +100,21 @@ def test_sft_then_eval_from_the_command_line(
     assert report["prompts"] == 3 and report["masked_items"] == 0
     assert 0.0 <= report["reward_mean"] <= 1.0
     assert json.loads(capsys.readouterr().out) == report
+
+
+def test_sidecar_that_cannot_start_is_reported(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = toy.write_rl_prompts(tmp_path / "p.jsonl", 2, seed=0, reward={"name": "math"})
+    bad_server_config = tmp_path / "server.yaml"
+    bad_server_config.write_text("server: {workers: 0}\n")
+    config = tmp_path / "c.yaml"
+    settings = {
+        "model": {"path": str(tiny_model)},
+        "data": {"path": str(prompts)},
+        "reward": {"sidecar_config": str(bad_server_config)},
+        "output": {"dir": str(tmp_path / "o")},
+    }
+    config.write_text(yaml.safe_dump(settings))
+    assert main(["train", "--config", str(config)]) == 1
+    assert "error: reward server: the server did not start" in capsys.readouterr().err

@@ -89,3 +89,9 @@ def test_bad_yaml_file(tmp_path: Path) -> None:
     path.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(SFTConfig, path)
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].glob("examples/rl/*.yaml")))
+def test_example_configs_validate(path: Path) -> None:
+    cls = SFTConfig if path.stem == "sft" else TrainConfig
+    assert load_config(cls, path)

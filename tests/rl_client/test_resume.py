@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from rl_helpers import train_settings
+from server_process import alive, children_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -69,8 +70,14 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(
         assert process.poll() is None, "the run ended before its first checkpoint"
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    sidecars = children_of(process.pid)
+    assert sidecars  # the trainer started its own verifier-server
     process.send_signal(signal.SIGKILL)
     process.wait(30)
+    deadline = time.monotonic() + 30  # the sidecar follows its killed parent (PDEATHSIG)
+    while any(alive(pid) for pid in sidecars):
+        assert time.monotonic() < deadline, "the sidecar outlived the killed trainer"
+        time.sleep(0.1)
     assert not (resumed / "checkpoints" / f"step_{STEPS:06d}").exists()  # killed mid-run
     assert _train(config).wait(300) == 0
 

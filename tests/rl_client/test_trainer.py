@@ -10,6 +10,7 @@ import pytest
 from rl_helpers import train_settings, write_prompts
 
 from rl_client.config import TrainConfig, build_config
+from rl_client.data import DataError
 from rl_client.trainer import train
 
 pytestmark = pytest.mark.integration
@@ -147,3 +148,14 @@ def test_lora_reference_is_the_base_without_adapters(
     assert (
         tmp_path / "run" / "checkpoints" / "step_000003" / "policy" / "adapter_config.json"
     ).exists()
+
+
+def test_unknown_reward_name_is_an_error_before_training(
+    tiny_model: Path, tmp_path: Path, server
+) -> None:
+    rows = [{"id": "q0", "prompt": "a", "reward": {"name": "maths"}, "reference": "1"}]
+    data = write_prompts(tmp_path / "p.jsonl", rows)
+    settings = train_settings(tiny_model, data, tmp_path / "run")
+    with pytest.raises(DataError, match=r"unknown reward 'maths' \(first in row 'q0'\)"):
+        _run(settings, [f"reward.address={server.address}"])
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
