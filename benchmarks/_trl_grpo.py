@@ -2,7 +2,8 @@
 
 Reads a JSON job on argv[1], prints one JSON line: per-step wall times, time spent inside
 `generate`, and the mean reward per step. The reward is an in-process Python function with the
-same check as the server's `string_check contains` (the completion contains \\boxed{answer})."""
+same verdict as the server's `math` verifier gives on this task's integers: the content of the
+last \\boxed{...} equals the reference."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from trl import GRPOConfig, GRPOTrainer
 
 def main() -> None:
     job = json.loads(sys.argv[1])
+    if job["threads"] is not None:
+        torch.set_num_threads(job["threads"])
     torch.manual_seed(job["seed"])
     with open(job["prompts"]) as f:
         rows = [json.loads(line) for line in f if line.strip()]
@@ -34,9 +37,14 @@ def main() -> None:
         ]
     )
 
-    def contains_reference(completions: list, reference: list, **_: object) -> list[float]:
+    def last_box(text: str) -> str | None:
+        start = text.rfind("\\boxed{")
+        end = text.find("}", start)
+        return text[start + len("\\boxed{") : end].strip() if start >= 0 and end >= 0 else None
+
+    def boxed_equals_reference(completions: list, reference: list, **_: object) -> list[float]:
         return [
-            1.0 if ref.strip() in c[0]["content"].strip() else 0.0
+            1.0 if last_box(c[0]["content"]) == ref.strip() else 0.0
             for c, ref in zip(completions, reference, strict=True)
         ]
 
@@ -99,7 +107,7 @@ def main() -> None:
     callback = StepTimes()
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=contains_reference,
+        reward_funcs=boxed_equals_reference,
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,

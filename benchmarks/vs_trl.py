@@ -74,6 +74,7 @@ def run_ours(directory: Path, paths: dict[str, Path], args: argparse.Namespace) 
             "output.tensorboard=false",
             "output.log_rollouts=false",
             "reward.sidecar_workers=1",
+            *([f"train.threads={args.threads}"] if args.threads else []),
         ],
     )
     return train(config)
@@ -81,13 +82,16 @@ def run_ours(directory: Path, paths: dict[str, Path], args: argparse.Namespace) 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=30, help="GRPO steps for each trainer")
-    parser.add_argument("--warmup", type=int, default=3, help="first steps left out of timings")
+    parser.add_argument("--steps", type=int, default=60, help="GRPO steps for each trainer")
+    parser.add_argument("--warmup", type=int, default=5, help="first steps left out of timings")
     parser.add_argument("--prompts", type=int, default=2, help="prompts per step")
     parser.add_argument("--group", type=int, default=4, help="completions per prompt (G)")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="generation budget")
     parser.add_argument("--lr", type=float, default=5e-4, help="learning rate (constant)")
     parser.add_argument("--sft-steps", type=int, default=800, help="warm-start SFT steps")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads for both (default: torch's)"
+    )
     parser.add_argument("--dir", help="work directory (default: a temporary one)")
     args = parser.parse_args()
 
@@ -98,7 +102,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(args.dir or scratch)
         paths = demo.prepare(directory)
-        run_sft(demo.sft_config(directory, paths, [f"train.steps={args.sft_steps}"]))
+        if (directory / "sft" / "config.json").exists():  # --dir of an earlier run: reuse it
+            print(f"reusing the warm-started model in {directory / 'sft'}")
+        else:
+            run_sft(demo.sft_config(directory, paths, [f"train.steps={args.sft_steps}"]))
         job = {
             "model": str(directory / "sft"),
             "prompts": str(paths["rl_data"]),
@@ -110,6 +117,7 @@ def main() -> int:
             "max_new_tokens": args.max_new_tokens,
             "lr": args.lr,
             "seed": 0,
+            "threads": args.threads,
         }
         trl = run_trl(python, job)
         ours = run_ours(directory, paths, args)
@@ -127,7 +135,9 @@ def main() -> int:
         )
     }
     last = max(1, args.steps // 5)
+    trl_first = statistics.fmean(trl["rewards"][:last])
     trl_reward = statistics.fmean(trl["rewards"][-last:])
+    ours_first = statistics.fmean(m["reward_mean"] for m in ours[:last])
     ours_reward = statistics.fmean(m["reward_mean"] for m in ours[-last:])
 
     print(
@@ -135,14 +145,21 @@ def main() -> int:
         f"tokens, {args.steps} steps (median over steps {skip + 1}..{args.steps})\n"
     )
     rows = [
-        ("trainer", "s/step", "generate s", "reward s", "train+other s", f"reward (last {last})"),
+        (
+            "trainer",
+            "s/step",
+            "generate s",
+            "reward s",
+            "train+other s",
+            f"reward, first -> last {last} steps",
+        ),
         (
             "TRL GRPOTrainer",
             f"{trl_step:.4f}",
             f"{trl_generate:.4f}",
             "in-process",
             f"{trl_step - trl_generate:.4f}",
-            f"{trl_reward:.3f}",
+            f"{trl_first:.3f} -> {trl_reward:.3f}",
         ),
         (
             "rl_client",
@@ -150,7 +167,7 @@ def main() -> int:
             f"{parts['generate']:.4f}",
             f"{parts['reward wait']:.4f}",
             f"{ours_step - parts['generate'] - parts['reward wait']:.4f}",
-            f"{ours_reward:.3f}",
+            f"{ours_first:.3f} -> {ours_reward:.3f}",
         ),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

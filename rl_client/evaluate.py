@@ -11,14 +11,18 @@ from typing import Any
 import torch
 
 from rl_client.config import TrainConfig
-from rl_client.data import load_prompts
-from rl_client.engines.base import SamplingParams
 from rl_client.engines.hf import HFEngine
 from rl_client.models import load_tokenizer
 from rl_client.optim import resolve_device
-from rl_client.rewards import RewardService, status_counts
+from rl_client.rewards import status_counts
 from rl_client.rollout import sample_and_score
-from rl_client.run import check_reward_names, tokenize_prompts
+from rl_client.run import (
+    check_reward_names,
+    prompts_from_config,
+    reward_service,
+    sampling_params,
+    tokenize_prompts,
+)
 
 
 def evaluate(
@@ -31,30 +35,13 @@ def evaluate(
     path = model_path or config.model.path
     device = resolve_device(config.train.device, config.train.threads)
     torch.manual_seed(config.train.seed)
-    rows = load_prompts(
-        data.eval_path or data.path,
-        prompt_key=data.prompt_key,
-        reference_key=data.reference_key,
-        default_reward=data.reward,
-        system_prompt=data.system_prompt,
-    )[:limit]
+    rows = prompts_from_config(data, data.eval_path or data.path)[:limit]
     tokenizer = load_tokenizer(path)
     prompt_ids = tokenize_prompts(tokenizer, rows, data.max_prompt_tokens)
     model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
     engine = HFEngine(model, tokenizer, batch_size=rollout.batch_size)
-    params = SamplingParams(
-        n=rollout.group_size,
-        temperature=rollout.temperature,
-        top_p=rollout.top_p,
-        max_new_tokens=rollout.max_new_tokens,
-        stop_strings=tuple(rollout.stop_strings),
-    )
-    with RewardService(
-        config.reward.address,
-        sidecar_config=config.reward.sidecar_config,
-        sidecar_workers=config.reward.sidecar_workers,
-        timeout_s=config.reward.timeout_s,
-    ) as rewards:
+    params = sampling_params(rollout)
+    with reward_service(config.reward) as rewards:
         check_reward_names(rows, rewards.verifier_names())
         groups, _ = sample_and_score(
             engine,

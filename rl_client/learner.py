@@ -83,6 +83,7 @@ class Learner:
     ) -> ForwardOutput:
         width = batch.prompt_width
         input_ids = batch.input_ids[rows].to(self.device)
+        length = input_ids.shape[1] - width  # T
         with autocast(self.device, self.settings.bf16):
             out = model(
                 input_ids=input_ids,
@@ -90,10 +91,11 @@ class Learner:
                 position_ids=batch.position_ids[rows].to(self.device),
                 output_hidden_states=values,
                 use_cache=False,
+                logits_to_keep=length + 1,  # no LM head over the prompt
             )
         # The logits at position t predict token t + 1: completion tokens are predicted by
-        # positions P - 1 .. P + T - 2.
-        logits = out.logits[:, width - 1 : -1].float() / self.temperature  # [n, T, V]
+        # positions P - 1 .. P + T - 2, the first T of the T + 1 kept.
+        logits = out.logits[:, :-1].float() / self.temperature  # [n, T, V]
         targets = input_ids[:, width:]
         log_probs = torch.log_softmax(logits, dim=-1)
         logprobs = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)

@@ -16,7 +16,7 @@ from rl_client.checkpoint import (
     set_rng_state,
     truncate_log,
 )
-from rl_client.config import TrainConfig, dump_config
+from rl_client.config import DataConfig, RewardConfig, RolloutConfig, TrainConfig, dump_config
 from rl_client.data import DataError, PromptCursor, PromptRow, load_prompts, render_prompt
 from rl_client.engines.base import SamplingParams
 from rl_client.engines.hf import HFEngine
@@ -77,6 +77,36 @@ def tokenize_prompts(
     return ids
 
 
+def prompts_from_config(data: DataConfig, path: str) -> list[PromptRow]:
+    return load_prompts(
+        path,
+        prompt_key=data.prompt_key,
+        reference_key=data.reference_key,
+        default_reward=data.reward,
+        system_prompt=data.system_prompt,
+    )
+
+
+def sampling_params(rollout: RolloutConfig) -> SamplingParams:
+    return SamplingParams(
+        n=rollout.group_size,
+        temperature=rollout.temperature,
+        top_p=rollout.top_p,
+        max_new_tokens=rollout.max_new_tokens,
+        stop_strings=tuple(rollout.stop_strings),
+    )
+
+
+def reward_service(reward: RewardConfig) -> RewardService:
+    """Connects to `reward.address`, or starts the sidecar server."""
+    return RewardService(
+        reward.address,
+        sidecar_config=reward.sidecar_config,
+        sidecar_workers=reward.sidecar_workers,
+        timeout_s=reward.timeout_s,
+    )
+
+
 def check_reward_names(rows: list[PromptRow], available: set[str]) -> None:
     """Every row's reward must exist on the server: a typo would otherwise mask every item."""
     unknown: dict[str, str] = {}
@@ -98,22 +128,11 @@ def start_run(config: TrainConfig, device: torch.device) -> Run:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(dump_config(config))
     data = config.data
-    rows = load_prompts(
-        data.path,
-        prompt_key=data.prompt_key,
-        reference_key=data.reference_key,
-        default_reward=data.reward,
-        system_prompt=data.system_prompt,
-    )
+    rows = prompts_from_config(data, data.path)
     tokenizer = load_tokenizer(config.model.path)
     prompt_ids = tokenize_prompts(tokenizer, rows, data.max_prompt_tokens)
     cursor = PromptCursor(len(rows), seed=config.train.seed, shuffle=data.shuffle)
-    rewards = RewardService(
-        config.reward.address,
-        sidecar_config=config.reward.sidecar_config,
-        sidecar_workers=config.reward.sidecar_workers,
-        timeout_s=config.reward.timeout_s,
-    )
+    rewards = reward_service(config.reward)
     try:  # a failure from here on must not leave the sidecar running
         check_reward_names(rows, rewards.verifier_names())
         return _build_run(config, device, output_dir, rows, tokenizer, prompt_ids, cursor, rewards)
@@ -181,13 +200,6 @@ def _build_run(
     )
     if rng is not None:  # last, so nothing above consumes the restored random streams
         set_rng_state(rng)
-    sampling = SamplingParams(
-        n=rollout.group_size,
-        temperature=rollout.temperature,
-        top_p=rollout.top_p,
-        max_new_tokens=rollout.max_new_tokens,
-        stop_strings=tuple(rollout.stop_strings),
-    )
     return Run(
         config=config,
         output_dir=output_dir,
@@ -199,7 +211,7 @@ def _build_run(
         engine=engine,
         rewards=rewards,
         log=log,
-        sampling=sampling,
+        sampling=sampling_params(rollout),
         overlong=overlong,
         start_step=start_step,
     )
