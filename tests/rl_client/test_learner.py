@@ -50,9 +50,12 @@ def test_batch_keeps_masked_items_out_and_advantages_use_valid_members_only() ->
     assert torch.all((advantages != 0) <= batch.completion_mask.bool())
 
 
-def _grads(model_dir: Path, micro_batch_size: int, aggregation: str) -> list[torch.Tensor]:
+def _grads(
+    model_dir: Path, micro_batch_size: int, aggregation: str, checkpointing: bool = False
+) -> list[torch.Tensor]:
     torch.manual_seed(0)
-    model = load_policy(ModelConfig(path=str(model_dir)), torch.device("cpu"))
+    model_config = ModelConfig(path=str(model_dir), gradient_checkpointing=checkpointing)
+    model = load_policy(model_config, torch.device("cpu"))
     algo = AlgorithmConfig(loss_aggregation=aggregation)  # type: ignore[arg-type]
     learner = Learner(
         model,
@@ -80,6 +83,14 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny_model: Path) -
         assert any(g.abs().sum() > 0 for g in full)
         for a, b in zip(full, split, strict=True):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.filterwarnings(r"ignore:Seems like `optimizer.step\(\)`")
+def test_gradient_checkpointing_gives_the_same_gradient(tiny_model: Path) -> None:
+    plain = _grads(tiny_model, 4, "token_mean")
+    checkpointed = _grads(tiny_model, 4, "token_mean", checkpointing=True)
+    for a, b in zip(plain, checkpointed, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
 
 
 def test_packing_keeps_labels_and_restarts_positions() -> None:
