@@ -25,6 +25,7 @@ BUILTIN_MODULES = (
     "verifier_server.verifiers.string_check",
     "verifier_server.verifiers.length",
     "verifier_server.verifiers.json_schema",
+    "verifier_server.verifiers.judge",
 )
 RESERVED_NAMES = frozenset({"composite"})  # handled by the dispatcher, not a Verifier class
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -133,6 +134,13 @@ def _check_class(obj: object, origin: str) -> type[Verifier]:
         raise fail(
             f"{obj.__name__}.execution must be one of {get_args(Execution)}, got {obj.execution!r}"
         )
+    if obj.Settings is not None and not (
+        inspect.isclass(obj.Settings) and issubclass(obj.Settings, BaseModel)
+    ):
+        raise fail(f"{obj.__name__}.Settings must be a pydantic model or None")
+    for hook in ("setup", "close"):
+        if not inspect.iscoroutinefunction(getattr(obj, hook)):
+            raise fail(f"{obj.__name__}.{hook} must be `async def`")
     if obj.execution == "async":
         if obj.ascore is Verifier.ascore or not inspect.iscoroutinefunction(obj.ascore):
             raise fail(f"{obj.__name__} is async but does not define `async def ascore`")
