@@ -26,6 +26,7 @@ BUILTIN_MODULES = (
     "verifier_server.verifiers.length",
     "verifier_server.verifiers.json_schema",
     "verifier_server.verifiers.judge",
+    "verifier_server.verifiers.reward_model",
 )
 RESERVED_NAMES = frozenset({"composite"})  # handled by the dispatcher, not a Verifier class
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
