@@ -35,6 +35,7 @@ test: lint
 
 bench: setup
 	$(PY) benchmarks/server_overhead.py
+	$(PY) benchmarks/reward_model.py
 
 protos: setup
 	$(PY) tools/gen_protos.py

@@ -6,11 +6,13 @@ loading code. Nothing comes from a model hub.
   prompt with one fixed verdict string, then EOS (a judge with a fixed opinion, for a real
   `transformers serve`).
 - `random_lm`, `random_reward_model`: randomly initialised Llama models.
+- `one_torch_thread`: a context for torch work in the test process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -32,6 +34,18 @@ _WORDS = (
     "capital city fine wrong right clear reply judge text between line quoted material"
 )
 BASIC_WORDS = tuple(_WORDS.split())
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for a while: on a shared, oversubscribed 2-core machine OpenMP's
+    threads made a small matmul 100x slower than one thread does."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def word_tokenizer(words: Iterable[str] = BASIC_WORDS) -> PreTrainedTokenizerFast:

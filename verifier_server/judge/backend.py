@@ -30,10 +30,9 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-import aiohttp
 from pydantic import Field, field_validator
 
 from verifier_server.judge.cache import ReplyCache
@@ -45,6 +44,9 @@ from verifier_server.judge.limits import (
 )
 from verifier_server.types import Status, truncate
 from verifier_server.verifiers.base import Params
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +155,8 @@ class ChatBackend:
         on_health: Callable[[bool], None] = lambda serving: None,
         rng: random.Random | None = None,
     ) -> None:
+        import aiohttp  # here, not at module level: worker processes never call a judge
+
         self.name = name
         self.settings = settings
         self._key = _read_key(name, settings.api_key_env)
@@ -262,6 +266,8 @@ class ChatBackend:
 
     async def _attempt(self, body: dict[str, Any], end: float) -> Reply:
         """One HTTP request; raises _Retry for what another try may fix, else BackendError."""
+        import aiohttp
+
         async with self._slots:
             if self._limiter is not None:
                 await asyncio.sleep(self._limiter.reserve())

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from server_process import ServerProcess
-from tiny_models import random_lm
+from tiny_models import one_torch_thread, random_lm
 
 from rl_client.reward_model.loss import bradley_terry_loss
 from rl_client.reward_model.pairs import PairsError, load_pairs
@@ -104,20 +104,21 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[s
     data.write_text("".join(json.dumps(row) + "\n" for row in toy_pairs(200, seed=1)))
     out = directory / "rm"
     logs: list[str] = []
-    metrics = train(
-        TrainConfig(
-            data=data,
-            base=random_lm(directory / "base"),
-            out=out,
-            epochs=2,
-            lr=3e-3,
-            batch_size=16,
-            max_length=64,
-            eval_fraction=0.2,
-            device="cpu",
-        ),
-        log=logs.append,
-    )
+    with one_torch_thread():
+        metrics = train(
+            TrainConfig(
+                data=data,
+                base=random_lm(directory / "base"),
+                out=out,
+                epochs=2,
+                lr=3e-3,
+                batch_size=16,
+                max_length=64,
+                eval_fraction=0.2,
+                device="cpu",
+            ),
+            log=logs.append,
+        )
     assert metrics["eval_accuracy"] > 0.8, logs
     saved = json.loads((out / "training.json").read_text())
     assert saved["config"]["lr"] == 3e-3 and saved["metrics"] == metrics
@@ -144,7 +145,9 @@ def test_the_trained_model_is_served_through_the_verifier(trained, tmp_path: Pat
         json.dumps(
             {
                 "server": {"workers": 1},
-                "verifier_settings": {"reward_model": {"models": {"toy": model_settings}}},
+                "verifier_settings": {
+                    "reward_model": {"models": {"toy": model_settings}, "torch_threads": 1}
+                },
             }
         )
     )

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tiny_models import random_reward_model, word_tokenizer
+from tiny_models import one_torch_thread, random_reward_model, word_tokenizer
 
 from verifier_server.reward_model.encoding import conversation, encode_batch
 from verifier_server.reward_model.model import RewardModel, _chunks
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
