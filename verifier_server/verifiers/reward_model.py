@@ -17,9 +17,10 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from verifier_server.reward_model.batcher import MicroBatcher
 from verifier_server.reward_model.encoding import Turn, conversation
@@ -57,6 +58,14 @@ class ModelSettings(Params):
     max_batch_tokens: int = Field(
         default=65_536, ge=1, description="Padded tokens in one forward pass (bounds memory)."
     )
+
+    @field_validator("path")
+    @classmethod
+    def _is_directory(cls, value: str) -> str:
+        # Checked here so that `verifier-server check` on the serving host reports it.
+        if not Path(value).is_dir():
+            raise ValueError(f"{value!r} is not a directory (a saved model and its tokenizer)")
+        return value
 
 
 class RewardModelSettings(Params):

@@ -327,3 +327,26 @@ def test_the_api_key_never_reaches_results_or_logs(
     log = judge_server[1].read_text()
     assert "judge backend flaky failed" in log  # the log is captured, and has no key in it
     assert KEY not in log
+
+
+def test_a_judge_inside_a_composite_reward(client: RewardClient) -> None:
+    spec = RewardSpec(
+        "composite",
+        {
+            "components": [
+                {"name": "j", "verifier": "judge", "params": {"backend": "scripted"}, "weight": 0.5}
+            ]
+        },
+    )
+    item = Item(id="c", prompt="q", completion="GOOD", reward=spec)
+    result = score_one(client, item)
+    assert result.ok and result.score == pytest.approx(0.5 * 8 / 9)
+    assert result.components["j"] == pytest.approx(8 / 9)
+
+
+def test_the_backend_must_be_named_when_there_are_several(client: RewardClient) -> None:
+    result = score_one(client, judge("n", "x"))
+    assert (
+        result.status == Status.INVALID_REQUEST
+        and "name a judge backend" in result.details["error"]
+    )
