@@ -82,7 +82,7 @@ class JudgeParams(Params):
         default=60.0,
         gt=0,
         le=600,
-        description="Per-item limit from its first attempt, retries included; past it: TIMEOUT.",
+        description="Per-item limit from arrival, slot waits and retries included; then TIMEOUT.",
     )
     on_disagreement: Literal["average", "mask"] = Field(
         default="average",
