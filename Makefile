@@ -45,6 +45,7 @@ bench: setup
 	$(PY) benchmarks/server_overhead.py
 	$(PY) benchmarks/math_throughput.py
 	$(PY) benchmarks/sandbox_overhead.py
+	$(PY) benchmarks/reward_model.py
 
 protos: setup
 	$(PY) tools/gen_protos.py

@@ -35,9 +35,14 @@ def item_from_json(row: dict[str, Any]) -> Item:
 
 
 def start_server_process(
-    args: Sequence[str], env: dict[str, str] | None = None, timeout_s: float = 60.0
+    args: Sequence[str],
+    env: dict[str, str] | None = None,
+    timeout_s: float = 60.0,
+    stderr: Any = None,
 ) -> tuple[subprocess.Popen[str], str]:
-    """Starts `verifier-server serve --port 0 ARGS`; returns the process and its address."""
+    """Starts `verifier-server serve --port 0 ARGS`; returns the process and its address.
+
+    `stderr` (a file, or None to inherit ours) receives the server's logs."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -51,6 +56,7 @@ def start_server_process(
             *args,
         ],
         stdout=subprocess.PIPE,
+        stderr=stderr,
         text=True,
         env={**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1"},
     )

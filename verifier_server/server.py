@@ -27,6 +27,7 @@ from verifier_server import convert
 from verifier_server._proto.verifier.v1 import verifier_pb2 as pb
 from verifier_server._proto.verifier.v1 import verifier_pb2_grpc as pb_grpc
 from verifier_server.config import ServerConfig
+from verifier_server.lifecycle import ServerVerifiers
 from verifier_server.registry import Registry
 from verifier_server.scoring import Leaf, Plan, Resolver, Scorer, SpecError
 from verifier_server.types import Item, Result, RewardSpec, Status
@@ -280,11 +281,14 @@ class RunningServer:
     threads: ThreadPoolExecutor
     bound: list[str]
     registry: Registry
+    verifiers: ServerVerifiers | None = None
 
     async def stop(self, grace_s: float) -> None:
         """Health NOT_SERVING, drain in-flight RPCs for `grace_s`, then stop the workers."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        if self.verifiers is not None:
+            await self.verifiers.close()
         await self.pool.close()  # type: ignore[attr-defined]
         self.threads.shutdown(wait=False, cancel_futures=True)
 
@@ -298,6 +302,16 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
     loop = asyncio.get_running_loop()
     pool = WorkerPool(settings.workers, plugins=config.plugins, memory_mb=settings.worker_memory_mb)
     pool.start(loop)  # before any gRPC object exists: gRPC forbids fork afterwards
+    health = HealthServicer()
+    serving = health_pb2.HealthCheckResponse.SERVING
+    verifiers = ServerVerifiers(
+        health, SERVICE_NAME, serving, health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    try:  # stateful verifiers (judge backends, reward models) set up before serving
+        await verifiers.start(registry, config)
+    except BaseException:
+        await pool.close()
+        raise
     threads = ThreadPoolExecutor(settings.threads, thread_name_prefix="verifier-thread")
     scorer = Scorer(pool, threads, limits.max_queued_items)
     max_bytes = limits.max_message_mb * 1024 * 1024
@@ -311,7 +325,6 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
     pb_grpc.add_VerifierServiceServicer_to_server(
         VerifierServicer(registry, config, resolver, scorer), server
     )
-    health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     service_names = [
         SERVICE_NAME,
@@ -329,15 +342,16 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
             server.add_insecure_port(f"unix:{settings.unix}")
             bound.append(f"unix:{settings.unix}")
     except RuntimeError as exc:
+        await verifiers.close()
         await pool.close()
         raise RuntimeError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
     await server.start()
-    serving = health_pb2.HealthCheckResponse.SERVING
     await health.set("", serving)
     await health.set(SERVICE_NAME, serving)
     for name in [*registry.names(), *config.rewards]:
-        await health.set(f"{SERVICE_NAME}/{name}", serving)
-    return RunningServer(server, health, pool, threads, bound, registry)
+        if f"{SERVICE_NAME}/{name}" not in verifiers.reported:  # a verifier's own word wins
+            await health.set(f"{SERVICE_NAME}/{name}", serving)
+    return RunningServer(server, health, pool, threads, bound, registry, verifiers)
 
 
 async def serve(
