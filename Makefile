@@ -49,6 +49,7 @@ bench: setup
 	$(PY) benchmarks/math_throughput.py
 	$(PY) benchmarks/sandbox_overhead.py
 	$(PY) benchmarks/vs_trl.py
+	$(PY) benchmarks/reward_model.py
 
 protos: setup
 	$(PY) tools/gen_protos.py

@@ -1,2 +1,4 @@
-"""rl_client: an online RL trainer (GRPO, DAPO, Dr. GRPO, RLOO, REINFORCE++, PPO) that gets its
-rewards from verifier_server over gRPC. The loop is `rl_client.trainer.train`."""
+"""verifier-rl's trainer side: an online RL client that scores through verifier_server.
+
+The RL trainer (GRPO, DAPO, Dr. GRPO, RLOO, REINFORCE++, PPO) is `rl_client.trainer.train`;
+`rl_client.reward_model` trains reward models."""

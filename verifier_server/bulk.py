@@ -22,17 +22,20 @@ def score_serialized(
     params: Any,
     spec: RewardSpec,
     payload: bytes,
+    start: int,
     indices: list[int],
     limits: convert.ItemLimits,
 ) -> bytes:
-    """`payload`: a serialized ScoreRequest whose items all use `spec`; `indices`: their
-    positions in the caller's request (for error fields). Returns a serialized ScoreResponse
-    with one result per item, in order."""
+    """`payload`: a serialized ScoreRequest whose items `start : start + len(indices)` all use
+    `spec` (the caller's whole request, or just these items); `indices`: their positions in the
+    caller's request (for error fields). Returns a serialized ScoreResponse with one result per
+    item, in order."""
     request = pb.ScoreRequest.FromString(payload)
-    results: list[Result | None] = [None] * len(request.items)
+    messages = request.items[start : start + len(indices)]
+    results: list[Result | None] = [None] * len(messages)
     valid: list[Item] = []
     positions: list[int] = []
-    for position, message in enumerate(request.items):
+    for position, message in enumerate(messages):
         try:
             valid.append(convert.item_from_proto(message, limits, spec))
             positions.append(position)

@@ -6,6 +6,8 @@ problem with its location.
     limits:   {max_items_per_request: 4096, max_completion_bytes: 1048576}
     verifiers:                       # defaults merged under each request's params
       json_schema: {timeout_s: 3}
+    verifier_settings:               # server-side settings of stateful verifiers (never
+      judge: {backends: {...}}       # from a request): backends, model paths, env var names
     rewards:
       math_with_format:
         description: correct answer, well formatted
@@ -78,6 +80,11 @@ class ServerConfig(_Strict):
     )
     rewards: dict[str, CompositeParams] = Field(
         default_factory=dict, description="Named rewards, used as RewardSpec.name."
+    )
+    verifier_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Server-side settings by verifier name (backends, model paths), validated "
+        "by each verifier's Settings model; a request can never set these.",
     )
 
 

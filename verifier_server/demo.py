@@ -38,12 +38,14 @@ def start_server_process(
     args: Sequence[str],
     env: dict[str, str] | None = None,
     timeout_s: float = 60.0,
+    stderr: Any = None,
     die_with_parent: bool = False,
 ) -> tuple[subprocess.Popen[str], str]:
     """Starts `verifier-server serve --port 0 ARGS`; returns the process and its address.
 
-    `die_with_parent`: the server gets SIGTERM when the calling thread's process dies, even
-    by SIGKILL (Linux PR_SET_PDEATHSIG), so a killed trainer leaves no sidecar behind."""
+    `stderr` (a file, or None to inherit ours) receives the server's logs. `die_with_parent`:
+    the server gets SIGTERM when the calling thread's process dies, even by SIGKILL (Linux
+    PR_SET_PDEATHSIG), so a killed trainer leaves no sidecar behind."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -57,6 +59,7 @@ def start_server_process(
             *args,
         ],
         stdout=subprocess.PIPE,
+        stderr=stderr,
         text=True,
         env={**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1"},
         preexec_fn=_term_on_parent_death if die_with_parent else None,

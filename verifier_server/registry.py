@@ -30,6 +30,8 @@ BUILTIN_MODULES = (
     "verifier_server.verifiers.json_schema",
     "verifier_server.verifiers.math.verifier",
     "verifier_server.verifiers.code",
+    "verifier_server.verifiers.judge",
+    "verifier_server.verifiers.reward_model",
 )
 # Imported once in the worker pool's forkserver, so workers are forked with them loaded.
 FORKSERVER_PRELOAD = (*BUILTIN_MODULES, "verifier_server.verifiers.math.preload")
@@ -149,6 +151,13 @@ def _check_class(obj: object, origin: str) -> type[Verifier]:
         raise fail(
             f"{obj.__name__}.execution must be one of {get_args(Execution)}, got {obj.execution!r}"
         )
+    if obj.Settings is not None and not (
+        inspect.isclass(obj.Settings) and issubclass(obj.Settings, BaseModel)
+    ):
+        raise fail(f"{obj.__name__}.Settings must be a pydantic model or None")
+    for hook in ("setup", "close"):
+        if not inspect.iscoroutinefunction(getattr(obj, hook)):
+            raise fail(f"{obj.__name__}.{hook} must be `async def`")
     if obj.execution == "async":
         if obj.ascore is Verifier.ascore or not inspect.iscoroutinefunction(obj.ascore):
             raise fail(f"{obj.__name__} is async but does not define `async def ascore`")

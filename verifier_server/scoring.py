@@ -21,13 +21,14 @@ from verifier_server.config import ServerConfig, format_validation_error
 from verifier_server.execution import checked_results, run_batch
 from verifier_server.registry import Registry
 from verifier_server.types import Item, Result, RewardSpec, Status
-from verifier_server.verifiers.base import Verifier
+from verifier_server.verifiers.base import Verifier, deadline_var
 from verifier_server.verifiers.composite import CompositeParams, combine
 from verifier_server.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
 _THREAD_CHUNK = 256
+_ASYNC_GRACE_S = 1.0  # an async verifier gets this long past the caller's deadline to answer
 _MAX_DEPTH = 8  # named rewards nested in named rewards
 
 
@@ -173,7 +174,7 @@ class Scorer:
             return self._schedule_process(items, plan, deadline)
         if execution == "bulk":
             return self._run_async(items, self._thread(items, plan))
-        return self._run_async(items, self._async(items, plan))
+        return self._run_async(items, self._async(items, plan, deadline))
 
     def _schedule_process(
         self, items: Sequence[Item], plan: Leaf, deadline: float | None
@@ -209,11 +210,21 @@ class Scorer:
             )
         return results
 
-    async def _async(self, items: Sequence[Item], plan: Leaf) -> list[Result]:
+    async def _async(
+        self, items: Sequence[Item], plan: Leaf, deadline: float | None
+    ) -> list[Result]:
         start = time.perf_counter()
+        deadline_var.set(deadline)  # this task's own context: see verifiers.base.current_deadline
+        budget_s = None if deadline is None else deadline - time.monotonic() + _ASYNC_GRACE_S
+        backstop = asyncio.timeout(budget_s)
         try:
-            results = checked_results(await plan.verifier.ascore(items, plan.params), items)
+            async with backstop:
+                output = await plan.verifier.ascore(items, plan.params)
+            results = checked_results(output, items)
         except Exception as exc:  # the verifier's failure is its items' status, not ours
+            if backstop.expired():  # it ignored the caller's deadline
+                message = "the async verifier did not answer before the caller's deadline"
+                return [Result.failed(i.id, Status.TIMEOUT, "deadline", message) for i in items]
             log.exception("async verifier %s failed", plan.verifier.name)
             message = f"{type(exc).__name__}: {exc}"
             return [

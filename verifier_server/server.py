@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -27,6 +28,7 @@ from verifier_server import convert
 from verifier_server._proto.verifier.v1 import verifier_pb2 as pb
 from verifier_server._proto.verifier.v1 import verifier_pb2_grpc as pb_grpc
 from verifier_server.config import ServerConfig
+from verifier_server.lifecycle import ServerVerifiers
 from verifier_server.registry import Registry
 from verifier_server.scoring import Leaf, Plan, Resolver, Scorer, SpecError
 from verifier_server.types import Item, Result, RewardSpec, Status
@@ -52,22 +54,34 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             max_completion_bytes=config.limits.max_completion_bytes
         )
 
-    async def Score(
-        self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ScoreResponse:
+    async def Score(self, payload: bytes, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        """Takes the request still serialized (see `add_servicer`): items of linear-time
+        verifiers are forwarded to the workers as these very bytes, with no copy per item."""
+        try:
+            request = pb.ScoreRequest.FromString(payload)
+        except DecodeError as exc:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a ScoreRequest: {exc}"
+            )
         await self._check_request(request, context)
         try:
-            slots = self._schedule(request.items, _deadline(context))
+            slots = self._schedule(request.items, _deadline(context), payload)
         except DuplicateIdError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        groups = _contiguous_groups(slots)
+        if groups is not None:  # all bulk, in request order: the workers' bytes are the answer
+            return pb.ScoreResponse.FromString(b"".join([await group for group in groups]))
         response = pb.ScoreResponse()
         results = response.results
+        parsed: dict[int, Sequence[pb.Result]] = {}
         # In order, not gather(): awaiting a finished future costs nothing, and gather's
         # per-future callbacks were a measurable share of the per-item cost.
         for slot in slots:
             if isinstance(slot, tuple):
                 group, position = slot
-                results.append((await group)[position])
+                if id(group) not in parsed:
+                    parsed[id(group)] = pb.ScoreResponse.FromString(await group).results
+                results.append(parsed[id(group)][position])
             else:
                 results.append(convert.result_to_proto(await slot))
         return response
@@ -82,8 +96,8 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         def on_item(future: asyncio.Future[Result]) -> None:
             finished.put_nowait([convert.result_to_proto(future.result())])
 
-        def on_group(future: asyncio.Future[Sequence[pb.Result]]) -> None:
-            finished.put_nowait(list(future.result()))
+        def on_group(future: asyncio.Future[bytes]) -> None:
+            finished.put_nowait(list(pb.ScoreResponse.FromString(future.result()).results))
 
         async def read() -> None:
             nonlocal pending, reading_done
@@ -151,11 +165,14 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                 f"{cap}; split the batch (the Python client does this for you)",
             )
 
-    def _schedule(self, messages: Sequence[pb.Item], deadline: float | None) -> list[Slot]:
+    def _schedule(
+        self, messages: Sequence[pb.Item], deadline: float | None, payload: bytes | None = None
+    ) -> list[Slot]:
         """Validates each item, resolves its reward, and schedules items sharing a plan together.
 
-        Items of a linear-time ("bulk") verifier go to the worker pool still serialized; the
-        others are converted here and go through the Scorer.
+        Items of a linear-time ("bulk") verifier go to the worker pool still serialized (as
+        `payload`, the request's own bytes, when given); the others are converted here and go
+        through the Scorer.
         """
         loop = asyncio.get_running_loop()
         slots: list[Slot | None] = [None] * len(messages)
@@ -163,11 +180,15 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         bulk_groups: dict[int, tuple[Leaf, RewardSpec, list[int]]] = {}
         rewards: dict[bytes, tuple[RewardSpec, Plan] | convert.ItemError | SpecError] = {}
         seen: dict[str, int] = {}
+        previous: pb.RewardSpec | None = None
         for index, message in enumerate(messages):
-            key = convert.reward_key(message)
-            resolved = rewards.get(key)
-            if resolved is None:
-                resolved = rewards[key] = self._resolve(message.reward, key)
+            # Neighbours usually share a spec: comparing it (in C) is cheaper than serializing.
+            if previous is None or message.reward != previous:
+                key = convert.reward_key(message)
+                resolved = rewards.get(key)
+                if resolved is None:
+                    resolved = rewards[key] = self._resolve(message.reward, key)
+                previous = message.reward
             item_id = message.id
             if item_id in seen and item_id:
                 raise DuplicateIdError(
@@ -200,7 +221,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             ):
                 slots[index] = future
         for leaf, spec, indices in bulk_groups.values():
-            self._schedule_bulk(messages, leaf, spec, indices, deadline, slots)
+            self._schedule_bulk(messages, leaf, spec, indices, deadline, slots, payload)
         return slots  # type: ignore[return-value]
 
     def _schedule_bulk(
@@ -211,21 +232,27 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         indices: list[int],
         deadline: float | None,
         slots: list[Slot | None],
+        request_payload: bytes | None,
     ) -> None:
         pool = self.scorer.pool
-        size = min(_BULK_MAX_ITEMS, max(_BULK_MIN_ITEMS, -(-len(indices) // pool.n_workers)))
+        # Spread over the idle workers for latency; when none is idle, more parts would only
+        # cost copies, so the group goes as few jobs as the size cap allows.
+        spread = max(1, pool.idle_workers())
+        size = min(_BULK_MAX_ITEMS, max(_BULK_MIN_ITEMS, -(-len(indices) // spread)))
         for start in range(0, len(indices), size):
             part = indices[start : start + size]
-            payload = pb.ScoreRequest(items=[messages[i] for i in part]).SerializeToString()
+            if request_payload is not None and len(part) == len(messages):
+                payload, first = request_payload, 0  # the whole request: forwarded as it came
+            else:
+                payload = pb.ScoreRequest(items=[messages[i] for i in part]).SerializeToString()
+                first = 0
             future = pool.submit_bulk(
-                leaf.verifier.name, leaf.params, spec, payload, part, self.item_limits,
+                leaf.verifier.name, leaf.params, spec, payload, first, part, self.item_limits,
                 self.config.limits.max_item_timeout_s, deadline, leaf.cost_key,
             )  # fmt: skip
             group = asyncio.get_running_loop().create_future()
             future.add_done_callback(
-                lambda f, g=group, p=part: g.set_result(
-                    _bulk_results(f, [messages[i].id for i in p])
-                )
+                lambda f, g=group, p=part: g.set_result(_bulk_bytes(f, [messages[i].id for i in p]))
             )
             for position, index in enumerate(part):
                 slots[index] = (group, position)
@@ -241,20 +268,59 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             return exc
 
 
-Slot = asyncio.Future[Result] | tuple[asyncio.Future[Sequence[pb.Result]], int]
-"""Where an item's result will be: its own future, or a position in a bulk group's results."""
+def add_servicer(servicer: VerifierServicer, server: grpc.aio.Server) -> None:
+    """Registers the service as the generated code would, except that `Score` receives its
+    request as bytes (the servicer parses it, and forwards bulk items without re-serializing)."""
+    handlers = {
+        "Score": grpc.unary_unary_rpc_method_handler(
+            servicer.Score, response_serializer=pb.ScoreResponse.SerializeToString
+        ),
+        "ScoreStream": grpc.stream_stream_rpc_method_handler(
+            servicer.ScoreStream,
+            request_deserializer=pb.ScoreRequest.FromString,
+            response_serializer=pb.ScoreResponse.SerializeToString,
+        ),
+        "ListVerifiers": grpc.unary_unary_rpc_method_handler(
+            servicer.ListVerifiers,
+            request_deserializer=pb.ListVerifiersRequest.FromString,
+            response_serializer=pb.ListVerifiersResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+Slot = asyncio.Future[Result] | tuple[asyncio.Future[bytes], int]
+"""Where an item's result will be: its own future, or a position in a bulk group's results
+(a serialized ScoreResponse with one result per item of the group, in order)."""
 
 _BULK_MIN_ITEMS = 32  # smaller bulk jobs do not pay for their round trip to a worker
 _BULK_MAX_ITEMS = 512
 
 
-def _bulk_results(future: asyncio.Future[bytes], ids: list[str]) -> Sequence[pb.Result]:
-    """A finished bulk job -> its results; a failed job -> a failed result per item."""
+def _bulk_bytes(future: asyncio.Future[bytes], ids: list[str]) -> bytes:
+    """A finished bulk job -> its serialized results; a failed job -> a failed result per item."""
     try:
-        return pb.ScoreResponse.FromString(future.result()).results
+        return future.result()
     except BulkFailed as exc:
         failed = [Result.failed(item_id, exc.status, exc.reason, exc.message) for item_id in ids]
-        return [convert.result_to_proto(result) for result in failed]
+        return convert.results_to_response(failed).SerializeToString()  # type: ignore[arg-type]
+
+
+def _contiguous_groups(slots: Sequence[Slot]) -> list[asyncio.Future[bytes]] | None:
+    """The bulk groups in order when every slot is one and they tile the request in order, so
+    the concatenation of their serialized responses is the whole response (repeated fields
+    concatenate on the wire); else None."""
+    groups: list[asyncio.Future[bytes]] = []
+    for slot in slots:
+        if not isinstance(slot, tuple):
+            return None
+        group, position = slot
+        if position == 0:
+            groups.append(group)
+        elif not groups or group is not groups[-1]:
+            return None
+    return groups
 
 
 class DuplicateIdError(Exception):
@@ -280,11 +346,14 @@ class RunningServer:
     threads: ThreadPoolExecutor
     bound: list[str]
     registry: Registry
+    verifiers: ServerVerifiers | None = None
 
     async def stop(self, grace_s: float) -> None:
         """Health NOT_SERVING, drain in-flight RPCs for `grace_s`, then stop the workers."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        if self.verifiers is not None:
+            await self.verifiers.close()
         await self.pool.close()  # type: ignore[attr-defined]
         self.threads.shutdown(wait=False, cancel_futures=True)
 
@@ -298,6 +367,16 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
     loop = asyncio.get_running_loop()
     pool = WorkerPool(settings.workers, plugins=config.plugins, memory_mb=settings.worker_memory_mb)
     pool.start(loop)  # before any gRPC object exists: gRPC forbids fork afterwards
+    health = HealthServicer()
+    serving = health_pb2.HealthCheckResponse.SERVING
+    verifiers = ServerVerifiers(
+        health, SERVICE_NAME, serving, health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    try:  # stateful verifiers (judge backends, reward models) set up before serving
+        await verifiers.start(registry, config)
+    except BaseException:
+        await pool.close()
+        raise
     threads = ThreadPoolExecutor(settings.threads, thread_name_prefix="verifier-thread")
     scorer = Scorer(pool, threads, limits.max_queued_items)
     max_bytes = limits.max_message_mb * 1024 * 1024
@@ -308,10 +387,7 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
             ("grpc.so_reuseport", 0),  # a second server on the port must fail, not share it
         ],
     )
-    pb_grpc.add_VerifierServiceServicer_to_server(
-        VerifierServicer(registry, config, resolver, scorer), server
-    )
-    health = HealthServicer()
+    add_servicer(VerifierServicer(registry, config, resolver, scorer), server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     service_names = [
         SERVICE_NAME,
@@ -329,15 +405,16 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
             server.add_insecure_port(f"unix:{settings.unix}")
             bound.append(f"unix:{settings.unix}")
     except RuntimeError as exc:
+        await verifiers.close()
         await pool.close()
         raise RuntimeError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
     await server.start()
-    serving = health_pb2.HealthCheckResponse.SERVING
     await health.set("", serving)
     await health.set(SERVICE_NAME, serving)
     for name in [*registry.names(), *config.rewards]:
-        await health.set(f"{SERVICE_NAME}/{name}", serving)
-    return RunningServer(server, health, pool, threads, bound, registry)
+        if f"{SERVICE_NAME}/{name}" not in verifiers.reported:  # a verifier's own word wins
+            await health.set(f"{SERVICE_NAME}/{name}", serving)
+    return RunningServer(server, health, pool, threads, bound, registry, verifiers)
 
 
 async def serve(

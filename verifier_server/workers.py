@@ -25,6 +25,7 @@ import logging
 import math
 import multiprocessing
 import os
+import queue
 import resource
 import signal
 import threading
@@ -66,11 +67,11 @@ def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None
         if message is None:
             return
         if message[0] == "bulk":
-            _, verifier_name, params, spec, payload, indices, limits = message
+            _, verifier_name, params, spec, payload, start, indices, limits = message
             verifier = registry.instance(verifier_name)
             started = time.perf_counter()
             try:
-                response = score_serialized(verifier, params, spec, payload, indices, limits)
+                response = score_serialized(verifier, params, spec, payload, start, indices, limits)
             except Exception as exc:  # a server bug: report it for these items, keep the worker
                 conn.send(("bulk_error", f"{type(exc).__name__}: {exc}"[:500], 0.0))
                 continue
@@ -142,6 +143,9 @@ class _Worker:
     ready: bool = False
     gone: bool = False
     reader: threading.Thread | None = field(default=None, repr=False)
+    # Jobs for the worker, sent by a thread of their own: a large job blocks in send() until
+    # the worker reads it, and that wait must not stall the event loop.
+    outbox: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue, repr=False)
 
 
 class WorkerPool:
@@ -198,7 +202,7 @@ class WorkerPool:
                 ) from None
             assert kind == "ready"
             worker.ready = True
-            self._start_reader(worker)
+            self._start_io(worker)
             self._workers.append(worker)
 
     async def close(self, timeout_s: float = 2.0) -> None:
@@ -207,8 +211,7 @@ class WorkerPool:
         while self._queue:
             self._fail_chunk(self._queue.popleft(), 0, Status.OVERLOADED, "shutting_down")
         for worker in list(self._workers):
-            with contextlib.suppress(OSError, BrokenPipeError):
-                worker.conn.send(None)
+            worker.outbox.put(None)
         end = time.monotonic() + timeout_s
         for worker in list(self._workers):
             while worker.process.is_alive() and time.monotonic() < end:
@@ -222,6 +225,11 @@ class WorkerPool:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
 
     # ---- submitting work
+
+    def idle_workers(self) -> int:
+        """Workers ready and without a job, less the jobs already queued for them."""
+        idle = sum(1 for w in self._workers if w.ready and w.chunk is None and not w.gone)
+        return max(0, idle - len(self._queue))
 
     def estimated_wait_s(self) -> float:
         return self._backlog_s / self.n_workers
@@ -282,13 +290,15 @@ class WorkerPool:
         params: Any,
         spec: Any,
         payload: bytes,
+        start: int,
         indices: list[int],
         limits: Any,
         timeout_s: float,
         deadline: float | None = None,
         cost_key: str | None = None,
     ) -> asyncio.Future[bytes]:
-        """Queues serialized items (see verifier_server.bulk) for a linear-time verifier.
+        """Queues serialized items (see verifier_server.bulk) for a linear-time verifier: the
+        items `start : start + len(indices)` of the ScoreRequest `payload`.
 
         The future gets a serialized ScoreResponse, or raises BulkFailed (past `timeout_s` for
         the whole job, a dead worker, a passed deadline, shutdown).
@@ -300,7 +310,7 @@ class WorkerPool:
             return future
         cost_key = cost_key or verifier
         cost = self.item_cost_s(cost_key)
-        job = ("bulk", verifier, params, spec, payload, indices, limits)
+        job = ("bulk", verifier, params, spec, payload, start, indices, limits)
         bulk = _Bulk(job, len(indices), future, timeout_s, deadline, cost, cost_key)
         self._backlog_s += cost * bulk.n_items
         self._queue.append(bulk)
@@ -321,8 +331,10 @@ class WorkerPool:
         child_conn.close()  # so the parent sees EOF when the worker dies
         return _Worker(process=process, conn=parent_conn)
 
-    def _start_reader(self, worker: _Worker) -> None:
-        """One thread per worker turns blocking pipe reads into event-loop callbacks."""
+    def _start_io(self, worker: _Worker) -> None:
+        """Two threads per worker: one turns blocking pipe reads into event-loop callbacks, the
+        other sends the worker's jobs (a failed send needs no handling here: the reader sees
+        the worker's end of the pipe close and reports the death)."""
         loop = self._loop
         assert loop is not None
 
@@ -337,8 +349,19 @@ class WorkerPool:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(self._on_message, worker, message)
 
+        def write() -> None:
+            while True:
+                job = worker.outbox.get()
+                try:
+                    worker.conn.send(job)
+                except (OSError, BrokenPipeError):
+                    return
+                if job is None:
+                    return
+
         worker.reader = threading.Thread(target=read, name="verifier-worker-reader", daemon=True)
         worker.reader.start()
+        threading.Thread(target=write, name="verifier-worker-writer", daemon=True).start()
 
     def _pump(self) -> None:
         for worker in self._workers:
@@ -362,10 +385,7 @@ class WorkerPool:
                 if isinstance(chunk, _Bulk)
                 else ("items", chunk.verifier, chunk.params, chunk.items)
             )
-            try:
-                worker.conn.send(job)
-            except (OSError, BrokenPipeError):
-                return  # the reader thread reports the death; the chunk is re-queued there
+            worker.outbox.put(job)
             self._arm_timer(worker)
             return
 
@@ -485,7 +505,7 @@ class WorkerPool:
             return
         self.stats["respawns"] += 1
         self._workers.append(worker)
-        self._start_reader(worker)  # its first message is "ready"; until then it gets no work
+        self._start_io(worker)  # its first message is "ready"; until then it gets no work
 
     def _fail_chunk(
         self, chunk: _Chunk | _Bulk, start: int, status: Status, reason: str, message: str = ""

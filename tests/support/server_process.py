@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from verifier_server.demo import start_server_process
@@ -23,11 +24,26 @@ def server_env(extra_paths: list[Path] | None = None) -> dict[str, str]:
     }
 
 
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs `verifier-server ARGS` to completion, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "verifier_server.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env or server_env(),
+    )
+
+
 class ServerProcess:
     """A `verifier-server serve` subprocess; stopped with SIGTERM by `stop()`."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.process, self.address = start_server_process(args, env=env or server_env())
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, stderr: object = None
+    ) -> None:
+        self.process, self.address = start_server_process(
+            args, env=env or server_env(), stderr=stderr
+        )
 
     def stop(self) -> int:
         if self.process.poll() is None:

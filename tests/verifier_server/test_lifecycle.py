@@ -10,7 +10,7 @@ import time
 
 import grpc
 import pytest
-from server_process import ServerProcess, alive, children_of, server_env
+from server_process import ServerProcess, alive, children_of, run_cli, server_env
 
 from verifier_server._proto.verifier.v1 import verifier_pb2 as pb
 from verifier_server._proto.verifier.v1 import verifier_pb2_grpc as pb_grpc
@@ -67,16 +67,6 @@ def test_second_server_on_the_same_port_fails_loudly(server) -> None:
     )
     assert process.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in process.stderr
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "verifier_server.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=server_env(),
-    )
 
 
 def test_check_reports_every_problem_with_its_location(tmp_path) -> None:

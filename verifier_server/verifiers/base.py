@@ -11,11 +11,19 @@ entry-point group or `--plugin module`). Where it runs is declared by `execution
   event loop does no per-item conversion), or in a server thread when part of a composite.
   The time limit applies to the whole chunk, not to each item.
 - "async": I/O-bound work (remote judges); `ascore` runs on the server's event loop.
+
+Verifiers that keep state in the server process (an HTTP client, a loaded model) declare a
+`Settings` model, filled from the config's `verifier_settings.<name>` and never from a request,
+and override `setup`/`close`, which the server calls around serving (see
+verifier_server.lifecycle). Only "async" verifiers run in the server process; the worker
+processes of "process" and "bulk" verifiers never call `setup`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextvars
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,6 +70,33 @@ class InvalidItem(Exception):
         return result
 
 
+@dataclass(frozen=True)
+class VerifierContext:
+    """What the server hands a verifier's `setup`.
+
+    `settings`: the verifier's validated `Settings` (None if it declares none).
+    `set_serving(serving, part=None)`: reports the verifier's health, shown by the gRPC health
+    service as `verifier.v1.VerifierService/<name>` (or `…/<name>/<part>`, e.g. one backend).
+    Safe to call from the event loop at any time; ignored once the server is shutting down.
+    """
+
+    settings: Any
+    set_serving: Callable[..., None]
+
+
+deadline_var: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "verifier_deadline", default=None
+)
+
+
+def current_deadline() -> float | None:
+    """Inside `ascore`: the `time.monotonic()` by which the caller wants results, or None.
+
+    An async verifier uses it to stop retrying once the caller has given up.
+    """
+    return deadline_var.get()
+
+
 class Verifier:
     """Scores items. Subclasses set the class attributes and override one scoring method.
 
@@ -73,6 +108,15 @@ class Verifier:
     description: ClassVar[str] = ""
     Params: ClassVar[type[Params]] = NoParams
     execution: ClassVar[Execution] = "process"
+    Settings: ClassVar[type[Params] | None] = None
+    """Server-side settings (backends, model paths, secrets' env var names) from the config's
+    `verifier_settings.<name>`. Anything that must not be chosen by a caller goes here."""
+
+    async def setup(self, context: VerifierContext) -> None:
+        """Called once in the server process before it serves; raise to stop start-up."""
+
+    async def close(self) -> None:
+        """Called once when the server stops, after in-flight requests drained."""
 
     def score(self, items: Sequence[Item], params: Any) -> list[Result]:
         """Returns one result per item, in order. The default calls `score_one` per item."""

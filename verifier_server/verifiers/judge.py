@@ -1,0 +1,310 @@
+"""`judge`: an LLM judge behind any OpenAI-compatible chat endpoint.
+
+Backends (URL, model, the *name* of the API key's environment variable, limits) and custom
+rubrics come only from the server config's `verifier_settings.judge`; a request picks a
+backend and a rubric by name. Score mode maps the judge's score from the rubric's range to
+[0, 1]. Pairwise mode compares the completion with the one in `reference`, asking in both
+orders (A/B, then B/A) to cancel position bias: the score is the completion's mean result
+(win 1, tie 0.5, loss 0) and `details.consistent` says whether the two orders agreed.
+
+A judge that could not be asked or whose reply holds no verdict is never a score: the item
+gets TIMEOUT, BACKEND_UNAVAILABLE or VERIFIER_ERROR (with the raw reply in details).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from verifier_server.judge.backend import BackendError, BackendSettings, ChatBackend, Reply
+from verifier_server.judge.cache import ReplyCache
+from verifier_server.judge.rubrics import (
+    BUILTIN_RUBRICS,
+    Rubric,
+    nonce_for,
+    render,
+    verdict_schema,
+)
+from verifier_server.judge.verdicts import Unparseable, parse_score, parse_winner
+from verifier_server.types import Item, Result, Status, truncate
+from verifier_server.verifiers.base import (
+    InvalidItem,
+    Params,
+    Verifier,
+    VerifierContext,
+    current_deadline,
+)
+
+_RATIONALE_CHARS = 1000
+_RAW_CHARS = 2000
+
+
+class JudgeSettings(Params):
+    """`verifier_settings.judge` in the server config."""
+
+    backends: dict[str, BackendSettings] = Field(
+        default_factory=dict, description="OpenAI-compatible endpoints, by name."
+    )
+    rubrics: dict[str, Rubric] = Field(
+        default_factory=dict,
+        description=f"Extra rubric templates, by name (built in: {sorted(BUILTIN_RUBRICS)}).",
+    )
+    cache_size: int = Field(
+        default=10_000,
+        ge=0,
+        description="Replies kept for identical requests; 0 turns the cache off.",
+    )
+
+    @model_validator(mode="after")
+    def _no_shadowing(self) -> JudgeSettings:
+        shadowed = sorted(BUILTIN_RUBRICS.keys() & self.rubrics.keys())
+        if shadowed:
+            raise ValueError(f"rubrics {shadowed} shadow built-in rubrics; rename them")
+        return self
+
+
+class JudgeParams(Params):
+    backend: str | None = Field(
+        default=None,
+        description="A backend named in the server config; may be omitted when it has one.",
+    )
+    rubric: str = Field(
+        default="helpfulness",
+        description=f"A rubric: built in {sorted(BUILTIN_RUBRICS)} or named in the server config.",
+    )
+    timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=600,
+        description="Per-item limit from arrival, slot waits and retries included; then TIMEOUT.",
+    )
+    on_disagreement: Literal["average", "mask"] = Field(
+        default="average",
+        description="Pairwise, when the two orders disagree: average the two results "
+        "(0.5 for a full flip), or mask the item (VERIFIER_ERROR, reason inconsistent_verdicts).",
+    )
+
+
+class JudgeVerifier(Verifier):
+    name = "judge"
+    description = (
+        "LLM judge over an OpenAI-compatible endpoint from the server config: rubric score "
+        "mapped to [0, 1], or pairwise against `reference` in both orders."
+    )
+    Params = JudgeParams
+    Settings = JudgeSettings
+    execution = "async"
+
+    def __init__(self) -> None:
+        self._backends: dict[str, ChatBackend] = {}
+        self._rubrics: dict[str, Rubric] = dict(BUILTIN_RUBRICS)
+        self._secret = secrets.token_bytes(32)  # keys the quote markers' nonces
+
+    async def setup(self, context: VerifierContext) -> None:
+        settings: JudgeSettings = context.settings
+        self._rubrics.update(settings.rubrics)
+        cache: ReplyCache[Reply] = ReplyCache(settings.cache_size)
+
+        def report(name: str, serving: bool) -> None:
+            context.set_serving(serving, name)
+            context.set_serving(all(b.breaker.closed for b in self._backends.values()))
+
+        for name, backend_settings in settings.backends.items():
+            self._backends[name] = ChatBackend(
+                name, backend_settings, cache, lambda ok, n=name: report(n, ok)
+            )
+            context.set_serving(True, name)
+
+    async def close(self) -> None:
+        for backend in self._backends.values():
+            await backend.close()
+        self._backends.clear()
+
+    async def ascore(self, items: Sequence[Item], params: JudgeParams) -> list[Result]:
+        try:
+            backend = self._backend(params)
+            rubric = self._rubric(params)
+        except InvalidItem as exc:
+            return [exc.to_result(item.id) for item in items]
+        deadline = current_deadline()
+        return list(
+            await asyncio.gather(
+                *(self._judge(item, backend, rubric, params, deadline) for item in items)
+            )
+        )
+
+    def _backend(self, params: JudgeParams) -> ChatBackend:
+        if params.backend is None:
+            if len(self._backends) == 1:
+                return next(iter(self._backends.values()))
+            raise InvalidItem(
+                "reward.params.backend",
+                f"name a judge backend; this server has {sorted(self._backends) or 'none'} "
+                "(verifier_settings.judge.backends in its config)",
+            )
+        if params.backend not in self._backends:
+            raise InvalidItem(
+                "reward.params.backend",
+                f"unknown judge backend {params.backend!r}; this server has "
+                f"{sorted(self._backends) or 'none'}",
+            )
+        return self._backends[params.backend]
+
+    def _rubric(self, params: JudgeParams) -> Rubric:
+        if params.rubric not in self._rubrics:
+            raise InvalidItem(
+                "reward.params.rubric",
+                f"unknown rubric {params.rubric!r}; known: {sorted(self._rubrics)}",
+            )
+        return self._rubrics[params.rubric]
+
+    # ---- one item
+
+    async def _judge(
+        self,
+        item: Item,
+        backend: ChatBackend,
+        rubric: Rubric,
+        params: JudgeParams,
+        deadline: float | None,
+    ) -> Result:
+        start = time.monotonic()
+        end = min(start + params.timeout_s, deadline if deadline is not None else float("inf"))
+        try:
+            values = _values(item, rubric)
+            if rubric.mode == "pairwise":
+                result = await self._pairwise(item.id, values, backend, rubric, params, end)
+            else:
+                result = await self._score(item.id, values, backend, rubric, end)
+        except InvalidItem as exc:
+            return exc.to_result(item.id)
+        except BackendError as exc:
+            result = Result.failed(item.id, exc.status, exc.reason, exc.message)
+            if exc.raw is not None:
+                result.details["raw"] = exc.raw
+        result.details.update(backend=backend.name, model=backend.settings.model)
+        result.elapsed_ms = (time.monotonic() - start) * 1000
+        return result
+
+    async def _ask(
+        self, backend: ChatBackend, rubric: Rubric, values: dict[str, str], end: float
+    ) -> tuple[Reply, bool]:
+        json_reply = backend.settings.structured_output != "none"
+        nonce = nonce_for(self._secret, [values[k] for k in sorted(values)])
+        messages = render(rubric, values, nonce, json_reply=json_reply)
+        body = backend.body(messages, verdict_schema(rubric) if json_reply else None)
+        return await backend.complete(body, end)
+
+    async def _score(
+        self,
+        item_id: str,
+        values: dict[str, str],
+        backend: ChatBackend,
+        rubric: Rubric,
+        end: float,
+    ) -> Result:
+        reply, cached = await self._ask(backend, rubric, values, end)
+        try:
+            verdict = parse_score(reply.text, rubric.min_score, rubric.max_score)
+        except Unparseable as exc:
+            return _unparseable(item_id, exc, reply)
+        return Result(
+            id=item_id,
+            score=rubric.to_unit(verdict.score),
+            details={
+                "judge_score": verdict.score,
+                "rationale": truncate(verdict.rationale, _RATIONALE_CHARS),
+                "cached": cached,
+            },
+        )
+
+    async def _pairwise(
+        self,
+        item_id: str,
+        values: dict[str, str],
+        backend: ChatBackend,
+        rubric: Rubric,
+        params: JudgeParams,
+        end: float,
+    ) -> Result:
+        ours, theirs = values["completion_a"], values["completion_b"]
+        swapped = {**values, "completion_a": theirs, "completion_b": ours}
+        (first, cached_1), (second, cached_2) = await asyncio.gather(
+            self._ask(backend, rubric, values, end), self._ask(backend, rubric, swapped, end)
+        )
+        try:
+            verdict_1, verdict_2 = parse_winner(first.text), parse_winner(second.text)
+        except Unparseable as exc:
+            bad = first if _fails(first.text) else second
+            return _unparseable(item_id, exc, bad)
+        # The completion is A in the first order and B in the second.
+        result_1 = {"A": 1.0, "tie": 0.5, "B": 0.0}[verdict_1.winner]
+        result_2 = {"B": 1.0, "tie": 0.5, "A": 0.0}[verdict_2.winner]
+        consistent = result_1 == result_2
+        details: dict[str, Any] = {
+            "winner_completion_first": verdict_1.winner,
+            "winner_completion_second": verdict_2.winner,
+            "consistent": consistent,
+            "rationale": truncate(verdict_1.rationale, _RATIONALE_CHARS),
+            "rationale_swapped": truncate(verdict_2.rationale, _RATIONALE_CHARS),
+            "cached": cached_1 and cached_2,
+        }
+        if not consistent and params.on_disagreement == "mask":
+            result = Result.failed(
+                item_id,
+                Status.VERIFIER_ERROR,
+                "inconsistent_verdicts",
+                "the judge's verdict flipped when the order of the two responses was swapped",
+            )
+            result.details.update(details)
+            return result
+        return Result(
+            id=item_id,
+            score=(result_1 + result_2) / 2,
+            reason="" if consistent else "inconsistent_verdicts",
+            details=details,
+        )
+
+
+def _values(item: Item, rubric: Rubric) -> dict[str, str]:
+    """The texts for the rubric's placeholders; a missing one is the caller's error."""
+    prompt = item.prompt or "\n\n".join(f"{m.role}: {m.content}" for m in item.messages)
+    used = rubric.placeholders
+    if "prompt" in used and not prompt:
+        raise InvalidItem("prompt", "this rubric needs the prompt (prompt or messages)")
+    if rubric.mode == "pairwise":
+        if not isinstance(item.reference, str) or not item.reference:
+            raise InvalidItem(
+                "reference", "pairwise judging needs the other completion, as a string"
+            )
+        return {"prompt": prompt, "completion_a": item.completion, "completion_b": item.reference}
+    values = {"prompt": prompt, "completion": item.completion}
+    if "reference" in used:
+        if item.reference is None or item.reference == "":
+            raise InvalidItem("reference", "this rubric needs a reference answer")
+        values["reference"] = (
+            item.reference if isinstance(item.reference, str) else json.dumps(item.reference)
+        )
+    return values
+
+
+def _fails(text: str) -> bool:
+    try:
+        parse_winner(text)
+    except Unparseable:
+        return True
+    return False
+
+
+def _unparseable(item_id: str, exc: Unparseable, reply: Reply) -> Result:
+    result = Result.failed(item_id, Status.VERIFIER_ERROR, exc.reason, exc.message)
+    result.details["raw"] = truncate(reply.text, _RAW_CHARS)
+    if reply.finish_reason is not None:
+        result.details["finish_reason"] = reply.finish_reason
+    return result
