@@ -183,6 +183,9 @@ def _build_run(
         for name in ("metrics.jsonl", "rollouts.jsonl"):
             truncate_log(output_dir / name, start_step)
         print(f"resuming from {checkpoint} (step {start_step})")
+    else:  # a fresh run: logs of an earlier run in the same dir would mix with this one's
+        for name in ("metrics.jsonl", "rollouts.jsonl"):
+            truncate_log(output_dir / name, 0)
 
     rollout = config.rollout
     engine = HFEngine(model, tokenizer, batch_size=rollout.batch_size)

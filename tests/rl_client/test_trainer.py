@@ -159,3 +159,14 @@ def test_unknown_reward_name_is_an_error_before_training(
     with pytest.raises(DataError, match=r"unknown reward 'maths' \(first in row 'q0'\)"):
         _run(settings, [f"reward.address={server.address}"])
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_fresh_run_in_a_used_dir_starts_clean_logs(
+    tiny_model: Path, toy_prompts: Path, tmp_path: Path, server
+) -> None:
+    settings = train_settings(tiny_model, toy_prompts, tmp_path / "run")
+    overrides = [f"reward.address={server.address}", "output.resume=false", "train.steps=1"]
+    _run(settings, overrides)
+    _run(settings, overrides)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1]
