@@ -6,9 +6,10 @@ model, prompts, group size, generation length, learning rate and reward.
 
 TRL is installed on first use into its own virtualenv, `.bench-venv-trl` (torch 2.13 CPU, trl,
 transformers in the range rl_client uses). Both start from the same SFT warm-started model.
-The first `--warmup` steps of each are left out of the timings. Prints a table: s/step for
-each, the ratio ours/TRL (target <= 0.8), where our step's time goes, TRL's time inside
-`generate`, and the mean reward over the last steps.
+Each trainer runs `--repeats` times, alternating, so a change in the machine's load hits
+both; the first `--warmup` steps of every run are left out of the timings. Prints a table:
+s/step for each, the ratio ours/TRL (target <= 0.8), where our step's time goes, TRL's time
+inside `generate`, and the mean reward over the first and the last steps.
 """
 
 from __future__ import annotations
@@ -84,10 +85,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=60, help="GRPO steps for each trainer")
     parser.add_argument("--warmup", type=int, default=5, help="first steps left out of timings")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each trainer, alternating")
     parser.add_argument("--prompts", type=int, default=2, help="prompts per step")
     parser.add_argument("--group", type=int, default=4, help="completions per prompt (G)")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="generation budget")
-    parser.add_argument("--lr", type=float, default=5e-4, help="learning rate (constant)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (constant)")
     parser.add_argument("--sft-steps", type=int, default=800, help="warm-start SFT steps")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads for both (default: torch's)"
@@ -119,30 +121,35 @@ def main() -> int:
             "seed": 0,
             "threads": args.threads,
         }
-        trl = run_trl(python, job)
-        ours = run_ours(directory, paths, args)
+        # Alternate the two trainers so that a change in the machine's load hits both.
+        trl_runs, our_runs = [], []
+        for _ in range(args.repeats):
+            trl_runs.append(run_trl(python, job))
+            our_runs.append(run_ours(directory, paths, args))
 
-    skip = args.warmup
-    trl_step = statistics.median(trl["step_s"][skip:])
-    trl_generate = statistics.median(trl["generate_s"][skip:])
-    ours_step = statistics.median(m["time_step_s"] for m in ours[skip:])
+    skip, last = args.warmup, max(1, args.steps // 5)
+    trl_steps = [t for run in trl_runs for t in run["step_s"][skip:]]
+    trl_gen = [t for run in trl_runs for t in run["generate_s"][skip:]]
+    ours_after = [m for run in our_runs for m in run[skip:]]
+    trl_step, trl_generate = statistics.median(trl_steps), statistics.median(trl_gen)
+    ours_step = statistics.median(m["time_step_s"] for m in ours_after)
     parts = {
-        name: statistics.median(m[key] for m in ours[skip:])
+        name: statistics.median(m[key] for m in ours_after)
         for name, key in (
             ("generate", "time_generate_s"),
             ("reward wait", "time_reward_s"),
             ("train", "time_train_s"),
         )
     }
-    last = max(1, args.steps // 5)
-    trl_first = statistics.fmean(trl["rewards"][:last])
-    trl_reward = statistics.fmean(trl["rewards"][-last:])
-    ours_first = statistics.fmean(m["reward_mean"] for m in ours[:last])
-    ours_reward = statistics.fmean(m["reward_mean"] for m in ours[-last:])
+    trl_first = statistics.fmean(r for run in trl_runs for r in run["rewards"][:last])
+    trl_reward = statistics.fmean(r for run in trl_runs for r in run["rewards"][-last:])
+    ours_first = statistics.fmean(m["reward_mean"] for run in our_runs for m in run[:last])
+    ours_reward = statistics.fmean(m["reward_mean"] for run in our_runs for m in run[-last:])
 
     print(
         f"\nGRPO, {args.prompts} prompts x {args.group} samples x {args.max_new_tokens} new "
-        f"tokens, {args.steps} steps (median over steps {skip + 1}..{args.steps})\n"
+        f"tokens, {args.steps} steps x {args.repeats} runs each, alternating (median over "
+        f"steps {skip + 1}..{args.steps} of every run)\n"
     )
     rows = [
         (
