@@ -28,7 +28,8 @@ from rl_client.run import (
 def evaluate(
     config: TrainConfig, *, model_path: str | None = None, limit: int | None = None
 ) -> dict[str, Any]:
-    """Scores `model_path` (default `model.path`) on `data.eval_path` (default `data.path`)."""
+    """Scores `model_path` (default `model.path`; a checkpoint's `policy/` dir works too, LoRA
+    adapters included) on `data.eval_path` (default `data.path`)."""
     from transformers import AutoModelForCausalLM
 
     data, rollout = config.data, config.rollout
@@ -38,7 +39,12 @@ def evaluate(
     rows = prompts_from_config(data, data.eval_path or data.path)[:limit]
     tokenizer = load_tokenizer(path)
     prompt_ids = tokenize_prompts(tokenizer, rows, data.max_prompt_tokens)
-    model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
+    if (Path(path) / "adapter_config.json").exists():  # a LoRA checkpoint: base + adapters
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path).to(device).eval()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
     engine = HFEngine(model, tokenizer, batch_size=rollout.batch_size)
     params = sampling_params(rollout)
     with reward_service(config.reward) as rewards:

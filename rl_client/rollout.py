@@ -42,7 +42,8 @@ class RolloutTimings:
 
 
 def completion_items(group: Group, tag: str, overlong: Overlong | None) -> list[Item]:
-    """The reward server's items for one group; ids are unique within a step."""
+    """The reward server's items for one group. `tag` must be unique per group within a request
+    (a prompt can be drawn twice in one step when the dataset is smaller than the batch)."""
     spec = with_overlong(group.row.reward, overlong)
     return [
         Item(
@@ -88,7 +89,11 @@ def sample_and_score(
                 strict=True,
             )
         ]
-        items = [item for g in chunk_groups for item in completion_items(g, tag, overlong)]
+        items = [
+            item
+            for offset, group in enumerate(chunk_groups)
+            for item in completion_items(group, f"{tag}.{start + offset}", overlong)
+        ]
         pending.append((chunk_groups, rewards.submit(items)))
         groups += chunk_groups
     began = time.perf_counter()

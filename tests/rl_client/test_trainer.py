@@ -11,6 +11,7 @@ from rl_helpers import train_settings, write_prompts
 
 from rl_client.config import TrainConfig, build_config
 from rl_client.data import DataError
+from rl_client.evaluate import evaluate
 from rl_client.trainer import train
 
 pytestmark = pytest.mark.integration
@@ -132,22 +133,22 @@ def test_lora_reference_is_the_base_without_adapters(
     ]
     data = write_prompts(tmp_path / "p.jsonl", rows)
     settings = train_settings(tiny_model, data, tmp_path / "run")
-    history = _run(
-        settings,
-        [
-            f"reward.address={server.address}",
-            "model.lora_r=4",
-            "model.lora_target_modules=[q_proj, v_proj]",
-            "algorithm.kl_coef=0.1",
-            "train.lr=0.05",
-            "train.steps=3",
-        ],
-    )
+    overrides = [
+        f"reward.address={server.address}",
+        "model.lora_r=4",
+        "model.lora_target_modules=[q_proj, v_proj]",
+        "algorithm.kl_coef=0.1",
+        "train.lr=0.05",
+        "train.steps=3",
+    ]
+    history = _run(settings, overrides)
     assert history[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at 0
     assert history[-1]["kl"] > 1e-6  # the adapters moved the policy away from the base
-    assert (
-        tmp_path / "run" / "checkpoints" / "step_000003" / "policy" / "adapter_config.json"
-    ).exists()
+    policy = tmp_path / "run" / "checkpoints" / "step_000003" / "policy"
+    assert (policy / "adapter_config.json").exists()
+    # The adapter checkpoint loads back for evaluation (base from model.path + adapters).
+    report = evaluate(build_config(TrainConfig, settings, overrides), model_path=str(policy))
+    assert report["prompts"] == 8 and report["masked_items"] == 0
 
 
 def test_unknown_reward_name_is_an_error_before_training(
@@ -170,3 +171,14 @@ def test_a_fresh_run_in_a_used_dir_starts_clean_logs(
     _run(settings, overrides)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1]
+
+
+def test_a_dataset_smaller_than_the_batch_repeats_prompts_within_a_step(
+    tiny_model: Path, tmp_path: Path, server
+) -> None:
+    rows = [{"id": "only", "prompt": "a", "reward": LETTER, "reference": "[a-z]"}]
+    data = write_prompts(tmp_path / "p.jsonl", rows)
+    settings = train_settings(tiny_model, data, tmp_path / "run")
+    history = _run(settings, [f"reward.address={server.address}", "train.steps=1"])
+    assert history[0]["train_groups"] + history[0]["dropped_groups"] == 2
+    assert history[0]["data_epoch"] == 1
