@@ -1,4 +1,4 @@
-"""`verifier-server demo` (what `make run` does): start a real server as a subprocess on a
+"""`verifier-server demo`: start a real server as a subprocess on a
 free loopback port, score the bundled sample batch through the client, print a table, stop."""
 
 from __future__ import annotations
