@@ -126,3 +126,19 @@ def test_sft_labels_cover_only_the_response_and_eos(tiny_model: Path, tmp_path: 
     assert ids[-len(response) :] == response
     prompt_text = tokenizer.decode(ids[: -len(response)])
     assert prompt_text.endswith("What is 2+2?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_kl_in_the_reward_is_summed_per_sequence_before_the_advantage() -> None:
+    batch = build_batch(GROUPS, pad_token_id=0, mask_truncated=False)
+    batch.ref_logprobs = torch.full_like(batch.sampler_logprobs, -1.5) * batch.completion_mask
+    algo = AlgorithmConfig(
+        advantage="dr_grpo", kl_coef=0.1, kl_estimator="k1", kl_placement="reward"
+    )
+    advantages, _ = compute_advantages(batch, algo)
+    # k1 = logp - ref = -1 - (-1.5) = 0.5 per token; penalty 0.1 * 0.5 * length
+    # group 0 (lengths 3, 2, 4): 1 - .15, 0 - .1, 1 - .2 = .85, -.1, .8; mean 1.55 / 3
+    #   -> .333333, -.616667, .283333
+    # group 1 (lengths 2, 3, 2, 3): -.1, -.15, .9, -.15; mean .125
+    #   -> -.225, -.275, .775, -.275
+    expected = [0.333333, -0.616667, 0.283333, -0.225, -0.275, 0.775, -0.275]
+    torch.testing.assert_close(advantages[:, 0], torch.tensor(expected), atol=1e-5, rtol=0)
