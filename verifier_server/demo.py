@@ -34,6 +34,18 @@ def item_from_json(row: dict[str, Any]) -> Item:
     )
 
 
+# Runs `verifier_server.cli` after asking Linux for SIGTERM when the parent dies
+# (PR_SET_PDEATHSIG = 1); exits at once if the parent (argv[1]) is already gone.
+_DIE_WITH_PARENT = """
+import ctypes, os, runpy, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+sys.argv = ["verifier-server", *sys.argv[2:]]
+runpy.run_module("verifier_server.cli", run_name="__main__", alter_sys=True)
+"""
+
+
 def start_server_process(
     args: Sequence[str],
     env: dict[str, str] | None = None,
@@ -46,11 +58,17 @@ def start_server_process(
     `stderr` (a file, or None to inherit ours) receives the server's logs. `die_with_parent`:
     the server gets SIGTERM when the calling thread's process dies, even by SIGKILL (Linux
     PR_SET_PDEATHSIG), so a killed trainer leaves no sidecar behind."""
+    # die_with_parent: the child sets PR_SET_PDEATHSIG itself, right after exec (a
+    # preexec_fn would run between fork and exec, which is unsafe in a threaded parent).
+    launcher = (
+        ["-c", _DIE_WITH_PARENT, str(os.getpid())]
+        if die_with_parent
+        else ["-m", "verifier_server.cli"]
+    )
     process = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "verifier_server.cli",
+            *launcher,
             "serve",
             "--port",
             "0",
@@ -62,7 +80,6 @@ def start_server_process(
         stderr=stderr,
         text=True,
         env={**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1"},
-        preexec_fn=_term_on_parent_death if die_with_parent else None,
     )
     assert process.stdout is not None
     line = process.stdout.readline()  # "verifier-server listening on 127.0.0.1:PORT"
@@ -70,14 +87,6 @@ def start_server_process(
         process.kill()
         raise RuntimeError(f"the server did not start (exit code {process.wait(timeout_s)})")
     return process, line.split("listening on ", 1)[1].split(", ")[0].strip()
-
-
-def _term_on_parent_death() -> None:
-    """In the child before exec: ask Linux for SIGTERM when the parent dies."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 def format_table(items: Sequence[Item], results: Sequence[Result]) -> str:
