@@ -1,7 +1,9 @@
 """The rollout engine interface. An engine turns prompt token ids into G sampled completions
 each, with the sampler's own logprob of every sampled token, and takes new weights after each
-update. `hf.py` (transformers `generate`) is the one here; a vLLM engine implements the same
-two methods."""
+update. Engines: `hf.py` (transformers `generate`), `vllm_local.py` (in-process `vllm.LLM`),
+`vllm_remote.py` (a `vllm serve` over HTTP). An engine that can also yield each completion as
+it finishes has a `stream(prompts, params)` method yielding (prompt index, sample index,
+completion); the rollout then requests each reward at once."""
 
 from __future__ import annotations
 
@@ -40,6 +42,15 @@ class RolloutEngine(Protocol):
         """[B prompts] -> [B][G] completions, in prompt order."""
         ...
 
+    @property
+    def pad_token_id(self) -> int: ...
+
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Makes the engine sample from `model`'s current weights."""
         ...
+
+    def sleep(self) -> None:
+        """The trainer is about to update: free what the engine can (GPU memory)."""
+        ...
+
+    def close(self) -> None: ...
