@@ -26,14 +26,14 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from rl_client.collect import Collected, RolloutPlan, TakePrompts, generate_batch
 from rl_client.engines.versioned import VersionedEngine
 from rl_client.rewards import RewardService
-from rl_client.rollout import Group, RolloutTimings
+from rl_client.rollout import Group, RolloutTimings, Scoring
 from rl_client.sampling import filter_groups
 
 
@@ -43,9 +43,18 @@ class RolloutThreadError(RuntimeError):
 
 @dataclass
 class StepBatch:
+    """A step's batch: generated; scored once `finish` ran (checkpoints hold finished ones)."""
+
     step: int
-    groups: list[Group]
-    timings: RolloutTimings
+    scoring: Scoring | None  # rewards on their way
+    groups: list[Group] = field(default_factory=list)
+    timings: RolloutTimings = field(default_factory=RolloutTimings)
+
+    def finish(self) -> StepBatch:
+        if self.scoring is not None:
+            self.groups, self.timings = self.scoring.finish()
+            self.scoring = None
+        return self
 
 
 class AsyncCollector:
@@ -99,11 +108,13 @@ class AsyncCollector:
                         return
                     step, self._busy = self._next_step, True
                     rows, prompt_ids = self.take_prompts(self.plan.prompts_per_step)
-                groups, timings = generate_batch(
+                # Not waiting for the rewards: the next batch can start generating while
+                # this one is scored (the trainer waits for them when it takes the batch).
+                scoring = generate_batch(
                     self.engine, self.rewards, rows, prompt_ids, self.plan, f"{step}.0"
                 )
                 with self._cond:
-                    self._ready.append(StepBatch(step, groups, timings))
+                    self._ready.append(StepBatch(step, scoring))
                     self._next_step, self._busy = step + 1, False
                     self._cond.notify_all()
         except BaseException as exc:
@@ -126,7 +137,7 @@ class AsyncCollector:
                 raise RuntimeError(f"step {step} was handed the batch of step {batch.step}")
             self._taken = step
             self._cond.notify_all()
-            return batch
+        return batch.finish()
 
     def collect(self, step: int) -> Collected:
         began = time.perf_counter()
@@ -154,7 +165,7 @@ class AsyncCollector:
             [batch.groups[i].prompt_ids for i in stale],
             self.plan,
             f"{step}.1",
-        )
+        ).finish()
         for index, group in zip(stale, fresh, strict=True):
             batch.groups[index] = group
         batch.timings.generate_s += timings.generate_s
@@ -182,9 +193,9 @@ class AsyncCollector:
                 self._cond.notify_all()
 
     def buffered(self) -> list[StepBatch]:
-        """The finished batches not yet trained (call inside `paused()`)."""
+        """The batches generated and not yet trained, scored (call inside `paused()`)."""
         with self._cond:
-            return list(self._ready)
+            return [batch.finish() for batch in self._ready]
 
     def close(self) -> None:
         with self._cond:

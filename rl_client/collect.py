@@ -18,7 +18,7 @@ from rl_client.data import PromptRow
 from rl_client.engines.base import SamplingParams
 from rl_client.engines.versioned import VersionedEngine
 from rl_client.rewards import Overlong, RewardService
-from rl_client.rollout import Group, RolloutTimings, sample_and_score
+from rl_client.rollout import Group, RolloutTimings, Scoring, sample
 from rl_client.sampling import FilterStats, filter_groups
 
 TakePrompts = Callable[[int], tuple[list[PromptRow], list[list[int]]]]
@@ -69,7 +69,7 @@ class SyncCollector:
             rows, prompt_ids = self.take_prompts(self.plan.prompts_per_step - len(out.kept))
             groups, timings = generate_batch(
                 self.engine, self.rewards, rows, prompt_ids, self.plan, f"{step}.{out.rounds}"
-            )
+            ).finish()
             out.rounds += 1
             out.timings.generate_s += timings.generate_s
             out.timings.reward_wait_s += timings.reward_wait_s
@@ -102,8 +102,9 @@ def generate_batch(
     prompt_ids: list[list[int]],
     plan: RolloutPlan,
     tag: str,
-) -> tuple[list[Group], RolloutTimings]:
-    return sample_and_score(
+) -> Scoring:
+    """Generates the batch; its rewards are requested and still on their way."""
+    return sample(
         engine,
         rewards,
         rows,

@@ -60,7 +60,39 @@ def completion_item(
     )
 
 
-def sample_and_score(
+@dataclass
+class Scoring:
+    """A generated batch whose rewards are on their way: `finish` waits for them."""
+
+    rows: Sequence[PromptRow]
+    prompt_ids: Sequence[list[int]]
+    completions: list[list[Completion]]  # [B][G]
+    versions: list[int]  # [B] the policy version that sampled each group
+    pending: list[tuple[list[tuple[int, int]], Future[list[Result]]]]  # (prompt, sample) keys
+    timings: RolloutTimings
+
+    def finish(self) -> tuple[list[Group], RolloutTimings]:
+        began = time.perf_counter()
+        results: dict[tuple[int, int], Result] = {}
+        for keys, future in self.pending:
+            results.update(zip(keys, future.result(), strict=True))
+        groups = [
+            Group(
+                row,
+                ids,
+                samples,
+                [results[index, sample] for sample in range(len(samples))],
+                policy_version=self.versions[index],
+            )
+            for index, (row, ids, samples) in enumerate(
+                zip(self.rows, self.prompt_ids, self.completions, strict=True)
+            )
+        ]
+        self.timings.reward_wait_s += time.perf_counter() - began
+        return groups, self.timings
+
+
+def sample(
     engine: VersionedEngine,
     rewards: RewardService,
     rows: Sequence[PromptRow],
@@ -70,12 +102,11 @@ def sample_and_score(
     chunk_prompts: int,
     overlong: Overlong | None,
     tag: str,
-) -> tuple[list[Group], RolloutTimings]:
-    """Generates `params.n` completions for each row and scores them. A streaming engine has
-    each completion's reward requested the moment it finishes; otherwise each chunk of
-    `chunk_prompts` prompts is submitted for scoring as soon as it is generated, while the
-    next chunk generates."""
-    timings = RolloutTimings()
+) -> Scoring:
+    """Generates `params.n` completions for each row, requesting rewards while it goes: a
+    streaming engine has each completion's reward requested the moment it finishes;
+    otherwise each chunk of `chunk_prompts` prompts is submitted as soon as it is generated,
+    while the next chunk generates. Returns without waiting for the rewards."""
     completions: list[list[Completion | None]] = [[None] * params.n for _ in rows]
     versions = [0] * len(rows)
     pending: list[tuple[list[tuple[int, int]], Future[list[Result]]]] = []
@@ -95,31 +126,41 @@ def sample_and_score(
     for start in range(0, len(rows), chunk_prompts):
         chunk = prompt_ids[start : start + chunk_prompts]
         if engine.streams:
-            for prompt, sample, completion, version in engine.stream(chunk, params):
-                submit([(start + prompt, sample, completion, version)])
+            for prompt, sample_index, completion, version in engine.stream(chunk, params):
+                submit([(start + prompt, sample_index, completion, version)])
         else:
             generated, version = engine.generate(chunk, params)
             submit(
                 [
-                    (start + prompt, sample, completion, version)
+                    (start + prompt, sample_index, completion, version)
                     for prompt, group in enumerate(generated)
-                    for sample, completion in enumerate(group)
+                    for sample_index, completion in enumerate(group)
                 ]
             )
-    timings.generate_s = time.perf_counter() - began
-    began = time.perf_counter()
-    results: dict[tuple[int, int], Result] = {}
-    for keys, future in pending:
-        results.update(zip(keys, future.result(), strict=True))
-    groups = [
-        Group(
-            row,
-            ids,
-            [c for c in samples if c is not None],
-            [results[index, sample] for sample in range(params.n)],
-            policy_version=versions[index],
-        )
-        for index, (row, ids, samples) in enumerate(zip(rows, prompt_ids, completions, strict=True))
-    ]
-    timings.reward_wait_s = time.perf_counter() - began
-    return groups, timings
+    timings = RolloutTimings(generate_s=time.perf_counter() - began)
+    done = [[c for c in samples if c is not None] for samples in completions]
+    return Scoring(rows, prompt_ids, done, versions, pending, timings)
+
+
+def sample_and_score(
+    engine: VersionedEngine,
+    rewards: RewardService,
+    rows: Sequence[PromptRow],
+    prompt_ids: Sequence[list[int]],
+    params: SamplingParams,
+    *,
+    chunk_prompts: int,
+    overlong: Overlong | None,
+    tag: str,
+) -> tuple[list[Group], RolloutTimings]:
+    """`sample`, then wait for the rewards."""
+    return sample(
+        engine,
+        rewards,
+        rows,
+        prompt_ids,
+        params,
+        chunk_prompts=chunk_prompts,
+        overlong=overlong,
+        tag=tag,
+    ).finish()
