@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rl_client.collect import Collected, RolloutPlan, TakePrompts, generate_batch
+from rl_client.collect import Collected, RolloutPlan, TakePrompts, close_plan, generate_batch
 from rl_client.engines.versioned import VersionedEngine
 from rl_client.rewards import RewardService
 from rl_client.rollout import Group, RolloutTimings, Scoring
@@ -202,4 +202,5 @@ class AsyncCollector:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout=600)
+        close_plan(self.plan)
         self.engine.close()

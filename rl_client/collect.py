@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from rl_client.agentic.loop import AgentLoop
 from rl_client.data import PromptRow
 from rl_client.engines.base import SamplingParams
 from rl_client.engines.versioned import VersionedEngine
@@ -32,6 +33,7 @@ class RolloutPlan:
     sampling: SamplingParams
     chunk_prompts: int  # prompts per engine call
     overlong: Overlong | None
+    agent: AgentLoop | None = None  # multi-turn tool-calling episodes
 
 
 @dataclass
@@ -92,7 +94,13 @@ class SyncCollector:
         return []
 
     def close(self) -> None:
+        close_plan(self.plan)
         self.engine.close()
+
+
+def close_plan(plan: RolloutPlan) -> None:
+    if plan.agent is not None:
+        plan.agent.close()
 
 
 def generate_batch(
@@ -113,4 +121,5 @@ def generate_batch(
         chunk_prompts=plan.chunk_prompts,
         overlong=plan.overlong,
         tag=tag,
+        agent=plan.agent,
     )

@@ -126,6 +126,32 @@ class RemoteEngineSettings(_Strict):
     )
 
 
+class AgentSettings(_Strict):
+    """`rollout.agent`: multi-turn episodes with tool calls (see rl_client/agentic)."""
+
+    environment: str = Field(
+        description="'math_python' (math with a sandboxed Python tool), or "
+        "'package.module:function' returning an environment factory."
+    )
+    max_turns: int = Field(default=4, ge=1, description="Model turns per episode at most.")
+    max_episode_tokens: int = Field(
+        default=512, ge=1, description="Tokens of an episode's response (turns + tool outputs)."
+    )
+    tool_timeout_s: float = Field(default=10.0, gt=0, description="Deadline of one tool call.")
+    max_tool_output_chars: int = Field(
+        default=1000, ge=1, description="Longer tool outputs are truncated."
+    )
+    turn_end: str = Field(
+        default="<|im_end|>",
+        description="Closes a turn that stopped at </tool_call> (the chat template's end of "
+        "message).",
+    )
+    observation_template: str = Field(
+        default="\n<|im_start|>tool\n{content}<|im_end|>\n<|im_start|>assistant\n",
+        description="How tool outputs enter the context ({content}); ChatML by default.",
+    )
+
+
 class RolloutConfig(_Strict):
     engine: Literal["hf", "vllm", "vllm_remote"] = Field(
         default="hf",
@@ -135,6 +161,9 @@ class RolloutConfig(_Strict):
     vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="engine: vllm.")
     remote: RemoteEngineSettings | None = Field(
         default=None, description="engine: vllm_remote (required there)."
+    )
+    agent: AgentSettings | None = Field(
+        default=None, description="Multi-turn tool-calling episodes; None: one turn."
     )
     mode: Literal["sync", "async"] = Field(
         default="sync",

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from rl_client.agentic.loop import AgentLoop
 from rl_client.data import PromptRow
 from rl_client.engines.base import Completion, SamplingParams
 from rl_client.engines.versioned import VersionedEngine
@@ -102,11 +103,13 @@ def sample(
     chunk_prompts: int,
     overlong: Overlong | None,
     tag: str,
+    agent: AgentLoop | None = None,
 ) -> Scoring:
     """Generates `params.n` completions for each row, requesting rewards while it goes: a
     streaming engine has each completion's reward requested the moment it finishes;
     otherwise each chunk of `chunk_prompts` prompts is submitted as soon as it is generated,
-    while the next chunk generates. Returns without waiting for the rewards."""
+    while the next chunk generates. With an `agent`, each sample is a multi-turn episode.
+    Returns without waiting for the rewards."""
     completions: list[list[Completion | None]] = [[None] * params.n for _ in rows]
     versions = [0] * len(rows)
     pending: list[tuple[list[tuple[int, int]], Future[list[Result]]]] = []
@@ -125,11 +128,15 @@ def sample(
     began = time.perf_counter()
     for start in range(0, len(rows), chunk_prompts):
         chunk = prompt_ids[start : start + chunk_prompts]
-        if engine.streams:
+        if agent is None and engine.streams:
             for prompt, sample_index, completion, version in engine.stream(chunk, params):
                 submit([(start + prompt, sample_index, completion, version)])
         else:
-            generated, version = engine.generate(chunk, params)
+            if agent is None:
+                generated, version = engine.generate(chunk, params)
+            else:
+                chunk_rows = list(rows[start : start + chunk_prompts])
+                generated, version = agent.generate(engine, chunk_rows, list(chunk), params)
             submit(
                 [
                     (start + prompt, sample_index, completion, version)

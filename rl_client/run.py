@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from rl_client.agentic.env import environment_factory
+from rl_client.agentic.loop import AgentLoop
 from rl_client.async_collect import AsyncCollector
 from rl_client.checkpoint import (
     latest_checkpoint,
@@ -19,7 +21,14 @@ from rl_client.checkpoint import (
     truncate_log,
 )
 from rl_client.collect import RolloutPlan, SyncCollector, TakePrompts
-from rl_client.config import DataConfig, RewardConfig, RolloutConfig, TrainConfig, dump_config
+from rl_client.config import (
+    AgentSettings,
+    DataConfig,
+    RewardConfig,
+    RolloutConfig,
+    TrainConfig,
+    dump_config,
+)
 from rl_client.data import DataError, PromptCursor, PromptRow, load_prompts, render_prompt
 from rl_client.engines.base import SamplingParams
 from rl_client.engines.factory import build_engine
@@ -226,7 +235,7 @@ def _build_run(
         prompt_ids=prompt_ids,
         cursor=cursor,
         learner=learner,
-        collector=_collector(config, engine, rewards, take, overlong, buffered),
+        collector=_collector(config, tokenizer, engine, rewards, take, overlong, buffered),
         rewards=rewards,
         log=log,
         start_step=start_step,
@@ -245,8 +254,25 @@ def prompt_taker(
     return take
 
 
+def agent_loop(settings: AgentSettings, tokenizer: Any) -> AgentLoop:
+    factory = environment_factory(
+        settings.environment,
+        timeout_s=settings.tool_timeout_s,
+        max_chars=settings.max_tool_output_chars,
+    )
+    return AgentLoop(
+        factory,
+        tokenizer,
+        max_turns=settings.max_turns,
+        max_episode_tokens=settings.max_episode_tokens,
+        turn_end=settings.turn_end,
+        observation_template=settings.observation_template,
+    )
+
+
 def _collector(
     config: TrainConfig,
+    tokenizer: Any,
     engine: VersionedEngine,
     rewards: RewardService,
     take_prompts: TakePrompts,
@@ -260,6 +286,7 @@ def _collector(
         sampling=sampling,
         chunk_prompts=max(1, rollout.batch_size // sampling.n),
         overlong=overlong,
+        agent=agent_loop(rollout.agent, tokenizer) if rollout.agent is not None else None,
     )
     if rollout.mode == "sync":
         if buffered:

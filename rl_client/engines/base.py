@@ -29,6 +29,9 @@ class Completion:
     logprobs: list[float]  # the sampler's logprob of each token (after temperature, top-p)
     text: str  # decoded, without special tokens
     finish_reason: Literal["stop", "length"] = "stop"  # "length": hit max_new_tokens
+    # Multi-turn episodes: 1 on the tokens the policy sampled, 0 on tool outputs (not in the
+    # loss). None: every token is the policy's.
+    loss_mask: tuple[int, ...] | None = None
 
     @property
     def truncated(self) -> bool:
