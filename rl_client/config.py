@@ -334,6 +334,11 @@ class TrainConfig(_Strict):
                 "algorithm.dynamic_sampling with rollout.mode='async' is not supported: the "
                 "batch of a future step must be known when its generation starts"
             )
+        if rollout.mode == "async" and rollout.engine == "vllm" and rollout.vllm.sleep_mode:
+            raise ValueError(
+                "rollout.vllm.sleep_mode needs rollout.mode='sync': in async mode the engine "
+                "generates while the trainer updates"
+            )
         if rollout.engine == "vllm_remote" and rollout.remote is None:
             raise ValueError("rollout.engine='vllm_remote' needs a rollout.remote section")
         if algo.dynamic_sampling and rollout.group_size < 2:
