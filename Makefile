@@ -59,6 +59,7 @@ bench: setup
 	$(PY) benchmarks/sandbox_overhead.py
 	$(PY) benchmarks/vs_trl.py
 	$(PY) benchmarks/reward_model.py
+	$(PY) benchmarks/async_speedup.py
 
 protos: setup
 	$(PY) tools/gen_protos.py

@@ -1,5 +1,8 @@
-"""Asynchronous rollouts with bounded staleness: a background thread generates and scores the
-batches of the next steps while the current step trains.
+"""Asynchronous rollouts with bounded staleness: a background thread generates the batches of
+the next steps while the current step trains. Each completion's reward is requested as soon as
+it is generated, and the thread goes on to the next batch without waiting for the scores; the
+trainer collects them when it takes the batch, so reward latency hides behind both generation
+and training.
 
 - Step t's batch is B prompts taken from the data cursor in step order, so which prompts a
   step trains on does not depend on timing (and a resumed run draws the same ones).

@@ -7,7 +7,7 @@ completion); the rollout then requests each reward at once."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -57,3 +57,13 @@ class RolloutEngine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def gather_stream(
+    stream: Iterator[tuple[int, int, Completion]], num_prompts: int, n: int
+) -> list[list[Completion]]:
+    """A streaming engine's `generate`: its (prompt, sample, completion) in [B][G] order."""
+    out: list[list[Completion | None]] = [[None] * n for _ in range(num_prompts)]
+    for prompt_index, sample_index, completion in stream:
+        out[prompt_index][sample_index] = completion
+    return [[c for c in group if c is not None] for group in out]

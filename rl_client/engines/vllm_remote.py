@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from rl_client.engines.base import Completion, SamplingParams
+from rl_client.engines.base import Completion, SamplingParams, gather_stream
 from rl_client.engines.weights import export_weights
 
 WEIGHTS_FILE = "model.safetensors"
@@ -143,10 +143,7 @@ class RemoteVLLMEngine:
         self, prompts: Sequence[Sequence[int]], params: SamplingParams
     ) -> list[list[Completion]]:
         """[B prompts] -> [B][G] completions, in prompt order."""
-        out: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
-        for prompt_index, sample_index, completion in self.stream(prompts, params):
-            out[prompt_index][sample_index] = completion
-        return [[c for c in group if c is not None] for group in out]
+        return gather_stream(self.stream(prompts, params), len(prompts), params.n)
 
     def stream(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams
