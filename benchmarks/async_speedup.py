@@ -186,8 +186,8 @@ def main() -> int:
         }
         print(f"\n{args.steps} steps, {args.prompts} prompts x {args.group} samples, engine "
               f"{args.engine}; medians over steps {args.warmup + 1}..{args.steps}")  # fmt: skip
-        header = ("mode", "s/step", "generate", "reward wait", "train", "batch wait", "lag",
-                  "reward", "speedup")  # fmt: skip
+        header = ("mode", "s/step", "generate", "reward wait", "train", "sync", "batch wait",
+                  "lag", "reward", "speedup")  # fmt: skip
         print("".join(f"{h:>12}" if i else f"{h:<20}" for i, h in enumerate(header)))
         sync_step = None
         for name, history in results.items():
@@ -205,6 +205,7 @@ def main() -> int:
                 median("time_generate_s"),
                 median("time_reward_s"),
                 median("time_train_s"),
+                median("time_sync_s"),
                 median("time_rollout_wait_s"),
                 lag,
                 reward,

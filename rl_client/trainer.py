@@ -63,7 +63,9 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
         # 5. update
         update = run.learner.update(batch)
     # 6. sync: the engine samples from the weights of this step (its version) from now on
+    sync_began = time.perf_counter()
     run.collector.sync_weights(run.learner.model, step)
+    sync_s = time.perf_counter() - sync_began
     # 7. log
     metrics = {
         "step": step,
@@ -86,7 +88,8 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
         "time_generate_s": rollout.timings.generate_s,
         "time_reward_s": rollout.timings.reward_wait_s,
         "time_rollout_wait_s": rollout.wait_s,
-        "time_train_s": time.perf_counter() - train_began,
+        "time_train_s": sync_began - train_began,
+        "time_sync_s": sync_s,  # async: includes waiting for the engine's call in progress
         "time_step_s": time.perf_counter() - began,
     }
     if algo.dynamic_sampling:

@@ -21,7 +21,14 @@ from server_process import alive, children_of
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 STEPS = 6
-VOLATILE = ("time_generate_s", "time_reward_s", "time_train_s", "time_step_s")
+VOLATILE = (
+    "time_generate_s",
+    "time_reward_s",
+    "time_train_s",
+    "time_sync_s",
+    "time_rollout_wait_s",
+    "time_step_s",
+)
 
 
 def _config(tiny_model: Path, data: Path, output: Path, **rollout: object) -> Path:
