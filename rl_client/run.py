@@ -224,9 +224,15 @@ def _build_run(
     )
     if rng is not None:  # last but the engine: nothing above consumes the restored streams
         set_rng_state(rng)
+    # Batches an async run had generated ahead (checkpoints older than async mode have none).
+    buffered = trainer_state.get("rollout_buffer", [])
     engine = VersionedEngine(build_engine(config, model, tokenizer), version=start_step)
-    buffered = trainer_state.get("rollout_buffer", []) if checkpoint is not None else []
-    take = prompt_taker(cursor, rows, prompt_ids)
+    try:  # a failure from here on must not leave vLLM's processes running
+        take = prompt_taker(cursor, rows, prompt_ids)
+        collector = _collector(config, tokenizer, engine, rewards, take, overlong, buffered)
+    except BaseException:
+        engine.close()
+        raise
     return Run(
         config=config,
         output_dir=output_dir,
@@ -235,7 +241,7 @@ def _build_run(
         prompt_ids=prompt_ids,
         cursor=cursor,
         learner=learner,
-        collector=_collector(config, tokenizer, engine, rewards, take, overlong, buffered),
+        collector=collector,
         rewards=rewards,
         log=log,
         start_step=start_step,

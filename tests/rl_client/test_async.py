@@ -8,12 +8,20 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from rl_helpers import train_settings
 
-from rl_client.config import ConfigError, TrainConfig, build_config
+from rl_client.async_collect import AsyncCollector, RolloutThreadError, StepBatch
+from rl_client.collect import RolloutPlan
+from rl_client.config import ConfigError, ModelConfig, TrainConfig, build_config
+from rl_client.data import PromptRow
+from rl_client.engines.base import SamplingParams
+from rl_client.engines.hf import HFEngine
+from rl_client.engines.versioned import VersionedEngine
+from rl_client.models import load_policy, load_tokenizer
+from rl_client.run import _collector
 from rl_client.trainer import train
-
-pytestmark = pytest.mark.integration
+from verifier_server.types import RewardSpec
 
 
 def _run(tiny_model: Path, data: Path, output: Path, server, *overrides: str) -> list[dict]:
@@ -31,6 +39,7 @@ def _prompts_by_step(output: Path) -> dict[int, list[str]]:
     return by_step
 
 
+@pytest.mark.integration
 def test_wait_bounds_the_lag_and_keeps_the_prompt_order(
     tiny_model: Path, toy_prompts: Path, tmp_path: Path, server
 ) -> None:
@@ -56,6 +65,7 @@ def test_wait_bounds_the_lag_and_keeps_the_prompt_order(
     assert all(0 < m["tis_weight_mean"] <= 2.0 for m in lagged)
 
 
+@pytest.mark.integration
 def test_staleness_zero_is_on_policy(
     tiny_model: Path, toy_prompts: Path, tmp_path: Path, server
 ) -> None:
@@ -72,6 +82,7 @@ def test_staleness_zero_is_on_policy(
     assert all(m["logprob_drift_max"] < 1e-4 for m in history)
 
 
+@pytest.mark.integration
 def test_drop_regenerates_groups_that_are_too_stale(
     tiny_model: Path, toy_prompts: Path, tmp_path: Path, server
 ) -> None:
@@ -96,3 +107,37 @@ def test_async_with_dynamic_sampling_is_refused(tiny_model: Path, toy_prompts: P
     settings = train_settings(tiny_model, toy_prompts, Path("unused"))
     with pytest.raises(ConfigError, match="dynamic_sampling"):
         build_config(TrainConfig, settings, ["rollout.mode=async", "algorithm.preset=dapo"])
+
+
+def test_a_failing_rollout_thread_fails_the_step_instead_of_hanging(tiny_model: Path) -> None:
+    # A token id outside the vocabulary makes the real engine raise on the rollout thread.
+    tokenizer = load_tokenizer(tiny_model)
+    model = load_policy(ModelConfig(path=str(tiny_model)), torch.device("cpu"))
+    engine = VersionedEngine(HFEngine(model, tokenizer, copy_model=True), version=0)
+    row = PromptRow("bad", (), RewardSpec("x"), None)
+    plan = RolloutPlan(1, SamplingParams(n=2, max_new_tokens=2), chunk_prompts=1, overlong=None)
+    collector = AsyncCollector(
+        engine,
+        None,  # type: ignore[arg-type]  # never reached: generation fails first
+        lambda count: ([row] * count, [[10**6]] * count),
+        plan,
+        first_step=1,
+        last_step=3,
+        max_staleness=1,
+        on_stale="wait",
+    )
+    try:
+        with pytest.raises(RolloutThreadError) as failure:
+            collector.collect(1)
+        assert isinstance(failure.value.__cause__, IndexError)
+    finally:
+        collector.close()
+
+
+def test_an_async_checkpoint_is_not_resumed_in_sync_mode(
+    tiny_model: Path, toy_prompts: Path
+) -> None:
+    config = build_config(TrainConfig, train_settings(tiny_model, toy_prompts, Path("unused")))
+    buffered = [StepBatch(3, None)]
+    with pytest.raises(ValueError, match=r"resume it with rollout\.mode=async"):
+        _collector(config, None, None, None, None, None, buffered)  # type: ignore[arg-type]
