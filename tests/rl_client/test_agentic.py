@@ -190,8 +190,9 @@ def test_turn_limit_cuts_an_episode_that_keeps_calling_tools(tiny_model: Path) -
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_training_with_the_math_python_environment(
-    tiny_model: Path, tmp_path: Path, server
+    tiny_model: Path, tmp_path: Path, server, mode: str
 ) -> None:
     # The random tiny model writes no tool call: every episode ends after one turn. The run
     # goes through the whole agentic path (environment per episode, sandbox pool, final
@@ -202,6 +203,8 @@ def test_training_with_the_math_python_environment(
     settings = train_settings(tiny_model, data, tmp_path / "run")
     settings["data"]["system_prompt"] = MATH_PYTHON_SYSTEM_PROMPT
     settings["rollout"]["agent"] = {"environment": "math_python", "max_turns": 2}
+    settings["rollout"]["mode"] = mode
     history = train(build_config(TrainConfig, settings, [f"reward.address={server.address}"]))
     assert [m["step"] for m in history] == [1, 2]
     assert all(m["masked_items"] == 0 for m in history)
+    assert all(m["policy_lag_max"] <= 1 for m in history)
