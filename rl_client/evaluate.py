@@ -12,6 +12,7 @@ import torch
 
 from rl_client.config import TrainConfig
 from rl_client.engines.hf import HFEngine
+from rl_client.engines.versioned import VersionedEngine
 from rl_client.models import load_tokenizer
 from rl_client.optim import resolve_device
 from rl_client.rewards import status_counts
@@ -45,7 +46,7 @@ def evaluate(
         model = AutoPeftModelForCausalLM.from_pretrained(path).to(device).eval()
     else:
         model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
-    engine = HFEngine(model, tokenizer, batch_size=rollout.batch_size)
+    engine = VersionedEngine(HFEngine(model, tokenizer, batch_size=rollout.batch_size), 0)
     params = sampling_params(rollout)
     with reward_service(config.reward) as rewards:
         check_reward_names(rows, rewards.verifier_names())

@@ -17,7 +17,13 @@ import torch
 from torch import Tensor
 
 from rl_client.algorithms.kl import kl_estimate
-from rl_client.algorithms.losses import Normalizer, aggregate, ppo_clip_loss, value_loss
+from rl_client.algorithms.losses import (
+    Normalizer,
+    aggregate,
+    ppo_clip_loss,
+    truncated_importance_weights,
+    value_loss,
+)
 from rl_client.batch import Batch
 from rl_client.config import AlgorithmConfig, TrainSettings
 from rl_client.optim import autocast, build_optimizer
@@ -157,6 +163,15 @@ class Learner:
                     recomputed[rows] = out.logprobs.detach().cpu()
                     record("entropy", _masked_mean(out.entropy, mask), tokens)
                 old = (behavior if behavior is not None else recomputed)[rows].to(self.device)
+                tis = None
+                if behavior is None and algo.tis_cap is not None:
+                    tis = truncated_importance_weights(
+                        old, batch.sampler_logprobs[rows].to(self.device), algo.tis_cap
+                    )
+                    if epoch == 0:
+                        record("tis_weight_mean", _masked_mean(tis, mask), tokens)
+                        truncated = (tis >= algo.tis_cap).float()
+                        record("tis_truncated_fraction", _masked_mean(truncated, mask), tokens)
                 policy = ppo_clip_loss(
                     out.logprobs,
                     old,
@@ -167,6 +182,7 @@ class Learner:
                     dual_clip=algo.dual_clip,
                     aggregation=algo.loss_aggregation,
                     norm=norm,
+                    token_weights=tis,
                 )
                 loss = policy.loss
                 record("policy_loss", policy.loss.item(), 1.0)
@@ -201,8 +217,11 @@ class Learner:
             record("grad_norm", self._step(), 1.0)
         record("lr", self.scheduler.get_last_lr()[0], 1.0)
         self.scheduler.step()
-        drift = (recomputed - batch.sampler_logprobs).abs()
+        # Sampler vs trainer logprobs of the same tokens (before the update): numerics of the
+        # engine, plus the policy lag in async mode.
+        drift = (recomputed - batch.sampler_logprobs).abs() * batch.completion_mask
         record("logprob_drift", _masked_mean(drift, batch.completion_mask), 1.0)
+        record("logprob_drift_max", float(drift.max()), 1.0)
         metrics = {name: sums[name] / weights[name] for name in sums if weights[name] > 0}
         # Losses are summed over micro-batches (each already carries its share of the batch
         # denominator) and averaged over passes.

@@ -1,5 +1,5 @@
-"""Sampling G completions per prompt and scoring them, with the scoring of each generated
-chunk running on the reward server while the engine generates the next chunk."""
+"""Sampling G completions per prompt and scoring them; rewards are requested while the engine
+is still generating (per completion with a streaming engine, else per chunk)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from rl_client.agentic.loop import AgentLoop
 from rl_client.data import PromptRow
-from rl_client.engines.base import Completion, RolloutEngine, SamplingParams
+from rl_client.engines.base import Completion, SamplingParams
+from rl_client.engines.versioned import VersionedEngine
 from rl_client.rewards import Overlong, RewardService, with_overlong
 from verifier_server.types import Item, Result
 
@@ -23,6 +25,7 @@ class Group:
     prompt_ids: list[int]
     completions: list[Completion]
     results: list[Result] = field(default_factory=list)
+    policy_version: int = 0  # optimiser steps behind the weights that sampled it
 
     @property
     def valid(self) -> list[bool]:
@@ -41,27 +44,113 @@ class RolloutTimings:
     reward_wait_s: float = 0.0  # scoring time not hidden behind generation
 
 
-def completion_items(group: Group, tag: str, overlong: Overlong | None) -> list[Item]:
-    """The reward server's items for one group. `tag` must be unique per group within a request
+def completion_item(
+    row: PromptRow, completion: Completion, item_id: str, overlong: Overlong | None
+) -> Item:
+    """The reward server's item for one completion. `item_id` must be unique within a request
     (a prompt can be drawn twice in one step when the dataset is smaller than the batch)."""
-    spec = with_overlong(group.row.reward, overlong)
-    return [
-        Item(
-            id=f"{tag}/{group.row.id}/{index}",
-            completion=completion.text,
-            reward=spec,
-            messages=group.row.messages,
-            reference=group.row.reference,
-            completion_tokens=len(completion.token_ids),
-            truncated=completion.truncated,
-            group_id=group.row.id,
-        )
-        for index, completion in enumerate(group.completions)
-    ]
+    return Item(
+        id=item_id,
+        completion=completion.text,
+        reward=with_overlong(row.reward, overlong),
+        messages=row.messages,
+        reference=row.reference,
+        completion_tokens=len(completion.token_ids),
+        truncated=completion.truncated,
+        group_id=row.id,
+    )
+
+
+@dataclass
+class Scoring:
+    """A generated batch whose rewards are on their way: `finish` waits for them."""
+
+    rows: Sequence[PromptRow]
+    prompt_ids: Sequence[list[int]]
+    completions: list[list[Completion]]  # [B][G]
+    versions: list[int]  # [B] the policy version that sampled each group
+    pending: list[tuple[list[tuple[int, int]], Future[list[Result]]]]  # (prompt, sample) keys
+    timings: RolloutTimings
+
+    def finish(self) -> tuple[list[Group], RolloutTimings]:
+        began = time.perf_counter()
+        results: dict[tuple[int, int], Result] = {}
+        for keys, future in self.pending:
+            results.update(zip(keys, future.result(), strict=True))
+        groups = [
+            Group(
+                row,
+                ids,
+                samples,
+                [results[index, sample] for sample in range(len(samples))],
+                policy_version=self.versions[index],
+            )
+            for index, (row, ids, samples) in enumerate(
+                zip(self.rows, self.prompt_ids, self.completions, strict=True)
+            )
+        ]
+        self.timings.reward_wait_s += time.perf_counter() - began
+        return groups, self.timings
+
+
+def sample(
+    engine: VersionedEngine,
+    rewards: RewardService,
+    rows: Sequence[PromptRow],
+    prompt_ids: Sequence[list[int]],
+    params: SamplingParams,
+    *,
+    chunk_prompts: int,
+    overlong: Overlong | None,
+    tag: str,
+    agent: AgentLoop | None = None,
+) -> Scoring:
+    """Generates `params.n` completions for each row, requesting rewards while it goes: a
+    streaming engine has each completion's reward requested the moment it finishes;
+    otherwise each chunk of `chunk_prompts` prompts is submitted as soon as it is generated,
+    while the next chunk generates. With an `agent`, each sample is a multi-turn episode.
+    Returns without waiting for the rewards."""
+    completions: list[list[Completion | None]] = [[None] * params.n for _ in rows]
+    versions = [0] * len(rows)
+    pending: list[tuple[list[tuple[int, int]], Future[list[Result]]]] = []
+
+    def submit(finished: list[tuple[int, int, Completion, int]]) -> None:
+        """One scoring request for these (prompt, sample, completion, version)."""
+        items = []
+        for prompt, sample, completion, version in finished:
+            completions[prompt][sample] = completion
+            versions[prompt] = version
+            items.append(
+                completion_item(rows[prompt], completion, f"{tag}.{prompt}/{sample}", overlong)
+            )
+        pending.append(([(p, s) for p, s, _, _ in finished], rewards.submit(items)))
+
+    began = time.perf_counter()
+    for start in range(0, len(rows), chunk_prompts):
+        chunk = prompt_ids[start : start + chunk_prompts]
+        if agent is None and engine.streams:
+            for prompt, sample_index, completion, version in engine.stream(chunk, params):
+                submit([(start + prompt, sample_index, completion, version)])
+        else:
+            if agent is None:
+                generated, version = engine.generate(chunk, params)
+            else:
+                chunk_rows = list(rows[start : start + chunk_prompts])
+                generated, version = agent.generate(engine, chunk_rows, list(chunk), params)
+            submit(
+                [
+                    (start + prompt, sample_index, completion, version)
+                    for prompt, group in enumerate(generated)
+                    for sample_index, completion in enumerate(group)
+                ]
+            )
+    timings = RolloutTimings(generate_s=time.perf_counter() - began)
+    done = [[c for c in samples if c is not None] for samples in completions]
+    return Scoring(rows, prompt_ids, done, versions, pending, timings)
 
 
 def sample_and_score(
-    engine: RolloutEngine,
+    engine: VersionedEngine,
     rewards: RewardService,
     rows: Sequence[PromptRow],
     prompt_ids: Sequence[list[int]],
@@ -71,35 +160,14 @@ def sample_and_score(
     overlong: Overlong | None,
     tag: str,
 ) -> tuple[list[Group], RolloutTimings]:
-    """Generates `params.n` completions for each row, a chunk of prompts at a time, and
-    submits each chunk for scoring as soon as it is generated."""
-    timings = RolloutTimings()
-    groups: list[Group] = []
-    pending: list[tuple[list[Group], Future[list[Result]]]] = []
-    for start in range(0, len(rows), chunk_prompts):
-        began = time.perf_counter()
-        chunk = engine.generate(prompt_ids[start : start + chunk_prompts], params)
-        timings.generate_s += time.perf_counter() - began
-        chunk_groups = [
-            Group(row, ids, completions)
-            for row, ids, completions in zip(
-                rows[start : start + chunk_prompts],
-                prompt_ids[start : start + chunk_prompts],
-                chunk,
-                strict=True,
-            )
-        ]
-        items = [
-            item
-            for offset, group in enumerate(chunk_groups)
-            for item in completion_items(group, f"{tag}.{start + offset}", overlong)
-        ]
-        pending.append((chunk_groups, rewards.submit(items)))
-        groups += chunk_groups
-    began = time.perf_counter()
-    for chunk_groups, future in pending:
-        results = future.result()
-        for index, group in enumerate(chunk_groups):
-            group.results = results[index * params.n : (index + 1) * params.n]
-    timings.reward_wait_s = time.perf_counter() - began
-    return groups, timings
+    """`sample`, then wait for the rewards."""
+    return sample(
+        engine,
+        rewards,
+        rows,
+        prompt_ids,
+        params,
+        chunk_prompts=chunk_prompts,
+        overlong=overlong,
+        tag=tag,
+    ).finish()

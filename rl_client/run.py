@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,9 @@ from typing import Any
 
 import torch
 
+from rl_client.agentic.env import environment_factory
+from rl_client.agentic.loop import AgentLoop
+from rl_client.async_collect import AsyncCollector
 from rl_client.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -16,10 +20,19 @@ from rl_client.checkpoint import (
     set_rng_state,
     truncate_log,
 )
-from rl_client.config import DataConfig, RewardConfig, RolloutConfig, TrainConfig, dump_config
+from rl_client.collect import RolloutPlan, SyncCollector, TakePrompts
+from rl_client.config import (
+    AgentSettings,
+    DataConfig,
+    RewardConfig,
+    RolloutConfig,
+    TrainConfig,
+    dump_config,
+)
 from rl_client.data import DataError, PromptCursor, PromptRow, load_prompts, render_prompt
 from rl_client.engines.base import SamplingParams
-from rl_client.engines.hf import HFEngine
+from rl_client.engines.factory import build_engine
+from rl_client.engines.versioned import VersionedEngine
 from rl_client.learner import Learner
 from rl_client.models import load_policy, load_reference, load_tokenizer, new_value_head
 from rl_client.rewards import Overlong, RewardService
@@ -35,32 +48,40 @@ class Run:
     prompt_ids: list[list[int]]
     cursor: PromptCursor
     learner: Learner
-    engine: HFEngine
+    collector: SyncCollector | AsyncCollector  # stages 1-3: rollout, score, filter
     rewards: RewardService
     log: RunLog
-    sampling: SamplingParams
-    overlong: Overlong | None
     start_step: int  # the last step already done (0 for a fresh run)
 
-    def take_prompts(self, count: int) -> tuple[list[PromptRow], list[list[int]]]:
-        indices = self.cursor.take(count)
-        return [self.rows[i] for i in indices], [self.prompt_ids[i] for i in indices]
+    @property
+    def engine(self) -> VersionedEngine:
+        return self.collector.engine
 
     def save(self, step: int) -> Path:
-        return save_checkpoint(
-            self.output_dir,
-            step=step,
-            model=self.learner.model,
-            tokenizer=self.tokenizer,
-            trainer_state=self.learner.state_dict(),
-            cursor=self.cursor.state_dict(),
-            config_yaml=dump_config(self.config),
-            keep=self.config.output.keep_checkpoints,
-        )
+        """Async mode: the rollout thread finishes its batch and waits; the batches generated
+        ahead are saved with the cursor that stands right after them (lossless resume)."""
+        paused = getattr(self.collector, "paused", contextlib.nullcontext)
+        with paused():
+            return save_checkpoint(
+                self.output_dir,
+                step=step,
+                model=self.learner.model,
+                tokenizer=self.tokenizer,
+                trainer_state={
+                    **self.learner.state_dict(),
+                    "rollout_buffer": self.collector.buffered(),
+                },
+                cursor=self.cursor.state_dict(),
+                config_yaml=dump_config(self.config),
+                keep=self.config.output.keep_checkpoints,
+            )
 
     def close(self) -> None:
         self.log.close()
-        self.rewards.close()
+        try:
+            self.collector.close()
+        finally:
+            self.rewards.close()
 
 
 def tokenize_prompts(
@@ -175,6 +196,7 @@ def _build_run(
     )
     start_step = 0
     rng = None
+    trainer_state: dict[str, Any] = {}
     if checkpoint is not None:
         start_step, cursor_state, trainer_state = load_checkpoint(checkpoint)
         learner.load_state_dict(trainer_state)
@@ -188,7 +210,6 @@ def _build_run(
             truncate_log(output_dir / name, 0)
 
     rollout = config.rollout
-    engine = HFEngine(model, tokenizer, batch_size=rollout.batch_size)
     overlong = None
     if algo.overlong_weight > 0:
         cache = int(rollout.max_new_tokens * algo.overlong_cache_fraction)
@@ -201,8 +222,17 @@ def _build_run(
         progress=config.output.progress,
         log_rollouts=config.output.log_rollouts,
     )
-    if rng is not None:  # last, so nothing above consumes the restored random streams
+    if rng is not None:  # last but the engine: nothing above consumes the restored streams
         set_rng_state(rng)
+    # Batches an async run had generated ahead (checkpoints older than async mode have none).
+    buffered = trainer_state.get("rollout_buffer", [])
+    engine = VersionedEngine(build_engine(config, model, tokenizer), version=start_step)
+    try:  # a failure from here on must not leave vLLM's processes running
+        take = prompt_taker(cursor, rows, prompt_ids)
+        collector = _collector(config, tokenizer, engine, rewards, take, overlong, buffered)
+    except BaseException:
+        engine.close()
+        raise
     return Run(
         config=config,
         output_dir=output_dir,
@@ -211,10 +241,81 @@ def _build_run(
         prompt_ids=prompt_ids,
         cursor=cursor,
         learner=learner,
-        engine=engine,
+        collector=collector,
         rewards=rewards,
         log=log,
-        sampling=sampling_params(rollout),
-        overlong=overlong,
         start_step=start_step,
+    )
+
+
+def prompt_taker(
+    cursor: PromptCursor, rows: list[PromptRow], prompt_ids: list[list[int]]
+) -> TakePrompts:
+    """The next `count` rows and their token ids, in the cursor's order."""
+
+    def take(count: int) -> tuple[list[PromptRow], list[list[int]]]:
+        indices = cursor.take(count)
+        return [rows[i] for i in indices], [prompt_ids[i] for i in indices]
+
+    return take
+
+
+def agent_loop(settings: AgentSettings, tokenizer: Any) -> AgentLoop:
+    factory = environment_factory(
+        settings.environment,
+        timeout_s=settings.tool_timeout_s,
+        max_chars=settings.max_tool_output_chars,
+    )
+    return AgentLoop(
+        factory,
+        tokenizer,
+        max_turns=settings.max_turns,
+        max_episode_tokens=settings.max_episode_tokens,
+        turn_end=settings.turn_end,
+        observation_template=settings.observation_template,
+    )
+
+
+def _collector(
+    config: TrainConfig,
+    tokenizer: Any,
+    engine: VersionedEngine,
+    rewards: RewardService,
+    take_prompts: TakePrompts,
+    overlong: Overlong | None,
+    buffered: list[Any],
+) -> SyncCollector | AsyncCollector:
+    rollout, algo = config.rollout, config.algorithm
+    sampling = sampling_params(rollout)
+    plan = RolloutPlan(
+        prompts_per_step=rollout.prompts_per_step,
+        sampling=sampling,
+        chunk_prompts=max(1, rollout.batch_size // sampling.n),
+        overlong=overlong,
+        agent=agent_loop(rollout.agent, tokenizer) if rollout.agent is not None else None,
+    )
+    if rollout.mode == "sync":
+        if buffered:
+            raise ValueError(
+                f"the checkpoint holds {len(buffered)} batches generated ahead in async mode: "
+                "resume it with rollout.mode=async, or its prompts would be skipped"
+            )
+        return SyncCollector(
+            engine,
+            rewards,
+            take_prompts,
+            plan,
+            dynamic_sampling=algo.dynamic_sampling,
+            max_gen_rounds=algo.max_gen_rounds,
+        )
+    return AsyncCollector(
+        engine,
+        rewards,
+        take_prompts,
+        plan,
+        first_step=engine.version + 1,
+        last_step=config.train.steps,
+        max_staleness=rollout.max_staleness,
+        on_stale=rollout.on_stale,
+        buffered=buffered,
     )

@@ -1,6 +1,7 @@
 """The online RL loop. Each step, as in the algorithm box of GRPO / DAPO / PPO:
 
-1. rollout     sample G completions for each of B prompts (the policy's own engine)
+1. rollout     sample G completions for each of B prompts (the policy's own engine; in
+               async mode generated ahead, at most max_staleness versions old)
 2. score       rewards from verifier_server; items that could not be verified are masked
 3. filter      drop fully masked groups; with dynamic sampling also groups with no signal,
                and go back to 1 for fresh prompts while the budget of rounds lasts
@@ -22,10 +23,9 @@ from rl_client.batch import build_batch, compute_advantages
 from rl_client.config import TrainConfig, dump_config
 from rl_client.optim import resolve_device
 from rl_client.rewards import status_counts
-from rl_client.rollout import Group, RolloutTimings, sample_and_score
+from rl_client.rollout import Group
 from rl_client.run import Run, start_run
 from rl_client.run_log import reward_curve, summary_table
-from rl_client.sampling import FilterStats, filter_groups
 
 
 def train(config: TrainConfig) -> list[dict[str, Any]]:
@@ -45,75 +45,60 @@ def train(config: TrainConfig) -> list[dict[str, Any]]:
 
 
 def train_step(run: Run, step: int) -> dict[str, Any]:
-    config, algo = run.config, run.config.algorithm
+    algo = run.config.algorithm
     began = time.perf_counter()
-    sampled: list[Group] = []  # every group generated this step, for the reward metrics
-    kept: list[Group] = []
-    stats, timings, rounds = FilterStats(), RolloutTimings(), 0
-    while True:
-        rows, prompt_ids = run.take_prompts(config.rollout.prompts_per_step - len(kept))
-        # 1. rollout and 2. score (each chunk is scored while the next one generates)
-        groups, round_timings = sample_and_score(
-            run.engine,
-            run.rewards,
-            rows,
-            prompt_ids,
-            run.sampling,
-            chunk_prompts=max(1, config.rollout.batch_size // run.sampling.n),
-            overlong=run.overlong,
-            tag=f"{step}.{rounds}",
-        )
-        rounds += 1
-        timings.generate_s += round_timings.generate_s
-        timings.reward_wait_s += round_timings.reward_wait_s
-        sampled += groups
-        # 3. filter
-        round_kept, round_stats = filter_groups(groups, dynamic=algo.dynamic_sampling)
-        kept += round_kept
-        stats.dropped_groups += round_stats.dropped_groups
-        stats.filtered_groups += round_stats.filtered_groups
-        full = len(kept) >= config.rollout.prompts_per_step
-        if full or not algo.dynamic_sampling or rounds >= algo.max_gen_rounds:
-            break
-
+    # 1. rollout, 2. score, 3. filter: sync mode generates the batch now (going back for fresh
+    # prompts while dynamic sampling's budget lasts); async mode hands over the batch that was
+    # generated while earlier steps trained.
+    rollout = run.collector.collect(step)
     train_began = time.perf_counter()
     update: dict[str, Any] = {}
-    if kept:  # else nothing verified this step: skip the update, never crash
+    if rollout.kept:  # else nothing verified this step: skip the update, never crash
         # 4. advantages
         batch = build_batch(
-            kept, pad_token_id=run.engine.pad_token_id, mask_truncated=algo.mask_truncated
+            rollout.kept, pad_token_id=run.engine.pad_token_id, mask_truncated=algo.mask_truncated
         )
         run.learner.prepare(batch)
         batch.advantages, batch.returns = compute_advantages(batch, algo)
         # 5. update
         update = run.learner.update(batch)
-        # 6. sync
-        run.engine.sync_weights(run.learner.model)
+    # 6. sync: the engine samples from the weights of this step (its version) from now on
+    sync_began = time.perf_counter()
+    run.collector.sync_weights(run.learner.model, step)
+    sync_s = time.perf_counter() - sync_began
     # 7. log
     metrics = {
         "step": step,
-        **rollout_metrics(sampled),
-        "dropped_groups": stats.dropped_groups,
-        "filtered_groups": stats.filtered_groups,
-        "train_groups": len(kept),
-        "gen_rounds": rounds,
+        **rollout_metrics(rollout.sampled),
+        "dropped_groups": rollout.stats.dropped_groups,
+        "filtered_groups": rollout.stats.filtered_groups,
+        "train_groups": len(rollout.kept),
+        "gen_rounds": rollout.rounds,
         # Always present (null when the update was skipped or there is no reference).
         "kl": None,
         "clip_fraction": None,
         "entropy": None,
+        "logprob_drift": None,
+        "logprob_drift_max": None,
         **update,
-        "update_skipped": not kept,
+        **rollout.lag_metrics(step),
+        "regenerated_groups": rollout.regenerated_groups,
+        "update_skipped": not rollout.kept,
         "data_epoch": run.cursor.epoch,
-        "time_generate_s": timings.generate_s,
-        "time_reward_s": timings.reward_wait_s,
-        "time_train_s": time.perf_counter() - train_began,
+        "time_generate_s": rollout.timings.generate_s,
+        "time_reward_s": rollout.timings.reward_wait_s,
+        "time_rollout_wait_s": rollout.wait_s,
+        "time_train_s": sync_began - train_began,
+        "time_sync_s": sync_s,  # async: includes waiting for the engine's call in progress
         "time_step_s": time.perf_counter() - began,
     }
     if algo.dynamic_sampling:
         # The budget ran out before the batch filled: trained on fewer groups (DAPO would
         # crash here; we say so instead).
-        metrics["dynamic_sampling_exhausted"] = len(kept) < config.rollout.prompts_per_step
-    run.log.step(metrics, sampled)
+        metrics["dynamic_sampling_exhausted"] = (
+            len(rollout.kept) < run.config.rollout.prompts_per_step
+        )
+    run.log.step(metrics, rollout.sampled)
     return metrics
 
 

@@ -86,6 +86,7 @@ def ppo_clip_loss(
     dual_clip: float | None,
     aggregation: str,
     norm: Normalizer,
+    token_weights: Tensor | None = None,
 ) -> LossOutput:
     """PPO's clipped surrogate (arXiv:1707.06347, eq. 7) as a loss to minimise.
 
@@ -93,6 +94,9 @@ def ppo_clip_loss(
     (DAPO's clip-higher, arXiv:2503.14476, eq. 10, uses 0.2 / 0.28). With `dual_clip` = c > 1,
     a negative advantage's loss is capped at -A * c (Dual-clip PPO, arXiv:1912.09729), so one
     token whose ratio exploded cannot dominate the step.
+
+    `token_weights` [N, T] (detached) multiply each token's loss: the truncated importance
+    weights of `truncated_importance_weights` when the samples came from another policy.
 
     logprobs (with grad), behavior_logprobs, mask: [N, T]; advantages: [N, T] or [N].
     """
@@ -109,10 +113,25 @@ def ppo_clip_loss(
         dual_active = (advantages < 0) & (capped < losses)
         losses = torch.where(advantages < 0, capped, losses)
         metrics["dual_clip_fraction"] = _masked_mean(dual_active.to(mask.dtype), mask)
+    if token_weights is not None:
+        losses = losses * token_weights
     with torch.no_grad():
         log_ratio = logprobs - behavior_logprobs
         metrics["approx_kl"] = _masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
     return LossOutput(aggregate(aggregation, losses, mask, norm), metrics)
+
+
+def truncated_importance_weights(
+    proximal_logprobs: Tensor, behavior_logprobs: Tensor, cap: float
+) -> Tensor:
+    """[N, T] -> [N, T]: min(pi_prox / pi_behav, cap) per token, no gradient.
+
+    Decoupled PPO (Hilton et al., arXiv:2110.00641; AReaL, arXiv:2505.24298, eq. 5) clips the
+    ratio against the proximal policy (the learner before the update) and corrects for the
+    sampling policy (a stale async engine, or a sampler whose numerics differ) with this
+    weight; truncating it at `cap` bounds the variance (truncated IS, as in IMPALA's V-trace,
+    arXiv:1802.01561)."""
+    return torch.exp(proximal_logprobs - behavior_logprobs).clamp(max=cap).detach()
 
 
 def value_loss(

@@ -8,6 +8,7 @@ distribution the learner does not truncate).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,8 +19,18 @@ from rl_client.engines.base import Completion, SamplingParams
 
 
 class HFEngine:
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, *, batch_size: int = 64) -> None:
-        self.model = model
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        batch_size: int = 64,
+        copy_model: bool = False,
+    ) -> None:
+        # copy_model: sample from a private copy refreshed at each sync (async mode generates
+        # while the learner changes its own module), not from the learner's module itself.
+        self.copy_model = copy_model
+        self.model = copy.deepcopy(model).eval() if copy_model else model
         self.tokenizer = tokenizer
         self.batch_size = batch_size  # completions per generate call
         self.eos_token_id: int = tokenizer.eos_token_id
@@ -28,8 +39,17 @@ class HFEngine:
         )
 
     def sync_weights(self, model: torch.nn.Module) -> None:
-        """In process, the engine samples from the learner's own module: nothing to copy."""
-        self.model = model
+        """Shared module: nothing to copy. Private copy: the learner's weights copied in."""
+        if self.copy_model:
+            self.model.load_state_dict(model.state_dict())
+        else:
+            self.model = model
+
+    def sleep(self) -> None:
+        """Nothing to free: the module is the learner's (or a CPU-sized copy)."""
+
+    def close(self) -> None:
+        """Nothing to stop."""
 
     @torch.no_grad()
     def generate(

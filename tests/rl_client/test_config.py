@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,22 @@ def test_bad_yaml_file(tmp_path: Path) -> None:
 def test_example_configs_validate(path: Path) -> None:
     cls = SFTConfig if path.stem == "sft" else TrainConfig
     assert load_config(cls, path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["rollout.engine=vllm_remote"], "needs a rollout.remote section"),
+        (
+            ["rollout.engine=vllm", "rollout.mode=async", "rollout.vllm.sleep_mode=true"],
+            "sleep_mode needs rollout.mode='sync'",
+        ),
+        (["rollout.mode=async", "algorithm.dynamic_sampling=true"], "dynamic_sampling with"),
+        (["rollout.on_stale=never"], "rollout.on_stale"),
+        (["rollout.agent.max_turns=2"], "rollout.agent.environment"),
+    ],
+)
+def test_rollout_combinations_that_are_refused(overrides: list[str], message: str) -> None:
+    raw = {"model": {"path": "m"}, "data": {"path": "d"}, "output": {"dir": "o"}}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_config(TrainConfig, raw, overrides)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from rl_helpers import train_settings
 from server_process import alive, children_of
@@ -20,11 +21,19 @@ from server_process import alive, children_of
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 STEPS = 6
-VOLATILE = ("time_generate_s", "time_reward_s", "time_train_s", "time_step_s")
+VOLATILE = (
+    "time_generate_s",
+    "time_reward_s",
+    "time_train_s",
+    "time_sync_s",
+    "time_rollout_wait_s",
+    "time_step_s",
+)
 
 
-def _config(tiny_model: Path, data: Path, output: Path) -> Path:
+def _config(tiny_model: Path, data: Path, output: Path, **rollout: object) -> Path:
     settings = train_settings(tiny_model, data, output)
+    settings["rollout"].update(rollout)
     settings["train"].update({"steps": STEPS, "lr": 0.01})
     settings["output"].update({"save_every": 2, "keep_checkpoints": 5})
     settings["reward"] = {"sidecar_workers": 1}
@@ -63,8 +72,22 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(
 
     resumed = tmp_path / "resumed"
     config = _config(tiny_model, toy_prompts, resumed)
+    _kill_after_first_checkpoint(config, resumed)
+    assert _train(config).wait(300) == 0
+
+    assert _prompts_by_step(resumed) == _prompts_by_step(straight)
+    assert _steps(resumed) == _steps(straight)
+    prompts = [
+        p for step in sorted(_prompts_by_step(straight)) for p in _prompts_by_step(straight)[step]
+    ]
+    # 6 steps x 2 prompts x G=4 completions over a 16-prompt set: no prompt drawn twice.
+    assert len(prompts) == STEPS * 2 * 4 and len(set(prompts)) == STEPS * 2
+
+
+def _kill_after_first_checkpoint(config: Path, output: Path) -> None:
+    """Starts a run and SIGKILLs it (mid-step) once its step-2 checkpoint is complete."""
     process = _train(config)
-    marker = resumed / "checkpoints" / "step_000002" / "state.json"
+    marker = output / "checkpoints" / "step_000002" / "state.json"
     deadline = time.monotonic() + 240
     while not marker.exists():
         assert process.poll() is None, "the run ended before its first checkpoint"
@@ -78,13 +101,31 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(
     while any(alive(pid) for pid in sidecars):
         assert time.monotonic() < deadline, "the sidecar outlived the killed trainer"
         time.sleep(0.1)
-    assert not (resumed / "checkpoints" / f"step_{STEPS:06d}").exists()  # killed mid-run
+    assert not (output / "checkpoints" / f"step_{STEPS:06d}").exists()  # killed mid-run
+
+
+def test_async_run_killed_mid_step_resumes_without_skipping_or_repeating_a_prompt(
+    tiny_model: Path, toy_prompts: Path, tmp_path: Path
+) -> None:
+    # Async mode with max_staleness 1: when step 2's checkpoint is written, the batch of step
+    # 3 (and maybe 4) is already generated and scored. It is saved with the checkpoint and
+    # trained first after the resume; the data cursor stands right after it.
+    settings = {"mode": "async", "max_staleness": 1}
+    straight = tmp_path / "straight"
+    assert _train(_config(tiny_model, toy_prompts, straight, **settings)).wait(300) == 0
+
+    resumed = tmp_path / "resumed"
+    config = _config(tiny_model, toy_prompts, resumed, **settings)
+    _kill_after_first_checkpoint(config, resumed)
+    state = torch.load(resumed / "checkpoints" / "step_000002" / "trainer.pt", weights_only=False)
+    buffered = [batch.step for batch in state["rollout_buffer"]]
+    assert buffered and buffered == list(range(3, 3 + len(buffered)))
     assert _train(config).wait(300) == 0
 
-    assert _prompts_by_step(resumed) == _prompts_by_step(straight)
-    assert _steps(resumed) == _steps(straight)
-    prompts = [
-        p for step in sorted(_prompts_by_step(straight)) for p in _prompts_by_step(straight)[step]
-    ]
-    # 6 steps x 2 prompts x G=4 completions over a 16-prompt set: no prompt drawn twice.
-    assert len(prompts) == STEPS * 2 * 4 and len(set(prompts)) == STEPS * 2
+    by_step = _prompts_by_step(resumed)
+    assert by_step == _prompts_by_step(straight)  # the same prompts in the same steps
+    prompts = [p for step in sorted(by_step) for p in by_step[step][::4]]  # one per group
+    assert len(prompts) == STEPS * 2 and len(set(prompts)) == STEPS * 2  # none twice
+    steps = [m["step"] for m in _steps(resumed)]
+    assert steps == list(range(1, STEPS + 1))  # every step logged once
+    assert all(m["policy_lag_max"] <= 1 for m in _steps(resumed))

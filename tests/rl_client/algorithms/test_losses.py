@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from rl_client.algorithms.losses import Normalizer, aggregate, ppo_clip_loss, value_loss
+from rl_client.algorithms.losses import (
+    Normalizer,
+    aggregate,
+    ppo_clip_loss,
+    truncated_importance_weights,
+    value_loss,
+)
 
 
 def _one_token_loss(
@@ -133,3 +139,41 @@ def test_value_loss_clipped() -> None:
             norm=norm,
         )
         assert float(out.loss) == pytest.approx(expected)
+
+
+def test_truncated_importance_weights_by_hand() -> None:
+    # pi_prox / pi_behav per token: e^(-1 - -2) = e = 2.718 -> capped at 2; e^(-2 - -1) = 0.368;
+    # equal logprobs -> 1.
+    proximal = torch.tensor([[-1.0, -2.0, -0.5]])
+    behavior = torch.tensor([[-2.0, -1.0, -0.5]])
+    weights = truncated_importance_weights(proximal, behavior, cap=2.0)
+    assert torch.allclose(weights, torch.tensor([[2.0, math.exp(-1.0), 1.0]]))
+    assert not weights.requires_grad
+
+
+def test_token_weights_scale_each_token_loss() -> None:
+    # Two tokens, A = 1, ratio 1 (logprobs = behaviour): token losses -1 and -1. Weights 2 and
+    # 0.5 make them -2 and -0.5; token_mean over 2 tokens: -1.25 (unweighted: -1).
+    mask = torch.ones(1, 2)
+    common = dict(
+        clip_low=0.2,
+        clip_high=0.2,
+        dual_clip=None,
+        aggregation="token_mean",
+        norm=Normalizer.of(mask, 2.0),
+    )
+    logprobs = torch.zeros(1, 2, requires_grad=True)
+    weighted = ppo_clip_loss(
+        logprobs,
+        torch.zeros(1, 2),
+        torch.tensor([1.0]),
+        mask,
+        token_weights=torch.tensor([[2.0, 0.5]]),
+        **common,
+    )
+    plain = ppo_clip_loss(logprobs, torch.zeros(1, 2), torch.tensor([1.0]), mask, **common)
+    assert float(weighted.loss) == pytest.approx(-1.25)
+    assert float(plain.loss) == pytest.approx(-1.0)
+    weighted.loss.backward()
+    # d(-A * ratio * w / 2) / d logprob = -w / 2 at ratio 1: -1 and -0.25.
+    assert torch.allclose(logprobs.grad, torch.tensor([[-1.0, -0.25]]))

