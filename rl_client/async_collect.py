@@ -16,6 +16,12 @@ and training.
   and generated again with the current weights (`regenerated_groups`).
 - The loss corrects for the lag with the behaviour policy's logprobs (the sampler's): see
   `algorithm.tis_cap`.
+- Dynamic sampling (DAPO): the thread waits for each round's scores before deciding how many
+  fresh prompts to go back for, up to `max_gen_rounds` rounds per step, so a batch holds B
+  informative groups (or says the budget ran out) before it is handed over. Its prompts still
+  come from the cursor in order, so none is skipped or drawn twice, but how many a step uses
+  now depends on the rewards. Under 'drop', a regenerated group that no longer carries signal
+  is filtered and the step trains on fewer groups.
 - Checkpoints are lossless: `paused()` lets the batch in progress finish and holds the
   thread; the finished batches not yet trained (`buffered()`) are saved with the data cursor,
   which then stands right after them. A resumed run trains those batches first, so no prompt
@@ -52,6 +58,7 @@ class StepBatch:
     scoring: Scoring | None  # rewards on their way
     groups: list[Group] = field(default_factory=list)
     timings: RolloutTimings = field(default_factory=RolloutTimings)
+    rounds: int = 1  # generation rounds (dynamic sampling goes back for more prompts)
 
     def finish(self) -> StepBatch:
         if self.scoring is not None:
@@ -72,6 +79,8 @@ class AsyncCollector:
         last_step: int,
         max_staleness: int,
         on_stale: str,
+        dynamic_sampling: bool = False,
+        max_gen_rounds: int = 1,
         buffered: Sequence[StepBatch] = (),
     ) -> None:
         self.engine = engine
@@ -81,6 +90,8 @@ class AsyncCollector:
         self.last_step = last_step
         self.max_staleness = max_staleness
         self.on_stale = on_stale
+        self.dynamic_sampling = dynamic_sampling
+        self.max_gen_rounds = max_gen_rounds
         self._cond = threading.Condition()
         self._ready: deque[StepBatch] = deque(buffered)
         self._next_step = buffered[-1].step + 1 if buffered else first_step
@@ -110,20 +121,42 @@ class AsyncCollector:
                     if self._closed:
                         return
                     step, self._busy = self._next_step, True
-                    rows, prompt_ids = self.take_prompts(self.plan.prompts_per_step)
-                # Not waiting for the rewards: the next batch can start generating while
-                # this one is scored (the trainer waits for them when it takes the batch).
-                scoring = generate_batch(
-                    self.engine, self.rewards, rows, prompt_ids, self.plan, f"{step}.0"
-                )
+                batch = self._generate(step)
                 with self._cond:
-                    self._ready.append(StepBatch(step, scoring))
+                    self._ready.append(batch)
                     self._next_step, self._busy = step + 1, False
                     self._cond.notify_all()
         except BaseException as exc:
             with self._cond:
                 self._error, self._busy = exc, False
                 self._cond.notify_all()
+
+    def _generate(self, step: int) -> StepBatch:
+        """Step `step`'s batch. `_busy` is set, so no checkpoint reads the cursor meanwhile."""
+        wanted = self.plan.prompts_per_step
+        rows, prompt_ids = self.take_prompts(wanted)
+        scoring = generate_batch(
+            self.engine, self.rewards, rows, prompt_ids, self.plan, f"{step}.0"
+        )
+        if not self.dynamic_sampling:
+            # Not waiting for the rewards: the next batch can start generating while this
+            # one is scored (the trainer waits for them when it takes the batch).
+            return StepBatch(step, scoring)
+        # Dynamic sampling needs the scores to know how many prompts to go back for.
+        batch = StepBatch(step, scoring).finish()
+        while batch.rounds < self.max_gen_rounds:
+            kept, _ = filter_groups(batch.groups, dynamic=True)
+            if len(kept) >= wanted:
+                break
+            rows, prompt_ids = self.take_prompts(wanted - len(kept))
+            groups, timings = generate_batch(
+                self.engine, self.rewards, rows, prompt_ids, self.plan, f"{step}.{batch.rounds}"
+            ).finish()
+            batch.groups += groups
+            batch.timings.generate_s += timings.generate_s
+            batch.timings.reward_wait_s += timings.reward_wait_s
+            batch.rounds += 1
+        return batch
 
     # ---- the trainer's side
 
@@ -147,16 +180,27 @@ class AsyncCollector:
         batch = self._take(step)
         wait_s = time.perf_counter() - began
         regenerated = self._regenerate_stale(batch, step)
-        kept, stats = filter_groups(batch.groups, dynamic=False)
+        kept, stats = filter_groups(batch.groups, dynamic=self.dynamic_sampling)
         return Collected(
-            batch.groups, kept, stats, batch.timings, wait_s=wait_s, regenerated_groups=regenerated
+            batch.groups,
+            kept,
+            stats,
+            batch.timings,
+            rounds=batch.rounds,
+            wait_s=wait_s,
+            regenerated_groups=regenerated,
         )
 
     def _regenerate_stale(self, batch: StepBatch, step: int) -> int:
-        """on_stale='drop': groups sampled more than max_staleness versions before the policy
-        being updated (step - 1) are generated again with the engine's current weights."""
+        """on_stale='drop': groups that would train but were sampled more than max_staleness
+        versions before the policy being updated (step - 1) are generated again with the
+        engine's current weights."""
         oldest = step - 1 - self.max_staleness
-        stale = [i for i, g in enumerate(batch.groups) if g.policy_version < oldest]
+        stale = [
+            i
+            for i, g in enumerate(batch.groups)
+            if g.policy_version < oldest and filter_groups([g], dynamic=self.dynamic_sampling)[0]
+        ]
         if not stale:
             return 0
         if self.on_stale == "wait":  # the thread waited for weights: this cannot happen

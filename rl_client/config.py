@@ -329,11 +329,6 @@ class TrainConfig(_Strict):
                 f"rollout.group_size must be >= 2 for algorithm.advantage={algo.advantage!r} "
                 "(a group baseline needs two samples)"
             )
-        if rollout.mode == "async" and algo.dynamic_sampling:
-            raise ValueError(
-                "algorithm.dynamic_sampling with rollout.mode='async' is not supported: the "
-                "batch of a future step must be known when its generation starts"
-            )
         if rollout.mode == "async" and rollout.engine == "vllm" and rollout.vllm.sleep_mode:
             raise ValueError(
                 "rollout.vllm.sleep_mode needs rollout.mode='sync': in async mode the engine "

@@ -317,5 +317,7 @@ def _collector(
         last_step=config.train.steps,
         max_staleness=rollout.max_staleness,
         on_stale=rollout.on_stale,
+        dynamic_sampling=algo.dynamic_sampling,
+        max_gen_rounds=algo.max_gen_rounds,
         buffered=buffered,
     )

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from rl_helpers import train_settings
+from rl_helpers import train_settings, write_prompts
 
 from rl_client.async_collect import AsyncCollector, RolloutThreadError, StepBatch
 from rl_client.collect import RolloutPlan
-from rl_client.config import ConfigError, ModelConfig, TrainConfig, build_config
+from rl_client.config import ModelConfig, TrainConfig, build_config
 from rl_client.data import PromptRow
 from rl_client.engines.base import SamplingParams
 from rl_client.engines.hf import HFEngine
@@ -23,12 +23,26 @@ from rl_client.run import _collector
 from rl_client.trainer import train
 from verifier_server.types import RewardSpec
 
+CONTAINS = {"name": "string_check", "params": {"operation": "contains"}}
+REGEX = {"name": "string_check", "params": {"operation": "regex"}}
+
 
 def _run(tiny_model: Path, data: Path, output: Path, server, *overrides: str) -> list[dict]:
     settings = train_settings(tiny_model, data, output)
     settings["train"]["steps"] = 4
     config = build_config(TrainConfig, settings, [f"reward.address={server.address}", *overrides])
     return train(config)
+
+
+def _groups_by_step(output: Path) -> dict[int, list[tuple[str, list[float]]]]:
+    """Per step, each sampled group's prompt id and scores, in the order they were generated."""
+    by_step: dict[int, dict[str, list[float]]] = {}
+    for line in (output / "rollouts.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        by_step.setdefault(record["step"], {}).setdefault(record["prompt_id"], []).append(
+            record["score"]
+        )
+    return {step: list(groups.items()) for step, groups in by_step.items()}
 
 
 def _prompts_by_step(output: Path) -> dict[int, list[str]]:
@@ -103,10 +117,47 @@ def test_drop_regenerates_groups_that_are_too_stale(
     assert sum(m["regenerated_groups"] for m in history[1:]) > 0
 
 
-def test_async_with_dynamic_sampling_is_refused(tiny_model: Path, toy_prompts: Path) -> None:
-    settings = train_settings(tiny_model, toy_prompts, Path("unused"))
-    with pytest.raises(ConfigError, match="dynamic_sampling"):
-        build_config(TrainConfig, settings, ["rollout.mode=async", "algorithm.preset=dapo"])
+@pytest.mark.integration
+def test_dynamic_sampling_refills_in_the_rollout_thread(
+    tiny_model: Path, tmp_path: Path, server
+) -> None:
+    # Even rows are always right (contains ""): every group has equal rewards and is filtered.
+    # Odd rows are scored by the completion's first byte being ASCII, which a random model
+    # gets about half the time: most of their groups carry signal. With 2 prompts a step the
+    # thread must go back for more prompts, in cursor order, before it hands a batch over.
+    rows = []
+    for i in range(40):  # 4 steps use at most 4 rounds x 2 prompts each: no epoch wraps
+        if i % 2 == 0:
+            rows.append({"id": f"c{i}", "prompt": f"{i}", "reward": CONTAINS, "reference": ""})
+        else:
+            rows.append({"id": f"m{i}", "prompt": f"{i}", "reward": REGEX, "reference": "^[ -~]"})
+    data = write_prompts(tmp_path / "p.jsonl", rows)
+    history = _run(
+        tiny_model,
+        data,
+        tmp_path / "run",
+        server,
+        "data.shuffle=false",
+        "rollout.mode=async",
+        "rollout.max_staleness=1",
+        "algorithm.preset=dapo",
+        "algorithm.overlong_weight=0",
+        "algorithm.max_gen_rounds=4",
+    )
+    by_step = _groups_by_step(tmp_path / "run")
+    groups = [group for step in sorted(by_step) for group in by_step[step]]
+    # Prompts in data order, none skipped, none twice, whatever the number each step used.
+    assert [prompt for prompt, _ in groups] == [row["id"] for row in rows[: len(groups)]]
+    for metrics in history:
+        step_groups = by_step[metrics["step"]]
+        informative = [p for p, scores in step_groups if len(set(scores)) > 1]
+        assert metrics["gen_rounds"] >= 2  # round 1 drew one always-right row
+        assert metrics["filtered_groups"] == len(step_groups) - len(informative)
+        assert metrics["train_groups"] == len(informative) <= 2  # never more than it asked for
+        assert metrics["dynamic_sampling_exhausted"] is (len(informative) < 2)
+        assert metrics["policy_lag_max"] <= 1
+        assert all(p.startswith("m") for p in informative)
+    assert any(m["train_groups"] > 0 for m in history)
 
 
 def test_a_failing_rollout_thread_fails_the_step_instead_of_hanging(tiny_model: Path) -> None:

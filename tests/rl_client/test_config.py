@@ -106,7 +106,6 @@ def test_example_configs_validate(path: Path) -> None:
             ["rollout.engine=vllm", "rollout.mode=async", "rollout.vllm.sleep_mode=true"],
             "sleep_mode needs rollout.mode='sync'",
         ),
-        (["rollout.mode=async", "algorithm.dynamic_sampling=true"], "dynamic_sampling with"),
         (["rollout.on_stale=never"], "rollout.on_stale"),
         (["rollout.agent.max_turns=2"], "rollout.agent.environment"),
     ],
