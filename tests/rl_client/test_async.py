@@ -15,13 +15,14 @@ from rl_client.async_collect import AsyncCollector, RolloutThreadError, StepBatc
 from rl_client.collect import RolloutPlan
 from rl_client.config import ModelConfig, TrainConfig, build_config
 from rl_client.data import PromptRow
-from rl_client.engines.base import SamplingParams
+from rl_client.engines.base import Completion, SamplingParams
 from rl_client.engines.hf import HFEngine
 from rl_client.engines.versioned import VersionedEngine
 from rl_client.models import load_policy, load_tokenizer
+from rl_client.rollout import Group
 from rl_client.run import _collector
 from rl_client.trainer import train
-from verifier_server.types import RewardSpec
+from verifier_server.types import Result, RewardSpec
 
 CONTAINS = {"name": "string_check", "params": {"operation": "contains"}}
 REGEX = {"name": "string_check", "params": {"operation": "regex"}}
@@ -192,3 +193,45 @@ def test_an_async_checkpoint_is_not_resumed_in_sync_mode(
     buffered = [StepBatch(3, None)]
     with pytest.raises(ValueError, match=r"resume it with rollout\.mode=async"):
         _collector(config, None, None, None, None, None, buffered)  # type: ignore[arg-type]
+
+
+def test_a_buffered_dynamic_sampling_batch_resumes_with_its_rounds(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    # A checkpoint holds step 3's batch, built in 3 rounds: one group carries signal, one was
+    # filtered. After the round trip through the checkpoint file the step reports the same.
+    def group(prompt: str, scores: list[float]) -> Group:
+        completion = Completion([5], [-1.0], "x")
+        results = [Result(f"{prompt}.{i}", score) for i, score in enumerate(scores)]
+        return Group(
+            PromptRow(prompt, (), RewardSpec("x"), None), [1], [completion] * 2, results, 2
+        )
+
+    saved = StepBatch(3, None, [group("flat", [1.0, 1.0]), group("mixed", [0.0, 1.0])], rounds=3)
+    torch.save({"rollout_buffer": [saved]}, tmp_path / "trainer.pt")
+    buffered = torch.load(tmp_path / "trainer.pt", weights_only=False)["rollout_buffer"]
+    tokenizer = load_tokenizer(tiny_model)
+    model = load_policy(ModelConfig(path=str(tiny_model)), torch.device("cpu"))
+    engine = VersionedEngine(HFEngine(model, tokenizer, copy_model=True), version=2)
+    plan = RolloutPlan(2, SamplingParams(n=2, max_new_tokens=2), chunk_prompts=1, overlong=None)
+    collector = AsyncCollector(
+        engine,
+        None,  # type: ignore[arg-type]  # nothing left to generate: step 3 is the last
+        lambda count: pytest.fail("a buffered step drew prompts"),  # type: ignore[arg-type]
+        plan,
+        first_step=3,
+        last_step=3,
+        max_staleness=1,
+        on_stale="drop",
+        dynamic_sampling=True,
+        max_gen_rounds=3,
+        buffered=buffered,
+    )
+    try:
+        collected = collector.collect(3)
+    finally:
+        collector.close()
+    assert collected.rounds == 3
+    assert [g.row.id for g in collected.kept] == ["mixed"]
+    assert collected.stats.filtered_groups == 1
+    assert collected.regenerated_groups == 0
