@@ -39,11 +39,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rl_client.collect import Collected, RolloutPlan, TakePrompts, close_plan, generate_batch
+from rl_client.collect import (
+    Collected,
+    RolloutPlan,
+    TakePrompts,
+    close_plan,
+    generate_batch,
+    generate_rounds,
+)
 from rl_client.engines.versioned import VersionedEngine
 from rl_client.rewards import RewardService
 from rl_client.rollout import Group, RolloutTimings, Scoring
-from rl_client.sampling import filter_groups
+from rl_client.sampling import filter_groups, trains
 
 
 class RolloutThreadError(RuntimeError):
@@ -133,30 +140,25 @@ class AsyncCollector:
 
     def _generate(self, step: int) -> StepBatch:
         """Step `step`'s batch. `_busy` is set, so no checkpoint reads the cursor meanwhile."""
-        wanted = self.plan.prompts_per_step
-        rows, prompt_ids = self.take_prompts(wanted)
-        scoring = generate_batch(
-            self.engine, self.rewards, rows, prompt_ids, self.plan, f"{step}.0"
+        if self.dynamic_sampling:
+            # It needs the scores to know how many prompts to go back for.
+            groups, timings, rounds = generate_rounds(
+                self.engine,
+                self.rewards,
+                self.take_prompts,
+                self.plan,
+                step,
+                dynamic_sampling=True,
+                max_gen_rounds=self.max_gen_rounds,
+            )
+            return StepBatch(step, None, groups, timings, rounds)
+        # Not waiting for the rewards: the next batch can start generating while this one is
+        # scored (the trainer waits for them when it takes the batch).
+        rows, prompt_ids = self.take_prompts(self.plan.prompts_per_step)
+        return StepBatch(
+            step,
+            generate_batch(self.engine, self.rewards, rows, prompt_ids, self.plan, f"{step}.0"),
         )
-        if not self.dynamic_sampling:
-            # Not waiting for the rewards: the next batch can start generating while this
-            # one is scored (the trainer waits for them when it takes the batch).
-            return StepBatch(step, scoring)
-        # Dynamic sampling needs the scores to know how many prompts to go back for.
-        batch = StepBatch(step, scoring).finish()
-        while batch.rounds < self.max_gen_rounds:
-            kept, _ = filter_groups(batch.groups, dynamic=True)
-            if len(kept) >= wanted:
-                break
-            rows, prompt_ids = self.take_prompts(wanted - len(kept))
-            groups, timings = generate_batch(
-                self.engine, self.rewards, rows, prompt_ids, self.plan, f"{step}.{batch.rounds}"
-            ).finish()
-            batch.groups += groups
-            batch.timings.generate_s += timings.generate_s
-            batch.timings.reward_wait_s += timings.reward_wait_s
-            batch.rounds += 1
-        return batch
 
     # ---- the trainer's side
 
@@ -199,7 +201,7 @@ class AsyncCollector:
         stale = [
             i
             for i, g in enumerate(batch.groups)
-            if g.policy_version < oldest and filter_groups([g], dynamic=self.dynamic_sampling)[0]
+            if g.policy_version < oldest and trains(g, dynamic=self.dynamic_sampling)
         ]
         if not stale:
             return 0
@@ -215,8 +217,7 @@ class AsyncCollector:
         ).finish()
         for index, group in zip(stale, fresh, strict=True):
             batch.groups[index] = group
-        batch.timings.generate_s += timings.generate_s
-        batch.timings.reward_wait_s += timings.reward_wait_s
+        batch.timings.add(timings)
         return len(stale)
 
     def sync_weights(self, model: torch.nn.Module, step: int) -> None:

@@ -20,7 +20,7 @@ from rl_client.engines.base import SamplingParams
 from rl_client.engines.versioned import VersionedEngine
 from rl_client.rewards import Overlong, RewardService
 from rl_client.rollout import Group, RolloutTimings, Scoring, sample
-from rl_client.sampling import FilterStats, filter_groups
+from rl_client.sampling import FilterStats, filter_groups, trains
 
 TakePrompts = Callable[[int], tuple[list[PromptRow], list[list[int]]]]
 
@@ -66,25 +66,18 @@ class SyncCollector:
     max_gen_rounds: int
 
     def collect(self, step: int) -> Collected:
-        out = Collected([], [], FilterStats(), RolloutTimings(), rounds=0)
-        while True:
-            rows, prompt_ids = self.take_prompts(self.plan.prompts_per_step - len(out.kept))
-            groups, timings = generate_batch(
-                self.engine, self.rewards, rows, prompt_ids, self.plan, f"{step}.{out.rounds}"
-            ).finish()
-            out.rounds += 1
-            out.timings.generate_s += timings.generate_s
-            out.timings.reward_wait_s += timings.reward_wait_s
-            out.sampled += groups
-            kept, stats = filter_groups(groups, dynamic=self.dynamic_sampling)
-            out.kept += kept
-            out.stats.dropped_groups += stats.dropped_groups
-            out.stats.filtered_groups += stats.filtered_groups
-            full = len(out.kept) >= self.plan.prompts_per_step
-            if full or not self.dynamic_sampling or out.rounds >= self.max_gen_rounds:
-                break
+        groups, timings, rounds = generate_rounds(
+            self.engine,
+            self.rewards,
+            self.take_prompts,
+            self.plan,
+            step,
+            dynamic_sampling=self.dynamic_sampling,
+            max_gen_rounds=self.max_gen_rounds,
+        )
+        kept, stats = filter_groups(groups, dynamic=self.dynamic_sampling)
         self.engine.sleep()  # the trainer has the device until the next weight sync
-        return out
+        return Collected(groups, kept, stats, timings, rounds=rounds)
 
     def sync_weights(self, model: torch.nn.Module, step: int) -> None:
         self.engine.sync_weights(model, step)
@@ -123,3 +116,33 @@ def generate_batch(
         tag=tag,
         agent=plan.agent,
     )
+
+
+def generate_rounds(
+    engine: VersionedEngine,
+    rewards: RewardService,
+    take_prompts: TakePrompts,
+    plan: RolloutPlan,
+    step: int,
+    *,
+    dynamic_sampling: bool,
+    max_gen_rounds: int,
+) -> tuple[list[Group], RolloutTimings, int]:
+    """Step `step`'s groups, scored: B prompts, then with dynamic sampling fresh prompts for
+    the groups that will not train, while the budget of rounds lasts. Returns every group
+    generated, the timings and the number of rounds."""
+    groups: list[Group] = []
+    timings = RolloutTimings()
+    kept = rounds = 0
+    while True:
+        rows, prompt_ids = take_prompts(plan.prompts_per_step - kept)
+        fresh, spent = generate_batch(
+            engine, rewards, rows, prompt_ids, plan, f"{step}.{rounds}"
+        ).finish()
+        rounds += 1
+        timings.add(spent)
+        groups += fresh
+        kept += sum(trains(group, dynamic=dynamic_sampling) for group in fresh)
+        full = kept >= plan.prompts_per_step
+        if full or not dynamic_sampling or rounds >= max_gen_rounds:
+            return groups, timings, rounds

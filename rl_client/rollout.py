@@ -43,6 +43,10 @@ class RolloutTimings:
     generate_s: float = 0.0
     reward_wait_s: float = 0.0  # scoring time not hidden behind generation
 
+    def add(self, other: RolloutTimings) -> None:
+        self.generate_s += other.generate_s
+        self.reward_wait_s += other.reward_wait_s
+
 
 def completion_item(
     row: PromptRow, completion: Completion, item_id: str, overlong: Overlong | None

@@ -23,6 +23,11 @@ def informative(rewards: Sequence[float], valid: Sequence[bool]) -> bool:
     return len(scores) >= 2 and not all(math.isclose(s, scores[0]) for s in scores)
 
 
+def trains(group: Group, *, dynamic: bool) -> bool:
+    """Whether `filter_groups` keeps the group."""
+    return any(group.valid) and (not dynamic or informative(group.rewards, group.valid))
+
+
 def filter_groups(groups: Sequence[Group], *, dynamic: bool) -> tuple[list[Group], FilterStats]:
     stats = FilterStats()
     kept = []

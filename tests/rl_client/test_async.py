@@ -35,21 +35,22 @@ def _run(tiny_model: Path, data: Path, output: Path, server, *overrides: str) ->
     return train(config)
 
 
+def _records(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "rollouts.jsonl").read_text().splitlines()]
+
+
 def _groups_by_step(output: Path) -> dict[int, list[tuple[str, list[float]]]]:
     """Per step, each sampled group's prompt id and scores, in the order they were generated."""
     by_step: dict[int, dict[str, list[float]]] = {}
-    for line in (output / "rollouts.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        by_step.setdefault(record["step"], {}).setdefault(record["prompt_id"], []).append(
-            record["score"]
-        )
+    for record in _records(output):
+        group = by_step.setdefault(record["step"], {}).setdefault(record["prompt_id"], [])
+        group.append(record["score"])
     return {step: list(groups.items()) for step, groups in by_step.items()}
 
 
 def _prompts_by_step(output: Path) -> dict[int, list[str]]:
     by_step: dict[int, list[str]] = {}
-    for line in (output / "rollouts.jsonl").read_text().splitlines():
-        record = json.loads(line)
+    for record in _records(output):
         by_step.setdefault(record["step"], []).append(record["prompt_id"])
     return by_step
 
