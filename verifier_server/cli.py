@@ -96,7 +96,7 @@ def _with_overrides(config: ServerConfig, args: argparse.Namespace) -> ServerCon
 
 def _check(config: ServerConfig, registry: Registry, path: str) -> int:
     from verifier_server.lifecycle import settings_problems
-    from verifier_server.scoring import Resolver
+    from verifier_server.resolver import Resolver
 
     problems = Resolver(registry, config).check_config() + settings_problems(registry, config)
     if problems:
