@@ -23,7 +23,7 @@ from verifier_server.config import Limits
 from verifier_server.resolver import Leaf, Plan, Resolver, SpecError
 from verifier_server.scorer import Scorer
 from verifier_server.types import Item, Result, RewardSpec, Status
-from verifier_server.workers import BulkFailed, WorkerPool
+from verifier_server.workers import BulkFailed, BulkJob, WorkerPool
 
 Slot = asyncio.Future[Result] | tuple[asyncio.Future[bytes], int]
 """Where an item's result will be: its own future, or a position in a bulk group's results
@@ -122,10 +122,10 @@ class Dispatcher:
                 payload = request_payload  # the whole request: forwarded as it came
             else:
                 payload = pb.ScoreRequest(items=[messages[i] for i in part]).SerializeToString()
+            job = BulkJob(leaf.verifier.name, leaf.params, spec, payload, part, self.item_limits)
             future = self.pool.submit_bulk(
-                leaf.verifier.name, leaf.params, spec, payload, 0, part, self.item_limits,
-                self.limits.max_item_timeout_s, deadline, leaf.cost_key,
-            )  # fmt: skip
+                job, self.limits.max_item_timeout_s, deadline, leaf.cost_key
+            )
             group = asyncio.get_running_loop().create_future()
             ids = [messages[i].id for i in part]
             future.add_done_callback(lambda f, g=group, ids=ids: g.set_result(_bulk_bytes(f, ids)))

@@ -32,11 +32,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-from verifier_server.types import Item, Result, Status
+from verifier_server.convert import ItemLimits
+from verifier_server.types import Item, Result, RewardSpec, Status
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,55 @@ _INITIAL_ITEM_COST_S = 0.01  # admission estimate before a verifier has been mea
 # --------------------------------------------------------------------------- worker side
 
 
+@dataclass(frozen=True, slots=True)
+class ItemsJob:
+    """Items of one (verifier, params), scored one at a time: one ItemDone per item."""
+
+    verifier: str
+    params: Any
+    items: list[Item]
+
+
+@dataclass(frozen=True, slots=True)
+class BulkJob:
+    """Serialized items of one linear-time verifier, scored in one go (see verifier_server.bulk):
+    one BulkDone or BulkError for the whole job."""
+
+    verifier: str
+    params: Any
+    spec: RewardSpec
+    payload: bytes  # a serialized ScoreRequest holding exactly these items
+    indices: list[int]  # their positions in the caller's request, for error fields
+    item_limits: ItemLimits
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemDone:
+    index: int  # in the job's items
+    result: Result
+
+
+@dataclass(frozen=True, slots=True)
+class BulkDone:
+    response: bytes  # a serialized ScoreResponse, one result per item in order
+    elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class BulkError:
+    message: str  # a server bug, reported for the job's items
+
+
+Reply = Ready | ItemDone | BulkDone | BulkError
+
+
 def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None) -> None:
-    """Entry point of a worker process: score the chunks the parent sends, one item at a time."""
+    """Entry point of a worker process: score the jobs the parent sends, one item at a time."""
     with contextlib.suppress(OSError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -61,47 +109,28 @@ def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None
 
     registry = Registry.load(plugins)
     registry.warm_up()  # e.g. sandbox slots: started here, in a process without gRPC
-    conn.send(("ready", os.getpid()))
+    conn.send(Ready(os.getpid()))
     while True:
-        message = conn.recv()
-        if message is None:
+        job: ItemsJob | BulkJob | None = conn.recv()
+        if job is None:
             return
-        if message[0] == "bulk":
-            _, verifier_name, params, spec, payload, start, indices, limits = message
-            verifier = registry.instance(verifier_name)
-            started = time.perf_counter()
-            try:
-                response = score_serialized(verifier, params, spec, payload, start, indices, limits)
-            except Exception as exc:  # a server bug: report it for these items, keep the worker
-                conn.send(("bulk_error", f"{type(exc).__name__}: {exc}"[:500], 0.0))
-                continue
-            conn.send(("bulk", response, time.perf_counter() - started))
+        verifier = registry.instance(job.verifier)
+        if isinstance(job, ItemsJob):
+            for index, item in enumerate(job.items):
+                conn.send(ItemDone(index, run_one(verifier, item, job.params)))
             continue
-        _, verifier_name, params, items = message
-        verifier = registry.instance(verifier_name)
-        for index, item in enumerate(items):
-            conn.send((index, run_one(verifier, item, params)))
+        started = time.perf_counter()
+        try:
+            response = score_serialized(
+                verifier, job.params, job.spec, job.payload, job.indices, job.item_limits
+            )
+        except Exception as exc:  # a server bug: report it for these items, keep the worker
+            conn.send(BulkError(f"{type(exc).__name__}: {exc}"[:500]))
+            continue
+        conn.send(BulkDone(response, time.perf_counter() - started))
 
 
 # --------------------------------------------------------------------------- parent side
-
-
-@dataclass(eq=False)
-class _Chunk:
-    """Items of one (verifier, params) that go to one worker, scored in order."""
-
-    verifier: str
-    params: Any
-    timeout_s: float
-    items: list[Item]
-    futures: list[asyncio.Future[Result]]
-    deadline: float | None  # time.monotonic() by which the caller wants results
-    cost_s: float  # admission estimate per item, added to the pool's backlog on submit
-    cost_key: str  # what the estimate is learned for
-
-    @property
-    def abandoned(self) -> bool:
-        return all(f.done() for f in self.futures)
 
 
 class BulkFailed(Exception):
@@ -115,28 +144,69 @@ class BulkFailed(Exception):
 
 
 @dataclass(eq=False)
-class _Bulk:
-    """Serialized items of one linear-time verifier, scored in one go (see verifier_server.bulk)."""
+class _Items:
+    """An ItemsJob in the pool: a future per item; the time limit is per item."""
 
-    job: tuple[Any, ...]  # the message for the worker
-    n_items: int
+    job: ItemsJob
+    futures: list[asyncio.Future[Result]]
+    timeout_s: float  # per item
+    deadline: float | None  # time.monotonic() by which the caller wants results
+    cost_s: float  # admission estimate per item, added to the pool's backlog on submit
+    cost_key: str  # what the estimate is learned for
+
+    @property
+    def n_items(self) -> int:
+        return len(self.job.items)
+
+    @property
+    def abandoned(self) -> bool:
+        return all(f.done() for f in self.futures)
+
+    def fail(self, start: int, stop: int, status: Status, reason: str, message: str) -> None:
+        items = self.job.items[start:stop]
+        for item, future in zip(items, self.futures[start:stop], strict=True):
+            if not future.done():
+                future.set_result(Result.failed(item.id, status, reason, message))
+
+    def rest(self, start: int) -> _Items:
+        """The items from `start` on, as a job of their own."""
+        job = ItemsJob(self.job.verifier, self.job.params, self.job.items[start:])
+        return replace(self, job=job, futures=self.futures[start:])
+
+
+@dataclass(eq=False)
+class _Bulk:
+    """A BulkJob in the pool: one future for the job; the time limit is for the whole job."""
+
+    job: BulkJob
     future: asyncio.Future[bytes]
-    timeout_s: float
+    timeout_s: float  # for the whole job
     deadline: float | None
     cost_s: float
     cost_key: str
 
     @property
+    def n_items(self) -> int:
+        return len(self.job.indices)
+
+    @property
     def abandoned(self) -> bool:
         return self.future.done()
+
+    def fail(self, start: int, stop: int, status: Status, reason: str, message: str) -> None:
+        if not self.future.done():  # the job's items share one fate
+            self.future.set_exception(BulkFailed(status, reason, message))
+
+
+_Job = _Items | _Bulk
 
 
 @dataclass(eq=False)
 class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: Connection
-    chunk: _Chunk | _Bulk | None = None
-    index: int = 0  # the item of `chunk` that is running
+    job: _Job | None = None
+    index: int = 0  # the item of `job` that is running (for an _Items job)
     started_at: float = 0.0
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
@@ -166,7 +236,7 @@ class WorkerPool:
         self.chunk_items = chunk_items
         self._ctx = multiprocessing.get_context("forkserver")
         self._workers: list[_Worker] = []
-        self._queue: deque[_Chunk | _Bulk] = deque()
+        self._queue: deque[_Job] = deque()
         self._backlog_s = 0.0  # estimated seconds of queued + running work, all workers
         self._item_cost_s: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -194,13 +264,13 @@ class WorkerPool:
             if not worker.conn.poll(ready_timeout_s):
                 raise RuntimeError(f"worker pid {worker.process.pid} did not start")
             try:
-                kind, _ = worker.conn.recv()
+                reply = worker.conn.recv()
             except EOFError:
                 raise RuntimeError(
                     "a worker exited during start-up (see the traceback above: a plugin that "
                     "fails to import?)"
                 ) from None
-            assert kind == "ready"
+            assert isinstance(reply, Ready), reply
             worker.ready = True
             self._start_io(worker)
             self._workers.append(worker)
@@ -209,7 +279,7 @@ class WorkerPool:
         """Stops all workers; items still queued come back STATUS_OVERLOADED."""
         self._closed = True
         while self._queue:
-            self._fail_chunk(self._queue.popleft(), 0, Status.OVERLOADED, "shutting_down")
+            self._fail(self._queue.popleft(), 0, Status.OVERLOADED, "shutting_down")
         for worker in list(self._workers):
             worker.outbox.put(None)
         end = time.monotonic() + timeout_s
@@ -228,7 +298,7 @@ class WorkerPool:
 
     def idle_workers(self) -> int:
         """Workers ready and without a job, less the jobs already queued for them."""
-        idle = sum(1 for w in self._workers if w.ready and w.chunk is None and not w.gone)
+        idle = sum(1 for w in self._workers if w.ready and w.job is None and not w.gone)
         return max(0, idle - len(self._queue))
 
     def estimated_wait_s(self) -> float:
@@ -266,39 +336,24 @@ class WorkerPool:
             return futures
         cost_key = cost_key or verifier
         cost = self.item_cost_s(cost_key)
-        # Spread a batch over all workers, but keep chunks small so a timeout re-queues little.
+        # Spread a batch over all workers, but keep jobs small so a timeout re-queues little.
         size = max(1, min(self.chunk_items, math.ceil(len(items) / self.n_workers)))
         for start in range(0, len(items), size):
-            chunk = _Chunk(
-                verifier,
-                params,
-                timeout_s,
-                list(items[start : start + size]),
-                futures[start : start + size],
-                deadline,
-                cost,
-                cost_key,
-            )
-            self._backlog_s += cost * len(chunk.items)
-            self._queue.append(chunk)
+            job = ItemsJob(verifier, params, list(items[start : start + size]))
+            queued = _Items(job, futures[start : start + size], timeout_s, deadline, cost, cost_key)
+            self._backlog_s += cost * queued.n_items
+            self._queue.append(queued)
         self._pump()
         return futures
 
     def submit_bulk(
         self,
-        verifier: str,
-        params: Any,
-        spec: Any,
-        payload: bytes,
-        start: int,
-        indices: list[int],
-        limits: Any,
+        job: BulkJob,
         timeout_s: float,
         deadline: float | None = None,
         cost_key: str | None = None,
     ) -> asyncio.Future[bytes]:
-        """Queues serialized items (see verifier_server.bulk) for a linear-time verifier: the
-        items `start : start + len(indices)` of the ScoreRequest `payload`.
+        """Queues serialized items (see verifier_server.bulk) for a linear-time verifier.
 
         The future gets a serialized ScoreResponse, or raises BulkFailed (past `timeout_s` for
         the whole job, a dead worker, a passed deadline, shutdown).
@@ -308,12 +363,11 @@ class WorkerPool:
         if self._closed:
             future.set_exception(BulkFailed(Status.OVERLOADED, "shutting_down"))
             return future
-        cost_key = cost_key or verifier
+        cost_key = cost_key or job.verifier
         cost = self.item_cost_s(cost_key)
-        job = ("bulk", verifier, params, spec, payload, start, indices, limits)
-        bulk = _Bulk(job, len(indices), future, timeout_s, deadline, cost, cost_key)
-        self._backlog_s += cost * bulk.n_items
-        self._queue.append(bulk)
+        queued = _Bulk(job, future, timeout_s, deadline, cost, cost_key)
+        self._backlog_s += cost * queued.n_items
+        self._queue.append(queued)
         self._pump()
         return future
 
@@ -367,86 +421,78 @@ class WorkerPool:
         for worker in self._workers:
             if not self._queue:
                 return
-            if worker.chunk is None and worker.ready and not worker.gone:
+            if worker.job is None and worker.ready and not worker.gone:
                 self._assign(worker)
 
     def _assign(self, worker: _Worker) -> None:
         while self._queue:
-            chunk = self._queue.popleft()
-            if chunk.abandoned:
-                self._backlog_s -= chunk.cost_s * _size(chunk)
+            job = self._queue.popleft()
+            if job.abandoned:
+                self._backlog_s -= job.cost_s * job.n_items
                 continue
-            if chunk.deadline is not None and time.monotonic() >= chunk.deadline:
-                self._fail_chunk(chunk, 0, Status.OVERLOADED, "deadline_exceeded_in_queue")
+            if job.deadline is not None and time.monotonic() >= job.deadline:
+                self._fail(job, 0, Status.OVERLOADED, "deadline_exceeded_in_queue")
                 continue
-            worker.chunk, worker.index = chunk, 0
-            job = (
-                chunk.job
-                if isinstance(chunk, _Bulk)
-                else ("items", chunk.verifier, chunk.params, chunk.items)
-            )
-            worker.outbox.put(job)
+            worker.job, worker.index = job, 0
+            worker.outbox.put(job.job)
             self._arm_timer(worker)
             return
 
     def _arm_timer(self, worker: _Worker) -> None:
-        assert self._loop is not None and worker.chunk is not None
+        assert self._loop is not None and worker.job is not None
         if worker.timer is not None:
             worker.timer.cancel()
         worker.started_at = time.monotonic()
-        chunk, index = worker.chunk, worker.index
-        worker.timer = self._loop.call_later(
-            chunk.timeout_s, self._on_timeout, worker, chunk, index
-        )
+        job, index = worker.job, worker.index
+        worker.timer = self._loop.call_later(job.timeout_s, self._on_timeout, worker, job, index)
 
-    def _on_message(self, worker: _Worker, message: tuple[Any, Any]) -> None:
-        if message[0] == "ready":
+    def _on_message(self, worker: _Worker, reply: Reply) -> None:
+        if isinstance(reply, Ready):
             worker.ready = True
             self._pump()
             return
-        chunk = worker.chunk
-        if chunk is None or worker.gone:
+        job = worker.job
+        if job is None or worker.gone:
             return
-        if isinstance(chunk, _Bulk):
-            kind, payload, elapsed_s = message
-            if kind == "bulk_error":
-                log.error("bulk job of %s failed in its worker: %s", chunk.job[1], payload)
-                self._fail_chunk(chunk, 0, Status.VERIFIER_ERROR, "internal_error", payload)
-                self._finish(worker)
-                return
-            self._backlog_s -= chunk.cost_s * chunk.n_items
-            self._learn_cost(chunk.cost_key, elapsed_s / max(1, chunk.n_items))
-            if not chunk.future.done():
-                chunk.future.set_result(payload)
+        if isinstance(reply, ItemDone):
+            assert isinstance(job, _Items)
+            self._on_item_done(worker, job, reply)
+        elif isinstance(reply, BulkDone):
+            self._backlog_s -= job.cost_s * job.n_items
+            self._learn_cost(job.cost_key, reply.elapsed_s / max(1, job.n_items))
+            if not job.abandoned:
+                job.future.set_result(reply.response)  # type: ignore[union-attr]
             self._finish(worker)
-            return
-        index, result = message
-        self._backlog_s -= chunk.cost_s
-        self._learn_cost(chunk.cost_key, result.elapsed_ms / 1000)
-        future = chunk.futures[index]
+        else:
+            log.error("bulk job of %s failed in its worker: %s", job.job.verifier, reply.message)
+            self._fail(job, 0, Status.VERIFIER_ERROR, "internal_error", reply.message)
+            self._finish(worker)
+
+    def _on_item_done(self, worker: _Worker, job: _Items, reply: ItemDone) -> None:
+        self._backlog_s -= job.cost_s
+        self._learn_cost(job.cost_key, reply.result.elapsed_ms / 1000)
+        future = job.futures[reply.index]
         if not future.done():
-            future.set_result(result)
-        worker.index = index + 1
-        if worker.index < len(chunk.items):
+            future.set_result(reply.result)
+        worker.index = reply.index + 1
+        if worker.index < job.n_items:
             self._arm_timer(worker)
-            return
-        self._finish(worker)
+        else:
+            self._finish(worker)
 
     def _finish(self, worker: _Worker) -> None:
         if worker.timer is not None:
             worker.timer.cancel()
-        worker.chunk = None
+        worker.job = None
         self._assign(worker)
 
-    def _on_timeout(self, worker: _Worker, chunk: _Chunk | _Bulk, index: int) -> None:
-        if worker.chunk is not chunk or worker.index != index or worker.gone:
+    def _on_timeout(self, worker: _Worker, job: _Job, index: int) -> None:
+        if worker.job is not job or worker.index != index or worker.gone:
             return  # a stale timer: the item finished meanwhile
         worker.timed_out = True
         self.stats["timeouts"] += 1
-        per_item_s = (
-            chunk.timeout_s / chunk.n_items if isinstance(chunk, _Bulk) else chunk.timeout_s
-        )
-        self._learn_cost(chunk.cost_key, per_item_s)
+        per_item_s = job.timeout_s / job.n_items if isinstance(job, _Bulk) else job.timeout_s
+        self._learn_cost(job.cost_key, per_item_s)
         with contextlib.suppress(ProcessLookupError):
             worker.process.kill()  # the reader sees EOF and calls _on_exit
 
@@ -459,41 +505,34 @@ class WorkerPool:
         worker.process.join(1)
         with contextlib.suppress(ValueError):
             self._workers.remove(worker)
-        chunk, index = worker.chunk, worker.index
-        if isinstance(chunk, _Bulk):
-            if worker.timed_out:
-                why = (
-                    f"the bulk job exceeded its {chunk.timeout_s:g} s limit; its worker was killed"
-                )
-                self._fail_chunk(chunk, 0, Status.TIMEOUT, "timeout", why)
-            else:
-                self.stats["worker_deaths"] += 1
-                why = f"worker exited with code {worker.process.exitcode} during a bulk job"
-                self._fail_chunk(chunk, 0, Status.VERIFIER_ERROR, "worker_died", why)
-        elif chunk is not None:
-            if worker.timed_out:
-                limit = f"exceeded the {chunk.timeout_s:g} s time limit; its worker was killed"
-                self._fail_items(chunk, index, index + 1, Status.TIMEOUT, "timeout", limit)
-            else:
-                self.stats["worker_deaths"] += 1
-                why = f"worker exited with code {worker.process.exitcode} while scoring this item"
-                self._fail_items(chunk, index, index + 1, Status.VERIFIER_ERROR, "worker_died", why)
-            if index + 1 < len(chunk.items):  # the rest goes back to the front of the queue
-                rest = _Chunk(
-                    chunk.verifier,
-                    chunk.params,
-                    chunk.timeout_s,
-                    chunk.items[index + 1 :],
-                    chunk.futures[index + 1 :],
-                    chunk.deadline,
-                    chunk.cost_s,
-                    chunk.cost_key,
-                )
-                self._queue.appendleft(rest)
+        if worker.job is not None:
+            self._fail_running(worker, worker.job)
         with contextlib.suppress(OSError):
             worker.conn.close()
         if not self._closed:
             self._replace()
+
+    def _fail_running(self, worker: _Worker, job: _Job) -> None:
+        """A worker died while running `job`: the running item (for a bulk job, the whole job)
+        fails; an _Items job's later items go back to the front of the queue."""
+        if not worker.timed_out:
+            self.stats["worker_deaths"] += 1
+        if isinstance(job, _Bulk):
+            start, stop = 0, job.n_items
+            what = "the bulk job"
+        else:
+            start, stop = worker.index, worker.index + 1
+            what = "this item"
+        if worker.timed_out:
+            why = f"{what} exceeded its {job.timeout_s:g} s limit; its worker was killed"
+            status, reason = Status.TIMEOUT, "timeout"
+        else:
+            why = f"worker exited with code {worker.process.exitcode} while scoring {what}"
+            status, reason = Status.VERIFIER_ERROR, "worker_died"
+        self._backlog_s -= job.cost_s * (stop - start)
+        job.fail(start, stop, status, reason, why)
+        if isinstance(job, _Items) and stop < job.n_items:
+            self._queue.appendleft(job.rest(stop))
 
     def _replace(self) -> None:
         try:
@@ -505,32 +544,17 @@ class WorkerPool:
             return
         self.stats["respawns"] += 1
         self._workers.append(worker)
-        self._start_io(worker)  # its first message is "ready"; until then it gets no work
+        self._start_io(worker)  # its first message is Ready; until then it gets no work
 
-    def _fail_chunk(
-        self, chunk: _Chunk | _Bulk, start: int, status: Status, reason: str, message: str = ""
-    ) -> None:
-        if isinstance(chunk, _Bulk):
-            self._backlog_s -= chunk.cost_s * chunk.n_items
-            if not chunk.future.done():
-                chunk.future.set_exception(BulkFailed(status, reason, message))
-            return
-        self._fail_items(chunk, start, len(chunk.items), status, reason, message)
-
-    def _fail_items(
-        self, chunk: _Chunk, start: int, stop: int, status: Status, reason: str, message: str
-    ) -> None:
-        for item, future in zip(chunk.items[start:stop], chunk.futures[start:stop], strict=True):
-            self._backlog_s -= chunk.cost_s
-            if not future.done():
-                future.set_result(Result.failed(item.id, status, reason, message))
+    def _fail(self, job: _Job, start: int, status: Status, reason: str, message: str = "") -> None:
+        """Fails the job's items from `start` on (a bulk job: all of them)."""
+        stop = job.n_items
+        start = 0 if isinstance(job, _Bulk) else start
+        self._backlog_s -= job.cost_s * (stop - start)
+        job.fail(start, stop, status, reason, message)
 
     def _learn_cost(self, cost_key: str, seconds: float) -> None:
         previous = self._item_cost_s.get(cost_key)
         self._item_cost_s[cost_key] = (
             seconds if previous is None else 0.8 * previous + 0.2 * seconds
         )
-
-
-def _size(chunk: _Chunk | _Bulk) -> int:
-    return chunk.n_items if isinstance(chunk, _Bulk) else len(chunk.items)
