@@ -14,7 +14,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -263,7 +263,37 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
     for name in [*registry.names(), *config.rewards]:
         if f"{SERVICE_NAME}/{name}" not in verifiers.reported:  # a verifier's own word wins
             await health.set(f"{SERVICE_NAME}/{name}", serving)
+    pool.on_capacity = _capacity_reporter(health, registry, config, verifiers.reported)
     return RunningServer(server, health, pool, threads, bound, registry, verifiers)
+
+
+def _capacity_reporter(
+    health: HealthServicer, registry: Registry, config: ServerConfig, reported: set[str]
+) -> Callable[[bool], None]:
+    """The pool's capacity -> health: with no ready worker (a crash loop of respawns, say),
+    the server, the named rewards and every verifier that runs in the pool are NOT_SERVING,
+    so a load balancer or a probe stops sending work that could only time out."""
+    names = [
+        f"{SERVICE_NAME}/{name}"
+        for name in [*registry.names(), *config.rewards]
+        if name in config.rewards or registry.get(name).execution in ("process", "bulk")
+    ]
+
+    def report(has_capacity: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if has_capacity
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+
+        async def apply() -> None:
+            for service in ["", SERVICE_NAME, *names]:
+                if service not in reported:  # a verifier's own word wins
+                    await health.set(service, status)
+
+        asyncio.get_running_loop().create_task(apply())
+
+    return report
 
 
 async def serve(

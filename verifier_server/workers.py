@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import math
 import multiprocessing
@@ -31,7 +32,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _INITIAL_ITEM_COST_S = 0.01  # admission estimate before a verifier has been measured
+_RETIRE_GROWTH_MB = 512  # see _retire_threshold_mb
+_CAPACITY_GRACE_S = 1.0  # no ready worker for this long: the pool reports it has no capacity
+_RESPAWN_BACKOFF_MAX_S = 5.0
 
 
 # --------------------------------------------------------------------------- worker side
@@ -50,11 +54,13 @@ _INITIAL_ITEM_COST_S = 0.01  # admission estimate before a verifier has been mea
 
 @dataclass(frozen=True, slots=True)
 class ItemsJob:
-    """Items of one (verifier, params), scored one at a time: one ItemDone per item."""
+    """Items of one (verifier, params), scored one at a time: one ItemDone per item, or a
+    JobStopped when the parent cancels the job or the worker retires in the middle of it."""
 
     verifier: str
     params: Any
     items: list[Item]
+    deadline: float | None  # time.monotonic() (system-wide) past which items are not started
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +98,27 @@ class BulkError:
     message: str  # a server bug, reported for the job's items
 
 
-Reply = Ready | ItemDone | BulkDone | BulkError
+@dataclass(frozen=True, slots=True)
+class JobStopped:
+    """The worker stopped an ItemsJob before item `next_index` (cancelled, or it retires)."""
+
+    next_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Retiring:
+    """The worker exits after this message (its memory did not come back after an item);
+    nothing it was given is lost: the parent re-queues what it had not started."""
+
+    rss_mb: float
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Parent to worker: every caller of the running ItemsJob has gone; stop it."""
+
+
+Reply = Ready | ItemDone | BulkDone | BulkError | JobStopped | Retiring
 
 
 def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None) -> None:
@@ -104,20 +130,22 @@ def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     from verifier_server.bulk import score_serialized
-    from verifier_server.execution import run_one
     from verifier_server.registry import Registry
 
     registry = Registry.load(plugins)
     registry.warm_up()  # e.g. sandbox slots: started here, in a process without gRPC
+    retire_above_mb = _retire_threshold_mb(_rss_mb(), memory_mb)
     conn.send(Ready(os.getpid()))
     while True:
-        job: ItemsJob | BulkJob | None = conn.recv()
+        job: ItemsJob | BulkJob | Cancel | None = conn.recv()
         if job is None:
             return
+        if isinstance(job, Cancel):  # arrived after its job finished: nothing to stop
+            continue
         verifier = registry.instance(job.verifier)
         if isinstance(job, ItemsJob):
-            for index, item in enumerate(job.items):
-                conn.send(ItemDone(index, run_one(verifier, item, job.params)))
+            if not _run_items(conn, verifier, job, retire_above_mb):
+                return
             continue
         started = time.perf_counter()
         try:
@@ -127,7 +155,52 @@ def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None
         except Exception as exc:  # a server bug: report it for these items, keep the worker
             conn.send(BulkError(f"{type(exc).__name__}: {exc}"[:500]))
             continue
-        conn.send(BulkDone(response, time.perf_counter() - started))
+        elapsed_s = time.perf_counter() - started
+        rss_mb = _rss_mb()
+        if rss_mb > retire_above_mb:  # said first, so the parent gives it no more work
+            conn.send(Retiring(rss_mb))
+        conn.send(BulkDone(response, elapsed_s))
+        if rss_mb > retire_above_mb:
+            return
+
+
+def _run_items(conn: Connection, verifier: Any, job: ItemsJob, retire_above_mb: float) -> bool:
+    """Scores the job's items in order; False when the worker must exit (close or retire)."""
+    from verifier_server.execution import run_one
+
+    for index, item in enumerate(job.items):
+        if conn.poll():  # only a Cancel (or close) can arrive while a job runs
+            message = conn.recv()
+            conn.send(JobStopped(index))
+            return message is not None
+        if job.deadline is not None and time.monotonic() >= job.deadline:
+            why = "the caller's deadline passed before this item started"
+            result = Result.failed(item.id, Status.OVERLOADED, "deadline_exceeded_in_queue", why)
+        else:
+            result = run_one(verifier, item, job.params)
+        rss_mb = _rss_mb()
+        if rss_mb > retire_above_mb:  # said first, so the parent gives it no more work
+            conn.send(Retiring(rss_mb))
+        conn.send(ItemDone(index, result))
+        if rss_mb > retire_above_mb:
+            if index + 1 < len(job.items):
+                conn.send(JobStopped(index + 1))
+            return False
+    return True
+
+
+def _rss_mb() -> float:
+    """This process's resident memory now (not its peak)."""
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _retire_threshold_mb(baseline_mb: float, memory_mb: int | None) -> float:
+    """Past this resident size after an item, a worker is replaced: a verifier that once
+    needed gigabytes (or hit MemoryError half-way) leaves memory and state behind that the
+    next item would inherit."""
+    threshold = max(3 * baseline_mb, baseline_mb + _RETIRE_GROWTH_MB)
+    return threshold if memory_mb is None else min(threshold, 0.75 * memory_mb)
 
 
 # --------------------------------------------------------------------------- parent side
@@ -170,7 +243,7 @@ class _Items:
 
     def rest(self, start: int) -> _Items:
         """The items from `start` on, as a job of their own."""
-        job = ItemsJob(self.job.verifier, self.job.params, self.job.items[start:])
+        job = replace(self.job, items=self.job.items[start:])
         return replace(self, job=job, futures=self.futures[start:])
 
 
@@ -212,6 +285,7 @@ class _Worker:
     timed_out: bool = False
     ready: bool = False
     gone: bool = False
+    retiring: bool = False  # said Retiring: exits on its own, owes nothing
     reader: threading.Thread | None = field(default=None, repr=False)
     # Jobs for the worker, sent by a thread of their own: a large job blocks in send() until
     # the worker reads it, and that wait must not stall the event loop.
@@ -241,7 +315,11 @@ class WorkerPool:
         self._item_cost_s: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self.stats = {"timeouts": 0, "worker_deaths": 0, "respawns": 0}
+        self.stats = {"timeouts": 0, "worker_deaths": 0, "respawns": 0, "retired": 0}
+        self.on_capacity: Callable[[bool], None] | None = None  # see _check_capacity
+        self._has_capacity = True
+        self._failed_starts = 0  # workers in a row that died before they were ready
+        self._capacity_timer: asyncio.TimerHandle | None = None
 
     # ---- lifecycle
 
@@ -284,15 +362,20 @@ class WorkerPool:
             worker.outbox.put(None)
         end = time.monotonic() + timeout_s
         for worker in list(self._workers):
-            while worker.process.is_alive() and time.monotonic() < end:
+            # A worker that exits meanwhile is reaped (and its handle closed) by _on_exit.
+            while not worker.gone and worker.process.is_alive() and time.monotonic() < end:
                 await asyncio.sleep(0.01)
-            if worker.process.is_alive():
+            if not worker.gone and worker.process.is_alive():
                 worker.process.kill()
-            worker.process.join(1)
+                worker.process.join(1)
 
     @property
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
+
+    @property
+    def ready_workers(self) -> int:
+        return sum(1 for w in self._workers if w.ready and not w.gone and not w.retiring)
 
     # ---- submitting work
 
@@ -339,7 +422,7 @@ class WorkerPool:
         # Spread a batch over all workers, but keep jobs small so a timeout re-queues little.
         size = max(1, min(self.chunk_items, math.ceil(len(items) / self.n_workers)))
         for start in range(0, len(items), size):
-            job = ItemsJob(verifier, params, list(items[start : start + size]))
+            job = ItemsJob(verifier, params, list(items[start : start + size]), deadline)
             queued = _Items(job, futures[start : start + size], timeout_s, deadline, cost, cost_key)
             self._backlog_s += cost * queued.n_items
             self._queue.append(queued)
@@ -436,6 +519,10 @@ class WorkerPool:
             worker.job, worker.index = job, 0
             worker.outbox.put(job.job)
             self._arm_timer(worker)
+            if isinstance(job, _Items):
+                watch = functools.partial(self._on_future_done, worker, job)
+                for future in job.futures:
+                    future.add_done_callback(watch)
             return
 
     def _arm_timer(self, worker: _Worker) -> None:
@@ -449,7 +536,14 @@ class WorkerPool:
     def _on_message(self, worker: _Worker, reply: Reply) -> None:
         if isinstance(reply, Ready):
             worker.ready = True
+            self._check_capacity()
             self._pump()
+            return
+        if isinstance(reply, Retiring):
+            log.info("worker pid %s retires at %.0f MB resident", worker.process.pid, reply.rss_mb)
+            self.stats["retired"] += 1
+            worker.retiring = True
+            self._check_capacity()
             return
         job = worker.job
         if job is None or worker.gone:
@@ -457,6 +551,11 @@ class WorkerPool:
         if isinstance(reply, ItemDone):
             assert isinstance(job, _Items)
             self._on_item_done(worker, job, reply)
+        elif isinstance(reply, JobStopped):
+            assert isinstance(job, _Items)
+            if reply.next_index < job.n_items:  # not started: back to the front of the queue
+                self._queue.appendleft(job.rest(reply.next_index))
+            self._finish(worker)
         elif isinstance(reply, BulkDone):
             self._backlog_s -= job.cost_s * job.n_items
             self._learn_cost(job.cost_key, reply.elapsed_s / max(1, job.n_items))
@@ -484,7 +583,20 @@ class WorkerPool:
         if worker.timer is not None:
             worker.timer.cancel()
         worker.job = None
-        self._assign(worker)
+        if not worker.retiring:
+            self._assign(worker)
+        else:
+            self._pump()  # what it handed back goes to the others
+
+    def _on_future_done(self, worker: _Worker, job: _Items, future: asyncio.Future[Result]) -> None:
+        if future.cancelled():
+            self._cancel_if_abandoned(worker, job)
+
+    def _cancel_if_abandoned(self, worker: _Worker, job: _Items) -> None:
+        """Every caller of a running job has gone (cancelled RPCs): ask the worker to stop it
+        between items, so no work is done for nobody."""
+        if worker.job is job and job.abandoned and not worker.gone:
+            worker.outbox.put(Cancel())
 
     def _on_timeout(self, worker: _Worker, job: _Job, index: int) -> None:
         if worker.job is not job or worker.index != index or worker.gone:
@@ -502,21 +614,68 @@ class WorkerPool:
         worker.gone = True
         if worker.timer is not None:
             worker.timer.cancel()
+        worker.outbox.put(None)  # ends the writer thread (the reader has ended: it saw EOF)
         worker.process.join(1)
+        if not worker.timed_out and not worker.retiring and not self._closed:
+            self.stats["worker_deaths"] += 1
         with contextlib.suppress(ValueError):
             self._workers.remove(worker)
         if worker.job is not None:
             self._fail_running(worker, worker.job)
         with contextlib.suppress(OSError):
             worker.conn.close()
-        if not self._closed:
+        if not worker.process.is_alive():
+            worker.process.close()  # its sentinel fd
+        self._check_capacity()
+        if self._closed:
+            return
+        # A worker that dies before it is ready (a plugin or a warm-up that fails now) would
+        # be replaced at once, forever: back off, doubling up to _RESPAWN_BACKOFF_MAX_S.
+        self._failed_starts = 0 if worker.ready else self._failed_starts + 1
+        if self._failed_starts == 0:
             self._replace()
+        else:
+            assert self._loop is not None
+            delay_s = min(_RESPAWN_BACKOFF_MAX_S, 0.05 * 2**self._failed_starts)
+            self._loop.call_later(delay_s, self._replace)
+
+    def _check_capacity(self) -> None:
+        """Tells `on_capacity` when the pool loses its last ready worker for longer than
+        `_CAPACITY_GRACE_S` (a crash loop of respawns, say), and when it gets one back."""
+        if self._closed or self._loop is None:
+            return
+        if self.ready_workers:
+            if self._capacity_timer is not None:
+                self._capacity_timer.cancel()
+                self._capacity_timer = None
+            self._set_capacity(True)
+        elif self._has_capacity and self._capacity_timer is None:
+            self._capacity_timer = self._loop.call_later(_CAPACITY_GRACE_S, self._capacity_lost)
+
+    def _capacity_lost(self) -> None:
+        self._capacity_timer = None
+        if not self.ready_workers:
+            self._set_capacity(False)
+
+    def _set_capacity(self, has_capacity: bool) -> None:
+        if has_capacity == self._has_capacity:
+            return
+        self._has_capacity = has_capacity
+        log.log(
+            logging.INFO if has_capacity else logging.ERROR,
+            "worker pool %s",
+            "has a ready worker again" if has_capacity else "has no ready worker",
+        )
+        if self.on_capacity is not None:
+            self.on_capacity(has_capacity)
+
+    @property
+    def has_capacity(self) -> bool:
+        return self._has_capacity
 
     def _fail_running(self, worker: _Worker, job: _Job) -> None:
         """A worker died while running `job`: the running item (for a bulk job, the whole job)
         fails; an _Items job's later items go back to the front of the queue."""
-        if not worker.timed_out:
-            self.stats["worker_deaths"] += 1
         if isinstance(job, _Bulk):
             start, stop = 0, job.n_items
             what = "the bulk job"
@@ -535,6 +694,8 @@ class WorkerPool:
             self._queue.appendleft(job.rest(stop))
 
     def _replace(self) -> None:
+        if self._closed:
+            return
         try:
             worker = self._spawn()
         except Exception:
