@@ -15,6 +15,7 @@ servicer (verifier_server.server) turns the slots into the response.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 
 from verifier_server import convert
@@ -84,7 +85,7 @@ class Dispatcher:
                 item = convert.item_from_proto(message, self.item_limits, spec)
             except (convert.ItemError, SpecError) as exc:
                 slots[index] = loop.create_future()
-                slots[index].set_result(_invalid(item_id or f"#{index}", index, exc))  # type: ignore[union-attr]
+                slots[index].set_result(_invalid(item_id, index, exc))  # type: ignore[union-attr]
                 continue
             group = groups.setdefault(id(plan), (plan, [], []))
             group[1].append(index)
@@ -116,8 +117,15 @@ class Dispatcher:
         spread = max(1, self.pool.idle_workers())
         size = min(_BULK_MAX_ITEMS, max(_BULK_MIN_ITEMS, -(-len(indices) // spread)))
         jobs = []
+        loop = asyncio.get_running_loop()
         for start in range(0, len(indices), size):
             part = indices[start : start + size]
+            group = loop.create_future()
+            ids = [messages[i].id for i in part]
+            jobs.append((part, group))
+            if not self.pool.admits_job(leaf.cost_key, len(part), deadline):
+                group.set_result(_refused(ids, self.pool.estimated_wait_s()))
+                continue
             if request_payload is not None and len(part) == len(messages):
                 payload = request_payload  # the whole request: forwarded as it came
             else:
@@ -126,10 +134,8 @@ class Dispatcher:
             future = self.pool.submit_bulk(
                 job, self.limits.max_item_timeout_s, deadline, leaf.cost_key
             )
-            group = asyncio.get_running_loop().create_future()
-            ids = [messages[i].id for i in part]
-            future.add_done_callback(lambda f, g=group, ids=ids: g.set_result(_bulk_bytes(f, ids)))
-            jobs.append((part, group))
+            future.add_done_callback(functools.partial(_settle, group, ids))
+            group.add_done_callback(functools.partial(_propagate_cancel, future))
         return jobs
 
     def _resolve(
@@ -166,10 +172,24 @@ def _invalid(item_id: str, index: int, exc: convert.ItemError | SpecError) -> Re
     return result
 
 
-def _bulk_bytes(future: asyncio.Future[bytes], ids: list[str]) -> bytes:
-    """A finished bulk job -> its serialized results; a failed job -> a failed result per item."""
+def _settle(group: asyncio.Future[bytes], ids: list[str], job: asyncio.Future[bytes]) -> None:
+    """A finished bulk job -> its group's serialized results; a failed job -> a failed result
+    per item. A group its caller cancelled stays cancelled."""
+    if group.done() or job.cancelled():
+        return
     try:
-        return future.result()
+        group.set_result(job.result())
     except BulkFailed as exc:
         failed = [Result.failed(item_id, exc.status, exc.reason, exc.message) for item_id in ids]
-        return convert.results_to_response(failed).SerializeToString()  # type: ignore[arg-type]
+        group.set_result(convert.results_to_response(failed).SerializeToString())  # type: ignore[arg-type]
+
+
+def _propagate_cancel(job: asyncio.Future[bytes], group: asyncio.Future[bytes]) -> None:
+    if group.cancelled():
+        job.cancel()  # a job still queued is then dropped unstarted
+
+
+def _refused(ids: list[str], queued_s: float) -> bytes:
+    why = f"the queue would not finish within the deadline (~{queued_s:.2f} s of work queued)"
+    refused = [Result.failed(item_id, Status.OVERLOADED, "overloaded", why) for item_id in ids]
+    return convert.results_to_response(refused).SerializeToString()  # type: ignore[arg-type]

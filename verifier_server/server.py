@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -33,7 +34,7 @@ from verifier_server.lifecycle import ServerVerifiers
 from verifier_server.registry import Registry
 from verifier_server.resolver import Resolver
 from verifier_server.scorer import Scorer
-from verifier_server.types import Result
+from verifier_server.types import Result, Status
 from verifier_server.verifiers.composite import CompositeParams
 
 log = logging.getLogger(__name__)
@@ -51,58 +52,83 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
 
     async def Score(self, payload: bytes, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         """Takes the request still serialized (see `add_servicer`): items of linear-time
-        verifiers are forwarded to the workers as these very bytes, with no copy per item."""
-        try:
-            request = pb.ScoreRequest.FromString(payload)
-        except DecodeError as exc:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a ScoreRequest: {exc}"
-            )
+        verifiers are forwarded to the workers as these very bytes, with no copy per item.
+
+        Answers before the caller's deadline: items unfinished at the cut-off get TIMEOUT
+        (and their work is cancelled), so one late item never costs the whole response."""
+        request = await _parse(pb.ScoreRequest, payload, context)
         slots = await self._dispatch(request, context, payload)
-        groups = contiguous_groups(slots)
-        if groups is not None:  # all bulk, in request order: the workers' bytes are the answer
-            return pb.ScoreResponse.FromString(b"".join([await group for group in groups]))
+        try:
+            finished = await _wait(slots, _cut_off(context))
+        except asyncio.CancelledError:  # the caller has gone: so has the reason to work
+            _cancel(slots)
+            raise
+        if finished and (groups := contiguous_groups(slots)) is not None:
+            # All bulk, in request order: the workers' bytes are the answer.
+            return pb.ScoreResponse.FromString(b"".join([group.result() for group in groups]))
         response = pb.ScoreResponse()
         results = response.results
         parsed: dict[int, Sequence[pb.Result]] = {}
-        # In order, not gather(): awaiting a finished future costs nothing, and gather's
-        # per-future callbacks were a measurable share of the per-item cost.
-        for slot in slots:
+        for message, slot in zip(request.items, slots, strict=True):
             if isinstance(slot, tuple):
                 group, position = slot
+                if not group.done() or group.cancelled():
+                    results.append(_late(message.id))
+                    continue
                 if id(group) not in parsed:
-                    parsed[id(group)] = pb.ScoreResponse.FromString(await group).results
+                    parsed[id(group)] = pb.ScoreResponse.FromString(group.result()).results
                 results.append(parsed[id(group)][position])
+            elif slot.done() and not slot.cancelled():
+                results.append(convert.result_to_proto(slot.result()))
             else:
-                results.append(convert.result_to_proto(await slot))
+                results.append(_late(message.id))
+        _cancel(slots)  # the late ones: their callers will not wait for them
         return response
 
     async def ScoreStream(
-        self, request_iterator: AsyncIterator[pb.ScoreRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ScoreResponse]:
+        """Results stream back as items finish. Ids must be unique among the stream's items
+        still in flight (their results could not be told apart)."""
         finished: asyncio.Queue[list[pb.Result] | None] = asyncio.Queue()
+        in_flight: set[str] = set()  # ids of items whose results are still to send
+        all_slots: list[Slot] = []
         pending = 0
         reading_done = False
 
         def on_item(future: asyncio.Future[Result]) -> None:
-            finished.put_nowait([convert.result_to_proto(future.result())])
+            if not future.cancelled():
+                finished.put_nowait([convert.result_to_proto(future.result())])
 
         def on_group(future: asyncio.Future[bytes]) -> None:
-            finished.put_nowait(list(pb.ScoreResponse.FromString(future.result()).results))
+            if not future.cancelled():
+                finished.put_nowait(list(pb.ScoreResponse.FromString(future.result()).results))
 
         async def read() -> None:
             nonlocal pending, reading_done
-            async for request in request_iterator:
-                slots = await self._dispatch(request, context)
-                pending += len(slots)
-                groups = {id(s[0]): s[0] for s in slots if isinstance(s, tuple)}
-                for group in groups.values():
-                    group.add_done_callback(on_group)
-                for slot in slots:
-                    if not isinstance(slot, tuple):
-                        slot.add_done_callback(on_item)
-            reading_done = True
-            finished.put_nowait(None)  # wake the writer to re-check
+            try:
+                async for payload in request_iterator:
+                    request = await _parse(pb.ScoreRequest, payload, context)
+                    for index, message in enumerate(request.items):
+                        if message.id in in_flight:
+                            await context.abort(
+                                grpc.StatusCode.INVALID_ARGUMENT,
+                                f"items[{index}].id {message.id!r} is already in flight on this "
+                                "stream; ids must be unique among the stream's unanswered items",
+                            )
+                    slots = await self._dispatch(request, context)
+                    all_slots.extend(slots)
+                    pending += len(slots)
+                    in_flight.update(m.id for m in request.items if m.id)
+                    groups = {id(s[0]): s[0] for s in slots if isinstance(s, tuple)}
+                    for group in groups.values():
+                        group.add_done_callback(on_group)
+                    for slot in slots:
+                        if not isinstance(slot, tuple):
+                            slot.add_done_callback(on_item)
+                reading_done = True
+            finally:
+                finished.put_nowait(None)  # wake the writer to re-check (also after an abort)
 
         reader = asyncio.create_task(read())
         try:
@@ -112,6 +138,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                 while not finished.empty():  # send everything ready in one message
                     batch += finished.get_nowait() or []
                 pending -= len(batch)
+                in_flight.difference_update(r.id for r in batch)
                 if batch:
                     yield pb.ScoreResponse(results=batch)
                 if reader.done():
@@ -120,10 +147,12 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                         return
         finally:
             reader.cancel()
+            _cancel(all_slots)  # a no-op for finished ones; stops work nobody will read
 
     async def ListVerifiers(
-        self, request: pb.ListVerifiersRequest, context: grpc.aio.ServicerContext
+        self, payload: bytes, context: grpc.aio.ServicerContext
     ) -> pb.ListVerifiersResponse:
+        await _parse(pb.ListVerifiersRequest, payload, context)
         response = pb.ListVerifiersResponse()
         for name, cls in self.registry.items():
             info = response.verifiers.add(name=name, description=cls.description, kind="verifier")
@@ -163,25 +192,83 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
 
 
 def add_servicer(servicer: VerifierServicer, server: grpc.aio.Server) -> None:
-    """Registers the service as the generated code would, except that `Score` receives its
-    request as bytes (the servicer parses it, and forwards bulk items without re-serializing)."""
+    """Registers the service as the generated code would, except that the handlers receive
+    requests as bytes: they parse them, so bytes that are not the request message get
+    INVALID_ARGUMENT (a deserializer's failure would be UNKNOWN, and hang a stream), and
+    `Score` forwards bulk items without re-serializing."""
     handlers = {
         "Score": grpc.unary_unary_rpc_method_handler(
             servicer.Score, response_serializer=pb.ScoreResponse.SerializeToString
         ),
         "ScoreStream": grpc.stream_stream_rpc_method_handler(
-            servicer.ScoreStream,
-            request_deserializer=pb.ScoreRequest.FromString,
-            response_serializer=pb.ScoreResponse.SerializeToString,
+            servicer.ScoreStream, response_serializer=pb.ScoreResponse.SerializeToString
         ),
         "ListVerifiers": grpc.unary_unary_rpc_method_handler(
-            servicer.ListVerifiers,
-            request_deserializer=pb.ListVerifiersRequest.FromString,
-            response_serializer=pb.ListVerifiersResponse.SerializeToString,
+            servicer.ListVerifiers, response_serializer=pb.ListVerifiersResponse.SerializeToString
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+_CUT_OFF_MARGIN_S = 0.5  # the response leaves this long (at most a tenth of the time) early
+
+
+async def _parse(message_type: Any, payload: bytes, context: grpc.aio.ServicerContext) -> Any:
+    try:
+        return message_type.FromString(payload)
+    except DecodeError as exc:
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the request is not a {message_type.DESCRIPTOR.name}: {exc}",
+        )
+
+
+def _cut_off(context: grpc.aio.ServicerContext) -> float | None:
+    """Seconds until the response must be assembled so it reaches the caller in time."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    return max(0.0, remaining - min(_CUT_OFF_MARGIN_S, remaining / 10))
+
+
+async def _wait(slots: Sequence[Slot], timeout_s: float | None) -> bool:
+    """Waits for every slot (True), or until `timeout_s` passes (False)."""
+    futures = {id(f): f for f in (s[0] if isinstance(s, tuple) else s for s in slots)}
+    pending = [f for f in futures.values() if not f.done()]
+    if not pending:
+        return True
+    if timeout_s is None:
+        # In order, not gather(): awaiting a finished future costs nothing, and gather's
+        # per-future callbacks were a measurable share of the per-item cost.
+        for future in pending:
+            await future
+        return True
+    try:
+        async with asyncio.timeout(timeout_s):  # at the cut-off, cancels the one awaited:
+            for future in pending:  # it is late, and the caller cancels the late ones anyway
+                await future
+    except TimeoutError:
+        return False
+    return True
+
+
+def _cancel(slots: Sequence[Slot]) -> None:
+    for slot in slots:
+        future = slot[0] if isinstance(slot, tuple) else slot
+        if not future.done():
+            future.cancel()
+
+
+def _late(item_id: str) -> pb.Result:
+    return convert.result_to_proto(
+        Result.failed(
+            item_id,
+            Status.TIMEOUT,
+            "deadline",
+            "not finished when the caller's deadline came; its work was stopped",
+        )
+    )
 
 
 @dataclass

@@ -397,6 +397,17 @@ class WorkerPool:
         room_s = (deadline - time.monotonic()) * 0.9 * self.n_workers - self._backlog_s
         return max(0, min(n_items, math.floor(room_s / self.item_cost_s(cost_key))))
 
+    def admits_job(self, cost_key: str, n_items: int, deadline: float | None) -> bool:
+        """Whether a job of `n_items` that runs on one worker (a bulk job) can finish before
+        `deadline`: the backlog leaves room for it, and it fits the time left on its own."""
+        if deadline is None:
+            return True
+        alone_s = self.item_cost_s(cost_key) * n_items
+        return (
+            alone_s <= (deadline - time.monotonic()) * 0.9
+            and self.admissible(cost_key, n_items, deadline) == n_items
+        )
+
     def submit(
         self,
         verifier: str,

@@ -120,3 +120,9 @@ class HogVerifier(Verifier):
             block[::4096] = b"x" * len(block[::4096])  # touch every page: resident
             _HOARD.append(block)
         return Result(id=item.id, score=1.0, details={"pid": os.getpid()})
+
+
+class SleepyBulkVerifier(SleepyVerifier):
+    name = "sleepy_bulk"
+    description = "test verifier: like sleepy, scored in bulk"
+    execution = "bulk"
