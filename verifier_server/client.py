@@ -98,6 +98,11 @@ class AsyncRewardClient:
                 ("grpc.lb_policy_name", "round_robin"),
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", max_bytes),
+                # gRPC's default reconnect back-off (1 s doubling to 120 s) left a client
+                # blind to a restarted server for seconds: retry a lost server quickly.
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
             ],
         )
         self._stub = pb_grpc.VerifierServiceStub(self._channel)
@@ -137,7 +142,10 @@ class AsyncRewardClient:
             batch: list[pb.Item] = []
             rewards: dict[int, pb.RewardSpec] = {}
             async for item in _aiter(items):
-                batch.append(convert.item_to_proto(item, rewards))
+                try:
+                    batch.append(convert.item_to_proto(item, rewards))
+                except UnicodeEncodeError:
+                    raise RewardClientError(_unencodable(item, "item")) from None
                 if len(batch) >= batch_items:
                     yield pb.ScoreRequest(items=batch)
                     batch = []
@@ -204,18 +212,20 @@ class AsyncRewardClient:
 
     async def _score_batch(self, batch: Sequence[Item], deadline: float) -> list[Result]:
         results: list[Result | None] = [None] * len(batch)
-        request = convert.request_from_items(batch)
+        request = _request(batch)
         pending = list(range(len(batch)))  # invariant: request.items[k] is batch[pending[k]]
         attempt = 0
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._fill(
-                    results, batch, pending, Status.TIMEOUT, "deadline_exceeded", "client timeout"
-                )
-                break
             try:
                 async with self._in_flight:
+                    # The time left is measured once a slot is free: waiting for one counts.
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._fill(
+                            results, batch, pending, Status.TIMEOUT, "deadline_exceeded",
+                            "client timeout",
+                        )  # fmt: skip
+                        break
                     response = await self._stub.Score(request, timeout=remaining)
             except grpc.aio.AioRpcError as exc:
                 why = exc.details() or ""
@@ -282,6 +292,52 @@ class AsyncRewardClient:
         ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2**attempt)
         delay = min(random.uniform(0, ceiling), max(0.0, deadline - time.monotonic()))
         await asyncio.sleep(delay)
+
+
+def _request(batch: Sequence[Item]) -> pb.ScoreRequest:
+    try:
+        return convert.request_from_items(batch)
+    except UnicodeEncodeError:  # a lone surrogate somewhere: say where
+        for index, item in enumerate(batch):
+            try:
+                convert.item_to_proto(item)
+            except UnicodeEncodeError:
+                raise RewardClientError(_unencodable(item, f"items[{index}]")) from None
+        raise
+
+
+def _unencodable(item: Item, where: str) -> str:
+    """Names the first field of `item` that is not encodable as UTF-8 (a lone surrogate)."""
+    fields: list[tuple[str, object]] = [
+        ("id", item.id),
+        ("completion", item.completion),
+        ("prompt", item.prompt),
+        ("group_id", item.group_id),
+        *((f"messages[{i}].content", m.content) for i, m in enumerate(item.messages)),
+        *((f"messages[{i}].role", m.role) for i, m in enumerate(item.messages)),
+        ("reward.name", item.reward.name if item.reward else ""),
+        ("reward.params", item.reward.params if item.reward else None),
+        ("reference", item.reference),
+    ]
+    bad = next((name for name, value in fields if not _encodable(value)), "a field")
+    return (
+        f"{where}.{bad}: not valid UTF-8 (a lone surrogate such as '\\ud800'); "
+        "protobuf strings must be UTF-8: encode with errors='replace' or drop the item"
+    )
+
+
+def _encodable(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_encodable(v) for v in value)
+    return True
 
 
 async def _aiter(items: AsyncIterable[Item] | Iterable[Item]) -> AsyncIterator[Item]:
