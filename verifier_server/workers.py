@@ -257,6 +257,7 @@ class _Bulk:
     deadline: float | None
     cost_s: float
     cost_key: str
+    retried: bool = False  # sent again once after its worker died under it
 
     @property
     def n_items(self) -> int:
@@ -687,6 +688,11 @@ class WorkerPool:
     def _fail_running(self, worker: _Worker, job: _Job) -> None:
         """A worker died while running `job`: the running item (for a bulk job, the whole job)
         fails; an _Items job's later items go back to the front of the queue."""
+        if isinstance(job, _Bulk) and not worker.timed_out and not job.retried:
+            # A bulk job's items are all "running": a worker killed from outside would cost
+            # up to 512 of them. Linear-time verifiers do not kill workers, so try once more.
+            self._queue.appendleft(replace(job, retried=True))
+            return
         if isinstance(job, _Bulk):
             start, stop = 0, job.n_items
             what = "the bulk job"

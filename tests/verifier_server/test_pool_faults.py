@@ -173,3 +173,27 @@ def test_health_says_not_serving_while_no_worker_can_start_and_serving_after() -
     finally:
         flag.unlink(missing_ok=True)
         server.stop()
+
+
+async def test_a_bulk_job_whose_worker_is_killed_once_is_sent_again() -> None:
+    from verifier_server import convert
+    from verifier_server._proto.verifier.v1 import verifier_pb2 as pb
+    from verifier_server.workers import BulkJob
+
+    pool = WorkerPool(1, plugins=["testing_verifiers"])
+    pool.start(asyncio.get_running_loop())
+    try:
+        spec = RewardSpec("sleepy_bulk", {"seconds": 0.05})
+        batch = [Item(id=f"b{n}", completion="x", reward=spec) for n in range(20)]
+        payload = convert.request_from_items(batch).SerializeToString()
+        job = BulkJob("sleepy_bulk", SleepParams(seconds=0.05), spec, payload, list(range(20)),
+                      convert.ItemLimits())  # fmt: skip
+        future = pool.submit_bulk(job, timeout_s=30.0)
+        await asyncio.sleep(0.3)
+        os.kill(pool.pids[0], signal.SIGKILL)  # from outside, half-way through the job
+        results = pb.ScoreResponse.FromString(await future).results
+        assert [r.id for r in results] == [f"b{n}" for n in range(20)]
+        assert all(r.status == pb.STATUS_OK for r in results)
+        assert pool.stats["worker_deaths"] == 1
+    finally:
+        await pool.close()
