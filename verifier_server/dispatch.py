@@ -49,10 +49,15 @@ class Dispatcher:
         self.item_limits = convert.ItemLimits(max_completion_bytes=limits.max_completion_bytes)
 
     def dispatch(
-        self, messages: Sequence[pb.Item], deadline: float | None, payload: bytes | None = None
+        self,
+        messages: Sequence[pb.Item],
+        deadline: float | None,
+        payload: bytes | None = None,
+        caller: str = "",
     ) -> list[Slot]:
-        """Schedules every item; `payload` is the request's own bytes, when the caller has them.
-        Raises DuplicateIdError before anything is scheduled past the duplicate."""
+        """Schedules every item; `payload` is the request's own bytes, when the caller has them;
+        `caller` names whose work it is. Raises DuplicateIdError before anything is scheduled
+        past the duplicate."""
         loop = asyncio.get_running_loop()
         slots: list[Slot | None] = [None] * len(messages)
         groups: dict[int, tuple[Plan, list[int], list[Item]]] = {}
@@ -91,13 +96,12 @@ class Dispatcher:
             group[1].append(index)
             group[2].append(item)
         for plan, indices, items in groups.values():
-            futures = self.scorer.schedule(items, plan, deadline)
+            futures = self.scorer.schedule(items, plan, deadline, caller)
             for index, future in zip(indices, futures, strict=True):
                 slots[index] = future
         for leaf, spec, indices in bulk_groups.values():
-            for part, group in self._dispatch_bulk(
-                messages, leaf, spec, indices, deadline, payload
-            ):
+            jobs = self._dispatch_bulk(messages, leaf, spec, indices, deadline, payload, caller)
+            for part, group in jobs:
                 for position, index in enumerate(part):
                     slots[index] = (group, position)
         return slots  # type: ignore[return-value]
@@ -110,6 +114,7 @@ class Dispatcher:
         indices: list[int],
         deadline: float | None,
         request_payload: bytes | None,
+        caller: str,
     ) -> list[tuple[list[int], asyncio.Future[bytes]]]:
         """The group's items as bulk jobs: (each job's item indices, its serialized results)."""
         # Spread over the idle workers for latency; when none is idle, more parts would only
@@ -132,7 +137,7 @@ class Dispatcher:
                 payload = pb.ScoreRequest(items=[messages[i] for i in part]).SerializeToString()
             job = BulkJob(leaf.verifier.name, leaf.params, spec, payload, part, self.item_limits)
             future = self.pool.submit_bulk(
-                job, self.limits.max_item_timeout_s, deadline, leaf.cost_key
+                job, self.limits.max_item_timeout_s, deadline, leaf.cost_key, caller
             )
             future.add_done_callback(functools.partial(_settle, group, ids))
             group.add_done_callback(functools.partial(_propagate_cancel, future))

@@ -40,26 +40,27 @@ class Scorer:
         self._queued = 0
 
     def schedule(
-        self, items: Sequence[Item], plan: Plan, deadline: float | None
+        self, items: Sequence[Item], plan: Plan, deadline: float | None, caller: str = ""
     ) -> list[asyncio.Future[Result]]:
-        """One future per item; all items share `plan`. Futures always resolve to a Result."""
+        """One future per item; all items share `plan`. Futures always resolve to a Result.
+        `caller` names whose work it is (the worker pool is fair between callers)."""
         if isinstance(plan, Composite):
-            return self._schedule_composite(items, plan, deadline)
+            return self._schedule_composite(items, plan, deadline, caller)
         execution = plan.verifier.execution
         if execution == "process":
-            return self._schedule_process(items, plan, deadline)
+            return self._schedule_process(items, plan, deadline, caller)
         if execution == "bulk":
             return self._run_async(items, self._thread(items, plan))
         return self._run_async(items, self._async(items, plan, deadline))
 
     def _schedule_process(
-        self, items: Sequence[Item], plan: Leaf, deadline: float | None
+        self, items: Sequence[Item], plan: Leaf, deadline: float | None, caller: str
     ) -> list[asyncio.Future[Result]]:
         name = plan.verifier.name
         admitted = self.pool.admissible(plan.cost_key, len(items), deadline)
         admitted = min(admitted, max(0, self.max_queued_items - self._queued))
         futures = self.pool.submit(
-            name, plan.params, items[:admitted], plan.timeout_s, deadline, plan.cost_key
+            name, plan.params, items[:admitted], plan.timeout_s, deadline, plan.cost_key, caller
         )
         self._queued += len(futures)
         for future in futures:
@@ -135,7 +136,7 @@ class Scorer:
         return futures
 
     def _schedule_composite(
-        self, items: Sequence[Item], plan: Composite, deadline: float | None
+        self, items: Sequence[Item], plan: Composite, deadline: float | None, caller: str
     ) -> list[asyncio.Future[Result]]:
         missing = {
             index: component.reference_key
@@ -151,7 +152,7 @@ class Scorer:
             part_items = (
                 good if key is None else [replace(i, reference=i.reference[key]) for i in good]
             )
-            per_part.append(iter(self.schedule(part_items, part, deadline)))
+            per_part.append(iter(self.schedule(part_items, part, deadline, caller)))
         futures = []
         for index, item in enumerate(items):
             if index in missing:

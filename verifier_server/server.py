@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -28,7 +29,14 @@ from grpc_reflection.v1alpha import reflection
 from verifier_server import convert
 from verifier_server._proto.verifier.v1 import verifier_pb2 as pb
 from verifier_server._proto.verifier.v1 import verifier_pb2_grpc as pb_grpc
-from verifier_server.config import ServerConfig
+from verifier_server.access import (
+    AccessInterceptor,
+    Quotas,
+    caller_var,
+    load_tokens,
+    server_credentials,
+)
+from verifier_server.config import ServerConfig, ServerSettings
 from verifier_server.dispatch import Dispatcher, DuplicateIdError, Slot, contiguous_groups
 from verifier_server.lifecycle import ServerVerifiers
 from verifier_server.registry import Registry
@@ -36,6 +44,9 @@ from verifier_server.resolver import Resolver
 from verifier_server.scorer import Scorer
 from verifier_server.types import Result, Status
 from verifier_server.verifiers.composite import CompositeParams
+
+if TYPE_CHECKING:
+    from verifier_server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +56,19 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VerifierService"].full_name
 class VerifierServicer(pb_grpc.VerifierServiceServicer):
     """A thin servicer: proto in, dispatch, proto out."""
 
-    def __init__(self, registry: Registry, config: ServerConfig, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        config: ServerConfig,
+        dispatcher: Dispatcher,
+        quotas: Quotas | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.registry = registry
         self.config = config
         self.dispatcher = dispatcher
+        self.quotas = quotas or Quotas(None)
+        self.metrics = metrics
 
     async def Score(self, payload: bytes, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         """Takes the request still serialized (see `add_servicer`): items of linear-time
@@ -65,7 +85,9 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             raise
         if finished and (groups := contiguous_groups(slots)) is not None:
             # All bulk, in request order: the workers' bytes are the answer.
-            return pb.ScoreResponse.FromString(b"".join([group.result() for group in groups]))
+            response = pb.ScoreResponse.FromString(b"".join([group.result() for group in groups]))
+            self._count(request.items, response.results)
+            return response
         response = pb.ScoreResponse()
         results = response.results
         parsed: dict[int, Sequence[pb.Result]] = {}
@@ -83,6 +105,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             else:
                 results.append(_late(message.id))
         _cancel(slots)  # the late ones: their callers will not wait for them
+        self._count(request.items, results)
         return response
 
     async def ScoreStream(
@@ -91,7 +114,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         """Results stream back as items finish. Ids must be unique among the stream's items
         still in flight (their results could not be told apart)."""
         finished: asyncio.Queue[list[pb.Result] | None] = asyncio.Queue()
-        in_flight: set[str] = set()  # ids of items whose results are still to send
+        in_flight: dict[str, str] = {}  # id -> reward name, of items whose results are to send
         all_slots: list[Slot] = []
         pending = 0
         reading_done = False
@@ -119,7 +142,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                     slots = await self._dispatch(request, context)
                     all_slots.extend(slots)
                     pending += len(slots)
-                    in_flight.update(m.id for m in request.items if m.id)
+                    in_flight.update((m.id, m.reward.name) for m in request.items if m.id)
                     groups = {id(s[0]): s[0] for s in slots if isinstance(s, tuple)}
                     for group in groups.values():
                         group.add_done_callback(on_group)
@@ -138,7 +161,14 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                 while not finished.empty():  # send everything ready in one message
                     batch += finished.get_nowait() or []
                 pending -= len(batch)
-                in_flight.difference_update(r.id for r in batch)
+                if self.metrics is not None:
+                    rewards = [in_flight.get(r.id, "") for r in batch]
+                    self.metrics.count_results(
+                        (name, _STATUS_NAMES[r.status], r.reason)
+                        for name, r in zip(rewards, batch, strict=True)
+                    )
+                for result in batch:
+                    in_flight.pop(result.id, None)
                 if batch:
                     yield pb.ScoreResponse(results=batch)
                 if reader.done():
@@ -184,11 +214,36 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             )
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
+        caller = caller_var.get()
+        if self.quotas.active:
+            refused = self.quotas.admit(caller, len(request.items))
+            if refused is not None:
+                return _refused(request.items, refused)
         try:
-            return self.dispatcher.dispatch(request.items, deadline, payload)
+            slots = self.dispatcher.dispatch(request.items, deadline, payload, caller)
         except DuplicateIdError as exc:
+            if self.quotas.active:
+                self.quotas.release(caller, len(request.items))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise  # unreachable: abort raises
+        if self.quotas.active:
+            self._release_when_done(slots, caller)
+        return slots
+
+    def _count(self, items: Sequence[pb.Item], results: Sequence[pb.Result]) -> None:
+        if self.metrics is not None:
+            self.metrics.count_results(
+                (item.reward.name, _STATUS_NAMES[result.status], result.reason)
+                for item, result in zip(items, results, strict=True)
+            )
+
+    def _release_when_done(self, slots: Sequence[Slot], caller: str) -> None:
+        counts: dict[int, list[Any]] = {}
+        for slot in slots:
+            future = slot[0] if isinstance(slot, tuple) else slot
+            counts.setdefault(id(future), [future, 0])[1] += 1
+        for future, n_items in counts.values():
+            future.add_done_callback(lambda _, n=n_items: self.quotas.release(caller, n))
 
 
 def add_servicer(servicer: VerifierServicer, server: grpc.aio.Server) -> None:
@@ -212,6 +267,7 @@ def add_servicer(servicer: VerifierServicer, server: grpc.aio.Server) -> None:
 
 
 _CUT_OFF_MARGIN_S = 0.5  # the response leaves this long (at most a tenth of the time) early
+_STATUS_NAMES = {value: name.removeprefix("STATUS_") for name, value in pb.Status.items()}
 
 
 async def _parse(message_type: Any, payload: bytes, context: grpc.aio.ServicerContext) -> Any:
@@ -260,6 +316,21 @@ def _cancel(slots: Sequence[Slot]) -> None:
             future.cancel()
 
 
+def _refused(messages: Sequence[pb.Item], reason: str) -> list[Slot]:
+    """OVERLOADED for every item: the caller is over its quota (see verifier_server.access)."""
+    why = {
+        "quota_in_flight": "this caller has its maximum of items in flight; retry later",
+        "rate_limited": "this caller sent more items per second than its quota; retry later",
+    }[reason]
+    loop = asyncio.get_running_loop()
+    slots: list[Slot] = []
+    for message in messages:
+        future: asyncio.Future[Result] = loop.create_future()
+        future.set_result(Result.failed(message.id, Status.OVERLOADED, reason, why))
+        slots.append(future)
+    return slots
+
+
 def _late(item_id: str) -> pb.Result:
     return convert.result_to_proto(
         Result.failed(
@@ -282,6 +353,7 @@ class RunningServer:
     bound: list[str]
     registry: Registry
     verifiers: ServerVerifiers | None = None
+    metrics: Metrics | None = None
 
     async def stop(self, grace_s: float) -> None:
         """Health NOT_SERVING, drain in-flight RPCs for `grace_s`, then stop the workers."""
@@ -291,6 +363,8 @@ class RunningServer:
             await self.verifiers.close()
         await self.pool.close()  # type: ignore[attr-defined]
         self.threads.shutdown(wait=False, cancel_futures=True)
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 async def start_server(config: ServerConfig, registry: Registry) -> RunningServer:
@@ -298,11 +372,22 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
     from verifier_server.workers import WorkerPool
 
     settings, limits = config.server, config.limits
+    # Files and secrets first: a bad path is a config error before anything starts.
+    credentials = server_credentials(settings.tls) if settings.tls else None
+    tokens = load_tokens(settings.auth) if settings.auth else None
+    _warn_if_exposed(settings)
     resolver = Resolver(registry, config)
     loop = asyncio.get_running_loop()
     pool = WorkerPool(settings.workers, plugins=config.plugins, memory_mb=settings.worker_memory_mb)
     pool.start(loop)  # before any gRPC object exists: gRPC forbids fork afterwards
-    health = HealthServicer()
+    metrics = None
+    if settings.metrics_port is not None:
+        from verifier_server.metrics import Metrics
+
+        metrics = Metrics()
+        metrics.watch_pool(pool)
+        pool.observer = metrics
+    health = _Health(metrics)
     serving = health_pb2.HealthCheckResponse.SERVING
     verifiers = ServerVerifiers(
         health, SERVICE_NAME, serving, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -316,14 +401,18 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
     scorer = Scorer(pool, threads, limits.max_queued_items)
     dispatcher = Dispatcher(resolver, scorer, pool, limits)
     max_bytes = limits.max_message_mb * 1024 * 1024
+    # The interceptor costs a little per RPC: only when there are tokens or request ids to log.
+    intercept = tokens is not None or settings.log_format == "json"
     server = grpc.aio.server(
+        interceptors=[AccessInterceptor(tokens)] if intercept else None,
         options=[
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),
             ("grpc.so_reuseport", 0),  # a second server on the port must fail, not share it
         ],
     )
-    add_servicer(VerifierServicer(registry, config, dispatcher), server)
+    servicer = VerifierServicer(registry, config, dispatcher, Quotas(settings.auth), metrics)
+    add_servicer(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     service_names = [
         SERVICE_NAME,
@@ -334,16 +423,26 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
     bound = []
     try:
         if settings.port is not None:
-            port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+            address = f"{settings.host}:{settings.port}"
+            port = (
+                server.add_secure_port(address, credentials)
+                if credentials is not None
+                else server.add_insecure_port(address)
+            )
             host = f"[{settings.host}]" if ":" in settings.host else settings.host
             bound.append(f"{host}:{port}")
         if settings.unix:
             server.add_insecure_port(f"unix:{settings.unix}")
             bound.append(f"unix:{settings.unix}")
-    except RuntimeError as exc:
+        if metrics is not None:
+            assert settings.metrics_port is not None
+            port = metrics.serve(settings.metrics_port, settings.host)
+            host = f"[{settings.host}]" if ":" in settings.host else settings.host
+            bound.append(f"http://{host}:{port}/metrics")
+    except (RuntimeError, OSError) as exc:
         await verifiers.close()
         await pool.close()
-        raise RuntimeError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
+        raise RuntimeError(f"cannot listen on {settings.host}: {exc}") from None
     await server.start()
     await health.set("", serving)
     await health.set(SERVICE_NAME, serving)
@@ -351,7 +450,39 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
         if f"{SERVICE_NAME}/{name}" not in verifiers.reported:  # a verifier's own word wins
             await health.set(f"{SERVICE_NAME}/{name}", serving)
     pool.on_capacity = _capacity_reporter(health, registry, config, verifiers.reported)
-    return RunningServer(server, health, pool, threads, bound, registry, verifiers)
+    return RunningServer(server, health, pool, threads, bound, registry, verifiers, metrics)
+
+
+class _Health(HealthServicer):
+    """The standard health service, also shown as a metric when metrics are on."""
+
+    def __init__(self, metrics: Metrics | None) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    async def set(self, service: str, status: Any) -> None:
+        await super().set(service, status)
+        if self._metrics is not None:
+            serving = status == health_pb2.HealthCheckResponse.SERVING
+            self._metrics.health.labels(service).set(1 if serving else 0)
+
+
+def _warn_if_exposed(settings: ServerSettings) -> None:
+    """Off loopback, anyone who reaches the port runs code in the sandboxes and spends judge
+    budget: say so when TLS or tokens are missing."""
+    if settings.host in ("127.0.0.1", "::1", "localhost") or settings.port is None:
+        return
+    missing = [
+        what for what, on in (("TLS", settings.tls), ("auth tokens", settings.auth)) if not on
+    ]
+    if missing:
+        message = (
+            f"listening on {settings.host} without {' and '.join(missing)}: anyone who can reach "
+            "the port can run code in the sandboxes and spend judge budget (see server.tls and "
+            "server.auth in the README)"
+        )
+        log.warning(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _capacity_reporter(

@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 from verifier_server.convert import ItemLimits
 from verifier_server.types import Item, Result, RewardSpec, Status
@@ -119,6 +119,10 @@ class Cancel:
 
 
 Reply = Ready | ItemDone | BulkDone | BulkError | JobStopped | Retiring
+
+
+class JobObserver(Protocol):
+    def observe_job(self, verifier: str, queue_wait_s: float, run_s: float | None) -> None: ...
 
 
 def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None) -> None:
@@ -226,6 +230,8 @@ class _Items:
     deadline: float | None  # time.monotonic() by which the caller wants results
     cost_s: float  # admission estimate per item, added to the pool's backlog on submit
     cost_key: str  # what the estimate is learned for
+    caller: str = ""  # whose work it is: the queue is fair between callers
+    queued_at: float = field(default_factory=time.monotonic)
 
     @property
     def n_items(self) -> int:
@@ -257,7 +263,9 @@ class _Bulk:
     deadline: float | None
     cost_s: float
     cost_key: str
+    caller: str = ""
     retried: bool = False  # sent again once after its worker died under it
+    queued_at: float = field(default_factory=time.monotonic)
 
     @property
     def n_items(self) -> int:
@@ -273,6 +281,56 @@ class _Bulk:
 
 
 _Job = _Items | _Bulk
+
+
+class _FairQueue:
+    """Jobs waiting for a worker: first in, first out within a caller, round-robin between
+    callers, so one caller's backlog cannot starve another's."""
+
+    def __init__(self) -> None:
+        self._by_caller: dict[str, deque[_Job]] = {}
+        self._turns: deque[str] = deque()  # callers with jobs, in serving order
+        self._len = 0
+        self.items = 0  # in all its jobs
+
+    def __len__(self) -> int:
+        return self._len
+
+    def append(self, job: _Job) -> None:
+        self._queue_of(job.caller, front=False).append(job)
+        self._len += 1
+        self.items += job.n_items
+
+    def appendleft(self, job: _Job) -> None:
+        """Next out: for what a worker handed back or a job that lost its worker."""
+        self._queue_of(job.caller, front=True).appendleft(job)
+        self._len += 1
+        self.items += job.n_items
+
+    def popleft(self) -> _Job:
+        caller = self._turns.popleft()
+        jobs = self._by_caller[caller]
+        job = jobs.popleft()
+        if jobs:
+            self._turns.append(caller)
+        else:
+            del self._by_caller[caller]
+        self._len -= 1
+        self.items -= job.n_items
+        return job
+
+    def _queue_of(self, caller: str, front: bool) -> deque[_Job]:
+        jobs = self._by_caller.get(caller)
+        if jobs is None:
+            jobs = self._by_caller[caller] = deque()
+            if front:
+                self._turns.appendleft(caller)
+            else:
+                self._turns.append(caller)
+        elif front and self._turns[0] != caller:
+            self._turns.remove(caller)
+            self._turns.appendleft(caller)
+        return jobs
 
 
 @dataclass(eq=False)
@@ -311,13 +369,14 @@ class WorkerPool:
         self.chunk_items = chunk_items
         self._ctx = multiprocessing.get_context("forkserver")
         self._workers: list[_Worker] = []
-        self._queue: deque[_Job] = deque()
+        self._queue = _FairQueue()
         self._backlog_s = 0.0  # estimated seconds of queued + running work, all workers
         self._item_cost_s: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self.stats = {"timeouts": 0, "worker_deaths": 0, "respawns": 0, "retired": 0}
         self.on_capacity: Callable[[bool], None] | None = None  # see _check_capacity
+        self.observer: JobObserver | None = None  # queue waits and run times, for metrics
         self._has_capacity = True
         self._failed_starts = 0  # workers in a row that died before they were ready
         self._capacity_timer: asyncio.TimerHandle | None = None
@@ -375,6 +434,10 @@ class WorkerPool:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
 
     @property
+    def queued_items(self) -> int:
+        return self._queue.items
+
+    @property
     def ready_workers(self) -> int:
         return sum(1 for w in self._workers if w.ready and not w.gone and not w.retiring)
 
@@ -417,11 +480,13 @@ class WorkerPool:
         timeout_s: float,
         deadline: float | None = None,
         cost_key: str | None = None,
+        caller: str = "",
     ) -> list[asyncio.Future[Result]]:
         """Queues items; returns one future per item. Must be called on the pool's loop.
 
         `cost_key` names what the admission estimate learns per-item cost for (default: the
         verifier); the server passes the verifier and its params, since params change costs.
+        `caller`: whose work it is; callers take turns for workers.
         """
         assert self._loop is not None, "start() the pool first"
         futures = [self._loop.create_future() for _ in items]
@@ -435,7 +500,9 @@ class WorkerPool:
         size = max(1, min(self.chunk_items, math.ceil(len(items) / self.n_workers)))
         for start in range(0, len(items), size):
             job = ItemsJob(verifier, params, list(items[start : start + size]), deadline)
-            queued = _Items(job, futures[start : start + size], timeout_s, deadline, cost, cost_key)
+            queued = _Items(
+                job, futures[start : start + size], timeout_s, deadline, cost, cost_key, caller
+            )
             self._backlog_s += cost * queued.n_items
             self._queue.append(queued)
         self._pump()
@@ -447,6 +514,7 @@ class WorkerPool:
         timeout_s: float,
         deadline: float | None = None,
         cost_key: str | None = None,
+        caller: str = "",
     ) -> asyncio.Future[bytes]:
         """Queues serialized items (see verifier_server.bulk) for a linear-time verifier.
 
@@ -460,7 +528,7 @@ class WorkerPool:
             return future
         cost_key = cost_key or job.verifier
         cost = self.item_cost_s(cost_key)
-        queued = _Bulk(job, future, timeout_s, deadline, cost, cost_key)
+        queued = _Bulk(job, future, timeout_s, deadline, cost, cost_key, caller)
         self._backlog_s += cost * queued.n_items
         self._queue.append(queued)
         self._pump()
@@ -570,7 +638,11 @@ class WorkerPool:
             self._finish(worker)
         elif isinstance(reply, BulkDone):
             self._backlog_s -= job.cost_s * job.n_items
-            self._learn_cost(job.cost_key, reply.elapsed_s / max(1, job.n_items))
+            per_item_s = reply.elapsed_s / max(1, job.n_items)
+            self._learn_cost(job.cost_key, per_item_s)
+            if self.observer is not None:
+                wait_s = worker.started_at - job.queued_at
+                self.observer.observe_job(job.job.verifier, wait_s, per_item_s)
             if not job.abandoned:
                 job.future.set_result(reply.response)  # type: ignore[union-attr]
             self._finish(worker)
@@ -582,6 +654,9 @@ class WorkerPool:
     def _on_item_done(self, worker: _Worker, job: _Items, reply: ItemDone) -> None:
         self._backlog_s -= job.cost_s
         self._learn_cost(job.cost_key, reply.result.elapsed_ms / 1000)
+        if self.observer is not None:
+            wait_s = worker.started_at - job.queued_at
+            self.observer.observe_job(job.job.verifier, wait_s, reply.result.elapsed_ms / 1000)
         future = job.futures[reply.index]
         if not future.done():
             future.set_result(reply.result)

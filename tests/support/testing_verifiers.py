@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 
 from pydantic import Field
 
@@ -126,3 +127,14 @@ class SleepyBulkVerifier(SleepyVerifier):
     name = "sleepy_bulk"
     description = "test verifier: like sleepy, scored in bulk"
     execution = "bulk"
+
+
+class AsyncFaultyVerifier(Verifier):
+    """An async verifier that raises: the server logs it (with the RPC's request id)."""
+
+    name = "async_faulty"
+    description = "test verifier: async, raises on every batch"
+    execution = "async"
+
+    async def ascore(self, items: Sequence[Item], params: object) -> list[Result]:
+        raise ValueError("boom")
