@@ -57,17 +57,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
+def tls_flags(pki: Path) -> list[str]:
+    return ["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key")]
+
+
 def test_tls_server_answers_tls_clients_and_refuses_plaintext(pki: Path) -> None:
-    server = ServerProcess(
-        [
-            "--workers",
-            "1",
-            "--tls-cert",
-            str(pki / "server.pem"),
-            "--tls-key",
-            str(pki / "server.key"),
-        ]
-    )
+    server = ServerProcess(["--workers", "1", *tls_flags(pki)])
     try:
         with RewardClient(server.address, tls=ClientTls(ca_file=str(pki / "ca.pem"))) as client:
             assert client.score([fmt("t")])[0].ok
