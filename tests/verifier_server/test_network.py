@@ -202,3 +202,21 @@ def test_json_logs_carry_the_request_id_of_the_rpc(tmp_path: Path) -> None:
 def test_client_tls_needs_both_halves_of_a_client_certificate() -> None:
     with pytest.raises(RewardClientError, match="both cert_file and key_file"):
         ClientTls(cert_file="only-a-cert.pem").credentials()
+
+
+def test_a_token_over_its_rate_gets_overloaded_then_recovers(tmp_path: Path) -> None:
+    (tmp_path / "tokens").write_text(f"{TOKEN_A}\n")
+    (tmp_path / "config.yaml").write_text(
+        f"server: {{workers: 1, auth: {{tokens_file: {tmp_path / 'tokens'}, items_per_s: 20}}}}\n"
+    )
+    server = ServerProcess(["--config", str(tmp_path / "config.yaml")])
+    try:
+        with RewardClient(server.address, token=TOKEN_A, max_batch_items=10) as client:
+            # One second's worth (20 items) goes through; the next 10 at once are too many.
+            assert all(r.ok for r in client.score([fmt(f"a{n}") for n in range(20)]))
+            refused = client.score([fmt(f"b{n}") for n in range(10)], timeout_s=0.01)
+            assert {r.reason for r in refused} == {"rate_limited"}
+            # The client retries OVERLOADED items: given time, the rate lets them through.
+            assert all(r.ok for r in client.score([fmt(f"c{n}") for n in range(10)], timeout_s=5))
+    finally:
+        server.stop()

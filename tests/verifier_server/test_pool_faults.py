@@ -197,3 +197,21 @@ async def test_a_bulk_job_whose_worker_is_killed_once_is_sent_again() -> None:
         assert pool.stats["worker_deaths"] == 1
     finally:
         await pool.close()
+
+
+async def test_callers_take_turns_for_workers(tmp_path: Path) -> None:
+    pool = WorkerPool(1, plugins=["testing_verifiers"], chunk_items=1)
+    pool.start(asyncio.get_running_loop())
+    ran = tmp_path / "ran.txt"
+    try:
+        params = SleepParams(seconds=0.05, log_path=str(ran))
+        hog = pool.submit("sleepy", params, items(12, "a"), 5.0, caller="a")
+        await asyncio.sleep(0.02)  # caller a's backlog is queued first
+        polite = pool.submit("sleepy", params, items(2, "b"), 5.0, caller="b")
+        await asyncio.gather(*hog, *polite)
+        order = ran.read_text().split()
+        # First in, first out would run all twelve of a's items before b's two. Turns:
+        assert order.index("b0") <= 2 and order.index("b1") <= 4
+        assert [i for i in order if i.startswith("a")] == [f"a{k}" for k in range(12)]
+    finally:
+        await pool.close()
