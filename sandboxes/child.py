@@ -11,6 +11,8 @@ and the zygote reports a sandbox error: a run never starts with a layer missing.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import marshal
 import math
 import os
 import resource
@@ -26,9 +28,13 @@ BASE_ENV = {"PATH": "/usr/bin:/bin", "HOME": WORK_DIR, "TMPDIR": "/tmp", "LANG":
 STATUS_SETUP_FAILED = 127
 
 
-def run_child(request: dict[str, Any], fds: list[int], status_fd: int, bpf: bytes) -> NoReturn:
-    """Never returns: execs the program, or runs it and exits."""
+def run_child(fds: list[int], status_fd: int, bpf: bytes) -> NoReturn:
+    """Never returns: execs the program, or runs it and exits. fds: the request pipe, then
+    stdin, stdout, stderr and an optional fourth pipe (fd 3: a collected file's, or a linked
+    pair's call pipe)."""
     try:
+        request = _read_request(fds[0])
+        fds = fds[1:]
         argv, runner = request["argv"], request["runner"]
         limits = request["limits"]
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -37,7 +43,9 @@ def run_child(request: dict[str, Any], fds: list[int], status_fd: int, bpf: byte
         sc.prctl(sc.PR_SET_DUMPABLE, 1)  # else /proc/self belongs to the host's root
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")  # the run dies first, never the zygote
-        artifact_fd = _setup_fds(fds, keep=[status_fd])
+        kept = [status_fd]
+        artifact_fd = _setup_fds(fds, keep=kept)
+        status_fd = kept[0]
         _set_rlimits(limits)
         os.chdir(WORK_DIR)
         os.setgroups([])
@@ -66,8 +74,19 @@ def run_child(request: dict[str, Any], fds: list[int], status_fd: int, bpf: byte
     os._exit(STATUS_SETUP_FAILED)
 
 
+def _read_request(fd: int) -> dict[str, Any]:
+    """The run's request, read here in the forked child, never in the zygote."""
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    os.close(fd)
+    return marshal.loads(b"".join(chunks))
+
+
 def _fresh_mounts(limits: dict[str, Any]) -> None:
-    sc.unshare(sc.CLONE_NEWNS)
+    # A System V IPC namespace of its own: shared memory, semaphores and queues a run leaves
+    # behind die with it, unseen by the next run and uncharged to the slot.
+    sc.unshare(sc.CLONE_NEWNS | sc.CLONE_NEWIPC)
     options = f"size={limits['tmpfs_mb']}m,nr_inodes={limits['tmpfs_inodes']}"
     owner = f"uid={rootfs.SANDBOX_UID},gid={rootfs.SANDBOX_GID}"
     flags = sc.MS_NOSUID | sc.MS_NODEV
@@ -90,17 +109,19 @@ def _write_files(files: dict[str, bytes]) -> None:
 
 
 def _setup_fds(fds: list[int], keep: list[int]) -> int | None:
-    """stdin, stdout, stderr onto 0, 1, 2; returns the artifact pipe (if any); closes the rest."""
-    for target, fd in enumerate(fds[:3]):
-        os.dup2(fd, target)
-    artifact_fd = fds[3] if len(fds) > 3 else None
-    keep_set = {0, 1, 2, *keep, *([artifact_fd] if artifact_fd is not None else [])}
-    start = 3
-    for fd in sorted(keep_set - {0, 1, 2}):
-        os.closerange(start, fd)
-        start = fd + 1
-    os.closerange(start, 1 << 20)
-    return artifact_fd
+    """stdin, stdout, stderr onto 0, 1, 2 and a fourth pipe (if any) onto 3, which it returns;
+    `keep` are moved above them (and updated in place); every other descriptor is closed."""
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 16) for fd in [*fds, *keep]]
+    for target, fd in enumerate(moved[: len(fds)]):
+        os.dup2(fd, target, inheritable=True)
+    keep[:] = moved[len(fds) :]
+    extra = 3 if len(fds) > 3 else None
+    first_free = len(fds)
+    for fd in sorted(keep):
+        os.closerange(first_free, fd)
+        first_free = fd + 1
+    os.closerange(first_free, 1 << 20)
+    return extra
 
 
 def _set_rlimits(limits: dict[str, Any]) -> None:

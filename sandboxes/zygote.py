@@ -8,15 +8,17 @@ new pid namespace. The zygote builds the fresh root, brings up loopback, compile
 filter, and then serves runs one at a time: fork a child (sandboxes.child), wait for it with
 the wall-clock limit, kill every other process in the namespace, report.
 
-Wire format. Host to zygote: an 8-byte header `<II` (kind, payload length), sent with the
-run's pipe ends as SCM_RIGHTS, then a marshal payload. Zygote to host: one JSON object per line.
+Wire format. Host to zygote: a fixed header `<IQd` (kind, run id, wall-clock seconds); a run's
+header carries its pipe ends as SCM_RIGHTS, the first of them the pipe its request (argv,
+files, limits) comes through. The zygote never reads that request: the forked child does, so
+nothing of a run's files ever lives in the memory later runs are forked from. Zygote to
+host: one JSON object per line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import marshal
 import os
 import select
 import signal
@@ -30,9 +32,9 @@ from typing import Any
 from sandboxes import rootfs
 from sandboxes import syscalls as sc
 
-HEADER = struct.Struct("<II")
+HEADER = struct.Struct("<IQd")
 KIND_RUN, KIND_KILL = 1, 2
-MAX_FDS = 4
+MAX_FDS = 5
 NAMESPACES = (
     sc.CLONE_NEWPID | sc.CLONE_NEWNS | sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
     | sc.CLONE_NEWCGROUP
@@ -136,14 +138,14 @@ class Zygote:
             message = self._receive()
             if message is None:
                 return  # the host closed the socket: the slot is done
-            kind, payload, fds = message
-            if kind == KIND_RUN:
-                self._run(marshal.loads(payload), fds)
+            kind, run_id, wall_s, fds = message
+            if kind == KIND_RUN and fds:
+                self._run(run_id, wall_s, fds)
             else:
                 for fd in fds:
                     os.close(fd)  # a stale kill for a run that already ended
 
-    def _receive(self) -> tuple[int, bytes, list[int]] | None:
+    def _receive(self) -> tuple[int, int, float, list[int]] | None:
         header, fds, _, _ = socket.recv_fds(self.sock, HEADER.size, MAX_FDS)
         while header and len(header) < HEADER.size:
             more = self.sock.recv(HEADER.size - len(header))
@@ -152,27 +154,21 @@ class Zygote:
             header += more
         if not header:
             return None
-        kind, length = HEADER.unpack(header)
-        payload = bytearray()
-        while len(payload) < length:
-            chunk = self.sock.recv(min(length - len(payload), 1 << 20))
-            if not chunk:
-                return None
-            payload += chunk
-        return kind, bytes(payload), fds
+        kind, run_id, wall_s = HEADER.unpack(header)
+        return kind, run_id, wall_s, fds
 
-    def _run(self, request: dict[str, Any], fds: list[int]) -> None:
+    def _run(self, run_id: int, wall_s: float, fds: list[int]) -> None:
         status_read, status_write = os.pipe2(os.O_CLOEXEC)
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:
             os.close(status_read)
             self.sock.close()
-            self.run_child(request, fds, status_write, self.bpf)
+            self.run_child(fds, status_write, self.bpf)
         for fd in (*fds, status_write):
             os.close(fd)
         timed_out = killed = False
-        deadline = started + request["limits"]["wall_s"]
+        deadline = started + wall_s
         pidfd = os.pidfd_open(pid)
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
@@ -190,10 +186,10 @@ class Zygote:
                 if message is None:
                     self._kill_all()
                     os._exit(0)
-                kind, payload, extra = message
+                kind, target, _, extra = message
                 for fd in extra:
                     os.close(fd)
-                if kind == KIND_KILL and marshal.loads(payload).get("kill") == request["id"]:
+                if kind == KIND_KILL and target == run_id:
                     killed = True
                     break
         if timed_out or killed:
@@ -207,7 +203,7 @@ class Zygote:
         send(
             self.sock,
             {
-                "done": request["id"],
+                "done": run_id,
                 "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                 "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
                 "wall_ms": wall_ms,
