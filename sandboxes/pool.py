@@ -46,12 +46,16 @@ from sandboxes.limits import Limits, Outcome, Program, RunResult, SandboxError
 from sandboxes.zygote import HEADER, KIND_KILL, KIND_RUN
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+# The launcher's configuration comes on stdin, not argv: the zygote inherits the command
+# line, and a run can read its /proc/1/cmdline.
 _BOOT = (
-    "import sys; p = sys.path[:]; sys.path.insert(0, sys.argv[2]); "
-    "from sandboxes.zygote import launcher_main; launcher_main(p)"
+    "import json, sys; c = json.loads(sys.stdin.readline()); p = sys.path[:]; "
+    "sys.path.insert(0, c['package_parent']); "
+    "from sandboxes.zygote import launcher_main; launcher_main(p, c)"
 )
 _UIDS_PER_PROCESS = 256  # outside uids: base + pid * 256 + k; k = 0 for zygotes, 1.. for slots
 _BACKSTOP_S = 10.0  # past wall_s + this, a silent slot is considered broken
+_LEFTOVER_BYTES = 32 << 20  # a slot this far above its baseline between runs is recycled
 _READ_CHUNK = 1 << 16
 
 _slot_numbers_lock = threading.Lock()
@@ -83,6 +87,7 @@ class Slot:
         self._buffer = b""
         self.pids_max = 0
         self.cpus = 0.0
+        self.baseline_bytes: int | None = None  # resident memory before the first run
 
     @property
     def alive(self) -> bool:
@@ -100,14 +105,19 @@ class Slot:
         self.sock = host_sock
         try:
             self.cgroup = cgroups.create(f"{cgroups.PREFIX}{os.getpid()}-{self.number}")
-            launcher_config = {"fd": child_sock.fileno(), "host_pid": os.getpid()}
+            launcher_config = {
+                "fd": child_sock.fileno(), "host_pid": os.getpid(),
+                "package_parent": _PACKAGE_PARENT,
+            }  # fmt: skip
             self.process = subprocess.Popen(
-                [self.config.python, "-I", "-S", "-X", "utf8", "-c", _BOOT,
-                 json.dumps(launcher_config), _PACKAGE_PARENT],
-                pass_fds=[child_sock.fileno()], stdin=subprocess.DEVNULL,
+                [self.config.python, "-I", "-S", "-X", "utf8", "-c", _BOOT],
+                pass_fds=[child_sock.fileno()], stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={}, cwd="/",
                 start_new_session=True,
             )  # fmt: skip
+            assert self.process.stdin is not None
+            with self.process.stdin:
+                self.process.stdin.write(json.dumps(launcher_config).encode() + b"\n")
             child_sock.close()
             deadline = time.monotonic() + self.config.start_timeout_s
             launcher_pid = self._expect("userns", deadline)
@@ -237,6 +247,7 @@ class Slot:
         self.process = None
         self._buffer = b""
         self.pids_max, self.cpus = 0, 0.0
+        self.baseline_bytes = None
 
     def release(self) -> None:
         _release_slot_number(self.number)
@@ -302,7 +313,7 @@ class SandboxPool:
             self, _close_slots, args=(list(self.slots),), exitpriority=0
         )
         self._next_id = 0
-        self.stats = {"runs": 0, "slot_restarts": 0}
+        self.stats = {"runs": 0, "slot_restarts": 0, "slots_recycled": 0}
 
     def __enter__(self) -> SandboxPool:
         return self
@@ -450,9 +461,7 @@ class SandboxPool:
                 if run.unit.attempts > 1 or self.stats["runs"]:
                     self.stats["slot_restarts"] += 1
                 slot.start()
-            slot.configure(run.limits)
-            assert slot.cgroup is not None
-            run.snapshot = slot.cgroup.before_run(run.limits.memory_mb * 1024 * 1024)
+            run.snapshot = self._prepare(slot, run.limits)
         except SandboxError as exc:
             run.done = {"setup_error": str(exc)}
             return False
@@ -518,6 +527,27 @@ class SandboxPool:
         assert slot.sock is not None
         selector.register(slot.sock, selectors.EVENT_READ, (run, "control"))
         return True
+
+    def _prepare(self, slot: Slot, limits: Limits) -> cgroups.RunSnapshot:
+        """Limits for the next run; a slot whose memory did not come back to its baseline
+        (something of an earlier run outlived it) is replaced first."""
+        snapshot = self._limit(slot, limits)
+        assert slot.baseline_bytes is not None
+        if snapshot.resident_bytes > slot.baseline_bytes + _LEFTOVER_BYTES:
+            slot.kill()
+            self.stats["slots_recycled"] += 1
+            slot.start()
+            snapshot = self._limit(slot, limits)
+        return snapshot
+
+    @staticmethod
+    def _limit(slot: Slot, limits: Limits) -> cgroups.RunSnapshot:
+        slot.configure(limits)
+        assert slot.cgroup is not None
+        snapshot = slot.cgroup.before_run(limits.memory_mb << 20, slot.baseline_bytes)
+        if slot.baseline_bytes is None:
+            slot.baseline_bytes = snapshot.resident_bytes
+        return snapshot
 
     def _on_ready(self, run: _Run, role: str, fd: int, selector: selectors.BaseSelector) -> None:
         if role == "control":

@@ -45,12 +45,14 @@ def send(sock: socket.socket, message: dict[str, Any]) -> None:
     sock.sendall(json.dumps(message).encode() + b"\n")
 
 
-def launcher_main(stdlib_path: list[str]) -> None:
-    """Entry point of the launcher; argv[1] is the JSON config written by the host, and
+def launcher_main(stdlib_path: list[str], config: dict[str, Any]) -> None:
+    """Entry point of the launcher; `config` is what the host wrote on its stdin, and
     `stdlib_path` the interpreter's sys.path before the host added this package's parent."""
     import resource
 
-    config = json.loads(sys.argv[1])
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
     sock = socket.socket(fileno=config["fd"])
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != config["host_pid"]:
