@@ -1,8 +1,10 @@
 """One run, from the zygote's fork to the program: the layers applied to every run.
 
-In order: die with the zygote; a private mount namespace with fresh size-capped tmpfs on
-/work, /tmp and /dev/shm; the program's files; the OOM killer's first choice; stdio on the
-host's pipes and every other descriptor closed; rlimits; the unprivileged uid (all
+In order: die with the zygote; a private mount namespace (and System V IPC namespace) with
+fresh size-capped tmpfs on /work, /tmp and /dev/shm and a /proc of the run's own pid
+namespace; the program's files; then, in the forked program (pid 2; the first process stays
+as the namespace's init and reports the program's status): the OOM killer's first choice;
+stdio on the host's pipes and every other descriptor closed; rlimits; the unprivileged uid (all
 capabilities gone); no_new_privs and the seccomp filter; then exec, or the Python runner.
 A setup failure is written to `status_fd` (close-on-exec, so a successful exec writes nothing)
 and the zygote reports a sandbox error: a run never starts with a layer missing.
@@ -29,17 +31,53 @@ STATUS_SETUP_FAILED = 127
 
 
 def run_child(fds: list[int], status_fd: int, bpf: bytes) -> NoReturn:
-    """Never returns: execs the program, or runs it and exits. fds: the request pipe, then
-    stdin, stdout, stderr and an optional fourth pipe (fd 3: a collected file's, or a linked
-    pair's call pipe)."""
+    """Never returns. Runs as pid 1 of the run's own pid namespace: sets up the run's mounts
+    and files, forks the program (pid 2) and waits for it, then writes its wait status to
+    `status_fd` and exits, which kills whatever else of the run is left. fds: the request
+    pipe, then stdin, stdout, stderr and an optional fourth pipe (fd 3: a collected file's,
+    or a linked pair's call pipe)."""
     try:
         request = _read_request(fds[0])
         fds = fds[1:]
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        _fresh_mounts(request["limits"])
+        _write_files(request["files"])
+        program = os.fork()
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.write(status_fd, f"{type(exc).__name__}: {exc}".encode(errors="replace")[:2000])
+        os._exit(STATUS_SETUP_FAILED)
+    if program == 0:
+        _run_program(request, fds, status_fd, bpf)
+    try:
+        for fd in fds:
+            os.close(fd)  # the run's pipes close when the program's last process ends
+        os.write(status_fd, STATUS_MARK + str(_reap(program)).encode())
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.write(status_fd, f"init: {type(exc).__name__}: {exc}".encode(errors="replace"))
+        os._exit(STATUS_SETUP_FAILED)
+    os._exit(0)
+
+
+STATUS_MARK = b"\0status "  # then the program's wait status, after any setup error text
+
+
+def _reap(program: int) -> int:
+    """Reaps orphans (this is the namespace's init) until the program itself ends."""
+    while True:
+        pid, status = os.wait()
+        if pid == program:
+            return status
+
+
+def _run_program(request: dict[str, Any], fds: list[int], status_fd: int, bpf: bytes) -> NoReturn:
+    """The program's process: pid 2 of the run's namespace, so it keeps ordinary signal
+    semantics (pid 1 would ignore signals it has no handler for)."""
+    try:
         argv, runner = request["argv"], request["runner"]
         limits = request["limits"]
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-        _fresh_mounts(limits)
-        _write_files(request["files"])
         sc.prctl(sc.PR_SET_DUMPABLE, 1)  # else /proc/self belongs to the host's root
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")  # the run dies first, never the zygote
@@ -93,6 +131,8 @@ def _fresh_mounts(limits: dict[str, Any]) -> None:
     sc.mount("tmpfs", WORK_DIR, "tmpfs", flags, f"{options},mode=0755,{owner}")
     sc.mount("tmpfs", "/tmp", "tmpfs", flags, f"{options},mode=1777")
     sc.mount("tmpfs", "/dev/shm", "tmpfs", flags | sc.MS_NOEXEC, f"{options},mode=1777")
+    # this process is pid 1 of the run's pid namespace: its /proc shows the run alone
+    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
 
 
 def _write_files(files: dict[str, bytes]) -> None:

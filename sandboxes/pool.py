@@ -204,7 +204,7 @@ class Slot:
 
     def configure(self, limits: Limits) -> None:
         assert self.cgroup is not None
-        pids = limits.processes + 2  # the launcher and the zygote live in the cgroup too
+        pids = limits.processes + 3  # the launcher, the zygote and each run's init too
         if pids != self.pids_max:
             self.cgroup.set_pids_max(pids)
             self.pids_max = pids

@@ -29,7 +29,7 @@ import time
 import traceback
 from typing import Any
 
-from sandboxes import rootfs
+from sandboxes import child, rootfs
 from sandboxes import syscalls as sc
 
 HEADER = struct.Struct("<IQd")
@@ -111,7 +111,7 @@ def _zygote_main(sock: socket.socket, config: dict[str, Any], stdlib_path: list[
         import site
         import types  # noqa: F401
 
-        from sandboxes import child, seccomp
+        from sandboxes import seccomp
 
         bpf = seccomp.deny_list_filter()
         site.setquit()  # exit() and quit(), which -S leaves out
@@ -134,6 +134,7 @@ class Zygote:
         self.sock = sock
         self.bpf = bpf
         self.run_child = run_child
+        self.pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
     def serve(self) -> None:
         while True:
@@ -162,9 +163,18 @@ class Zygote:
     def _run(self, run_id: int, wall_s: float, fds: list[int]) -> None:
         status_read, status_write = os.pipe2(os.O_CLOEXEC)
         started = time.monotonic()
-        pid = os.fork()
+        # Each run is forked into a fresh pid namespace (its first process is pid 1 there):
+        # it sees no process and no pid counter of the slot or of earlier runs.
+        sc.unshare(sc.CLONE_NEWPID)
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:
+                sc.setns(self.pid_namespace, sc.CLONE_NEWPID)  # the next unshare needs it
         if pid == 0:
             os.close(status_read)
+            os.close(self.pid_namespace)
             self.sock.close()
             self.run_child(fds, status_write, self.bpf)
         for fd in (*fds, status_write):
@@ -200,8 +210,11 @@ class Zygote:
         wall_ms = (time.monotonic() - started) * 1000
         os.close(pidfd)
         self._kill_all()
-        setup_error = os.read(status_read, 4096).decode(errors="replace")
-        os.close(status_read)
+        report = self._read_all(status_read)
+        setup_error, mark, program_status = report.partition(child.STATUS_MARK)
+        if mark and not (timed_out or killed):
+            status = int(program_status)  # the program's own status, reported by the run's init
+        setup_error = setup_error.decode(errors="replace")
         send(
             self.sock,
             {
@@ -215,6 +228,14 @@ class Zygote:
                 "setup_error": setup_error,
             },
         )
+
+    @staticmethod
+    def _read_all(fd: int) -> bytes:
+        data = b""
+        while chunk := os.read(fd, 4096):
+            data += chunk
+        os.close(fd)
+        return data[:8192]
 
     @staticmethod
     def _kill_all() -> None:

@@ -94,6 +94,8 @@ CASES = [
          lambda r, h: r.stdout == b"parent done\n" and r.wall_ms < 1000),
     Case("kill_parent", "import os\nfor pid in (os.getppid(), 1):\n    try: os.kill(pid, 9)\n"
          "    except OSError as e: print(e.errno)", prints(b"1\n1\n")),
+    Case("own_pid_namespace", "import os\nprint(os.getpid(), sorted(int(p) for p in "
+         "os.listdir('/proc') if p.isdigit()))", prints(b"2 [1, 2]\n")),  # its init and itself
     Case("kill_minus_one", "import os\nos.kill(-1, 9)", outcome(Outcome.RUNTIME_ERROR)),
     Case("kill_host_pid", lambda h: f"import os\ntry: os.kill({h.sentinel.pid}, 9)\n"
          "except OSError as e: print(e.errno)",
@@ -360,3 +362,17 @@ def _memory_contains(pid: int, needle: bytes) -> int:
             except OSError:
                 continue
     return hits
+
+
+def test_the_pid_counter_is_no_channel_between_runs() -> None:
+    """Each run has a fresh pid namespace: however many processes one run made, the next
+    sees the same pids."""
+    source = (
+        "import os\nkids = [os.fork() for _ in range(int(input()))]\nif 0 in kids: os._exit(0)\n"
+        "for k in kids: os.waitpid(k, 0)\nprint(os.getpid(), os.fork() or os._exit(0))"
+    )
+    with SandboxPool(slots=1) as pool:
+        first = pool.run(python(source, stdin=b"0"))
+        pool.run(python(source, stdin=b"5"))
+        later = pool.run(python(source, stdin=b"0"))
+    assert first.stdout == later.stdout == b"2 3\n", (first, later)
