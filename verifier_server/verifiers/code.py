@@ -20,8 +20,10 @@ Runs in the worker pool ("process"): each worker owns a pool of warm sandbox slo
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
+import marshal
 import math
 import os
 from collections.abc import Sequence
@@ -47,6 +49,10 @@ from verifier_server.verifiers.text import last_fenced_block
 log = logging.getLogger(__name__)
 
 _HARNESS = Path(__file__).with_name("code_harness.py").read_bytes()
+# When the sandbox's interpreter reads this one's bytecode, the harness goes in compiled:
+# compiling it in each of a test's two runs would cost more than the rest of the harness.
+_LOADER = b"import marshal\nexec(marshal.loads(open('/work/harness.bin', 'rb').read()))\n"
+_MAGIC = b"import importlib.util\nprint(importlib.util.MAGIC_NUMBER.hex())\n"
 _STDERR_TAIL = 500
 _PER_RUN_OVERHEAD_S = 0.2  # budget allowance per run for setup and a loaded machine
 
@@ -108,9 +114,25 @@ class CodeVerifier(Verifier):
     def __init__(self) -> None:
         self.slots = int(os.environ.get("VERIFIER_RL_SANDBOX_SLOTS", "2"))
         self._pool: SandboxPool | None = None
+        self._harness: dict[str, bytes] | None = None
 
     def warm_up(self) -> None:
         self.pool().start()
+        self.harness_files()
+
+    def harness_files(self) -> dict[str, bytes]:
+        """harness.py, compiled ahead when the sandbox's Python has this one's magic number."""
+        if self._harness is None:
+            probe = self.pool().run(
+                Program(("/work/m.py",), files={"m.py": _MAGIC}, runner="python")
+            )
+            if probe.outcome is Outcome.SANDBOX_ERROR:
+                raise SandboxError(probe.error)
+            self._harness = {"harness.py": _HARNESS}
+            if probe.stdout.strip() == importlib.util.MAGIC_NUMBER.hex().encode():
+                code = compile(_HARNESS, "/work/harness.py", "exec", dont_inherit=True)
+                self._harness = {"harness.py": _LOADER, "harness.bin": marshal.dumps(code)}
+        return self._harness
 
     def pool(self) -> SandboxPool:
         if self._pool is None:
@@ -188,7 +210,8 @@ class CodeVerifier(Verifier):
         for start in range(0, n, batch):
             chunk = reference.tests[start : start + batch]
             if _is_function_test(reference):
-                runs = _function_tests(pool, code, chunk, limits)  # type: ignore[arg-type]
+                harness = self.harness_files()
+                runs = _function_tests(pool, harness, code, chunk, limits)  # type: ignore[arg-type]
             else:
                 runs = _stdio_tests(pool, language, code, artifact, chunk, limits, params)  # type: ignore[arg-type]
             for test_run in runs:
@@ -258,26 +281,30 @@ def _stdio_tests(
 
 
 def _function_tests(
-    pool: SandboxPool, code: str, tests: Sequence[FunctionTest], limits: Limits
+    pool: SandboxPool,
+    harness: dict[str, bytes],
+    code: str,
+    tests: Sequence[FunctionTest],
+    limits: Limits,
 ) -> list[_TestRun]:
     """Each test is a linked pair: the program serves calls, the judge runs the test."""
     program = Program(
         ("/work/harness.py", "serve"),
-        files={"harness.py": _HARNESS, "solution.py": code.encode(errors="surrogatepass")},
+        files={**harness, "solution.py": code.encode(errors="surrogatepass")},
         runner="python",
     )
     judge_limits = replace(limits, stdout_bytes=64 * 1024)
-    pairs = [(program, limits, _judge_program(test), judge_limits) for test in tests]
+    pairs = [(program, limits, _judge_program(harness, test), judge_limits) for test in tests]
     return [_function_verdict(candidate, judge) for candidate, judge in pool.run_pairs(pairs)]
 
 
-def _judge_program(test: FunctionTest) -> Program:
+def _judge_program(harness: dict[str, bytes], test: FunctionTest) -> Program:
     spec = {"style": test.style, "test": test.test, "setup": test.setup, "prompt": test.prompt}
     if test.entry_point:
         spec["entry_point"] = test.entry_point
     return Program(
         ("/work/harness.py", "judge"),
-        files={"harness.py": _HARNESS, "spec.json": json.dumps(spec).encode()},
+        files={**harness, "spec.json": json.dumps(spec).encode()},
         runner="python",
     )
 
