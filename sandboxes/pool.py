@@ -9,6 +9,12 @@ Guarantees:
   A run whose slot died is retried once on a fresh slot first.
 - The host never reads or writes the sandbox's files: programs' files go in as bytes and
   collected files come out through a pipe, so a planted symlink cannot make it follow.
+- A run's request (argv, files, env, limits) goes through a pipe to the forked run, never
+  through the zygote, whose memory every later run of the slot is forked from.
+- `run_pairs` links two runs on two slots by pipes between their stdin and stdout (and the
+  client's fd 3); nothing else of one reaches the other.
+- A slot whose memory stays above its baseline after a run (something outlived the run) is
+  replaced before the next run; runs' memory limits count from the baseline.
 - stdout and stderr are read as they are written and capped; past a cap the run is killed.
 - Slots die with the process that started them, and a killed slot is replaced on next use.
 - Launchers are started with posix_spawn (subprocess), never by forking this process, so a

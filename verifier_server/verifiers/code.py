@@ -293,7 +293,8 @@ def _function_tests(
         files={**harness, "solution.py": code.encode(errors="surrogatepass")},
         runner="python",
     )
-    judge_limits = replace(limits, stdout_bytes=64 * 1024)
+    # the judge's needs do not shrink with the program's memory limit
+    judge_limits = replace(limits, memory_mb=max(256, limits.memory_mb), stdout_bytes=64 * 1024)
     pairs = [(program, limits, _judge_program(harness, test), judge_limits) for test in tests]
     return [_function_verdict(candidate, judge) for candidate, judge in pool.run_pairs(pairs)]
 
