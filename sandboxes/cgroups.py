@@ -1,7 +1,9 @@
 """Per-slot cgroups for memory, process count and CPU bandwidth, on cgroup v1 or v2.
 
 Each slot gets its own cgroup, created under the cgroup the host process is in (so the host's
-own limits still apply) and named `verifier-rl-<host pid>-<slot>`. The slot's launcher joins
+own limits still apply) and named `verifier-rl-<pid namespace>-<host pid>-<slot>` (a pid is
+only meaningful in its namespace: another container sharing the hierarchy must not take a
+live slot's cgroup for a dead one's). The slot's launcher joins
 it once at start; every run is forked from inside, so no run pays for joining a cgroup.
 Before each run the host sets the memory limit (the slot's baseline, its resident memory
 before its first run, plus the run's `memory_mb`: never more because an earlier run left
@@ -225,9 +227,18 @@ def _remove(path: Path, timeout_s: float = 2.0) -> None:
             time.sleep(0.01)
 
 
+def slot_name(number: int) -> str:
+    return f"{PREFIX}{_pid_namespace()}-{os.getpid()}-{number}"
+
+
+def _pid_namespace() -> int:
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
 def _sweep_stale(parent: Path) -> None:
-    """Removes slot cgroups left by host processes that died without cleaning up."""
-    pattern = re.compile(re.escape(PREFIX) + r"(\d+)-\d+")
+    """Removes slot cgroups left by processes of this pid namespace that died without
+    cleaning up."""
+    pattern = re.compile(re.escape(f"{PREFIX}{_pid_namespace()}-") + r"(\d+)-\d+")
     with contextlib.suppress(OSError):
         for entry in parent.iterdir():
             match = pattern.fullmatch(entry.name)

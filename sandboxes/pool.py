@@ -110,7 +110,7 @@ class Slot:
         host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock = host_sock
         try:
-            self.cgroup = cgroups.create(f"{cgroups.PREFIX}{os.getpid()}-{self.number}")
+            self.cgroup = cgroups.create(cgroups.slot_name(self.number))
             launcher_config = {
                 "fd": child_sock.fileno(), "host_pid": os.getpid(),
                 "package_parent": _PACKAGE_PARENT,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import struct
+from pathlib import Path
 
 import pytest
 
 from sandboxes import Limits, Outcome, Program
-from sandboxes.cgroups import own_paths
+from sandboxes.cgroups import _sweep_stale, own_paths, slot_name
 from sandboxes.pool import classify
 from sandboxes.seccomp import DENIED_SYSCALLS, RET_ALLOW, RET_KILL_PROCESS, deny_list_filter
 
@@ -136,3 +138,14 @@ def test_own_cgroup_paths_v1_and_v2() -> None:
     assert own_paths(text) == {
         "memory": "/a/b", "pids": "/", "cpu": "/c", "cpuacct": "/c", "": "/unified/x"
     }  # fmt: skip
+
+
+def test_the_sweep_removes_only_dead_slots_of_this_pid_namespace(tmp_path: Path) -> None:
+    ns = os.stat("/proc/self/ns/pid").st_ino
+    dead, alive = f"verifier-rl-{ns}-999999999-1", f"verifier-rl-{ns}-{os.getpid()}-1"
+    other_namespace, old_style = f"verifier-rl-{ns + 1}-999999999-1", "verifier-rl-999999999-1"
+    for name in (dead, alive, other_namespace, old_style):
+        (tmp_path / name).mkdir()
+    _sweep_stale(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive, other_namespace, old_style])
+    assert slot_name(3) == f"verifier-rl-{ns}-{os.getpid()}-3"
