@@ -9,10 +9,12 @@
 
 What every run gets (all layers on, failing closed: a layer that cannot be set up makes the
 run a SANDBOX_ERROR, never an unsandboxed run):
-- its own user, pid, network (loopback only), mount, ipc, uts and cgroup namespaces;
-- a fresh root: the host's /usr (and /bin, /lib...) read-only, fresh /proc and /dev, and
-  fresh size-capped tmpfs on /work (the working directory), /tmp and /dev/shm; the
-  environment reduced to PATH, HOME, TMPDIR, LANG plus what the Program sets;
+- its slot's user, network (loopback only), uts and cgroup namespaces, and its own pid, mount
+  and System V IPC namespaces (it sees no process, pid or shared memory of any other run);
+- a fresh root: the host's /bin, /lib* and the /usr subtrees programs use (not /usr/local)
+  read-only, fresh /proc and /dev, and fresh size-capped tmpfs on /work (the working
+  directory), /tmp and /dev/shm; the environment reduced to PATH, HOME, TMPDIR, LANG plus what
+  the Program sets;
 - an unprivileged outside uid per slot (so RLIMIT_NPROC counts), no capabilities, and
   no_new_privs;
 - rlimits: CPU, file size, open files, stack, core 0, processes, and address space where the
@@ -20,13 +22,17 @@ run a SANDBOX_ERROR, never an unsandboxed run):
 - memory, pids and CPU-bandwidth cgroup limits (v1 or v2); memory-limit kills are told
   apart from other deaths by the cgroup's OOM counter;
 - a seccomp deny-list (ptrace, process_vm_*, keyctl, bpf, perf_event_open, userfaultfd,
-  io_uring, mount and namespace calls, TIOCSTI, module loading ...);
+  io_uring, mount and namespace calls, TIOCSTI, module loading ...) and an allow-list of
+  socket families (AF_UNIX, AF_INET, AF_INET6);
 - a wall-clock limit enforced by the slot's pid 1, which then kills every process of the
   run (daemons included), and caps on stdout and stderr enforced by the host.
 
+Nothing of a run passes through the zygote that later runs are forked from: its request and
+stdin arrive through pipes the forked run reads itself. `run_pairs` links two runs (on two
+slots) by their stdin/stdout, for a program and a judge that must not share a process.
+
 What it does not give: protection from kernel bugs in allowed system calls (this is not a
-VM); hiding of the host's /usr (its programs and libraries are readable); a per-run pid
-namespace (a run can see the slot's zygote in /proc, but not signal, trace or read it);
+VM); hiding of the host's programs and libraries under /usr (readable);
 determinism of timing on a loaded machine. runner="python" runs share the zygote's hash seed
 and already-imported standard modules, unlike separate interpreter starts. Needs root on the
 host, user namespaces, and cgroup memory and pids controllers; x86-64 only.

@@ -1,10 +1,14 @@
 """Per-slot cgroups for memory, process count and CPU bandwidth, on cgroup v1 or v2.
 
 Each slot gets its own cgroup, created under the cgroup the host process is in (so the host's
-own limits still apply) and named `verifier-rl-<host pid>-<slot>`. The slot's launcher joins
+own limits still apply) and named `verifier-rl-<pid namespace>-<host pid>-<slot>` (a pid is
+only meaningful in its namespace: another container sharing the hierarchy must not take a
+live slot's cgroup for a dead one's). The slot's launcher joins
 it once at start; every run is forked from inside, so no run pays for joining a cgroup.
-Before each run the host sets the memory limit (the slot's baseline plus the run's
-`memory_mb`) and resets the peak; after it, it reads the peak and the OOM-kill counter, which
+Before each run the host sets the memory limit (the slot's baseline, its resident memory
+before its first run, plus the run's `memory_mb`: never more because an earlier run left
+something behind; the pool recycles a slot that does not come back to its baseline) and
+resets the peak; after it, it reads the peak and the OOM-kill counter, which
 is how a memory-limit kill is told apart from any other SIGKILL.
 
 Not guaranteed: the peak includes page cache the run caused to be charged; on v2 without
@@ -33,6 +37,7 @@ class RunSnapshot:
 
     usage_bytes: int
     oom_kills: int
+    resident_bytes: int  # usage without page cache
 
 
 def detect(root: Path = ROOT) -> str:
@@ -80,15 +85,18 @@ class CgroupV1:
     def set_cpus(self, cpus: float) -> None:
         self._write(self.dirs["cpu"] / "cpu.cfs_quota_us", str(max(1000, int(cpus * _PERIOD_US))))
 
-    def before_run(self, memory_bytes: int) -> RunSnapshot:
+    def before_run(self, memory_bytes: int, baseline_bytes: int | None = None) -> RunSnapshot:
         memory = self.dirs["memory"]
         usage = int(self._read(memory / "memory.usage_in_bytes"))
         stat = _keyed(self._read(memory / "memory.stat"))
-        cache = stat.get("total_active_file", 0) + stat.get("total_inactive_file", 0)
-        self._write(memory / "memory.limit_in_bytes", str(max(0, usage - cache) + memory_bytes))
+        resident = max(
+            0, usage - stat.get("total_active_file", 0) - stat.get("total_inactive_file", 0)
+        )
+        base = resident if baseline_bytes is None else baseline_bytes
+        self._write(memory / "memory.limit_in_bytes", str(base + memory_bytes))
         self._write(memory / "memory.max_usage_in_bytes", "0")  # resets the peak to usage now
         oom = _keyed(self._read(memory / "memory.oom_control")).get("oom_kill", 0)
-        return RunSnapshot(usage, oom)
+        return RunSnapshot(usage, oom, resident)
 
     def after_run(self, snapshot: RunSnapshot) -> tuple[int | None, bool]:
         """(peak kB above the usage at start, whether the OOM killer killed something)."""
@@ -144,10 +152,11 @@ class CgroupV2:
     def set_cpus(self, cpus: float) -> None:
         _write(self.dir / "cpu.max", f"{max(1000, int(cpus * _PERIOD_US))} {_PERIOD_US}")
 
-    def before_run(self, memory_bytes: int) -> RunSnapshot:
+    def before_run(self, memory_bytes: int, baseline_bytes: int | None = None) -> RunSnapshot:
         usage = int((self.dir / "memory.current").read_text())
-        cache = _keyed((self.dir / "memory.stat").read_text()).get("file", 0)
-        _write(self.dir / "memory.max", str(max(0, usage - cache) + memory_bytes))
+        resident = max(0, usage - _keyed((self.dir / "memory.stat").read_text()).get("file", 0))
+        base = resident if baseline_bytes is None else baseline_bytes
+        _write(self.dir / "memory.max", str(base + memory_bytes))
         if self._peak_fd is not None:
             try:  # since Linux 6.12 a write resets the peak seen through this descriptor
                 os.pwrite(self._peak_fd, b"reset\n", 0)
@@ -155,7 +164,7 @@ class CgroupV2:
                 os.close(self._peak_fd)
                 self._peak_fd = None
         oom = _keyed((self.dir / "memory.events").read_text()).get("oom_kill", 0)
-        return RunSnapshot(usage, oom)
+        return RunSnapshot(usage, oom, resident)
 
     def after_run(self, snapshot: RunSnapshot) -> tuple[int | None, bool]:
         peak = None
@@ -218,9 +227,18 @@ def _remove(path: Path, timeout_s: float = 2.0) -> None:
             time.sleep(0.01)
 
 
+def slot_name(number: int) -> str:
+    return f"{PREFIX}{_pid_namespace()}-{os.getpid()}-{number}"
+
+
+def _pid_namespace() -> int:
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
 def _sweep_stale(parent: Path) -> None:
-    """Removes slot cgroups left by host processes that died without cleaning up."""
-    pattern = re.compile(re.escape(PREFIX) + r"(\d+)-\d+")
+    """Removes slot cgroups left by processes of this pid namespace that died without
+    cleaning up."""
+    pattern = re.compile(re.escape(f"{PREFIX}{_pid_namespace()}-") + r"(\d+)-\d+")
     with contextlib.suppress(OSError):
         for entry in parent.iterdir():
             match = pattern.fullmatch(entry.name)

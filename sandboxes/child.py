@@ -1,8 +1,10 @@
 """One run, from the zygote's fork to the program: the layers applied to every run.
 
-In order: die with the zygote; a private mount namespace with fresh size-capped tmpfs on
-/work, /tmp and /dev/shm; the program's files; the OOM killer's first choice; stdio on the
-host's pipes and every other descriptor closed; rlimits; the unprivileged uid (all
+In order: die with the zygote; a private mount namespace (and System V IPC namespace) with
+fresh size-capped tmpfs on /work, /tmp and /dev/shm and a /proc of the run's own pid
+namespace; the program's files; then, in the forked program (pid 2; the first process stays
+as the namespace's init and reports the program's status): the OOM killer's first choice;
+stdio on the host's pipes and every other descriptor closed; rlimits; the unprivileged uid (all
 capabilities gone); no_new_privs and the seccomp filter; then exec, or the Python runner.
 A setup failure is written to `status_fd` (close-on-exec, so a successful exec writes nothing)
 and the zygote reports a sandbox error: a run never starts with a layer missing.
@@ -11,6 +13,8 @@ and the zygote reports a sandbox error: a run never starts with a layer missing.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import marshal
 import math
 import os
 import resource
@@ -26,18 +30,60 @@ BASE_ENV = {"PATH": "/usr/bin:/bin", "HOME": WORK_DIR, "TMPDIR": "/tmp", "LANG":
 STATUS_SETUP_FAILED = 127
 
 
-def run_child(request: dict[str, Any], fds: list[int], status_fd: int, bpf: bytes) -> NoReturn:
-    """Never returns: execs the program, or runs it and exits."""
+def run_child(fds: list[int], status_fd: int, bpf: bytes) -> NoReturn:
+    """Never returns. Runs as pid 1 of the run's own pid namespace: sets up the run's mounts
+    and files, forks the program (pid 2) and waits for it, then writes its wait status to
+    `status_fd` and exits, which kills whatever else of the run is left. fds: the request
+    pipe, then stdin, stdout, stderr and an optional fourth pipe (fd 3: a collected file's,
+    or a linked pair's call pipe)."""
+    try:
+        request = _read_request(fds[0])
+        fds = fds[1:]
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        _fresh_mounts(request["limits"])
+        _write_files(request["files"])
+        program = os.fork()
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.write(status_fd, f"{type(exc).__name__}: {exc}".encode(errors="replace")[:2000])
+        os._exit(STATUS_SETUP_FAILED)
+    if program == 0:
+        _run_program(request, fds, status_fd, bpf)
+    try:
+        for fd in fds:
+            os.close(fd)  # the run's pipes close when the program's last process ends
+        os.write(status_fd, STATUS_MARK + str(_reap(program)).encode())
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.write(status_fd, f"init: {type(exc).__name__}: {exc}".encode(errors="replace"))
+        os._exit(STATUS_SETUP_FAILED)
+    os._exit(0)
+
+
+STATUS_MARK = b"\0status "  # then the program's wait status, after any setup error text
+
+
+def _reap(program: int) -> int:
+    """Reaps orphans (this is the namespace's init) until the program itself ends."""
+    while True:
+        pid, status = os.wait()
+        if pid == program:
+            return status
+
+
+def _run_program(request: dict[str, Any], fds: list[int], status_fd: int, bpf: bytes) -> NoReturn:
+    """The program's process: pid 2 of the run's namespace, so it keeps ordinary signal
+    semantics (pid 1 would ignore signals it has no handler for)."""
     try:
         argv, runner = request["argv"], request["runner"]
         limits = request["limits"]
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-        _fresh_mounts(limits)
-        _write_files(request["files"])
         sc.prctl(sc.PR_SET_DUMPABLE, 1)  # else /proc/self belongs to the host's root
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")  # the run dies first, never the zygote
-        artifact_fd = _setup_fds(fds, keep=[status_fd])
+        kept = [status_fd]
+        artifact_fd = _setup_fds(fds, keep=kept)
+        status_fd = kept[0]
         _set_rlimits(limits)
         os.chdir(WORK_DIR)
         os.setgroups([])
@@ -66,14 +112,27 @@ def run_child(request: dict[str, Any], fds: list[int], status_fd: int, bpf: byte
     os._exit(STATUS_SETUP_FAILED)
 
 
+def _read_request(fd: int) -> dict[str, Any]:
+    """The run's request, read here in the forked child, never in the zygote."""
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    os.close(fd)
+    return marshal.loads(b"".join(chunks))
+
+
 def _fresh_mounts(limits: dict[str, Any]) -> None:
-    sc.unshare(sc.CLONE_NEWNS)
+    # A System V IPC namespace of its own: shared memory, semaphores and queues a run leaves
+    # behind die with it, unseen by the next run and uncharged to the slot.
+    sc.unshare(sc.CLONE_NEWNS | sc.CLONE_NEWIPC)
     options = f"size={limits['tmpfs_mb']}m,nr_inodes={limits['tmpfs_inodes']}"
     owner = f"uid={rootfs.SANDBOX_UID},gid={rootfs.SANDBOX_GID}"
     flags = sc.MS_NOSUID | sc.MS_NODEV
     sc.mount("tmpfs", WORK_DIR, "tmpfs", flags, f"{options},mode=0755,{owner}")
     sc.mount("tmpfs", "/tmp", "tmpfs", flags, f"{options},mode=1777")
     sc.mount("tmpfs", "/dev/shm", "tmpfs", flags | sc.MS_NOEXEC, f"{options},mode=1777")
+    # this process is pid 1 of the run's pid namespace: its /proc shows the run alone
+    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
 
 
 def _write_files(files: dict[str, bytes]) -> None:
@@ -90,17 +149,19 @@ def _write_files(files: dict[str, bytes]) -> None:
 
 
 def _setup_fds(fds: list[int], keep: list[int]) -> int | None:
-    """stdin, stdout, stderr onto 0, 1, 2; returns the artifact pipe (if any); closes the rest."""
-    for target, fd in enumerate(fds[:3]):
-        os.dup2(fd, target)
-    artifact_fd = fds[3] if len(fds) > 3 else None
-    keep_set = {0, 1, 2, *keep, *([artifact_fd] if artifact_fd is not None else [])}
-    start = 3
-    for fd in sorted(keep_set - {0, 1, 2}):
-        os.closerange(start, fd)
-        start = fd + 1
-    os.closerange(start, 1 << 20)
-    return artifact_fd
+    """stdin, stdout, stderr onto 0, 1, 2 and a fourth pipe (if any) onto 3, which it returns;
+    `keep` are moved above them (and updated in place); every other descriptor is closed."""
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 16) for fd in [*fds, *keep]]
+    for target, fd in enumerate(moved[: len(fds)]):
+        os.dup2(fd, target, inheritable=True)
+    keep[:] = moved[len(fds) :]
+    extra = 3 if len(fds) > 3 else None
+    first_free = len(fds)
+    for fd in sorted(keep):
+        os.closerange(first_free, fd)
+        first_free = fd + 1
+    os.closerange(first_free, 1 << 20)
+    return extra
 
 
 def _set_rlimits(limits: dict[str, Any]) -> None:

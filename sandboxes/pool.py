@@ -9,6 +9,12 @@ Guarantees:
   A run whose slot died is retried once on a fresh slot first.
 - The host never reads or writes the sandbox's files: programs' files go in as bytes and
   collected files come out through a pipe, so a planted symlink cannot make it follow.
+- A run's request (argv, files, env, limits) goes through a pipe to the forked run, never
+  through the zygote, whose memory every later run of the slot is forked from.
+- `run_pairs` links two runs on two slots by pipes between their stdin and stdout (and the
+  client's fd 3); nothing else of one reaches the other.
+- A slot whose memory stays above its baseline after a run (something outlived the run) is
+  replaced before the next run; runs' memory limits count from the baseline.
 - stdout and stderr are read as they are written and capped; past a cap the run is killed.
 - Slots die with the process that started them, and a killed slot is replaced on next use.
 - Launchers are started with posix_spawn (subprocess), never by forking this process, so a
@@ -46,12 +52,16 @@ from sandboxes.limits import Limits, Outcome, Program, RunResult, SandboxError
 from sandboxes.zygote import HEADER, KIND_KILL, KIND_RUN
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+# The launcher's configuration comes on stdin, not argv: the zygote inherits the command
+# line, and a run can read its /proc/1/cmdline.
 _BOOT = (
-    "import sys; p = sys.path[:]; sys.path.insert(0, sys.argv[2]); "
-    "from sandboxes.zygote import launcher_main; launcher_main(p)"
+    "import json, sys; c = json.loads(sys.stdin.readline()); p = sys.path[:]; "
+    "sys.path.insert(0, c['package_parent']); "
+    "from sandboxes.zygote import launcher_main; launcher_main(p, c)"
 )
 _UIDS_PER_PROCESS = 256  # outside uids: base + pid * 256 + k; k = 0 for zygotes, 1.. for slots
 _BACKSTOP_S = 10.0  # past wall_s + this, a silent slot is considered broken
+_LEFTOVER_BYTES = 32 << 20  # a slot this far above its baseline between runs is recycled
 _READ_CHUNK = 1 << 16
 
 _slot_numbers_lock = threading.Lock()
@@ -83,6 +93,7 @@ class Slot:
         self._buffer = b""
         self.pids_max = 0
         self.cpus = 0.0
+        self.baseline_bytes: int | None = None  # resident memory before the first run
 
     @property
     def alive(self) -> bool:
@@ -99,15 +110,20 @@ class Slot:
         host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock = host_sock
         try:
-            self.cgroup = cgroups.create(f"{cgroups.PREFIX}{os.getpid()}-{self.number}")
-            launcher_config = {"fd": child_sock.fileno(), "host_pid": os.getpid()}
+            self.cgroup = cgroups.create(cgroups.slot_name(self.number))
+            launcher_config = {
+                "fd": child_sock.fileno(), "host_pid": os.getpid(),
+                "package_parent": _PACKAGE_PARENT,
+            }  # fmt: skip
             self.process = subprocess.Popen(
-                [self.config.python, "-I", "-S", "-X", "utf8", "-c", _BOOT,
-                 json.dumps(launcher_config), _PACKAGE_PARENT],
-                pass_fds=[child_sock.fileno()], stdin=subprocess.DEVNULL,
+                [self.config.python, "-I", "-S", "-X", "utf8", "-c", _BOOT],
+                pass_fds=[child_sock.fileno()], stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={}, cwd="/",
                 start_new_session=True,
             )  # fmt: skip
+            assert self.process.stdin is not None
+            with self.process.stdin:
+                self.process.stdin.write(json.dumps(launcher_config).encode() + b"\n")
             child_sock.close()
             deadline = time.monotonic() + self.config.start_timeout_s
             launcher_pid = self._expect("userns", deadline)
@@ -184,15 +200,17 @@ class Slot:
     def has_message(self) -> bool:
         return b"\n" in self._buffer
 
-    def send(self, kind: int, payload: dict[str, Any], fds: Sequence[int] = ()) -> None:
+    def send_run(self, run_id: int, wall_s: float, fds: Sequence[int]) -> None:
         assert self.sock is not None
-        body = marshal.dumps(payload)
-        socket.send_fds(self.sock, [HEADER.pack(kind, len(body))], list(fds))
-        self.sock.sendall(body)
+        socket.send_fds(self.sock, [HEADER.pack(KIND_RUN, run_id, wall_s)], list(fds))
+
+    def send_kill(self, run_id: int) -> None:
+        assert self.sock is not None
+        self.sock.sendall(HEADER.pack(KIND_KILL, run_id, 0.0))
 
     def configure(self, limits: Limits) -> None:
         assert self.cgroup is not None
-        pids = limits.processes + 2  # the launcher and the zygote live in the cgroup too
+        pids = limits.processes + 3  # the launcher, the zygote and each run's init too
         if pids != self.pids_max:
             self.cgroup.set_pids_max(pids)
             self.pids_max = pids
@@ -235,6 +253,7 @@ class Slot:
         self.process = None
         self._buffer = b""
         self.pids_max, self.cpus = 0, 0.0
+        self.baseline_bytes = None
 
     def release(self) -> None:
         _release_slot_number(self.number)
@@ -253,17 +272,18 @@ class Slot:
 class _Run:
     """A run in flight: its pipes, what came back so far, and its slot."""
 
-    index: int
     program: Program
     limits: Limits
-    attempts: int = 0
+    unit: _Unit
+    position: int
+    links: dict[int, int] = field(default_factory=dict)  # child fd -> end of a pair's pipe
     slot: Slot | None = None
     run_id: int = 0
     fds: dict[int, str] = field(default_factory=dict)  # host-side pipe end -> role
     stdout: bytearray = field(default_factory=bytearray)
     stderr: bytearray = field(default_factory=bytearray)
     artifact: bytearray = field(default_factory=bytearray)
-    stdin: memoryview = field(default_factory=lambda: memoryview(b""))
+    outgoing: dict[str, memoryview] = field(default_factory=dict)  # payload, stdin: still to write
     done: dict[str, Any] | None = None
     over_output: bool = False
     kill_sent: bool = False
@@ -271,8 +291,18 @@ class _Run:
     backstop: float = 0.0
 
 
+@dataclass(eq=False)
+class _Unit:
+    """Runs that start together, each on its own slot: one run, or a linked pair."""
+
+    index: int
+    runs: list[_Run] = field(default_factory=list)
+    attempts: int = 0
+    results: dict[int, RunResult | object] = field(default_factory=dict)  # position -> result
+
+
 class SandboxPool:
-    """`slots` warm sandboxes; `run` and `run_many` block until their runs finish.
+    """`slots` warm sandboxes; `run`, `run_many` and `run_pairs` block until their runs finish.
 
     Use from one thread at a time. Start it (or its first run) before this process creates a
     gRPC server; close it (or use `with`) to remove the slots and their cgroups.
@@ -289,7 +319,7 @@ class SandboxPool:
             self, _close_slots, args=(list(self.slots),), exitpriority=0
         )
         self._next_id = 0
-        self.stats = {"runs": 0, "slot_restarts": 0}
+        self.stats = {"runs": 0, "slot_restarts": 0, "slots_recycled": 0}
 
     def __enter__(self) -> SandboxPool:
         return self
@@ -312,21 +342,49 @@ class SandboxPool:
 
     def run_many(self, jobs: Sequence[tuple[Program, Limits]]) -> list[RunResult]:
         """Runs every job, as many at once as there are slots; results in input order."""
+        units = [self._unit(i, [job]) for i, job in enumerate(jobs)]
+        return [results[0] for results in self._execute(units)]
+
+    def run_pairs(
+        self, pairs: Sequence[tuple[Program, Limits, Program, Limits]]
+    ) -> list[tuple[RunResult, RunResult]]:
+        """Runs linked pairs (server, server_limits, client, client_limits), each pair on two
+        slots at once: what the client writes to its fd 3 is the server's stdin, and the
+        server's stdout is the client's stdin. Nothing else connects them (separate slots,
+        uids and namespaces); each one's stderr, and the client's stdout, come back here. When
+        the client ends, the server is killed. Results (server, client) in input order."""
+        if len(self.slots) < 2:
+            raise SandboxError("a linked pair needs a pool of at least 2 slots")
+        for server, _, client, _ in pairs:
+            if server.stdin or client.stdin or server.collect or client.collect:
+                raise ValueError("a linked pair's programs take no stdin and collect nothing")
+        units = [
+            self._unit(i, [(server, s_limits), (client, c_limits)])
+            for i, (server, s_limits, client, c_limits) in enumerate(pairs)
+        ]
+        return [(results[0], results[1]) for results in self._execute(units)]
+
+    @staticmethod
+    def _unit(index: int, jobs: Sequence[tuple[Program, Limits]]) -> _Unit:
+        unit = _Unit(index)
+        unit.runs = [_Run(program, limits, unit, n) for n, (program, limits) in enumerate(jobs)]
+        return unit
+
+    def _execute(self, units: list[_Unit]) -> list[list[RunResult]]:
         if not self.slots:
             raise SandboxError("the pool is closed")
-        results: list[RunResult | None] = [None] * len(jobs)
-        queue = deque(_Run(i, program, limits) for i, (program, limits) in enumerate(jobs))
+        results: list[list[RunResult] | None] = [None] * len(units)
+        queue = deque(units)
         active: dict[Slot, _Run] = {}
         with selectors.DefaultSelector() as selector:
             while queue or active:
-                for slot in self.slots:
-                    if queue and slot not in active:
-                        run = queue.popleft()
-                        started = self._start(slot, run, selector)
-                        if started:
-                            active[slot] = run
-                        else:
-                            results[run.index] = run_failed(run)
+                free = [slot for slot in self.slots if slot not in active]
+                while queue and len(queue[0].runs) <= len(free):
+                    unit = queue.popleft()
+                    taken, free = free[: len(unit.runs)], free[len(unit.runs) :]
+                    for slot, run in self._start_unit(unit, taken, selector):
+                        active[slot] = run
+                    self._settle(unit, queue, results)
                 if not active:
                     continue
                 timeout = max(0.0, min(r.backstop for r in active.values()) - time.monotonic())
@@ -338,24 +396,78 @@ class SandboxPool:
                     if finished is None:
                         continue
                     del active[slot]
-                    if finished is _RETRY:
-                        queue.appendleft(run)
-                    else:
-                        results[run.index] = finished
+                    unit = run.unit
+                    unit.results[run.position] = finished
+                    # a pair ends with its client (the last run); a failed run takes its peer
+                    if finished is _RETRY or run.position == len(unit.runs) - 1:
+                        for other in unit.runs:
+                            if other.position not in unit.results:
+                                self._kill(other)
+                    self._settle(unit, queue, results)
         return results  # type: ignore[return-value]
+
+    def _start_unit(
+        self, unit: _Unit, slots: list[Slot], selector: selectors.BaseSelector
+    ) -> list[tuple[Slot, _Run]]:
+        """Starts the unit's runs; one that cannot start fails the unit (its peers are killed)."""
+        unit.attempts += 1
+        links: list[dict[int, int]] = [{} for _ in unit.runs]
+        if len(unit.runs) == 2:
+            calls_read, calls_write = os.pipe2(os.O_CLOEXEC)  # client fd 3 -> server stdin
+            replies_read, replies_write = os.pipe2(os.O_CLOEXEC)  # server stdout -> client
+            links = [{0: calls_read, 1: replies_write}, {0: replies_read, 3: calls_write}]
+        started: list[tuple[Slot, _Run]] = []
+        try:
+            for slot, run, link in zip(slots, unit.runs, links, strict=True):
+                run.links = link
+                if self._start(slot, run, selector):
+                    started.append((slot, run))
+                    continue
+                unit.results[run.position] = run_failed(run)
+                for other in unit.runs:
+                    if other.position not in unit.results and other is not run:
+                        if any(r is other for _, r in started):
+                            self._kill(other)
+                        else:
+                            unit.results[other.position] = run_failed(
+                                other, "its linked run could not start"
+                            )
+                break
+        finally:
+            for link in links:
+                for fd in link.values():
+                    os.close(fd)  # the slots hold their own copies now
+        return started
+
+    def _settle(
+        self, unit: _Unit, queue: deque[_Unit], results: list[list[RunResult] | None]
+    ) -> None:
+        """Once every run of the unit ended: its results, or the unit again after a slot died."""
+        if len(unit.results) < len(unit.runs):
+            return
+        values = [unit.results[n] for n in range(len(unit.runs))]
+        if any(value is _RETRY for value in values):
+            if unit.attempts < 2:
+                unit.results.clear()
+                queue.appendleft(unit)
+                return
+            values = [
+                run_failed(run, "the slot died or stopped answering during the run")
+                if value is _RETRY
+                else value
+                for run, value in zip(unit.runs, values, strict=True)
+            ]
+        results[unit.index] = values  # type: ignore[assignment]
 
     # ---- one run's life
 
     def _start(self, slot: Slot, run: _Run, selector: selectors.BaseSelector) -> bool:
-        run.attempts += 1
         try:
             if not slot.alive:
-                if run.attempts > 1 or self.stats["runs"]:
+                if run.unit.attempts > 1 or self.stats["runs"]:
                     self.stats["slot_restarts"] += 1
                 slot.start()
-            slot.configure(run.limits)
-            assert slot.cgroup is not None
-            run.snapshot = slot.cgroup.before_run(run.limits.memory_mb * 1024 * 1024)
+            run.snapshot = self._prepare(slot, run.limits)
         except SandboxError as exc:
             run.done = {"setup_error": str(exc)}
             return False
@@ -364,14 +476,25 @@ class SandboxPool:
         run.stdout.clear(), run.stderr.clear(), run.artifact.clear()
         run.over_output = run.kill_sent = False
         run.done = None
-        pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(4 if run.program.collect else 3)]
-        child_ends = [pipes[0][0], *(w for _, w in pipes[1:])]
-        run.fds = {pipes[0][1]: "stdin", pipes[1][0]: "stdout", pipes[2][0]: "stderr"}
-        if run.program.collect:
-            run.fds[pipes[3][0]] = "artifact"
         program, limits = run.program, run.limits
+        # The request travels through a pipe that the forked run reads itself: the zygote,
+        # which every later run of the slot is forked from, never holds a run's files.
+        host_ends: dict[int, str] = {}
+        child_ends: list[int] = []
+        roles = [("payload", False), ("stdin", False), ("stdout", True), ("stderr", True)]
+        if program.collect:
+            roles.append(("artifact", True))
+        for number, (role, child_writes) in enumerate(roles):
+            if number - 1 in run.links:  # child fd number - 1: the payload pipe comes first
+                child_ends.append(run.links[number - 1])
+                continue
+            read_end, write_end = os.pipe2(os.O_CLOEXEC)
+            child_ends.append(write_end if child_writes else read_end)
+            host_ends[read_end if child_writes else write_end] = role
+        if 3 in run.links:
+            child_ends.append(run.links[3])
+        own_child_ends = [fd for fd in child_ends if fd not in run.links.values()]
         request = {
-            "id": run.run_id,
             "argv": list(program.argv),
             "files": dict(program.files),
             "env": dict(program.env),
@@ -380,25 +503,28 @@ class SandboxPool:
             "limits": dataclasses.asdict(limits),
         }
         try:
-            slot.send(KIND_RUN, request, child_ends)
+            slot.send_run(run.run_id, limits.wall_s, child_ends)
         except OSError as exc:
-            for fd in [*child_ends, *run.fds]:
+            for fd in [*own_child_ends, *host_ends]:
                 os.close(fd)
-            run.fds = {}
             run.done = {"setup_error": f"cannot reach the slot: {exc}"}
             slot.kill()
             return False
         finally:
-            for fd in child_ends:
+            for fd in own_child_ends:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        run.fds = host_ends
         run.backstop = time.monotonic() + limits.wall_s + _BACKSTOP_S
         self.stats["runs"] += 1
-        run.stdin = memoryview(program.stdin)
+        run.outgoing = {
+            "payload": memoryview(marshal.dumps(request)),
+            "stdin": memoryview(program.stdin),
+        }
         for fd, role in list(run.fds.items()):
             os.set_blocking(fd, False)
-            if role == "stdin":
-                if run.stdin:
+            if role in run.outgoing:
+                if run.outgoing[role]:
                     selector.register(fd, selectors.EVENT_WRITE, (run, role))
                 else:
                     self._close_fd(run, fd, selector, registered=False)
@@ -408,6 +534,27 @@ class SandboxPool:
         selector.register(slot.sock, selectors.EVENT_READ, (run, "control"))
         return True
 
+    def _prepare(self, slot: Slot, limits: Limits) -> cgroups.RunSnapshot:
+        """Limits for the next run; a slot whose memory did not come back to its baseline
+        (something of an earlier run outlived it) is replaced first."""
+        snapshot = self._limit(slot, limits)
+        assert slot.baseline_bytes is not None
+        if snapshot.resident_bytes > slot.baseline_bytes + _LEFTOVER_BYTES:
+            slot.kill()
+            self.stats["slots_recycled"] += 1
+            slot.start()
+            snapshot = self._limit(slot, limits)
+        return snapshot
+
+    @staticmethod
+    def _limit(slot: Slot, limits: Limits) -> cgroups.RunSnapshot:
+        slot.configure(limits)
+        assert slot.cgroup is not None
+        snapshot = slot.cgroup.before_run(limits.memory_mb << 20, slot.baseline_bytes)
+        if slot.baseline_bytes is None:
+            slot.baseline_bytes = snapshot.resident_bytes
+        return snapshot
+
     def _on_ready(self, run: _Run, role: str, fd: int, selector: selectors.BaseSelector) -> None:
         if role == "control":
             assert run.slot is not None
@@ -415,15 +562,16 @@ class SandboxPool:
                 selector.unregister(fd)
                 run.slot.kill()  # the zygote died: every process of the slot is gone
             return
-        if role == "stdin":
+        if role in run.outgoing:
+            data = run.outgoing[role]
             try:
-                written = os.write(fd, run.stdin[:_READ_CHUNK])
-                run.stdin = run.stdin[written:]
+                data = data[os.write(fd, data[:_READ_CHUNK]) :]
             except BlockingIOError:
                 return
             except OSError:  # the program closed its stdin or exited
-                run.stdin = memoryview(b"")
-            if not run.stdin:
+                data = memoryview(b"")
+            run.outgoing[role] = data
+            if not data:
                 self._close_fd(run, fd, selector)
             return
         try:
@@ -450,7 +598,7 @@ class SandboxPool:
             return
         run.kill_sent = True
         try:
-            run.slot.send(KIND_KILL, {"kill": run.run_id})
+            run.slot.send_kill(run.run_id)
         except OSError:
             run.slot.kill()
 
@@ -477,10 +625,12 @@ class SandboxPool:
         broken = not slot.alive or (run.done is None and time.monotonic() > run.backstop)
         if broken:
             self._abandon(run, selector)
-            if run.done is None and not slot.alive and run.attempts < 2:
-                return _RETRY
+            if run.done is None and not slot.alive:
+                return _RETRY  # the unit runs again if it has not already
             return run_failed(run, "the slot died or stopped answering during the run")
-        if run.done is None or any(role != "stdin" for role in run.fds.values()):
+        if run.done is None or any(
+            role in ("stdout", "stderr", "artifact") for role in run.fds.values()
+        ):
             return None
         self._abandon(run, selector)
         return self._result(run)

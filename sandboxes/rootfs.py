@@ -1,6 +1,8 @@
 """The slot's fresh root file system, built by the zygote inside its own mount namespace.
 
-    /usr /bin /lib* /sbin   the host's, bound read-only, nosuid, nodev
+    /usr /bin /lib* /sbin   the host's, bound read-only, nosuid, nodev; of /usr only the
+                            subtrees programs and their toolchains use (bin, sbin, lib*,
+                            libexec, include, share), not /usr/local, /usr/etc or /usr/src
     /etc                    a few generated files (passwd, group, hosts) and ld.so.cache
     /proc                   a fresh proc of the slot's own pid namespace
     /dev                    tmpfs with null, zero, full, random, urandom; /dev/shm per run
@@ -18,7 +20,8 @@ from sandboxes.limits import WORK_DIR
 
 SANDBOX_UID = 1000  # the run's uid inside the user namespace (mapped to the slot's outside uid)
 SANDBOX_GID = 1000
-_SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_USR_SUBTREES = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "libexec", "include", "share")
 _DEVICES = ("null", "zero", "full", "random", "urandom")
 _ETC_FILES = {
     "passwd": f"root:x:0:0::/:/usr/sbin/nologin\nsandbox:x:{SANDBOX_UID}:{SANDBOX_GID}::"
@@ -37,7 +40,8 @@ def build_root(new_root: str = "/tmp") -> None:
     """
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)  # nothing propagates to the host
     sc.mount("tmpfs", new_root, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=1m,mode=0755")
-    for name in _SYSTEM_DIRS:
+    os.mkdir(f"{new_root}/usr", 0o755)
+    for name in [*_SYSTEM_DIRS, *(f"usr/{sub}" for sub in _USR_SUBTREES)]:
         host = f"/{name}"
         if os.path.islink(host):
             os.symlink(os.readlink(host), f"{new_root}/{name}")

@@ -5,7 +5,9 @@ kcmp), kernel keyrings, bpf, perf_event_open, userfaultfd, io_uring, every mount
 namespace call (mount, umount2, pivot_root, chroot, the new mount API, unshare, setns, and
 clone with any CLONE_NEW* flag), module and kexec loading, reboot, swap, acct, quotactl,
 syslog, open_by_handle_at, and ioctl(TIOCSTI) (pushing input into a terminal). clone3 gets
-ENOSYS, so libc falls back to clone, whose flags the filter can inspect.
+ENOSYS, so libc falls back to clone, whose flags the filter can inspect. Sockets are an
+allow-list: socket() and socketpair() only for AF_UNIX, AF_INET and AF_INET6 (others, e.g.
+AF_VSOCK, which ignores network namespaces, or AF_NETLINK, get EAFNOSUPPORT).
 
 Any other architecture's calling convention, including x32 on x86-64, kills the process.
 Only x86-64 is supported: on another machine `deny_list_filter` raises, and the sandbox fails
@@ -40,6 +42,9 @@ SYS_CLONE3 = 435
 SYS_IOCTL = 16
 TIOCSTI = 0x5412
 CLONE_NEW_FLAGS = 0x7E020000  # NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
+SYS_SOCKET = 41
+SYS_SOCKETPAIR = 53
+ALLOWED_SOCKET_FAMILIES = (1, 2, 10)  # AF_UNIX, AF_INET, AF_INET6
 
 # classic BPF opcodes
 _LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
@@ -60,6 +65,22 @@ def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("<HBBI", code, jt, jf, k)
 
 
+def _socket_families() -> list[bytes]:
+    """socket/socketpair: allow the listed families (the low word of the first argument)."""
+    families = ALLOWED_SOCKET_FAMILIES
+    checks = [
+        _insn(_JEQ_K, family, jt=len(families) - n) for n, family in enumerate(families)
+    ]  # each jumps over the rest and the refusal, to the allow
+    return [
+        _insn(_JEQ_K, SYS_SOCKET, jt=1),
+        _insn(_JEQ_K, SYS_SOCKETPAIR, jf=len(families) + 3),  # neither: skip the block
+        _insn(_LD_W_ABS, _OFF_ARG0_LO),
+        *checks,
+        _insn(_RET_K, RET_ERRNO | errno.EAFNOSUPPORT),
+        _insn(_RET_K, RET_ALLOW),
+    ]
+
+
 def deny_list_filter(machine: str | None = None) -> bytes:
     """The filter program: one 8-byte `struct sock_filter` per instruction."""
     machine = machine or os.uname().machine
@@ -77,6 +98,7 @@ def deny_list_filter(machine: str | None = None) -> bytes:
     for number in sorted(DENIED_SYSCALLS.values()):
         code += [_insn(_JEQ_K, number, jf=1), _insn(_RET_K, eperm)]
     code += [_insn(_JEQ_K, SYS_CLONE3, jf=1), _insn(_RET_K, RET_ERRNO | errno.ENOSYS)]
+    code += _socket_families()
     # clone: deny when any namespace flag is set in the low word of the flags argument
     code += [
         _insn(_JEQ_K, SYS_CLONE, jf=3),

@@ -1,5 +1,5 @@
 """Thin ctypes wrappers over the Linux calls Python 3.11 lacks: unshare, mount, umount2,
-pivot_root, prctl, sethostname. Every failure raises OSError with errno, never returns -1."""
+pivot_root, prctl, setns, sethostname. Every failure raises OSError with errno, never returns -1."""
 
 from __future__ import annotations
 
@@ -71,6 +71,10 @@ def prctl(option: int, arg2: int | ctypes.c_void_p = 0) -> None:
     arg = arg2 if isinstance(arg2, ctypes.c_void_p) else ctypes.c_ulong(arg2)
     zero = ctypes.c_ulong(0)
     _check(_libc.prctl(ctypes.c_int(option), arg, zero, zero, zero), "prctl")
+
+
+def setns(fd: int, nstype: int) -> None:
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
 
 
 def sethostname(name: str) -> None:

@@ -8,15 +8,17 @@ new pid namespace. The zygote builds the fresh root, brings up loopback, compile
 filter, and then serves runs one at a time: fork a child (sandboxes.child), wait for it with
 the wall-clock limit, kill every other process in the namespace, report.
 
-Wire format. Host to zygote: an 8-byte header `<II` (kind, payload length), sent with the
-run's pipe ends as SCM_RIGHTS, then a marshal payload. Zygote to host: one JSON object per line.
+Wire format. Host to zygote: a fixed header `<IQd` (kind, run id, wall-clock seconds); a run's
+header carries its pipe ends as SCM_RIGHTS, the first of them the pipe its request (argv,
+files, limits) comes through. The zygote never reads that request: the forked child does, so
+nothing of a run's files ever lives in the memory later runs are forked from. Zygote to
+host: one JSON object per line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import marshal
 import os
 import select
 import signal
@@ -27,12 +29,12 @@ import time
 import traceback
 from typing import Any
 
-from sandboxes import rootfs
+from sandboxes import child, rootfs
 from sandboxes import syscalls as sc
 
-HEADER = struct.Struct("<II")
+HEADER = struct.Struct("<IQd")
 KIND_RUN, KIND_KILL = 1, 2
-MAX_FDS = 4
+MAX_FDS = 5
 NAMESPACES = (
     sc.CLONE_NEWPID | sc.CLONE_NEWNS | sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
     | sc.CLONE_NEWCGROUP
@@ -43,12 +45,14 @@ def send(sock: socket.socket, message: dict[str, Any]) -> None:
     sock.sendall(json.dumps(message).encode() + b"\n")
 
 
-def launcher_main(stdlib_path: list[str]) -> None:
-    """Entry point of the launcher; argv[1] is the JSON config written by the host, and
+def launcher_main(stdlib_path: list[str], config: dict[str, Any]) -> None:
+    """Entry point of the launcher; `config` is what the host wrote on its stdin, and
     `stdlib_path` the interpreter's sys.path before the host added this package's parent."""
     import resource
 
-    config = json.loads(sys.argv[1])
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
     sock = socket.socket(fileno=config["fd"])
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != config["host_pid"]:
@@ -107,7 +111,7 @@ def _zygote_main(sock: socket.socket, config: dict[str, Any], stdlib_path: list[
         import site
         import types  # noqa: F401
 
-        from sandboxes import child, seccomp
+        from sandboxes import seccomp
 
         bpf = seccomp.deny_list_filter()
         site.setquit()  # exit() and quit(), which -S leaves out
@@ -130,20 +134,21 @@ class Zygote:
         self.sock = sock
         self.bpf = bpf
         self.run_child = run_child
+        self.pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
     def serve(self) -> None:
         while True:
             message = self._receive()
             if message is None:
                 return  # the host closed the socket: the slot is done
-            kind, payload, fds = message
-            if kind == KIND_RUN:
-                self._run(marshal.loads(payload), fds)
+            kind, run_id, wall_s, fds = message
+            if kind == KIND_RUN and fds:
+                self._run(run_id, wall_s, fds)
             else:
                 for fd in fds:
                     os.close(fd)  # a stale kill for a run that already ended
 
-    def _receive(self) -> tuple[int, bytes, list[int]] | None:
+    def _receive(self) -> tuple[int, int, float, list[int]] | None:
         header, fds, _, _ = socket.recv_fds(self.sock, HEADER.size, MAX_FDS)
         while header and len(header) < HEADER.size:
             more = self.sock.recv(HEADER.size - len(header))
@@ -152,27 +157,30 @@ class Zygote:
             header += more
         if not header:
             return None
-        kind, length = HEADER.unpack(header)
-        payload = bytearray()
-        while len(payload) < length:
-            chunk = self.sock.recv(min(length - len(payload), 1 << 20))
-            if not chunk:
-                return None
-            payload += chunk
-        return kind, bytes(payload), fds
+        kind, run_id, wall_s = HEADER.unpack(header)
+        return kind, run_id, wall_s, fds
 
-    def _run(self, request: dict[str, Any], fds: list[int]) -> None:
+    def _run(self, run_id: int, wall_s: float, fds: list[int]) -> None:
         status_read, status_write = os.pipe2(os.O_CLOEXEC)
         started = time.monotonic()
-        pid = os.fork()
+        # Each run is forked into a fresh pid namespace (its first process is pid 1 there):
+        # it sees no process and no pid counter of the slot or of earlier runs.
+        sc.unshare(sc.CLONE_NEWPID)
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:
+                sc.setns(self.pid_namespace, sc.CLONE_NEWPID)  # the next unshare needs it
         if pid == 0:
             os.close(status_read)
+            os.close(self.pid_namespace)
             self.sock.close()
-            self.run_child(request, fds, status_write, self.bpf)
+            self.run_child(fds, status_write, self.bpf)
         for fd in (*fds, status_write):
             os.close(fd)
         timed_out = killed = False
-        deadline = started + request["limits"]["wall_s"]
+        deadline = started + wall_s
         pidfd = os.pidfd_open(pid)
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
@@ -190,10 +198,10 @@ class Zygote:
                 if message is None:
                     self._kill_all()
                     os._exit(0)
-                kind, payload, extra = message
+                kind, target, _, extra = message
                 for fd in extra:
                     os.close(fd)
-                if kind == KIND_KILL and marshal.loads(payload).get("kill") == request["id"]:
+                if kind == KIND_KILL and target == run_id:
                     killed = True
                     break
         if timed_out or killed:
@@ -202,12 +210,15 @@ class Zygote:
         wall_ms = (time.monotonic() - started) * 1000
         os.close(pidfd)
         self._kill_all()
-        setup_error = os.read(status_read, 4096).decode(errors="replace")
-        os.close(status_read)
+        report = self._read_all(status_read)
+        setup_error, mark, program_status = report.partition(child.STATUS_MARK)
+        if mark and not (timed_out or killed):
+            status = int(program_status)  # the program's own status, reported by the run's init
+        setup_error = setup_error.decode(errors="replace")
         send(
             self.sock,
             {
-                "done": request["id"],
+                "done": run_id,
                 "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                 "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
                 "wall_ms": wall_ms,
@@ -217,6 +228,14 @@ class Zygote:
                 "setup_error": setup_error,
             },
         )
+
+    @staticmethod
+    def _read_all(fd: int) -> bytes:
+        data = b""
+        while chunk := os.read(fd, 4096):
+            data += chunk
+        os.close(fd)
+        return data[:8192]
 
     @staticmethod
     def _kill_all() -> None:

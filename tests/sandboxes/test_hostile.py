@@ -15,6 +15,7 @@ import pytest
 from sandbox_checks import HostState, assert_host_unaffected, python
 
 from sandboxes import Limits, Outcome, Program, RunResult, SandboxPool
+from sandboxes.pool import _PACKAGE_PARENT as PACKAGE_PARENT
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +94,8 @@ CASES = [
          lambda r, h: r.stdout == b"parent done\n" and r.wall_ms < 1000),
     Case("kill_parent", "import os\nfor pid in (os.getppid(), 1):\n    try: os.kill(pid, 9)\n"
          "    except OSError as e: print(e.errno)", prints(b"1\n1\n")),
+    Case("own_pid_namespace", "import os\nprint(os.getpid(), sorted(int(p) for p in "
+         "os.listdir('/proc') if p.isdigit()))", prints(b"2 [1, 2]\n")),  # its init and itself
     Case("kill_minus_one", "import os\nos.kill(-1, 9)", outcome(Outcome.RUNTIME_ERROR)),
     Case("kill_host_pid", lambda h: f"import os\ntry: os.kill({h.sentinel.pid}, 9)\n"
          "except OSError as e: print(e.errno)",
@@ -154,12 +157,31 @@ CASES = [
          lambda r, h: ENV_SECRET.encode() not in r.stdout and b"VERIFIER" not in r.stdout),
     Case("own_environment", "import os\nprint(sorted(os.environ))",
          prints(b"['HOME', 'LANG', 'PATH', 'TMPDIR']\n")),
+    Case("proc_1_cmdline_has_no_host_details", "import os\nfor p in os.listdir('/proc'):\n"
+         "    try: print(open(f'/proc/{p}/cmdline', 'rb').read())\n    except OSError: pass",
+         lambda r, h: r.outcome is Outcome.OK and PACKAGE_PARENT.encode() not in r.stdout
+         and b"host_pid" not in r.stdout and str(os.getpid()).encode() not in r.stdout),
+    Case("no_usr_local", "import os\nprint(os.path.exists('/usr/local'), "
+         "os.path.exists('/usr/local/etc'), os.path.exists('/usr/src'), "
+         "os.path.exists('/usr/bin/python3'))", prints(b"False False False True\n")),
     Case("no_sys_no_host_root", "import os\nprint(os.path.exists('/sys'), os.path.exists('/root'),"
          " os.path.exists('/home'))", prints(b"False False False\n")),
     # --- network
     Case("connect_host_loopback", lambda h: f"import socket\ntry: socket.create_connection("
          f"('127.0.0.1', {h.port}), timeout=1)\nexcept OSError as e: print(e.errno)",
          lambda r, h: r.stdout == b"111\n" and _no_connection(h)),  # ECONNREFUSED
+    Case("af_vsock", "import socket\ntry: socket.socket(40, socket.SOCK_STREAM)\n"
+         "except OSError as e: print(e.errno)", prints(b"97\n")),  # EAFNOSUPPORT
+    Case("af_netlink", "import socket\ntry: socket.socket(16, socket.SOCK_RAW, 0)\n"
+         "except OSError as e: print(e.errno)", prints(b"97\n")),
+    Case("af_packet", "import socket\ntry: socket.socket(17, socket.SOCK_RAW, 0)\n"
+         "except OSError as e: print(e.errno)", prints(b"97\n")),
+    Case("socketpair_vsock", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+         "fds = (ctypes.c_int * 2)()\nprint(libc.socketpair(40, 1, 0, fds), ctypes.get_errno())",
+         prints(b"-1 97\n")),
+    Case("af_unix_and_inet_still_work", "import socket\na, b = socket.socketpair()\n"
+         "a.send(b'x'); s = socket.socket(); s6 = socket.socket(socket.AF_INET6)\n"
+         "print(b.recv(1))", prints(b"b'x'\n")),
     Case("connect_outside", "import socket\ntry: socket.create_connection(('1.1.1.1', 53), "
          "timeout=1)\nexcept OSError as e: print(e.errno)", prints(b"101\n")),  # ENETUNREACH
     # --- privileges and system calls
@@ -278,3 +300,93 @@ def test_hundred_concurrent_runs_do_not_cross_talk(pool: SandboxPool) -> None:
     for i, result in enumerate(results):
         assert result.stdout == f"{i} {i} ['{i}']\n".encode(), (i, result)
     assert_host_unaffected(pool, before)
+
+
+# ---- nothing of one run reaches the next
+
+
+def test_sysv_ipc_does_not_outlive_its_run() -> None:
+    """Shared memory, a semaphore and a message queue left by one run: gone for the next run
+    of the same slot (each run has its own IPC namespace), and not charged to the slot."""
+    with SandboxPool(slots=1) as pool:
+        leave = pool.run(python(_SYSV + "shm = libc.shmget(0x5EC, 64 << 20, 0o1666)\n"
+                                "addr = libc.shmat(shm, None, 0)\n"
+                                "ctypes.memset(addr, 7, 64 << 20)\n"
+                                "print(shm >= 0, libc.semget(0x5ED, 1, 0o1666) >= 0, "
+                                "libc.msgget(0x5EE, 0o1666) >= 0)"))  # fmt: skip
+        assert leave.stdout == b"True True True\n", leave
+        probe = pool.run(python(_SYSV + "print(libc.shmget(0x5EC, 0, 0), libc.semget(0x5ED, 0, 0),"
+                                " libc.msgget(0x5EE, 0), open('/proc/sysvipc/shm').read().count("
+                                "chr(10)))"))  # fmt: skip
+        assert probe.stdout == b"-1 -1 -1 1\n", probe  # ENOENT for each; only the header line
+        # 64 MB left behind would count against this run's 96 MB if it were still there
+        fill = pool.run(python("b = bytearray(80 << 20)\nprint(len(b) >> 20)"),
+                        Limits(memory_mb=96))  # fmt: skip
+        assert fill.stdout == b"80\n", fill
+
+
+_SYSV = (
+    "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    "libc.shmat.restype = ctypes.c_void_p\n"
+)
+
+
+def test_the_zygote_never_holds_a_runs_request() -> None:
+    """A run's files and stdin go to the forked run, not through the zygote that later runs
+    are forked from: its memory, read from the host, holds no trace of them."""
+    marker = os.urandom(12).hex()
+    with SandboxPool(slots=1) as pool:
+        result = pool.run(
+            Program(("/work/main.py",), files={"main.py": f"x = '{marker}'\n".encode(),
+                                              "data.txt": marker.encode() * 1000},
+                    stdin=marker.encode() * 100, runner="python")
+        )  # fmt: skip
+        assert result.outcome is Outcome.OK, result
+        zygote = pool.slots[0].zygote_pid
+        assert zygote is not None
+        assert _memory_contains(zygote, marker.encode()) == 0
+        assert _memory_contains(zygote, b"sandboxes") > 0  # the scan does see the zygote's heap
+
+
+def _memory_contains(pid: int, needle: bytes) -> int:
+    hits = 0
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            addresses, perms = line.split()[:2]
+            if not perms.startswith("r") or "[vvar]" in line or "[vsyscall]" in line:
+                continue
+            start, end = (int(x, 16) for x in addresses.split("-"))
+            try:
+                mem.seek(start)
+                hits += mem.read(end - start).count(needle)
+            except OSError:
+                continue
+    return hits
+
+
+def test_the_pid_counter_is_no_channel_between_runs() -> None:
+    """Each run has a fresh pid namespace: however many processes one run made, the next
+    sees the same pids."""
+    source = (
+        "import os\nkids = [os.fork() for _ in range(int(input()))]\nif 0 in kids: os._exit(0)\n"
+        "for k in kids: os.waitpid(k, 0)\nprint(os.getpid(), os.fork() or os._exit(0))"
+    )
+    with SandboxPool(slots=1) as pool:
+        first = pool.run(python(source, stdin=b"0"))
+        pool.run(python(source, stdin=b"5"))
+        later = pool.run(python(source, stdin=b"0"))
+    assert first.stdout == later.stdout == b"2 3\n", (first, later)
+
+
+def test_a_slot_above_its_memory_baseline_is_recycled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slot whose memory did not come back to its baseline is replaced before the next
+    run (here the baseline is lowered by hand: nothing a run leaves behind survives it)."""
+    monkeypatch.setattr("sandboxes.pool._LEFTOVER_BYTES", 2 << 20)  # drift is under 1 MB
+    with SandboxPool(slots=1) as pool:
+        assert pool.run(python("print(1)")).stdout == b"1\n"
+        slot = pool.slots[0]
+        zygote, slot.baseline_bytes = slot.zygote_pid, 0
+        assert pool.run(python("print(2)")).stdout == b"2\n"
+        assert pool.stats["slots_recycled"] == 1 and slot.zygote_pid != zygote
+        assert pool.run(python("print(3)")).stdout == b"3\n"
+        assert pool.stats["slots_recycled"] == 1  # the fresh slot is at its own baseline

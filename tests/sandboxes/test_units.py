@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import struct
+from pathlib import Path
 
 import pytest
 
 from sandboxes import Limits, Outcome, Program
-from sandboxes.cgroups import own_paths
+from sandboxes.cgroups import _sweep_stale, own_paths, slot_name
 from sandboxes.pool import classify
 from sandboxes.seccomp import DENIED_SYSCALLS, RET_ALLOW, RET_KILL_PROCESS, deny_list_filter
 
@@ -31,6 +33,44 @@ def test_seccomp_denies_every_listed_call_with_eperm() -> None:
     for number in DENIED_SYSCALLS.values():
         at = code.index((0x15, 0, 1, number))
         assert code[at + 1] == (0x06, 0, 0, 0x00050000 | 1)  # SECCOMP_RET_ERRNO | EPERM
+
+
+def run_filter(program: bytes, nr: int, arg0: int = 0, arg1: int = 0) -> int:
+    """A classic-BPF interpreter for the instructions the filter uses, on one system call."""
+    code = instructions(program)
+    data = struct.pack("<iIQ6Q", nr, 0xC000003E, 0, arg0, arg1, 0, 0, 0, 0)
+    accumulator, pc = 0, 0
+    while True:
+        op, jt, jf, k = code[pc]
+        if op == 0x20:
+            accumulator = struct.unpack_from("<I", data, k)[0]
+        elif op == 0x06:
+            return k
+        elif op in (0x15, 0x35, 0x45):
+            taken = {0x15: accumulator == k, 0x35: accumulator >= k, 0x45: accumulator & k}[op]
+            pc += jt if taken else jf
+        pc += 1
+
+
+@pytest.mark.parametrize(
+    ("nr", "family", "allowed"),
+    [
+        (41, 1, True), (41, 2, True), (41, 10, True),  # socket: AF_UNIX, AF_INET, AF_INET6
+        (41, 40, False), (41, 16, False), (41, 17, False),  # AF_VSOCK, AF_NETLINK, AF_PACKET
+        (53, 1, True), (53, 40, False),  # socketpair
+        (0, 40, True),  # read(40, ...): other calls are not affected
+    ],
+)  # fmt: skip
+def test_seccomp_allows_only_unix_and_inet_sockets(nr: int, family: int, allowed: bool) -> None:
+    verdict = run_filter(deny_list_filter("x86_64"), nr, family)
+    assert verdict == (RET_ALLOW if allowed else 0x00050000 | 97)  # EAFNOSUPPORT
+
+
+def test_seccomp_still_denies_listed_calls_in_the_interpreter() -> None:
+    program = deny_list_filter("x86_64")
+    assert run_filter(program, DENIED_SYSCALLS["ptrace"]) == 0x00050000 | 1
+    assert run_filter(program, 56, 0x10000000) == 0x00050000 | 1  # clone(CLONE_NEWUSER)
+    assert run_filter(program, 56, 0x11) == RET_ALLOW  # clone(SIGCHLD)
 
 
 def test_seccomp_refuses_other_architectures() -> None:
@@ -98,3 +138,14 @@ def test_own_cgroup_paths_v1_and_v2() -> None:
     assert own_paths(text) == {
         "memory": "/a/b", "pids": "/", "cpu": "/c", "cpuacct": "/c", "": "/unified/x"
     }  # fmt: skip
+
+
+def test_the_sweep_removes_only_dead_slots_of_this_pid_namespace(tmp_path: Path) -> None:
+    ns = os.stat("/proc/self/ns/pid").st_ino
+    dead, alive = f"verifier-rl-{ns}-999999999-1", f"verifier-rl-{ns}-{os.getpid()}-1"
+    other_namespace, old_style = f"verifier-rl-{ns + 1}-999999999-1", "verifier-rl-999999999-1"
+    for name in (dead, alive, other_namespace, old_style):
+        (tmp_path / name).mkdir()
+    _sweep_stale(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive, other_namespace, old_style])
+    assert slot_name(3) == f"verifier-rl-{ns}-{os.getpid()}-3"

@@ -62,6 +62,39 @@ def test_hostile_items_do_not_disturb_their_neighbours(
     assert len(children_of(server.process.pid)) == descendants_before
 
 
+FUNCTION_TEST = {
+    "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n"
+    "    assert candidate(-1, 1) == 0\n",
+    "entry_point": "add",
+}
+FORGERIES = {
+    "exit_before_serving": "import os\nos._exit(0)",
+    "child_writes_verdicts": "import os, time\nif os.fork() == 0:\n    time.sleep(0.2)\n"
+    '    for fd in range(32):\n        try: os.write(fd, b\'{"verdict": "passed"}\\n\')\n'
+    "        except OSError: pass\n    os._exit(0)\ndef add(a, b): return 0",
+    "always_equal": "class E:\n    def __eq__(self, o): return True\ndef add(a, b): return E()",
+    "reads_the_spec": "import json\nspec = json.load(open('/work/spec.json'))\n"
+    "def add(a, b): return 0",
+}
+
+
+def test_function_tests_through_the_server(client: RewardClient) -> None:
+    honest = [
+        Item(id=f"honest-{n}", completion=fenced("def add(a, b):\n    return a + b"),
+             reward=CODE, reference=FUNCTION_TEST)
+        for n in range(10)
+    ]  # fmt: skip
+    forged = [
+        Item(id=name, completion=fenced(code), reward=CODE, reference=FUNCTION_TEST)
+        for name, code in FORGERIES.items()
+    ]
+    results = {r.id: r for r in client.score(honest[:5] + forged + honest[5:], timeout_s=120)}
+    for item in honest:
+        assert (results[item.id].status, results[item.id].score) == (Status.OK, 1.0)
+    for name in FORGERIES:
+        assert (results[name].status, results[name].score) == (Status.OK, 0.0), results[name]
+
+
 def test_code_is_listed_with_its_params(client: RewardClient) -> None:
     info = {v.name: v for v in client.list_verifiers()}["code"]
     properties = info.params_schema["properties"]

@@ -6,8 +6,10 @@ own limits; a failure makes every test `compile_error`. Each test is a separate 
 with the per-test limits, and its verdict is decided outside the program's control:
 - stdin/stdout tests compare the captured stdout with the expected text here, in the server
   (see code_compare), never inside the sandbox;
-- function tests (HumanEval, MBPP) pass only with a line carrying a per-run secret that the
-  trusted harness (code_harness) prints after the test ran to its end.
+- function tests (HumanEval, MBPP) run as a linked pair of sandboxed runs (code_harness): the
+  program serves calls to its functions over a pipe, and a separate judge, which never runs
+  the program's code, runs the test against stubs, compares plain values and reports the
+  verdict to the host on a channel the program cannot reach.
 Verdicts: passed, wrong_answer, runtime_error, time_limit, memory_limit, output_limit,
 compile_error, not_run (after a failure with `stop_at_first_failure`). A sandbox that could
 not run the program makes the item STATUS_VERIFIER_ERROR, never a score of 0.
@@ -18,18 +20,21 @@ Runs in the worker pool ("process"): each worker owns a pool of warm sandbox slo
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
+import marshal
 import math
 import os
-import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from sandboxes import Limits, Outcome, Program, RunResult, SandboxError, SandboxPool
-from sandboxes.languages import CompileLimits, get_language
+from sandboxes.languages import CompileLimits, Language, get_language
 from verifier_server.types import Item, Result, Status, truncate
 from verifier_server.verifiers.base import InvalidItem, TimedParams, Verifier
 from verifier_server.verifiers.code_compare import CompareMode, outputs_match
@@ -43,7 +48,11 @@ from verifier_server.verifiers.text import last_fenced_block
 
 log = logging.getLogger(__name__)
 
-_HARNESS = (Path(__file__).with_name("code_harness.py")).read_bytes()
+_HARNESS = Path(__file__).with_name("code_harness.py").read_bytes()
+# When the sandbox's interpreter reads this one's bytecode, the harness goes in compiled:
+# compiling it in each of a test's two runs would cost more than the rest of the harness.
+_LOADER = b"import marshal\nexec(marshal.loads(open('/work/harness.bin', 'rb').read()))\n"
+_MAGIC = b"import importlib.util\nprint(importlib.util.MAGIC_NUMBER.hex())\n"
 _STDERR_TAIL = 500
 _PER_RUN_OVERHEAD_S = 0.2  # budget allowance per run for setup and a loaded machine
 
@@ -105,13 +114,29 @@ class CodeVerifier(Verifier):
     def __init__(self) -> None:
         self.slots = int(os.environ.get("VERIFIER_RL_SANDBOX_SLOTS", "2"))
         self._pool: SandboxPool | None = None
+        self._harness: dict[str, bytes] | None = None
 
     def warm_up(self) -> None:
         self.pool().start()
+        self.harness_files()
+
+    def harness_files(self) -> dict[str, bytes]:
+        """harness.py, compiled ahead when the sandbox's Python has this one's magic number."""
+        if self._harness is None:
+            probe = self.pool().run(
+                Program(("/work/m.py",), files={"m.py": _MAGIC}, runner="python")
+            )
+            if probe.outcome is Outcome.SANDBOX_ERROR:
+                raise SandboxError(probe.error)
+            self._harness = {"harness.py": _HARNESS}
+            if probe.stdout.strip() == importlib.util.MAGIC_NUMBER.hex().encode():
+                code = compile(_HARNESS, "/work/harness.py", "exec", dont_inherit=True)
+                self._harness = {"harness.py": _LOADER, "harness.bin": marshal.dumps(code)}
+        return self._harness
 
     def pool(self) -> SandboxPool:
         if self._pool is None:
-            self._pool = SandboxPool(self.slots)
+            self._pool = SandboxPool(max(2, self.slots))  # a function test's pair needs two
         return self._pool
 
     def score_one(self, item: Item, params: CodeParams) -> Result:
@@ -130,7 +155,7 @@ class CodeVerifier(Verifier):
         compile_s = 0.0
         if language.compile_program("") is not None:
             compile_s = 2 * params.compile_time_limit_s + 1 + _PER_RUN_OVERHEAD_S
-        rounds = math.ceil(len(reference.tests) / self.slots)
+        rounds = math.ceil(len(reference.tests) / self._parallel(reference))
         worst_s = compile_s + rounds * (2 * params.time_limit_s + 1 + _PER_RUN_OVERHEAD_S)
         if worst_s > params.timeout_s:
             raise InvalidItem(
@@ -140,6 +165,10 @@ class CodeVerifier(Verifier):
                 f"timeout_s={params.timeout_s:g}; raise timeout_s or lower time_limit_s",
             )
 
+    def _parallel(self, reference: CodeReference) -> int:
+        """Tests at once: a function test takes two slots (the program and its judge)."""
+        return max(1, self.slots // 2) if _is_function_test(reference) else self.slots
+
     def _score(
         self, item_id: str, code: str, reference: CodeReference, params: CodeParams
     ) -> Result:
@@ -147,6 +176,9 @@ class CodeVerifier(Verifier):
         pool = self.pool()
         n = len(reference.tests)
         details: dict = {"language": reference.language, "tests_total": n}
+        if _is_function_test(reference):
+            prompt = reference.tests[0].prompt  # type: ignore[union-attr]
+            code = f"{prompt}\n{code}" if prompt else code
         artifact = None
         compile_program = language.compile_program(code)
         if compile_program is not None:
@@ -172,37 +204,22 @@ class CodeVerifier(Verifier):
                 stderr_bytes=64 * 1024,
             )
         )
-        jobs = []
-        secrets_ = []
-        for test in reference.tests:
-            if isinstance(test, StdioTest):
-                program = language.run_program(code, artifact, test.stdin.encode())
-                secrets_.append(b"")
-            else:
-                secret = secrets.token_hex(16).encode()
-                program = _harness_program(code, test, secret)
-                secrets_.append(secret)
-            jobs.append((program, limits))
         verdicts: list[dict] = []
-        failure: RunResult | None = None
-        batch = len(pool.slots) if params.stop_at_first_failure else n
+        failure: _TestRun | None = None
+        batch = self._parallel(reference) if params.stop_at_first_failure else n
         for start in range(0, n, batch):
-            results = pool.run_many(jobs[start : start + batch])
-            for offset, run in enumerate(results):
-                index = start + offset
-                if run.outcome is Outcome.SANDBOX_ERROR:
-                    return _sandbox_failed(item_id, run)
-                verdict = _verdict(run, reference.tests[index], secrets_[index], params)
-                verdicts.append(
-                    {
-                        "verdict": verdict,
-                        "time_ms": round(run.wall_ms, 1),
-                        "cpu_ms": round(run.cpu_ms, 1),
-                        "memory_kb": run.memory_peak_kb,
-                    }
-                )
-                if verdict != "passed" and failure is None:
-                    failure = run
+            chunk = reference.tests[start : start + batch]
+            if _is_function_test(reference):
+                harness = self.harness_files()
+                runs = _function_tests(pool, harness, code, chunk, limits)  # type: ignore[arg-type]
+            else:
+                runs = _stdio_tests(pool, language, code, artifact, chunk, limits, params)  # type: ignore[arg-type]
+            for test_run in runs:
+                if test_run.run.outcome is Outcome.SANDBOX_ERROR:
+                    return _sandbox_failed(item_id, test_run.run)
+                verdicts.append(test_run.details())
+                if test_run.verdict != "passed" and failure is None:
+                    failure = test_run
             if params.stop_at_first_failure and failure is not None:
                 break
         verdicts += [{"verdict": "not_run"} for _ in range(n - len(verdicts))]
@@ -214,55 +231,131 @@ class CodeVerifier(Verifier):
         details.update(tests_passed=passed, tests=verdicts)
         reason = ""
         if failure is not None:
-            reason = next(v["verdict"] for v in verdicts if v["verdict"] != "passed")
-            details["stderr_tail"] = _tail(failure.stderr)
+            reason = failure.verdict
+            details["stderr_tail"] = _tail(failure.run.stderr)
         return Result(id=item_id, score=score, reason=reason, details=details)
 
 
-def _harness_program(code: str, test: FunctionTest, secret: bytes) -> Program:
-    spec = {"style": test.style, "test": test.test, "setup": test.setup}
+@dataclass(frozen=True)
+class _TestRun:
+    """One test's verdict and the run of the program it came from."""
+
+    run: RunResult
+    verdict: str
+    error: str = ""
+
+    def details(self) -> dict:
+        details = {
+            "verdict": self.verdict,
+            "time_ms": round(self.run.wall_ms, 1),
+            "cpu_ms": round(self.run.cpu_ms, 1),
+            "memory_kb": self.run.memory_peak_kb,
+        }
+        if self.error:
+            details["error"] = self.error
+        return details
+
+
+def _is_function_test(reference: CodeReference) -> bool:
+    return isinstance(reference.tests[0], FunctionTest)
+
+
+def _stdio_tests(
+    pool: SandboxPool,
+    language: Language,
+    code: str,
+    artifact: bytes | None,
+    tests: Sequence[StdioTest],
+    limits: Limits,
+    params: CodeParams,
+) -> list[_TestRun]:
+    jobs = [(language.run_program(code, artifact, test.stdin.encode()), limits) for test in tests]
+    runs = []
+    for run, test in zip(pool.run_many(jobs), tests, strict=True):
+        if run.outcome is not Outcome.OK:
+            runs.append(_TestRun(run, _OUTCOME_VERDICTS.get(run.outcome, "sandbox_error")))
+            continue
+        matched = outputs_match(run.stdout, test.stdout, params.compare, params.float_tolerance)
+        runs.append(_TestRun(run, "passed" if matched else "wrong_answer"))
+    return runs
+
+
+def _function_tests(
+    pool: SandboxPool,
+    harness: dict[str, bytes],
+    code: str,
+    tests: Sequence[FunctionTest],
+    limits: Limits,
+) -> list[_TestRun]:
+    """Each test is a linked pair: the program serves calls, the judge runs the test."""
+    program = Program(
+        ("/work/harness.py", "serve"),
+        files={**harness, "solution.py": code.encode(errors="surrogatepass")},
+        runner="python",
+    )
+    # the judge's needs do not shrink with the program's memory limit
+    judge_limits = replace(limits, memory_mb=max(256, limits.memory_mb), stdout_bytes=64 * 1024)
+    pairs = [(program, limits, _judge_program(harness, test), judge_limits) for test in tests]
+    return [_function_verdict(candidate, judge) for candidate, judge in pool.run_pairs(pairs)]
+
+
+def _judge_program(harness: dict[str, bytes], test: FunctionTest) -> Program:
+    spec = {"style": test.style, "test": test.test, "setup": test.setup, "prompt": test.prompt}
     if test.entry_point:
         spec["entry_point"] = test.entry_point
     return Program(
-        ("/work/harness.py",),
-        files={
-            "harness.py": _HARNESS,
-            "solution.py": code.encode(errors="surrogatepass"),
-            "spec.json": json.dumps(spec).encode(),
-        },
-        stdin=secret + b"\n",
+        ("/work/harness.py", "judge"),
+        files={**harness, "spec.json": json.dumps(spec).encode()},
         runner="python",
     )
 
 
+def _function_verdict(candidate: RunResult, judge: RunResult) -> _TestRun:
+    """The judge's verdict; when it failed, the program's own limit (if it hit one) says why."""
+    if judge.outcome is Outcome.SANDBOX_ERROR:
+        return _TestRun(judge, "sandbox_error")
+    if candidate.outcome is Outcome.SANDBOX_ERROR:
+        return _TestRun(candidate, "sandbox_error")
+    verdict, error = "", ""
+    if judge.outcome is Outcome.OK:
+        verdict, error, field = judge_verdict(judge.stdout)
+        if verdict == "invalid_test":
+            raise InvalidItem(f"reference.{field}", error)
+    if verdict == "passed":
+        return _TestRun(candidate, verdict)
+    if candidate.outcome in _LIMIT_VERDICTS:
+        return _TestRun(candidate, _LIMIT_VERDICTS[candidate.outcome], error)
+    if not verdict:  # the judge died: the values it was sent made it run out of time or memory
+        verdict = _OUTCOME_VERDICTS.get(judge.outcome, "runtime_error")
+        error = error or f"the test ended with {judge.outcome.value}"
+    return _TestRun(candidate, verdict, error)
+
+
+def judge_verdict(stdout: bytes) -> tuple[str, str, str]:
+    """(verdict, error, field) from the judge's one line; anything else is a judge failure,
+    which only the values the program sent can cause: a runtime error."""
+    lines = stdout.splitlines()
+    try:
+        message = json.loads(lines[0]) if len(lines) == 1 else None
+    except ValueError:
+        message = None
+    if not isinstance(message, dict) or message.get("verdict") not in _JUDGE_VERDICTS:
+        return "", "the judge gave no verdict", ""
+    return message["verdict"], str(message.get("error", "")), str(message.get("field", ""))
+
+
+_JUDGE_VERDICTS = ("passed", "wrong_answer", "runtime_error", "invalid_test")
 _OUTCOME_VERDICTS = {
     Outcome.RUNTIME_ERROR: "runtime_error",
     Outcome.TIME_LIMIT: "time_limit",
     Outcome.MEMORY_LIMIT: "memory_limit",
     Outcome.OUTPUT_LIMIT: "output_limit",
 }
-
-
-def _verdict(
-    run: RunResult, test: StdioTest | FunctionTest, secret: bytes, params: CodeParams
-) -> str:
-    if run.outcome is not Outcome.OK:
-        return _OUTCOME_VERDICTS[run.outcome]
-    if isinstance(test, StdioTest):
-        matched = outputs_match(run.stdout, test.stdout, params.compare, params.float_tolerance)
-        return "passed" if matched else "wrong_answer"
-    return harness_verdict(run.stdout, secret)
-
-
-def harness_verdict(stdout: bytes, secret: bytes) -> str:
-    """The verdict the harness printed after `secret`; a missing or repeated line is a
-    runtime error (the program ended, or meddled, before the test finished)."""
-    marker = secret + b" "
-    if stdout.count(marker) != 1:
-        return "runtime_error"
-    line = stdout[stdout.index(marker) + len(marker) :].split(b"\n", 1)[0]
-    verdict = line.split(b" ", 1)[0].decode("ascii", errors="replace")
-    return verdict if verdict in ("passed", "wrong_answer", "runtime_error") else "runtime_error"
+_LIMIT_VERDICTS = {
+    Outcome.TIME_LIMIT: "time_limit",
+    Outcome.MEMORY_LIMIT: "memory_limit",
+    Outcome.OUTPUT_LIMIT: "output_limit",
+}
 
 
 def _sandbox_failed(item_id: str, run: RunResult) -> Result:

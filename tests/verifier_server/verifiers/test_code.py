@@ -10,7 +10,7 @@ import pytest
 from sandboxes import SandboxConfig, SandboxPool
 from verifier_server.types import Item, Result, Status
 from verifier_server.verifiers.base import InvalidItem
-from verifier_server.verifiers.code import CodeParams, CodeVerifier, harness_verdict
+from verifier_server.verifiers.code import CodeParams, CodeVerifier, judge_verdict
 from verifier_server.verifiers.code_compare import outputs_match, tokens_close
 from verifier_server.verifiers.code_reference import parse_reference
 
@@ -62,13 +62,19 @@ def test_bad_references_name_the_field(reference: object, field: str) -> None:
     assert raised.value.field == field
 
 
-def test_harness_verdict_needs_exactly_one_secret_line() -> None:
-    secret = b"abc123"
-    assert harness_verdict(b"noise\nabc123 passed \n", secret) == "passed"
-    assert harness_verdict(b"abc123 wrong_answer AssertionError\n", secret) == "wrong_answer"
-    assert harness_verdict(b"passed\n", secret) == "runtime_error"
-    assert harness_verdict(b"abc123 passed \nabc123 passed \n", secret) == "runtime_error"
-    assert harness_verdict(b"abc123 excellent \n", secret) == "runtime_error"
+@pytest.mark.parametrize(
+    ("stdout", "verdict"),
+    [
+        (b'{"verdict": "passed", "error": ""}\n', "passed"),
+        (b'{"verdict": "wrong_answer", "error": "AssertionError"}\n', "wrong_answer"),
+        (b"passed\n", ""),  # not the judge's line: no verdict
+        (b'{"verdict": "passed"}\n{"verdict": "passed"}\n', ""),  # exactly one line
+        (b'{"verdict": "excellent"}\n', ""),
+        (b"", ""),
+    ],
+)
+def test_judge_verdict_is_exactly_one_known_line(stdout: bytes, verdict: str) -> None:
+    assert judge_verdict(stdout)[0] == verdict
 
 
 # ---- real runs
