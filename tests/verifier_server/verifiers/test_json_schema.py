@@ -514,7 +514,7 @@ def test_exponential_validation_is_a_verdict_by_steps() -> None:
 
 
 def test_exponential_validation_is_a_verdict_before_the_time_limit() -> None:
-    # 0.8 x timeout_s of validation, then a verdict: the worker pool's kill never comes.
+    # Half of timeout_s of validation, then a verdict: the worker pool's kill never comes.
     result = score("[" * 40 + "]" * 40, EXPONENTIAL, timeout_s=0.5)
     assert (result.status, result.reason, result.details["limit"]) == (
         Status.OK,
