@@ -209,6 +209,18 @@ def test_counts_are_the_readme_numbers() -> None:
     assert {key: dict(counter) for key, counter in counts.items()} == EXPECTED_COUNTS
 
 
+def test_the_readme_reports_these_counts() -> None:
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    for (draft, kind), counts in EXPECTED_COUNTS.items():
+        numbers = [counts.get(key, 0) for key in ("agree", "refused", "differs")]
+        cells = " | ".join(f"{n:,}" for n in [sum(numbers), *numbers])
+        label = f"{draft}, {'required' if kind == 'required' else '`format`'}"
+        assert any(
+            line.startswith(f"| {label}") and line.endswith(f"| {cells} |")
+            for line in readme.splitlines()
+        ), (label, cells)
+
+
 @pytest.mark.integration
 def test_suite_over_the_server(client: RewardClient) -> None:
     # Over the wire every number in the schema becomes a double (google.protobuf.Value):
