@@ -27,6 +27,10 @@ Guarantees against hostile completions and schemas (the worker pool also kills i
   scan before parsing, so no RecursionError) or with an array longer than `max_items` is
   scored 0.0 without validating; `uniqueItems` hashes elements instead of jsonschema's
   quadratic pairwise comparison;
+- a `$ref` cycle through keywords that apply to the same instance (allOf, anyOf, not, if, …)
+  would recurse forever whatever the completion: it is an invalid reference, found before
+  validating; any other recursion follows the instance's nesting, so running out of stack
+  (past a raised limit of 6000 frames) is "too_deep";
 - validation is charged one step per keyword evaluation: past `max_validation_steps`, or past
   half of `timeout_s` spent validating (schemas whose `unevaluatedItems` or `$ref`s re-evaluate
   subschemas can take time exponential in the instance's depth), the item is "too_complex";
@@ -48,6 +52,7 @@ import itertools
 import json
 import math
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -66,6 +71,7 @@ from pydantic import Field
 from verifier_server.types import JSON, Item, Result, Status, truncate
 from verifier_server.verifiers.base import InvalidItem, TimedParams, Verifier
 from verifier_server.verifiers.json_formats import FORMAT_CHECKS
+from verifier_server.verifiers.json_schema_walk import in_place_ref_cycle, subschemas
 from verifier_server.verifiers.text import (
     EXTRACT_DESCRIPTION,
     ExtractMethod,
@@ -77,6 +83,11 @@ from verifier_server.verifiers.text import (
 )
 
 _ERRORS_IN_DETAILS = 3
+# jsonschema spends several Python frames per keyword level: a recursive schema that wraps each
+# level in a few keywords would exhaust the default limit (1000) at ~25 levels of nesting.
+# 6000 fits max_depth 100 for such schemas and stays far from the C stack (8 MB; 20000 frames
+# of jsonschema measured safe, main thread and worker thread alike).
+_RECURSION_LIMIT = 6000
 _VALIDATION_SHARE = 0.5  # of timeout_s: validation stops well in time to report a verdict
 
 
@@ -215,44 +226,10 @@ _NO_RETRIEVAL = referencing.Registry()
 # 2. Compiling a schema into a validator (cached: rewards reuse a few schemas).
 
 
-# Where subschemas live, in any draft jsonschema supports (3 to 2020-12). Values under other
-# keywords (enum, const, examples, unknown keywords) are data, never evaluated as schemas.
-_SCHEMA_KEYWORDS = frozenset(
-    {
-        "additionalItems", "additionalProperties", "contains", "contentSchema", "else", "if",
-        "items", "not", "propertyNames", "then", "unevaluatedItems", "unevaluatedProperties",
-        "extends",
-    }
-)  # fmt: skip
-_SCHEMA_LIST_KEYWORDS = frozenset(
-    {"allOf", "anyOf", "oneOf", "prefixItems", "items", "extends", "type", "disallow"}
-)  # `items` as an array before 2020-12; `type`/`disallow` may hold schemas in draft 3
-_SCHEMA_MAP_KEYWORDS = frozenset(
-    {"$defs", "definitions", "dependentSchemas", "dependencies", "patternProperties", "properties"}
-)  # `dependencies` values may also be arrays of names (draft 4-7): skipped, not schemas
-
-
-def _subschemas(schema: dict) -> Iterator[dict]:
-    """Every object subschema of `schema` (itself included), whatever the key order."""
-    stack: list[object] = [schema]
-    while stack:
-        current = stack.pop()
-        if not isinstance(current, dict):
-            continue  # a boolean schema, or an array of names under `dependencies`
-        yield current
-        for keyword, value in current.items():
-            if keyword in _SCHEMA_KEYWORDS and isinstance(value, dict):
-                stack.append(value)
-            elif keyword in _SCHEMA_LIST_KEYWORDS and isinstance(value, list):
-                stack.extend(value)
-            elif keyword in _SCHEMA_MAP_KEYWORDS and isinstance(value, dict):
-                stack.extend(value.values())
-
-
 def _check_patterns(schema: dict) -> None:
     """Every pattern must compile under RE2; see the module docstring for the one banned pair."""
     keywords_seen: set[str] = set()
-    for subschema in _subschemas(schema):
+    for subschema in subschemas(schema):
         pattern_properties = subschema.get("patternProperties", {})
         patterns = list(pattern_properties) if isinstance(pattern_properties, dict) else []
         if isinstance(subschema.get("pattern"), str):
@@ -333,6 +310,13 @@ def _compiled_validator(canonical_schema: str, check_formats: bool) -> Validator
     except RecursionError:
         raise InvalidItem("reference", "schema or one of its patterns nests too deeply") from None
     _check_patterns(schema)
+    cycle = in_place_ref_cycle(schema)
+    if cycle is not None:
+        raise InvalidItem(
+            "reference",
+            f"$ref {truncate(cycle, 100)!r} closes a cycle that never descends into the "
+            "instance: validating would recurse forever",
+        )
     format_checker = _format_checker() if check_formats else None
     return _hardened(validator_cls)(schema, registry=_NO_RETRIEVAL, format_checker=format_checker)
 
@@ -432,9 +416,6 @@ def _schema_faults_as_invalid_item() -> Iterator[None]:
         raise InvalidItem("reference", f"cannot resolve $ref: {truncate(str(exc), 200)}") from None
     except RegexError as exc:  # every pattern was compiled up front; this is a safety net
         raise InvalidItem("reference", str(exc)) from None
-    except RecursionError:
-        # The instance is at most max_depth (<= 100) deep, so this is a $ref cycle in the schema.
-        raise InvalidItem("reference", "schema recursion too deep (a $ref cycle?)") from None
 
 
 def _fraction(validator: Validator, instance: JSON, schema: dict, valid: bool) -> tuple[int, int]:
@@ -486,6 +467,8 @@ class JsonSchemaVerifier(Verifier):
             return _zero(item, "too_large", limit="max_items", **shown)
 
         _budget.remaining = params.max_validation_steps
+        if sys.getrecursionlimit() < _RECURSION_LIMIT:
+            sys.setrecursionlimit(_RECURSION_LIMIT)
         _budget.deadline = start + _VALIDATION_SHARE * params.timeout_s
         try:
             with _schema_faults_as_invalid_item():
@@ -495,6 +478,11 @@ class JsonSchemaVerifier(Verifier):
                     if params.scoring == "fraction"
                     else (int(not errors), 1)
                 )
+        except RecursionError:
+            # In-place $ref cycles are refused up front, so the recursion follows the
+            # instance's nesting: schemas that wrap each level in several keywords run out
+            # of Python's stack before max_depth. The completion's depth, so a verdict.
+            return _zero(item, "too_deep", limit="recursion", **shown)
         except TooComplex:
             limit = "max_validation_steps" if _budget.remaining < 0 else "timeout_s"
             return _zero(item, "too_complex", limit=limit, **shown)

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from verifier_server.types import JSON, Item, Result, Status
 from verifier_server.verifiers.json_schema import JsonSchemaVerifier, nesting_exceeds
 
+DRAFT7 = "http://json-schema.org/draft-07/schema#"
 PERSON = {
     "type": "object",
     "required": ["name", "age"],
@@ -199,9 +200,54 @@ def test_unresolvable_local_ref_is_invalid_reference() -> None:
     assert_invalid_reference(score("{}", {"$ref": "#/$defs/missing"}), "cannot resolve $ref")
 
 
-def test_ref_cycle_is_invalid_reference() -> None:
-    schema = {"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}
-    assert_invalid_reference(score("1", schema), "$ref cycle")
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"},
+        {"allOf": [{"$ref": "#"}]},
+        # a cycle a shallow instance reaches only for some types: refused for every completion
+        {"anyOf": [{"type": "string"}, {"not": {"$ref": "#"}}]},
+        {"$defs": {"a~/b": {"if": {"$ref": "#/$defs/a~0~1b"}}}, "$ref": "#/$defs/a~0~1b"},
+        {"$schema": DRAFT7, "definitions": {"d": {"dependencies": {"x": {"$ref": "#"}}}},
+         "allOf": [{"$ref": "#/definitions/d"}]},
+    ],
+)  # fmt: skip
+def test_in_place_ref_cycle_is_invalid_reference(schema: dict[str, Any]) -> None:
+    assert_invalid_reference(score("1", schema), "closes a cycle")
+    assert_invalid_reference(score('"x"', schema), "closes a cycle")
+
+
+def test_a_ref_that_descends_into_the_instance_is_no_cycle() -> None:
+    tree = {"type": "array", "items": {"$ref": "#"}}
+    assert score("[[[]]]", tree).score == 1.0
+    assert score("[[[1]]]", tree).reason == "schema_violation"
+
+
+# Several keywords per level of nesting: each level of the instance costs dozens of frames.
+WRAPPED = {
+    "$defs": {
+        "v": {"allOf": [{"anyOf": [{"not": {"not": {"oneOf": [
+            {"type": "array", "items": {"$ref": "#/$defs/w"}}, {"type": "string"}]}}}]}]},
+        "w": {"$ref": "#/$defs/x"},
+        "x": {"allOf": [{"$ref": "#/$defs/v"}]},
+    },
+    "$ref": "#/$defs/v",
+}  # fmt: skip
+
+
+def test_deep_instances_of_a_wrapped_recursive_schema_validate() -> None:
+    # issue 13 family: this raised RecursionError at ~25 levels, reported as a $ref cycle in
+    # the reference (INVALID_REQUEST, a mask a deep completion could earn).
+    assert score("[" * 100 + '"x"' + "]" * 100, WRAPPED, max_depth=100).score == 1.0
+    assert score("[" * 100 + "1" + "]" * 100, WRAPPED, max_depth=100).score == 0.0
+
+
+def test_recursion_past_the_stack_is_a_verdict() -> None:
+    # A cycle through an $anchor is not followed up front; at run time it is a verdict.
+    schema = {"$defs": {"a": {"$anchor": "A", "allOf": [{"$ref": "#A"}]}}, "$ref": "#A"}
+    result = score("1", schema)
+    assert (result.status, result.score, result.reason) == (Status.OK, 0.0, "too_deep")
+    assert result.details["limit"] == "recursion"
 
 
 def test_meta_schema_refs_resolve_offline() -> None:
@@ -321,9 +367,6 @@ def test_bad_params_are_rejected(params: dict[str, Any]) -> None:
     with pytest.raises(ValidationError) as excinfo:
         JsonSchemaVerifier.Params(**params)
     assert excinfo.value.errors()[0]["loc"] == (next(iter(params)),)
-
-
-DRAFT7 = "http://json-schema.org/draft-07/schema#"
 
 
 @pytest.mark.parametrize(
