@@ -33,6 +33,15 @@ EXPONENTIAL_SCHEMA = {  # unevaluatedItems re-evaluates both branches at every l
     },
     "$ref": "#/$defs/n",
 }
+WRAPPED = {  # several keywords per level of nesting: dozens of Python frames per level
+    "$defs": {
+        "v": {"allOf": [{"anyOf": [{"not": {"not": {"oneOf": [
+            {"type": "array", "items": {"$ref": "#/$defs/w"}}, {"type": "string"}]}}}]}]},
+        "w": {"$ref": "#/$defs/x"},
+        "x": {"allOf": [{"$ref": "#/$defs/v"}]},
+    },
+    "$ref": "#/$defs/v",
+}  # fmt: skip
 PATTERNED = {
     "type": "object",
     "properties": {"s": {"type": "string", "pattern": "^[a-z]+$", "format": "email"}},
@@ -106,6 +115,12 @@ HOSTILE: list[tuple[str, Item, float, str]] = [
     ("json_schema: exponential validation, clock budget", _item(
         "json_schema", "[" * 60 + "]" * 60, EXPONENTIAL_SCHEMA, timeout_s=2), 0.0,
         "too_complex"),
+    ("json_schema: 100 levels against a recursive schema with several keywords per level",
+     _item("json_schema", "[" * 100 + "1" + "]" * 100, WRAPPED, max_depth=100), 0.0,
+     "schema_violation"),
+    ("json_schema: recursion past the stack (an $anchor cycle)", _item(
+        "json_schema", "1", {"$defs": {"a": {"$anchor": "A", "allOf": [{"$ref": "#A"}]}},
+                             "$ref": "#A"}), 0.0, "too_deep"),
     ("json_schema: an array past max_items", _item("json_schema", "[" + "0," * 10_001 + "0]",
      {"uniqueItems": True}), 0.0, "too_large"),
     ("json_schema: text past max_json_chars", _item(
