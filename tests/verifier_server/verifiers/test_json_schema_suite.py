@@ -231,3 +231,30 @@ def test_suite_over_the_server(client: RewardClient) -> None:
         results += client.score(items[start : start + 1000], timeout_s=120)
     assert [result.id for result in results] == [item.id for item in items]
     assert mismatches(ALL_CASES, results) == []
+
+
+HOSTILE_INSTANCES = [
+    r'{"\ud800": "\udfff", "a": ["\ud800x", 1e308, -5e-324], "b": {"\udc00": null}}',
+    "9" * 400,  # a big integer: overflowed float division in multipleOf
+    r'["\ud800", "x\udfff", 4, 4.5, [], {}]',
+]
+
+
+def test_hostile_instances_against_every_suite_schema_are_verdicts() -> None:
+    # Every distinct schema of the suite, against completions built to crash keywords (lone
+    # surrogates for the regex and format checks, big numbers for multipleOf): each must be an
+    # OK verdict whose details protobuf can encode, unless the schema is refused whatever the
+    # completion (then "null" is refused too).
+    verifier = JsonSchemaVerifier()
+    params = JsonSchemaVerifier.Params(check_formats=True)
+    schemas = {json.dumps(c.item().reference, sort_keys=True) for c in ALL_CASES}
+    completions = ["null", *HOSTILE_INSTANCES]
+    failures = []
+    for schema in sorted(schemas):
+        items = [Item(id="x", completion=c, reference=json.loads(schema)) for c in completions]
+        baseline, *results = verifier.score(items, params)
+        for completion, result in zip(HOSTILE_INSTANCES, results, strict=True):
+            json.dumps(result.details, ensure_ascii=False).encode("utf-8")
+            if not result.ok and result.status != baseline.status:
+                failures.append((schema[:100], completion[:20], result.status.name, result.reason))
+    assert len(schemas) > 600 and failures == []
