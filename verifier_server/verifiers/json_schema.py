@@ -263,7 +263,7 @@ def _format_checker() -> FormatChecker:
 
 
 class TooComplex(Exception):
-    """Validation used up its keyword-evaluation budget (`max_validation_steps`)."""
+    """Validation used up its budget: `max_validation_steps`, or its share of `timeout_s`."""
 
 
 class _StepBudget(threading.local):
