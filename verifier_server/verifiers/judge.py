@@ -10,7 +10,8 @@ orders (A/B, then B/A) to cancel position bias: the score is the completion's me
 A judge that could not be asked is never a score: the item gets TIMEOUT or
 BACKEND_UNAVAILABLE. A judge that answered without a verdict (no verdict, a score outside the
 rubric's range) or refused the request (HTTP 4xx: context length, payload size, content filter)
-is asked once more with the completion left empty: if it gives a verdict then, the completion
+is asked once more with the completion replaced by a plain short answer ("I don't know."; an
+empty one might itself be refused): if it gives a verdict then, the completion
 caused the failure and is scored 0.0 (OK, the failure's reason, `details.attributed_to:
 "completion"`), because a completion that could earn a masked result would be a reward hack;
 if not, the judge or its configuration is at fault: VERIFIER_ERROR with the raw reply.
@@ -53,6 +54,7 @@ from verifier_server.verifiers.base import (
 )
 
 _RATIONALE_CHARS = 1000
+_PLAIN_ANSWER = "I don't know."  # the probe's stand-in for a completion that broke the judge
 _RAW_CHARS = 2000
 
 
@@ -224,17 +226,17 @@ class JudgeVerifier(Verifier):
         def parse(text: str) -> Any:
             return parse_score(text, rubric.min_score, rubric.max_score)
 
-        empty = {**values, "completion": ""}
+        plain = {**values, "completion": _PLAIN_ANSWER}
         try:
             reply, cached = await self._ask(backend, rubric, values, end)
         except RejectedRequest as exc:
             failure = _failure(item_id, exc, None)
-            return await self._attribute(failure, backend, rubric, empty, parse, end)
+            return await self._attribute(failure, backend, rubric, plain, parse, end)
         try:
             verdict = parse(reply.text)
         except Unparseable as exc:
             failure = _failure(item_id, exc, reply)
-            return await self._attribute(failure, backend, rubric, empty, parse, end)
+            return await self._attribute(failure, backend, rubric, plain, parse, end)
         return Result(
             id=item_id,
             score=rubric.to_unit(verdict.score),
@@ -250,15 +252,15 @@ class JudgeVerifier(Verifier):
         failure: Result,
         backend: ChatBackend,
         rubric: Rubric,
-        empty: dict[str, str],
+        plain: dict[str, str],
         parse: Callable[[str], Any],
         end: float,
     ) -> Result:
-        """`failure` as it is if the judge also fails on the item with its completion left
-        empty (`empty`): the judge's fault. Else the completion's: a verdict of 0.0.
+        """`failure` as it is if the judge also fails on the item with its completion replaced
+        by a plain answer (`plain`): the judge's fault. Else the completion's: a verdict of 0.0.
         A probe that cannot be asked at all raises BackendError (TIMEOUT, unavailable)."""
         try:
-            probe, _ = await self._ask(backend, rubric, empty, end)
+            probe, _ = await self._ask(backend, rubric, plain, end)
             parse(probe.text)
         except (Unparseable, RejectedRequest):
             return failure
@@ -282,14 +284,14 @@ class JudgeVerifier(Verifier):
             )
         except RejectedRequest as exc:
             failure = _failure(item_id, exc, None)
-            empty = {**values, "completion_a": ""}
-            return await self._attribute(failure, backend, rubric, empty, parse_winner, end)
+            plain = {**values, "completion_a": _PLAIN_ANSWER}
+            return await self._attribute(failure, backend, rubric, plain, parse_winner, end)
         try:
             verdict_1, verdict_2 = parse_winner(first.text), parse_winner(second.text)
         except Unparseable as exc:
             failure = _failure(item_id, exc, first if _fails(first.text) else second)
-            empty = {**values, "completion_a": ""}
-            return await self._attribute(failure, backend, rubric, empty, parse_winner, end)
+            plain = {**values, "completion_a": _PLAIN_ANSWER}
+            return await self._attribute(failure, backend, rubric, plain, parse_winner, end)
         # The completion is A in the first order and B in the second.
         result_1 = {"A": 1.0, "tie": 0.5, "B": 0.0}[verdict_1.winner]
         result_2 = {"B": 1.0, "tie": 0.5, "A": 0.0}[verdict_2.winner]

@@ -141,7 +141,7 @@ def test_scores_map_the_rubric_range_to_the_unit_interval(
 
 def test_a_custom_rubric_from_the_config_sets_the_range(client: RewardClient) -> None:
     # The scripted judge answers 9 for GOOD: outside 0..5, so never a clamp to 1.0. It answers
-    # 2 for an empty completion, so the completion caused it: scored 0.0, not masked.
+    # 2 for a plain answer, so the completion caused it: scored 0.0, not masked.
     result = score_one(client, judge("r", "GOOD", backend="scripted", rubric="five_point"))
     assert (result.status, result.score, result.reason) == (Status.OK, 0.0, "score_out_of_range")
     assert result.details["attributed_to"] == "completion" and result.details["raw"]
