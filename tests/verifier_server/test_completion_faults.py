@@ -105,6 +105,9 @@ HOSTILE: list[tuple[str, Item, float, str]] = [
     ("json_schema: a lone surrogate in a regex format", _item(
         "json_schema", r'"\udfff("', {"format": "regex"}, check_formats=True), 0.0,
         "schema_violation"),
+    ("json_schema: a regex format value RE2 takes seconds to compile", _item(
+        "json_schema", json.dumps("\\PL" * 30_000), {"format": "regex"}, check_formats=True,
+        timeout_s=2), 0.0, "schema_violation"),
     ("json_schema: lone surrogates in idn formats", _item(
         "json_schema", r'["\ud800@x.com", "a@\udc00.com"]',
         {"items": {"anyOf": [{"format": "idn-email"}, {"format": "idn-hostname"}]},
