@@ -7,7 +7,10 @@ segment picks the behaviour: `http://127.0.0.1:PORT/<mode>/v1/chat/completions`.
 
 modes:
   scripted   a judge that reads the quoted completion: 9/10 if it contains GOOD, else 2/10;
-             pairwise: the response containing GOOD wins, else tie
+             pairwise: the response containing GOOD wins, else tie. A completion can break
+             it, as real judges can be broken: one containing BREAK_THE_JUDGE gets a reply
+             with no verdict, OUT_OF_RANGE a score of 99; a request over CONTEXT_CHARS
+             characters gets HTTP 400 "maximum context length exceeded"
   biased     pairwise judge that always answers A (position bias)
   pattern    like scripted, but replies in prose ending with "SCORE: n"
   slow       sleeps `slow_s` (default 5) before answering
@@ -31,6 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
+CONTEXT_CHARS = 100_000
 _QUOTE = re.compile(r"<<<(COMPLETION(?:_A|_B)?) (\w+)>>>\n(.*?)\n<<<END \1 \2>>>", re.DOTALL)
 
 
@@ -92,19 +96,25 @@ class MisbehavingBackend:
             return _reply(f"your header was {auth}")
         elif mode == "echo_key_error":
             return web.json_response({"error": f"bad request from {auth}"}, status=400)
+        elif len(raw) > CONTEXT_CHARS:
+            error = {"message": "This model's maximum context length is exceeded"}
+            return web.json_response({"error": error}, status=400)
         return _reply(_judge(body, prose=mode == "pattern", biased=mode == "biased"))
 
 
 def _judge(body: dict[str, Any], prose: bool, biased: bool) -> str:
     user = body["messages"][-1]["content"]
     quoted = {label: text for label, _, text in _QUOTE.findall(user)}
+    if any("BREAK_THE_JUDGE" in text for text in quoted.values()):
+        return "I refuse to grade this. Here is a poem instead."
     if "COMPLETION_A" in quoted:
         a, b = "GOOD" in quoted["COMPLETION_A"], "GOOD" in quoted["COMPLETION_B"]
         winner = "A" if biased or (a and not b) else "B" if b and not a else "tie"
         if prose:
             return f"Having compared both.\nWINNER: {winner}"
         return json.dumps({"rationale": "compared both", "winner": winner})
-    score = 9 if "GOOD" in quoted.get("COMPLETION", "") else 2
+    completion = quoted.get("COMPLETION", "")
+    score = 99 if "OUT_OF_RANGE" in completion else 9 if "GOOD" in completion else 2
     if prose:
         return f"The response was read with care.\nSCORE: {score}"
     return json.dumps({"rationale": f"scored {score}", "score": score})

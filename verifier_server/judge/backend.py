@@ -128,6 +128,11 @@ class BackendError(Exception):
         self.raw = raw
 
 
+class RejectedRequest(BackendError):
+    """The backend refused this request as bad (a 4xx other than 401/403/408/429): a context
+    length exceeded, a payload too large, a content filter, or a misconfigured request."""
+
+
 @dataclass(frozen=True)
 class Reply:
     text: str
@@ -330,7 +335,7 @@ class ChatBackend:
                 raw,
             )
         self.breaker.record_success()
-        raise BackendError(
+        raise RejectedRequest(
             Status.VERIFIER_ERROR,
             "backend_rejected_request",
             f"judge backend {self.name!r} rejected the request with HTTP {status}",

@@ -7,8 +7,8 @@ Accepted, in this order:
    `{"rationale": "...", "winner": "A"}` (`"A"`, `"B"` or `"tie"`, any case);
 2. a last non-empty line `SCORE: 7` (also `Score = 7/10`, `**Score:** 7`) or, pairwise,
    `WINNER: A` (or `VERDICT: tie`).
-Anything else is `Unparseable`, and so is a score outside the rubric's range: the caller
-reports it as STATUS_VERIFIER_ERROR with the raw reply, never as a low score.
+Anything else is `Unparseable`, and so is a score outside the rubric's range: never clamped
+or read as a low score. The judge verifier then decides whose fault it is (see its docstring).
 """
 
 from __future__ import annotations

@@ -18,14 +18,16 @@ def sigmoid(x: float) -> float:
 
 
 class RunningStats:
-    """Mean and (population) standard deviation by Welford's online algorithm."""
+    """Mean and (population) standard deviation by Welford's online algorithm, and the minimum."""
 
     def __init__(self) -> None:
         self.count = 0
         self.mean = 0.0
+        self.minimum = math.inf
         self._m2 = 0.0  # sum of squared deviations from the mean
 
     def add(self, x: float) -> None:
+        self.minimum = min(self.minimum, x)
         self.count += 1
         delta = x - self.mean
         self.mean += delta / self.count

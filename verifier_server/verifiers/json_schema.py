@@ -4,7 +4,8 @@ The reference is a JSON Schema object, validated per Draft 2020-12 unless its `$
 another draft (an unknown `$schema` also means 2020-12). An invalid schema, an unresolvable or
 remote `$ref`, or a `pattern` RE2 cannot compile is an invalid item; the completion's faults are
 OK results scored 0.0: "missing_fenced_block"/"missing_answer_tag", "too_large", "too_deep",
-"invalid_json", "schema_violation".
+"invalid_json", "too_complex", "schema_violation". Nothing a completion holds gives a non-OK
+status (a masked item would be "no penalty": a reward hack).
 
 `scoring` "binary": 1.0 if valid, else 0.0. "fraction": the share of requirements met, where the
 requirements are (a) each name in the top-level `required` list, met when the instance is an
@@ -17,17 +18,31 @@ Guarantees against hostile completions and schemas (the worker pool also kills i
 - no network: `$ref` resolves only inside the schema and the bundled meta-schemas;
 - regexes (`pattern`, `patternProperties`, and `additionalProperties`, which jsonschema matches
   against `patternProperties` with Python's `re`) run on RE2, so `(a+)+$` cannot backtrack;
-  a schema combining `unevaluatedProperties` with `patternProperties` is rejected, because
-  jsonschema evaluates that pair with Python's `re` in code that cannot be swapped out;
+  every pattern in every subschema (found by keyword, whatever the key order or draft) is
+  compiled before the completion is read; a schema combining `unevaluatedProperties` with
+  `patternProperties` is rejected, because jsonschema evaluates that pair with Python's `re` in
+  code that cannot be swapped out; a lone surrogate in a string (JSON `"\\ud800"`), which RE2's
+  UTF-8 cannot hold, is matched as U+FFFD;
 - JSON text longer than `max_json_chars`, nested deeper than `max_depth` (checked by a linear
   scan before parsing, so no RecursionError) or with an array longer than `max_items` is
   scored 0.0 without validating; `uniqueItems` hashes elements instead of jsonschema's
   quadratic pairwise comparison;
-- NaN/Infinity, integers over Python's 4300-digit limit and duplicate object keys are
-  invalid JSON (plain json.loads accepts NaN/Infinity and keeps the last duplicate).
-`format` is an annotation unless `check_formats` is set; then the formats jsonschema can check
-with the installed packages are asserted (date, email, ipv4, ipv6, uuid, and "regex", here
-meaning RE2 syntax); unknown formats pass.
+- a `$ref` cycle through keywords that apply to the same instance (allOf, anyOf, not, if, …)
+  would recurse forever whatever the completion: it is an invalid reference, found before
+  validating; any other recursion follows the instance's nesting, so running out of stack
+  (past a raised limit of 6000 frames) is "too_deep";
+- validation is charged one step per keyword evaluation: past `max_validation_steps`, or past
+  half of `timeout_s` spent validating (schemas whose `unevaluatedItems` or `$ref`s re-evaluate
+  subschemas can take time exponential in the instance's depth), the item is "too_complex";
+- NaN/Infinity, number literals beyond a double's range (`1e400`, which would otherwise be
+  infinity and satisfy every `minimum`), integers over Python's 4300-digit limit and duplicate
+  object keys are invalid JSON (plain json.loads accepts NaN/Infinity, makes 1e400 infinite
+  and keeps the last duplicate); so every number the keywords see is finite;
+- `multipleOf` is exact on the decimals as written (0.0075 is a multiple of 0.0001), with no
+  float division to overflow on a 400-digit integer.
+`format` is an annotation unless `check_formats` is set; then date, email, idn-email,
+hostname, idn-hostname, ipv4, ipv6, uuid and regex (RE2 syntax) are asserted, per
+`verifier_server.verifiers.json_formats`; other formats pass.
 """
 
 from __future__ import annotations
@@ -35,14 +50,19 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import math
 import re
-from collections.abc import Hashable, Iterator
+import sys
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Literal
 
 import referencing
 import referencing.exceptions
-import referencing.jsonschema
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
 from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
@@ -50,6 +70,8 @@ from pydantic import Field
 
 from verifier_server.types import JSON, Item, Result, Status, truncate
 from verifier_server.verifiers.base import InvalidItem, TimedParams, Verifier
+from verifier_server.verifiers.json_formats import FORMAT_CHECKS
+from verifier_server.verifiers.json_schema_walk import in_place_ref_cycle, subschemas
 from verifier_server.verifiers.text import (
     EXTRACT_DESCRIPTION,
     ExtractMethod,
@@ -57,9 +79,16 @@ from verifier_server.verifiers.text import (
     compile_re2,
     extract_answer,
     missing_reason,
+    utf8_safe,
 )
 
 _ERRORS_IN_DETAILS = 3
+# jsonschema spends several Python frames per keyword level: a recursive schema that wraps each
+# level in a few keywords would exhaust the default limit (1000) at ~25 levels of nesting.
+# 6000 fits max_depth 100 for such schemas and stays far from the C stack (8 MB; 20000 frames
+# of jsonschema measured safe, main thread and worker thread alike).
+_RECURSION_LIMIT = 6000
+_VALIDATION_SHARE = 0.5  # of timeout_s: validation stops well in time to report a verdict
 
 
 class JsonSchemaParams(TimedParams):
@@ -89,13 +118,21 @@ class JsonSchemaParams(TimedParams):
     max_items: int = Field(
         default=10_000, ge=1, description="A longer array anywhere scores 0 ('too_large')."
     )
+    max_validation_steps: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Keyword evaluations allowed per item; past it the completion scores 0 "
+        "('too_complex'), deterministically, before the time limit can make it TIMEOUT.",
+    )
 
 
 # 1. Keywords replaced so that hostile input stays cheap.
 
 
 def _pattern(validator: Validator, pattern: str, instance: Any, schema: dict) -> Iterator:
-    if validator.is_type(instance, "string") and compile_re2(pattern).search(instance) is None:
+    if not validator.is_type(instance, "string"):
+        return
+    if compile_re2(pattern).search(utf8_safe(instance)) is None:
         yield ValidationError(
             f"{truncate(instance, 80)!r} does not match {truncate(pattern, 80)!r}"
         )
@@ -109,7 +146,7 @@ def _pattern_properties(
     for pattern, subschema in pattern_properties.items():
         regex = compile_re2(pattern)
         for key, value in instance.items():
-            if regex.search(key) is not None:
+            if regex.search(utf8_safe(key)) is not None:
                 yield from validator.descend(value, subschema, path=key, schema_path=pattern)
 
 
@@ -123,7 +160,7 @@ def _additional_properties(
     extras = [
         key
         for key in instance
-        if key not in properties and not any(p.search(key) is not None for p in patterns)
+        if key not in properties and not any(p.search(utf8_safe(key)) is not None for p in patterns)
     ]
     if validator.is_type(additional, "object"):
         for extra in extras:
@@ -158,7 +195,23 @@ def _unique_items(validator: Validator, unique: bool, instance: Any, schema: dic
         seen.add(key)
 
 
+def _exact(number: int | float) -> Fraction:
+    """The number as written in decimal: 0.1 is 1/10, not the double nearest to it."""
+    return Fraction(number) if isinstance(number, int) else Fraction(Decimal(repr(number)))
+
+
+def _multiple_of(validator: Validator, divisor: float, instance: Any, schema: dict) -> Iterator:
+    # jsonschema divides as floats: OverflowError for a 400-digit integer against a float
+    # divisor (and over the wire every schema number is a float: `multipleOf: 2` is 2.0).
+    # Exact decimal arithmetic instead; instances are finite (see parse_json).
+    if not validator.is_type(instance, "number"):
+        return
+    if (_exact(instance) / _exact(divisor)).denominator != 1:
+        yield ValidationError(f"{truncate(repr(instance), 80)} is not a multiple of {divisor}")
+
+
 _REPLACED_KEYWORDS = {
+    "multipleOf": _multiple_of,
     "pattern": _pattern,
     "patternProperties": _pattern_properties,
     "additionalProperties": _additional_properties,
@@ -173,24 +226,12 @@ _NO_RETRIEVAL = referencing.Registry()
 # 2. Compiling a schema into a validator (cached: rewards reuse a few schemas).
 
 
-def _subschemas(schema: dict, validator_cls: type[Validator]) -> Iterator[dict]:
-    dialect = validator_cls.ID_OF(validator_cls.META_SCHEMA)
-    specification = referencing.jsonschema.specification_with(
-        dialect, default=referencing.jsonschema.DRAFT202012
-    )
-    stack = [specification.create_resource(schema)]
-    while stack:
-        resource = stack.pop()
-        if isinstance(resource.contents, dict):
-            yield resource.contents
-        stack.extend(resource.subresources())
-
-
-def _check_patterns(schema: dict, validator_cls: type[Validator]) -> None:
+def _check_patterns(schema: dict) -> None:
     """Every pattern must compile under RE2; see the module docstring for the one banned pair."""
     keywords_seen: set[str] = set()
-    for subschema in _subschemas(schema, validator_cls):
-        patterns = list(subschema.get("patternProperties", {}))
+    for subschema in subschemas(schema):
+        pattern_properties = subschema.get("patternProperties", {})
+        patterns = list(pattern_properties) if isinstance(pattern_properties, dict) else []
         if isinstance(subschema.get("pattern"), str):
             patterns.append(subschema["pattern"])
         for pattern in patterns:
@@ -208,23 +249,52 @@ def _check_patterns(schema: dict, validator_cls: type[Validator]) -> None:
         )
 
 
-def _is_re2_pattern(value: object) -> bool:
-    return not isinstance(value, str) or compile_re2(value) is not None
+def _format_check(check: Callable[[str], bool]) -> Callable[[object], bool]:
+    return lambda value: not isinstance(value, str) or check(value)
 
 
 @functools.cache
-def _format_checker(validator_cls: type[Validator]) -> FormatChecker:
-    """The draft's format checker, with "regex" meaning RE2 syntax (Python's `re` would recurse
-    on deeply nested groups in model text)."""
+def _format_checker() -> FormatChecker:
+    """Our own checks (verifier_server.verifiers.json_formats) for every draft."""
     checker = FormatChecker(formats=())
-    checker.checkers = dict(validator_cls.FORMAT_CHECKER.checkers)
-    checker.checks("regex", raises=RegexError)(_is_re2_pattern)
+    for name, check in FORMAT_CHECKS.items():
+        checker.checks(name)(_format_check(check))
     return checker
+
+
+class TooComplex(Exception):
+    """Validation used up its budget: `max_validation_steps`, or its share of `timeout_s`."""
+
+
+class _StepBudget(threading.local):
+    remaining: int = 0
+    deadline: float = math.inf  # time.monotonic()
+
+
+_budget = _StepBudget()
+
+
+def _counted(keyword: Callable[..., Iterator | None]) -> Callable[..., Iterator | None]:
+    """Charges one step per keyword evaluation and checks the clock. Keywords that re-evaluate
+    subschemas (anyOf under unevaluatedItems, nested $refs) can make validation exponential in
+    the instance's depth: the budget turns that into a verdict, not a worker-pool TIMEOUT."""
+
+    @functools.wraps(keyword)
+    def charged(validator: Validator, value: Any, instance: Any, schema: dict) -> Any:
+        _budget.remaining -= 1
+        if _budget.remaining < 0 or time.monotonic() > _budget.deadline:
+            raise TooComplex
+        return keyword(validator, value, instance, schema)
+
+    return charged
 
 
 @functools.cache
 def _hardened(validator_cls: type[Validator]) -> type[Validator]:
-    return validators.extend(validator_cls, _REPLACED_KEYWORDS)
+    keywords = {**validator_cls.VALIDATORS, **_REPLACED_KEYWORDS}
+    return validators.extend(
+        validator_cls, {name: _counted(keyword) for name, keyword in keywords.items()}
+    )
 
 
 @functools.lru_cache(maxsize=128)
@@ -239,8 +309,15 @@ def _compiled_validator(canonical_schema: str, check_formats: bool) -> Validator
         ) from None
     except RecursionError:
         raise InvalidItem("reference", "schema or one of its patterns nests too deeply") from None
-    _check_patterns(schema, validator_cls)
-    format_checker = _format_checker(validator_cls) if check_formats else None
+    _check_patterns(schema)
+    cycle = in_place_ref_cycle(schema)
+    if cycle is not None:
+        raise InvalidItem(
+            "reference",
+            f"$ref {truncate(cycle, 100)!r} closes a cycle that never descends into the "
+            "instance: validating would recurse forever",
+        )
+    format_checker = _format_checker() if check_formats else None
     return _hardened(validator_cls)(schema, registry=_NO_RETRIEVAL, format_checker=format_checker)
 
 
@@ -296,10 +373,21 @@ def _object_without_duplicate_keys(pairs: list[tuple[str, JSON]]) -> dict[str, J
     return result
 
 
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):  # 1e400: infinity would satisfy every `minimum`
+        raise ValueError(f"number {truncate(literal, 40)} is out of range for a double")
+    return value
+
+
 def parse_json(text: str) -> JSON:
-    """json.loads, strict: no NaN/Infinity, no duplicate keys. Raises ValueError."""
+    """json.loads, strict: no NaN/Infinity, no number literal beyond a double's range (1e400),
+    no duplicate keys. Raises ValueError."""
     return json.loads(
-        text, parse_constant=_reject_constant, object_pairs_hook=_object_without_duplicate_keys
+        text,
+        parse_constant=_reject_constant,
+        parse_float=_finite_float,
+        object_pairs_hook=_object_without_duplicate_keys,
     )
 
 
@@ -326,9 +414,8 @@ def _schema_faults_as_invalid_item() -> Iterator[None]:
         yield
     except referencing.exceptions.Unresolvable as exc:
         raise InvalidItem("reference", f"cannot resolve $ref: {truncate(str(exc), 200)}") from None
-    except RecursionError:
-        # The instance is at most max_depth (<= 100) deep, so this is a $ref cycle in the schema.
-        raise InvalidItem("reference", "schema recursion too deep (a $ref cycle?)") from None
+    except RegexError as exc:  # every pattern was compiled up front; this is a safety net
+        raise InvalidItem("reference", str(exc)) from None
 
 
 def _fraction(validator: Validator, instance: JSON, schema: dict, valid: bool) -> tuple[int, int]:
@@ -356,6 +443,7 @@ class JsonSchemaVerifier(Verifier):
     execution = "process"
 
     def score_one(self, item: Item, params: JsonSchemaParams) -> Result:
+        start = time.monotonic()
         schema = item.reference
         if not isinstance(schema, dict):
             kind = type(schema).__name__
@@ -378,17 +466,33 @@ class JsonSchemaVerifier(Verifier):
         if largest_array_length(instance) > params.max_items:
             return _zero(item, "too_large", limit="max_items", **shown)
 
-        with _schema_faults_as_invalid_item():
-            errors = list(itertools.islice(validator.iter_errors(instance), _ERRORS_IN_DETAILS))
-            met, count = (
-                _fraction(validator, instance, schema, valid=not errors)
-                if params.scoring == "fraction"
-                else (int(not errors), 1)
-            )
+        _budget.remaining = params.max_validation_steps
+        if sys.getrecursionlimit() < _RECURSION_LIMIT:
+            sys.setrecursionlimit(_RECURSION_LIMIT)
+        _budget.deadline = start + _VALIDATION_SHARE * params.timeout_s
+        try:
+            with _schema_faults_as_invalid_item():
+                errors = list(itertools.islice(validator.iter_errors(instance), _ERRORS_IN_DETAILS))
+                met, count = (
+                    _fraction(validator, instance, schema, valid=not errors)
+                    if params.scoring == "fraction"
+                    else (int(not errors), 1)
+                )
+        except RecursionError:
+            # In-place $ref cycles are refused up front, so the recursion follows the
+            # instance's nesting: schemas that wrap each level in several keywords run out
+            # of Python's stack before max_depth. The completion's depth, so a verdict.
+            return _zero(item, "too_deep", limit="recursion", **shown)
+        except TooComplex:
+            limit = "max_validation_steps" if _budget.remaining < 0 else "timeout_s"
+            return _zero(item, "too_complex", limit=limit, **shown)
         details: dict[str, JSON] = dict(shown)
         if errors:
-            details["errors"] = [
-                {"path": error.json_path, "message": truncate(error.message, 200)}
+            details["errors"] = [  # paths and messages may quote the completion's strings
+                {
+                    "path": utf8_safe(error.json_path),
+                    "message": utf8_safe(truncate(error.message, 200)),
+                }
                 for error in errors
             ]
         if params.scoring == "fraction":

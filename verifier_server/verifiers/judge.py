@@ -7,8 +7,14 @@ backend and a rubric by name. Score mode maps the judge's score from the rubric'
 orders (A/B, then B/A) to cancel position bias: the score is the completion's mean result
 (win 1, tie 0.5, loss 0) and `details.consistent` says whether the two orders agreed.
 
-A judge that could not be asked or whose reply holds no verdict is never a score: the item
-gets TIMEOUT, BACKEND_UNAVAILABLE or VERIFIER_ERROR (with the raw reply in details).
+A judge that could not be asked is never a score: the item gets TIMEOUT or
+BACKEND_UNAVAILABLE. A judge that answered without a verdict (no verdict, a score outside the
+rubric's range) or refused the request (HTTP 4xx: context length, payload size, content filter)
+is asked once more with the completion replaced by a plain short answer ("I don't know."; an
+empty one might itself be refused): if it gives a verdict then, the completion
+caused the failure and is scored 0.0 (OK, the failure's reason, `details.attributed_to:
+"completion"`), because a completion that could earn a masked result would be a reward hack;
+if not, the judge or its configuration is at fault: VERIFIER_ERROR with the raw reply.
 """
 
 from __future__ import annotations
@@ -17,12 +23,18 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from verifier_server.judge.backend import BackendError, BackendSettings, ChatBackend, Reply
+from verifier_server.judge.backend import (
+    BackendError,
+    BackendSettings,
+    ChatBackend,
+    RejectedRequest,
+    Reply,
+)
 from verifier_server.judge.cache import ReplyCache
 from verifier_server.judge.rubrics import (
     BUILTIN_RUBRICS,
@@ -42,6 +54,7 @@ from verifier_server.verifiers.base import (
 )
 
 _RATIONALE_CHARS = 1000
+_PLAIN_ANSWER = "I don't know."  # the probe's stand-in for a completion that broke the judge
 _RAW_CHARS = 2000
 
 
@@ -84,10 +97,11 @@ class JudgeParams(Params):
         le=600,
         description="Per-item limit from arrival, slot waits and retries included; then TIMEOUT.",
     )
-    on_disagreement: Literal["average", "mask"] = Field(
+    on_disagreement: Literal["average", "zero"] = Field(
         default="average",
         description="Pairwise, when the two orders disagree: average the two results "
-        "(0.5 for a full flip), or mask the item (VERIFIER_ERROR, reason inconsistent_verdicts).",
+        "(0.5 for a full flip), or score 0.0 (reason inconsistent_verdicts). Never a mask: "
+        "a completion that can flip the judge would otherwise escape its penalty.",
     )
 
 
@@ -209,11 +223,20 @@ class JudgeVerifier(Verifier):
         rubric: Rubric,
         end: float,
     ) -> Result:
-        reply, cached = await self._ask(backend, rubric, values, end)
+        def parse(text: str) -> Any:
+            return parse_score(text, rubric.min_score, rubric.max_score)
+
+        plain = {**values, "completion": _PLAIN_ANSWER}
         try:
-            verdict = parse_score(reply.text, rubric.min_score, rubric.max_score)
+            reply, cached = await self._ask(backend, rubric, values, end)
+        except RejectedRequest as exc:
+            failure = _failure(item_id, exc, None)
+            return await self._attribute(failure, backend, rubric, plain, parse, end)
+        try:
+            verdict = parse(reply.text)
         except Unparseable as exc:
-            return _unparseable(item_id, exc, reply)
+            failure = _failure(item_id, exc, reply)
+            return await self._attribute(failure, backend, rubric, plain, parse, end)
         return Result(
             id=item_id,
             score=rubric.to_unit(verdict.score),
@@ -223,6 +246,26 @@ class JudgeVerifier(Verifier):
                 "cached": cached,
             },
         )
+
+    async def _attribute(
+        self,
+        failure: Result,
+        backend: ChatBackend,
+        rubric: Rubric,
+        plain: dict[str, str],
+        parse: Callable[[str], Any],
+        end: float,
+    ) -> Result:
+        """`failure` as it is if the judge also fails on the item with its completion replaced
+        by a plain answer (`plain`): the judge's fault. Else the completion's: a verdict of 0.0.
+        A probe that cannot be asked at all raises BackendError (TIMEOUT, unavailable)."""
+        try:
+            probe, _ = await self._ask(backend, rubric, plain, end)
+            parse(probe.text)
+        except (Unparseable, RejectedRequest):
+            return failure
+        details = {**failure.details, "attributed_to": "completion"}
+        return Result(id=failure.id, score=0.0, reason=failure.reason, details=details)
 
     async def _pairwise(
         self,
@@ -235,14 +278,20 @@ class JudgeVerifier(Verifier):
     ) -> Result:
         ours, theirs = values["completion_a"], values["completion_b"]
         swapped = {**values, "completion_a": theirs, "completion_b": ours}
-        (first, cached_1), (second, cached_2) = await asyncio.gather(
-            self._ask(backend, rubric, values, end), self._ask(backend, rubric, swapped, end)
-        )
+        try:
+            (first, cached_1), (second, cached_2) = await asyncio.gather(
+                self._ask(backend, rubric, values, end), self._ask(backend, rubric, swapped, end)
+            )
+        except RejectedRequest as exc:
+            failure = _failure(item_id, exc, None)
+            plain = {**values, "completion_a": _PLAIN_ANSWER}
+            return await self._attribute(failure, backend, rubric, plain, parse_winner, end)
         try:
             verdict_1, verdict_2 = parse_winner(first.text), parse_winner(second.text)
         except Unparseable as exc:
-            bad = first if _fails(first.text) else second
-            return _unparseable(item_id, exc, bad)
+            failure = _failure(item_id, exc, first if _fails(first.text) else second)
+            plain = {**values, "completion_a": _PLAIN_ANSWER}
+            return await self._attribute(failure, backend, rubric, plain, parse_winner, end)
         # The completion is A in the first order and B in the second.
         result_1 = {"A": 1.0, "tie": 0.5, "B": 0.0}[verdict_1.winner]
         result_2 = {"B": 1.0, "tie": 0.5, "A": 0.0}[verdict_2.winner]
@@ -255,18 +304,10 @@ class JudgeVerifier(Verifier):
             "rationale_swapped": truncate(verdict_2.rationale, _RATIONALE_CHARS),
             "cached": cached_1 and cached_2,
         }
-        if not consistent and params.on_disagreement == "mask":
-            result = Result.failed(
-                item_id,
-                Status.VERIFIER_ERROR,
-                "inconsistent_verdicts",
-                "the judge's verdict flipped when the order of the two responses was swapped",
-            )
-            result.details.update(details)
-            return result
+        zeroed = not consistent and params.on_disagreement == "zero"
         return Result(
             id=item_id,
-            score=(result_1 + result_2) / 2,
+            score=0.0 if zeroed else (result_1 + result_2) / 2,
             reason="" if consistent else "inconsistent_verdicts",
             details=details,
         )
@@ -302,9 +343,13 @@ def _fails(text: str) -> bool:
     return False
 
 
-def _unparseable(item_id: str, exc: Unparseable, reply: Reply) -> Result:
+def _failure(item_id: str, exc: Unparseable | BackendError, reply: Reply | None) -> Result:
+    """The VERIFIER_ERROR result for a judge that gave no verdict (raw reply in details)."""
     result = Result.failed(item_id, Status.VERIFIER_ERROR, exc.reason, exc.message)
-    result.details["raw"] = truncate(reply.text, _RAW_CHARS)
-    if reply.finish_reason is not None:
-        result.details["finish_reason"] = reply.finish_reason
+    if isinstance(exc, BackendError) and exc.raw is not None:
+        result.details["raw"] = exc.raw
+    if reply is not None:
+        result.details["raw"] = truncate(reply.text, _RAW_CHARS)
+        if reply.finish_reason is not None:
+            result.details["finish_reason"] = reply.finish_reason
     return result

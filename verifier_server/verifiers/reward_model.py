@@ -5,7 +5,9 @@ Items from all concurrent requests for one model are batched together (up to
 `max_batch_size`, waiting at most `max_wait_ms` for a batch to fill) and scored on a thread of
 their own, so the event loop stays free. The score is the raw reward, or its sigmoid, or its
 standardisation by the running mean and std of every raw score the model has produced in this
-server process; `details.raw_score` always holds the raw value.
+server process; `details.raw_score` holds the raw value. A NaN or infinite model output, or an
+input with no tokens, is scored as the worst the model has given (reasons "non_finite_score",
+"no_tokens"), never masked: a completion must not be able to earn a non-OK status.
 
 Needs the `rm` extra (torch, transformers) only when a model is configured.
 """
@@ -193,16 +195,14 @@ def _result(
             item.id, Status.VERIFIER_ERROR, "model_error", f"{type(exc).__name__}: {exc}"
         )
     scored = future.result()
-    if scored.raw is None:
-        return InvalidItem("completion", "nothing to score: the input has no tokens").to_result(
-            item.id
-        )
+    details: dict[str, Any] = {"batch_size": scored.batch_size}
+    if scored.raw is None:  # nothing to read: an empty completion without a prompt
+        return _worst(item.id, "no_tokens", stats, normalize, details)
     if not math.isfinite(scored.raw):
-        return Result.failed(
-            item.id, Status.VERIFIER_ERROR, "non_finite_score", f"the model gave {scored.raw}"
-        )
+        details["model_output"] = str(scored.raw)
+        return _worst(item.id, "non_finite_score", stats, normalize, details)
     stats.add(scored.raw)
-    details: dict[str, Any] = {"raw_score": scored.raw, "batch_size": scored.batch_size}
+    details["raw_score"] = scored.raw
     if scored.truncated_tokens:
         details["truncated_tokens"] = scored.truncated_tokens
     if normalize == "sigmoid":
@@ -213,3 +213,20 @@ def _result(
     else:
         score = scored.raw
     return Result(id=item.id, score=score, details=details)
+
+
+def _worst(
+    item_id: str, reason: str, stats: RunningStats, normalize: Normalize, details: dict[str, Any]
+) -> Result:
+    """An item the model gave no usable score for (a NaN or infinite output, e.g. a float16
+    overflow; no tokens at all), which its completion may have provoked: scored as the worst
+    this model has given (a mask would be no penalty, +inf the best reward), i.e. its lowest
+    raw score so far (0.0 before any), normalised as asked."""
+    floor = stats.minimum if stats.count else 0.0
+    if normalize == "sigmoid":
+        score = 0.0
+    elif normalize == "running":
+        score = stats.standardise(floor)
+    else:
+        score = floor
+    return Result(id=item_id, score=score, reason=reason, details=details)

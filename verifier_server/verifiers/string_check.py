@@ -14,7 +14,8 @@ reference. When `extract` finds nothing (no <answer> tag, no fence) the score is
 reason "missing_answer_tag"/"missing_fenced_block".
 
 Guarantees: linear time in the completion for every operation (RE2 cannot backtrack), so it
-runs in a thread. Scores are 1.0 or 0.0.
+runs in a thread. Scores are 1.0 or 0.0, and nothing in a completion gives a non-OK status (a
+lone surrogate, which RE2's UTF-8 cannot hold, is matched as U+FFFD).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from verifier_server.verifiers.text import (
     compile_re2,
     extract_answer,
     missing_reason,
+    utf8_safe,
 )
 
 Operation = Literal["eq", "ne", "contains", "icontains", "regex"]
@@ -82,7 +84,7 @@ def check_string(answer: str, reference: str, params: StringCheckParams) -> bool
         case "regex":
             pattern = compile_re2(reference)
             matcher = pattern.search if params.regex_mode == "search" else pattern.fullmatch
-            return matcher(answer) is not None
+            return matcher(utf8_safe(answer)) is not None  # RE2 cannot encode lone surrogates
     raise AssertionError(f"unhandled operation {params.operation!r}")
 
 
@@ -114,5 +116,8 @@ class StringCheckVerifier(Verifier):
             score=0.0,
             status=Status.OK,
             reason=_FAILURE_REASONS[params.operation],
-            details={"answer": truncate(extraction.text, 200), "source": extraction.source},
+            details={
+                "answer": utf8_safe(truncate(extraction.text, 200)),
+                "source": extraction.source,
+            },
         )

@@ -8,11 +8,13 @@ Patterns supplied by callers are compiled with RE2, whose matching is linear in 
 - `last_fenced_block`: the content of the last complete backtick code fence.
 - `extract_answer`: one of the above, picked by a verifier's `extract` parameter.
 - `compile_re2`: a cached RE2 compile that reports unsupported syntax as `RegexError`.
+- `utf8_safe`: the text with each lone surrogate replaced by U+FFFD, for RE2 and protobuf.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -122,8 +124,28 @@ def compile_re2(pattern: str) -> re2._Regexp:
     """
     try:
         return re2.compile(pattern, _RE2_OPTIONS)
+    except UnicodeEncodeError:
+        raise RegexError("the pattern holds a lone surrogate, which UTF-8 cannot encode") from None
     except re2.error as exc:
         reason = exc.args[0] if exc.args else "cannot compile"
         if isinstance(reason, bytes):
             reason = reason.decode("utf-8", "replace")
         raise RegexError(f"RE2 cannot compile the pattern: {reason}") from None
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # a character class: one linear pass
+
+
+def utf8_safe(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD (the text itself when it has none).
+
+    JSON's `"\\ud800"` escape decodes to a lone surrogate, which UTF-8 cannot encode: RE2
+    (which matches UTF-8) and protobuf strings would raise on it. So a pattern sees U+FFFD there.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub("\ufffd", text)
+    return text

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from verifier_server.types import JSON, Item, Result, Status
 from verifier_server.verifiers.json_schema import JsonSchemaVerifier, nesting_exceeds
 
+DRAFT7 = "http://json-schema.org/draft-07/schema#"
 PERSON = {
     "type": "object",
     "required": ["name", "age"],
@@ -199,9 +200,54 @@ def test_unresolvable_local_ref_is_invalid_reference() -> None:
     assert_invalid_reference(score("{}", {"$ref": "#/$defs/missing"}), "cannot resolve $ref")
 
 
-def test_ref_cycle_is_invalid_reference() -> None:
-    schema = {"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}
-    assert_invalid_reference(score("1", schema), "$ref cycle")
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"},
+        {"allOf": [{"$ref": "#"}]},
+        # a cycle a shallow instance reaches only for some types: refused for every completion
+        {"anyOf": [{"type": "string"}, {"not": {"$ref": "#"}}]},
+        {"$defs": {"a~/b": {"if": {"$ref": "#/$defs/a~0~1b"}}}, "$ref": "#/$defs/a~0~1b"},
+        {"$schema": DRAFT7, "definitions": {"d": {"dependencies": {"x": {"$ref": "#"}}}},
+         "allOf": [{"$ref": "#/definitions/d"}]},
+    ],
+)  # fmt: skip
+def test_in_place_ref_cycle_is_invalid_reference(schema: dict[str, Any]) -> None:
+    assert_invalid_reference(score("1", schema), "closes a cycle")
+    assert_invalid_reference(score('"x"', schema), "closes a cycle")
+
+
+def test_a_ref_that_descends_into_the_instance_is_no_cycle() -> None:
+    tree = {"type": "array", "items": {"$ref": "#"}}
+    assert score("[[[]]]", tree).score == 1.0
+    assert score("[[[1]]]", tree).reason == "schema_violation"
+
+
+# Several keywords per level of nesting: each level of the instance costs dozens of frames.
+WRAPPED = {
+    "$defs": {
+        "v": {"allOf": [{"anyOf": [{"not": {"not": {"oneOf": [
+            {"type": "array", "items": {"$ref": "#/$defs/w"}}, {"type": "string"}]}}}]}]},
+        "w": {"$ref": "#/$defs/x"},
+        "x": {"allOf": [{"$ref": "#/$defs/v"}]},
+    },
+    "$ref": "#/$defs/v",
+}  # fmt: skip
+
+
+def test_deep_instances_of_a_wrapped_recursive_schema_validate() -> None:
+    # issue 13 family: this raised RecursionError at ~25 levels, reported as a $ref cycle in
+    # the reference (INVALID_REQUEST, a mask a deep completion could earn).
+    assert score("[" * 100 + '"x"' + "]" * 100, WRAPPED, max_depth=100).score == 1.0
+    assert score("[" * 100 + "1" + "]" * 100, WRAPPED, max_depth=100).score == 0.0
+
+
+def test_recursion_past_the_stack_is_a_verdict() -> None:
+    # A cycle through an $anchor is not followed up front; at run time it is a verdict.
+    schema = {"$defs": {"a": {"$anchor": "A", "allOf": [{"$ref": "#A"}]}}, "$ref": "#A"}
+    result = score("1", schema)
+    assert (result.status, result.score, result.reason) == (Status.OK, 0.0, "too_deep")
+    assert result.details["limit"] == "recursion"
 
 
 def test_meta_schema_refs_resolve_offline() -> None:
@@ -321,3 +367,202 @@ def test_bad_params_are_rejected(params: dict[str, Any]) -> None:
     with pytest.raises(ValidationError) as excinfo:
         JsonSchemaVerifier.Params(**params)
     assert excinfo.value.errors()[0]["loc"] == (next(iter(params)),)
+
+
+@pytest.mark.parametrize(
+    ("schema", "completion", "expected_score"),
+    [
+        # issue 13: an array-valued draft-7 `dependencies` after an object-valued one crashed
+        # the up-front subschema walk (AttributeError).
+        ({"$schema": DRAFT7, "dependencies": {"a": {"required": ["x"]}, "b": ["c"]}}, "{}", 1.0),
+        ({"$schema": DRAFT7, "dependencies": {"a": {"required": ["x"]}, "b": ["c"]}}, '{"b":1}', 0),
+        ({"$schema": DRAFT7, "dependencies": {"b": ["c"], "a": {"required": ["x"]}}}, '{"a":1}', 0),
+    ],
+)
+def test_draft7_dependencies_of_both_kinds(
+    schema: dict[str, Any], completion: str, expected_score: float
+) -> None:
+    result = score(completion, schema)
+    assert (result.status, result.score) == (Status.OK, expected_score)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        # issue 13: in some key orders the walk skipped subschemas, so RE2-incompatible
+        # patterns slipped past the up-front check; every place a subschema lives is visited.
+        {"$schema": DRAFT7, "dependencies": {"b": ["c"], "a": {"pattern": "(?=x)"}}},
+        {"$schema": DRAFT7, "dependencies": {"a": {"pattern": "(?=x)"}, "b": ["c"]}},
+        {"$schema": DRAFT7, "items": [{"type": "string"}, {"pattern": "(?=x)"}]},
+        {"$schema": DRAFT7, "additionalItems": {"pattern": "(?=x)"}, "items": [{}]},
+        {"dependentSchemas": {"a": {"properties": {"b": {"pattern": "(?=x)"}}}}},
+        {"prefixItems": [{}, {"not": {"pattern": "(?=x)"}}]},
+        {"if": {}, "then": {}, "else": {"propertyNames": {"pattern": "(?=x)"}}},
+        {"$defs": {"unused": {"contains": {"pattern": "(?=x)"}}}},
+        {"$schema": DRAFT7, "definitions": {"u": {"patternProperties": {"(?=x)": {}}}}},
+        {"unevaluatedItems": {"anyOf": [{"oneOf": [{"allOf": [{"pattern": "(?=x)"}]}]}]}},
+        {"contentSchema": {"pattern": "(?=x)"}},
+    ],
+)
+def test_every_subschema_pattern_is_checked_up_front(schema: dict[str, Any]) -> None:
+    assert_invalid_reference(score("1", schema), "invalid perl operator")
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        # data, not schemas: a pattern-like object under enum/const/examples is not compiled
+        {"const": {"pattern": "(?=x)"}},
+        {"enum": [{"patternProperties": {"(?=x)": {}}}]},
+        {"examples": [{"pattern": "(?=x)"}], "type": "integer"},
+    ],
+)
+def test_values_that_are_data_are_not_walked(schema: dict[str, Any]) -> None:
+    assert score("1", schema).status == Status.OK
+
+
+@pytest.mark.parametrize(
+    ("fmt", "value", "valid"),
+    [
+        # issue 13: formats the README says are checked let these through
+        ("email", ".a@b", False),
+        ("email", "a@", False),
+        ("email", "a..b@example.com", False),
+        ("email", "a.@example.com", False),
+        ("email", "@example.com", False),
+        ("email", "a b@example.com", False),
+        ("email", "a@-example.com", False),
+        ("email", "a@example..com", False),
+        ("email", "a@[1.2.3.4.5]", False),
+        ("email", "a@b@example.com", False),
+        ("email", "joe.bloggs@example.com", True),
+        ("email", '"a b"@example.com', True),
+        ("email", "a@[IPv6:::1]", True),
+        ("email", "a@[127.0.0.1]", True),
+        ("idn-email", "실례@실례.테스트", True),
+        ("idn-email", "실례.@실례.테스트", False),
+        ("uuid", "2eb8aa08-aa98-11ea-b4aa-73b441d16380-", False),  # trailing hyphen
+        ("uuid", "2eb8aa08-aa98-11ea-b4aa-73b441d1638২", False),  # a Bengali digit
+        ("uuid", "2eb8aa08-aa98-11ea-b4aa-73b441d1638_", False),  # an underscore
+        ("uuid", "{2eb8aa08-aa98-11ea-b4aa-73b441d16380}", False),  # braces
+        ("uuid", "urn:uuid:2eb8aa08-aa98-11ea-b4aa-73b441d16380", False),
+        ("uuid", "2eb8aa08aa9811eab4aa73b441d16380", False),  # no hyphens
+        ("uuid", "2EB8AA08-AA98-11EA-B4AA-73B441D16380", True),
+        ("idn-hostname", "example.com.", False),  # trailing dots
+        ("idn-hostname", "example.com..", False),
+        ("idn-hostname", "example.com\u3002", False),  # a trailing ideographic full stop
+        ("idn-hostname", "\u3002example.com", False),
+        ("idn-hostname", "실례.테스트", True),
+        ("hostname", "example.com.", False),
+        ("hostname", "-example.com", False),
+        ("hostname", "exa_mple.com", False),
+        ("hostname", "a" * 64 + ".com", False),
+        ("hostname", "www.example.com", True),
+        ("ipv4", "\uff11.2.3.4", False),  # a fullwidth digit 1
+        ("ipv4", "01.2.3.4", False),
+        ("ipv4", "1.2.3.4\n", False),
+        ("ipv4", "1.2.3.4", True),
+        ("ipv6", "::1%eth0", False),  # a zone id
+        ("ipv6", "::\uff11", False),
+        ("ipv6", "::1", True),
+        ("date", "\uff12\uff10\uff12\uff10-01-01", False),  # fullwidth digits
+        ("date", "2020-02-30", False),
+        ("date", "2020-02-29\n", False),
+        ("date", "2020-02-29", True),
+        ("regex", "\ud800", False),  # a lone surrogate: RE2 cannot even encode it
+        ("regex", "\\PL" * 30_000, False),  # took RE2 11 s to refuse: over 1,000 characters
+        ("regex", "[a-z]" * 200, True),
+        ("hostname", "a\ud800.com", False),
+        ("idn-hostname", "a\ud800.com", False),
+        ("email", "a@\ud800.com", False),
+        ("idn-email", "\ud800@example.com", True),  # UTF8-non-ascii is atext: U+FFFD-like
+    ],
+)
+def test_checked_formats_reject_what_their_rfc_rejects(fmt: str, value: str, valid: bool) -> None:
+    result = score(json.dumps(value), {"format": fmt}, check_formats=True)
+    assert (result.status, result.score) == (Status.OK, float(valid))
+
+
+@pytest.mark.parametrize(
+    ("schema", "completion", "reason"),
+    [
+        # issue 13: 1e400 parsed to infinity and satisfied {"minimum": 0}; a number literal
+        # beyond a double's range is invalid JSON, as NaN and Infinity already are.
+        ({"type": "number", "minimum": 0}, "1e400", "invalid_json"),
+        ({"type": "number", "maximum": 0}, "-1e400", "invalid_json"),
+        ({"multipleOf": 2.0}, "1e400", "invalid_json"),
+        # issue 13: a big integer against multipleOf raised OverflowError (VERIFIER_ERROR);
+        # over the wire every schema number is a float, so `multipleOf: 2` arrives as 2.0.
+        ({"multipleOf": 2.0}, "1" * 400, "schema_violation"),
+        ({"multipleOf": 2.0}, "2" * 400, ""),
+        ({"multipleOf": 2}, "1" * 400, "schema_violation"),
+        ({"multipleOf": 0.5}, "1" * 300 + ".5", ""),  # 1.1e299 as a double: a multiple of 0.5
+        ({"multipleOf": 0.0001}, "0.0075", ""),  # the decimals as written, not the doubles
+        ({"multipleOf": 0.01}, "19.99", ""),
+        ({"multipleOf": 0.01}, "19.999", "schema_violation"),
+        ({"type": "integer", "multipleOf": 0.123456789}, "1e308", "schema_violation"),
+        ({"multipleOf": 3}, "true", ""),  # not a number: multipleOf does not apply
+    ],
+)
+def test_numbers_beyond_a_double_are_verdicts(
+    schema: dict[str, Any], completion: str, reason: str
+) -> None:
+    result = score(completion, schema)
+    assert (result.status, result.reason) == (Status.OK, reason)
+    assert result.score == (1.0 if reason == "" else 0.0)
+
+
+@pytest.mark.parametrize(
+    ("schema", "completion", "expected_score"),
+    [
+        # issue 13: a lone surrogate (JSON "\ud800") made RE2 raise UnicodeEncodeError, so the
+        # completion earned VERIFIER_ERROR. It is matched as U+FFFD.
+        ({"pattern": "^a"}, r'"\ud800"', 0.0),
+        ({"pattern": "^.$"}, r'"\ud800"', 1.0),
+        ({"pattern": "^a"}, r'"a\udfff"', 1.0),
+        ({"patternProperties": {"^a": {"type": "integer"}}}, r'{"a\ud800": "x"}', 0.0),
+        ({"patternProperties": {"^b": {}}, "additionalProperties": False}, r'{"\ud800": 1}', 0.0),
+        ({"propertyNames": {"pattern": "^[a-z]+$"}}, r'{"\ud800": 1}', 0.0),
+        ({"format": "regex"}, r'"\ud800"', 0.0),
+        ({"enum": ["x"]}, r'"\ud800"', 0.0),
+    ],
+)
+def test_lone_surrogates_are_verdicts(
+    schema: dict[str, Any], completion: str, expected_score: float
+) -> None:
+    result = score(completion, schema, check_formats=True)
+    assert (result.status, result.score) == (Status.OK, expected_score)
+    json.dumps(result.details, ensure_ascii=False).encode("utf-8")  # protobuf must encode it
+
+
+# A recursive schema whose unevaluatedItems re-evaluates both anyOf branches at every level:
+# validation time doubles per level of nesting.
+EXPONENTIAL = {
+    "$defs": {
+        "n": {
+            "anyOf": [
+                {"type": "array", "items": {"$ref": "#/$defs/n"}},
+                {"type": "object", "additionalProperties": {"$ref": "#/$defs/n"}},
+            ],
+            "unevaluatedItems": False,
+        }
+    },
+    "$ref": "#/$defs/n",
+}
+
+
+def test_exponential_validation_is_a_verdict_by_steps() -> None:
+    result = score("[" * 40 + "]" * 40, EXPONENTIAL, max_validation_steps=10_000)
+    assert (result.status, result.score, result.reason) == (Status.OK, 0.0, "too_complex")
+    assert result.details["limit"] == "max_validation_steps"
+    assert score("[[[]]]", EXPONENTIAL, max_validation_steps=10_000).score == 1.0
+
+
+def test_exponential_validation_is_a_verdict_before_the_time_limit() -> None:
+    # Half of timeout_s of validation, then a verdict: the worker pool's kill never comes.
+    result = score("[" * 40 + "]" * 40, EXPONENTIAL, timeout_s=0.5)
+    assert (result.status, result.reason, result.details["limit"]) == (
+        Status.OK,
+        "too_complex",
+        "timeout_s",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -126,3 +127,21 @@ def test_bad_params_are_rejected(params: dict[str, Any]) -> None:
     with pytest.raises(ValidationError) as excinfo:
         StringCheckVerifier.Params(**params)
     assert excinfo.value.errors()[0]["loc"] == (next(iter(params)),)
+
+
+@pytest.mark.parametrize(
+    ("completion", "reference", "params", "expected_score"),
+    [
+        # issue 13: RE2 raised UnicodeEncodeError on a lone surrogate (a crash a completion
+        # could provoke where text reaches us without UTF-8 validation); matched as U+FFFD.
+        ("a\ud800b", "^a.b$", {"operation": "regex"}, 1.0),
+        ("\udfff", "^[a-z]+$", {"operation": "regex", "regex_mode": "fullmatch"}, 0.0),
+        ("x\ud800", "x", {"operation": "eq"}, 0.0),
+    ],
+)
+def test_lone_surrogates_are_verdicts(
+    completion: str, reference: str, params: dict[str, Any], expected_score: float
+) -> None:
+    result = score(completion, reference, **params)
+    assert (result.status, result.score) == (Status.OK, expected_score)
+    json.dumps(result.details, ensure_ascii=False).encode("utf-8")  # protobuf must encode it
