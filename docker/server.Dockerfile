@@ -14,13 +14,17 @@ RUN apt-get update \
       python3 python3-venv ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 # Extra pip options for builds behind a mirror or a private index, e.g. --build-arg
-# PIP_OPTIONS="--index-url https://mirror/simple". Not stored in the final image.
+# PIP_OPTIONS="--index-url https://mirror/simple". Behind a TLS-intercepting proxy, pass its
+# CA bundle as a build secret: --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt
+# (`make docker` does). Neither ends up in the final image.
 ARG PIP_OPTIONS=""
 COPY pyproject.toml README.md /src/
 COPY verifier_server /src/verifier_server
 COPY sandboxes /src/sandboxes
 COPY rl_client /src/rl_client
-RUN python3 -m venv /opt/verifier-rl \
+RUN --mount=type=secret,id=pip-ca \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+ && python3 -m venv /opt/verifier-rl \
  && /opt/verifier-rl/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_OPTIONS} /src \
  && find /opt/verifier-rl -name '__pycache__' -prune -exec rm -rf {} + \
  && /opt/verifier-rl/bin/python -m compileall -q /opt/verifier-rl/lib
