@@ -17,7 +17,10 @@ from verifier_server.types import Item, RewardSpec, Status
 
 ADD = {"tests": [{"stdin": "1 2\n", "stdout": "3\n"}, {"stdin": "40 2\n", "stdout": "42\n"}]}
 PY_ADD = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
-CPP_ADD = "```cpp\n#include <iostream>\nint main(){long a,b;std::cin>>a>>b;std::cout<<a+b<<'\\n';}\n```"
+CPP_ADD = (
+    "```cpp\n#include <iostream>\n"
+    "int main() { long a, b; std::cin >> a >> b; std::cout << a + b << '\\n'; }\n```"
+)
 JS_ADD = (
     "```js\nconst [a, b] = require('fs').readFileSync(0, 'utf8').trim().split(/\\s+/)"
     ".map(Number);\nconsole.log(a + b);\n```"

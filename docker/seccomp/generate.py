@@ -30,27 +30,26 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))  # the repository root, for sandboxes
+from sandboxes import syscalls, zygote  # noqa: E402
+
 MOBY_DEFAULT = HERE / "moby-default.json"
 DOCKER_OUT = HERE / "verifier-rl.json"
 OCI_OUT = HERE / "verifier-rl.oci.json"
 
 # Docker's default capabilities (moby oci/caps/defaults.go); the server container keeps
 # exactly these or fewer.
-DOCKER_DEFAULT_CAPS = frozenset(
-    "CAP_CHOWN CAP_DAC_OVERRIDE CAP_FSETID CAP_FOWNER CAP_MKNOD CAP_NET_RAW CAP_SETGID "
-    "CAP_SETUID CAP_SETFCAP CAP_SETPCAP CAP_NET_BIND_SERVICE CAP_SYS_CHROOT CAP_KILL "
-    "CAP_AUDIT_WRITE".split()
-)
-# unshare flag sets the sandbox uses (sandboxes/syscalls.py values):
-CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS = 0x00020000, 0x02000000, 0x04000000
-CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = (
-    0x08000000, 0x10000000, 0x20000000, 0x40000000,
-)  # fmt: skip
+DOCKER_DEFAULT_CAPS = frozenset({
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+})  # fmt: skip
+# The unshare flag sets the sandbox uses, read from its code: a change there makes the
+# profiles stale (the test runs --check).
 UNSHARE_FLAG_SETS = {
-    "launcher: a new user namespace": CLONE_NEWUSER,
-    "launcher: the slot's other namespaces": CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET
-    | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP,
-    "run: a private mount namespace": CLONE_NEWNS,
+    "launcher: a new user namespace": syscalls.CLONE_NEWUSER,
+    "launcher: the slot's other namespaces": zygote.NAMESPACES,
+    "run: a private mount namespace": syscalls.CLONE_NEWNS,
 }
 SANDBOX_RULES: list[dict[str, Any]] = [
     {

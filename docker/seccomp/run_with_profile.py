@@ -1,4 +1,4 @@
-"""run_with_profile.py PROFILE.oci.json COMMAND [ARG ...]: exec COMMAND under an OCI seccomp profile.
+"""run_with_profile.py PROFILE COMMAND [ARG ...]: exec COMMAND under an OCI seccomp profile.
 
 Loads the profile with libseccomp (what runc and crun use), sets no_new_privs, and execs the
 command, so it and everything it starts run under the filter: a way to check a profile on a
@@ -46,6 +46,7 @@ def action(name: str, errno_ret: int | None) -> int:
 
 def conditions(args: list[dict[str, Any]]) -> list[list[ArgCmp]]:
     """The rule's argument checks as alternatives: one AND-list per libseccomp rule."""
+
     def cmp(a: dict[str, Any]) -> ArgCmp:
         return ArgCmp(a["index"], _OPS[a["op"]], a["value"], a.get("valueTwo", 0))
 
