@@ -46,7 +46,7 @@ if [ -s "$CA_BUNDLE" ]; then  # for pip behind a TLS-intercepting proxy; not kep
 fi
 echo "== building $IMAGE from $BASE"
 start=$(date +%s)
-podman build --isolation chroot --ignorefile docker/server.Dockerfile.dockerignore \
+podman build --isolation chroot --format docker --ignorefile docker/server.Dockerfile.dockerignore \
   "${secret[@]}" --build-arg "BASE=$BASE" -f docker/server.Dockerfile -t "$IMAGE" .
 echo "== built $IMAGE in $(( $(date +%s) - start )) s; size $(podman image inspect --format '{{.Size}}' "$IMAGE" | numfmt --to=si)B"
 

@@ -1,5 +1,6 @@
 # The reward server alone: verifier-server with Python 3, g++ and Node.js for the code sandbox.
-# No torch: the `rm` and `train` extras are left out (the reward_model verifier is then absent).
+# No torch: the `rm` and `train` extras are left out, so the reward_model verifier (listed) cannot
+# load a model here; derive an image that adds them if you serve reward models.
 #
 #   docker build -f docker/server.Dockerfile -t verifier-rl-server .
 #   make docker     # here: podman, a Debian base made with mmdebstrap (no registry reachable)
@@ -12,7 +13,7 @@ FROM ${BASE} AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       python3 python3-venv ca-certificates \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
 # Extra pip options for builds behind a mirror or a private index, e.g. --build-arg
 # PIP_OPTIONS="--index-url https://mirror/simple". Behind a TLS-intercepting proxy, pass its
 # CA bundle as a build secret: --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt
@@ -26,6 +27,7 @@ RUN --mount=type=secret,id=pip-ca \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
  && python3 -m venv /opt/verifier-rl \
  && /opt/verifier-rl/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_OPTIONS} /src \
+ && /opt/verifier-rl/bin/pip uninstall -q -y setuptools \
  && find /opt/verifier-rl -name '__pycache__' -prune -exec rm -rf {} + \
  && /opt/verifier-rl/bin/python -m compileall -q /opt/verifier-rl/lib
 
@@ -36,7 +38,7 @@ FROM ${BASE}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       python3 g++ nodejs \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/verifier-rl /opt/verifier-rl
 COPY docker/server-config.yaml /etc/verifier-rl/config.yaml
 COPY docker/health_probe.py /opt/verifier-rl/bin/grpc-health
