@@ -36,6 +36,9 @@ pytestmark = pytest.mark.integration
 BOUNDING_SET = "-all," + ",".join(
     "+" + cap.removeprefix("CAP_").lower() for cap in sorted(DOCKER_DEFAULT_CAPS)
 )
+# What the sandbox needs of them: uid/gid maps naming other uids (SETUID, SETGID) and new
+# directories in cgroupfs, whose directories on this host are r-x for root (DAC_OVERRIDE).
+LEAST_CAPS = ("setuid", "setgid", "dac_override")
 CHILD = """
 import json, sys
 from verifier_server.types import Item, RewardSpec
@@ -87,14 +90,17 @@ def without(profile: dict[str, Any], name: str, flags: int | None = None) -> dic
 
 
 def score_restricted(
-    tmp_path: Path, profile: dict[str, Any], mount_setup: str | None = None
+    tmp_path: Path,
+    profile: dict[str, Any],
+    mount_setup: str | None = None,
+    bounding_set: str = BOUNDING_SET,
 ) -> tuple[dict[str, Any], Path]:
     """Scores the probe item in a child restricted as described above; (result, marker)."""
     profile_path = tmp_path / "profile.json"
     profile_path.write_text(json.dumps(profile))
     marker = tmp_path / "ran"
     command = [
-        "setpriv", "--bounding-set", BOUNDING_SET, "--inh-caps", "-all", "--",
+        "setpriv", "--bounding-set", bounding_set, "--inh-caps", "-all", "--",
         sys.executable, str(SECCOMP / "run_with_profile.py"), str(profile_path),
         sys.executable, "-c", CHILD, str(marker),
     ]  # fmt: skip
@@ -153,3 +159,16 @@ def test_read_only_cgroupfs_fails_closed(tmp_path: Path) -> None:
 def test_masked_proc_fails_closed(tmp_path: Path) -> None:
     """With paths of /proc masked, the kernel refuses a fresh proc in a user namespace."""
     assert_failed_closed(*score_restricted(tmp_path, full_profile(), MASKED_PROC))
+
+
+def test_code_runs_with_only_setuid_setgid_and_dac_override(tmp_path: Path) -> None:
+    caps = "-all," + ",".join(f"+{cap}" for cap in LEAST_CAPS)
+    result, marker = score_restricted(tmp_path, full_profile(), bounding_set=caps)
+    assert (result["status"], result["score"]) == ("OK", 1.0), result
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("missing", ["setuid", "setgid"])
+def test_without_setuid_or_setgid_it_fails_closed(tmp_path: Path, missing: str) -> None:
+    caps = "-all," + ",".join(f"+{cap}" for cap in LEAST_CAPS if cap != missing)
+    assert_failed_closed(*score_restricted(tmp_path, full_profile(), bounding_set=caps))
