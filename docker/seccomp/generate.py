@@ -12,12 +12,13 @@ Apache-2.0). Outputs:
   into plain OCI rules, for Kubernetes `seccompProfile: Localhost` (containerd reads only OCI
   fields: it would apply Docker's capability-conditional rules to everyone).
 
-The one rule added (`SANDBOX_RULES`) is what the sandbox needs and Docker's profile denies
-without CAP_SYS_ADMIN: unshare with exactly the flag sets sandboxes/zygote.py and
-sandboxes/child.py use, and mount, umount2, pivot_root and sethostname, which the sandbox
-calls only inside the user namespace it created (the kernel checks them against that
-namespace, so they reach nothing of the container's). clone with namespace flags, clone3,
-setns and the new mount API stay denied.
+The rules added (`SANDBOX_RULES`) are what the sandbox needs and Docker's profile denies
+without CAP_SYS_ADMIN: unshare with namespace flags only (sandboxes/zygote.py and
+sandboxes/child.py), and mount, umount2, pivot_root and sethostname, which the sandbox calls
+inside the user namespace it created: the kernel checks them against that namespace, so they
+reach nothing of the container's. Without CAP_SYS_ADMIN in the container, unshare of anything
+but a user namespace (or with one) fails anyway. clone with namespace flags, clone3, setns
+and the new mount API stay denied.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # the repository root, for sandboxes
-from sandboxes import syscalls, zygote  # noqa: E402
+from sandboxes import syscalls  # noqa: E402
 
 MOBY_DEFAULT = HERE / "moby-default.json"
 DOCKER_OUT = HERE / "verifier-rl.json"
@@ -44,27 +45,26 @@ DOCKER_DEFAULT_CAPS = frozenset({
     "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 })  # fmt: skip
-# The unshare flag sets the sandbox uses, read from its code: a change there makes the
-# profiles stale (the test runs --check).
-UNSHARE_FLAG_SETS = {
-    "launcher: a new user namespace": syscalls.CLONE_NEWUSER,
-    "launcher: the slot's other namespaces": zygote.NAMESPACES,
-    "run: a private mount namespace": syscalls.CLONE_NEWNS,
-}
+# unshare may create any of these namespaces and nothing else (no CLONE_FILES, CLONE_FS,
+# CLONE_SYSVSEM, CLONE_NEWTIME): every bit outside them must be 0.
+NAMESPACE_FLAGS = (
+    syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWNS | syscalls.CLONE_NEWNET
+    | syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWCGROUP
+)  # fmt: skip
+OTHER_FLAGS = ~NAMESPACE_FLAGS & (2**64 - 1)  # (flags & OTHER_FLAGS) == 0: namespaces only
 SANDBOX_RULES: list[dict[str, Any]] = [
     {
         "names": ["unshare"],
         "action": "SCMP_ACT_ALLOW",
-        "args": [{"index": 0, "value": flags, "op": "SCMP_CMP_EQ"}],
-        "comment": f"verifier-rl sandbox, {what}",
-    }
-    for what, flags in UNSHARE_FLAG_SETS.items()
-] + [
+        "args": [{"index": 0, "value": OTHER_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
+        "comment": "verifier-rl sandbox: unshare into new user, pid, mount, net, ipc, uts and "
+        "cgroup namespaces",
+    },
     {
         "names": ["mount", "umount2", "pivot_root", "sethostname"],
         "action": "SCMP_ACT_ALLOW",
         "comment": "verifier-rl sandbox: its fresh root, inside its own user namespace",
-    }
+    },
 ]
 
 
