@@ -45,6 +45,10 @@ DOCKER_DEFAULT_CAPS = frozenset({
     "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 })  # fmt: skip
+# Of those, what the sandbox needs: uid/gid maps that name other uids (SETUID, SETGID) and new
+# cgroup directories, which may be r-x even for root (DAC_OVERRIDE). The compose file and the
+# Pod keep only these; tests/sandboxes/test_restricted.py checks that they suffice.
+SANDBOX_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_DAC_OVERRIDE")
 # unshare may create any of these namespaces and nothing else (no CLONE_FILES, CLONE_FS,
 # CLONE_SYSVSEM, CLONE_NEWTIME): every bit outside them must be 0.
 NAMESPACE_FLAGS = (

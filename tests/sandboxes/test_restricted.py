@@ -24,7 +24,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SECCOMP = REPO / "docker" / "seccomp"
 sys.path.insert(0, str(SECCOMP))
-from generate import DOCKER_DEFAULT_CAPS, SANDBOX_RULES, oci_profile  # noqa: E402
+from generate import DOCKER_DEFAULT_CAPS, SANDBOX_CAPS, SANDBOX_RULES, oci_profile  # noqa: E402
 
 pytestmark = pytest.mark.integration
 CLONE_NEWUSER = 0x10000000
@@ -32,9 +32,7 @@ CLONE_NEWUSER = 0x10000000
 BOUNDING_SET = "-all," + ",".join(
     "+" + cap.removeprefix("CAP_").lower() for cap in sorted(DOCKER_DEFAULT_CAPS)
 )
-# What the sandbox needs of them: uid/gid maps naming other uids (SETUID, SETGID) and new
-# directories in cgroupfs, whose directories on this host are r-x for root (DAC_OVERRIDE).
-LEAST_CAPS = ("setuid", "setgid", "dac_override")
+LEAST_CAPS = [cap.removeprefix("CAP_").lower() for cap in SANDBOX_CAPS]
 CHILD = """
 import json, sys
 from verifier_server.types import Item, RewardSpec
