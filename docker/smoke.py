@@ -7,9 +7,12 @@ the expected status and score, 1 otherwise, and prints the table either way.
 
 from __future__ import annotations
 
+import shutil
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 from verifier_server.client import RewardClient
 from verifier_server.demo import format_table, start_server_process
@@ -58,13 +61,17 @@ def main() -> int:
         with RewardClient(address, timeout_s=120) as client:
             client.wait_ready(60)
             ready_s = time.monotonic() - started
+            # the image's HEALTHCHECK command (docker/health_probe.py outside the image)
+            probe = shutil.which("grpc-health") or str(Path(__file__).with_name("health_probe.py"))
+            health = subprocess.run([sys.executable, probe, address], capture_output=True)
             items = [case[0] for case in CASES]
             results = client.score(items)
             names = {v.name for v in client.list_verifiers()}
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
-    print(f"server ready in {ready_s:.1f} s; {len(names)} verifiers and rewards\n")
+    print(f"server ready in {ready_s:.1f} s; {len(names)} verifiers and rewards")
+    print(f"health probe: {health.stdout.decode().strip()} (exit {health.returncode})\n")
     print(format_table(items, results))
     failed = [
         f"{r.id}: expected {status.name} {score}, got {r.status.name} {r.score} {r.reason} "
@@ -72,6 +79,8 @@ def main() -> int:
         for (_, status, score), r in zip(CASES, results, strict=True)
         if r.status is not status or r.score != score
     ]
+    if health.returncode != 0:
+        failed.append(f"the health probe failed: {health.stderr.decode()[-300:]}")
     if "math" not in names or "code" not in names:
         failed.append(f"math or code verifier missing from {sorted(names)}")
     print("\n" + ("\n".join(failed) if failed else "smoke test passed"))
