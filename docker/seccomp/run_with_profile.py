@@ -22,7 +22,7 @@ _OPS = {
     "SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
     "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7,
 }  # fmt: skip
-_ACT_KILL_PROCESS, _ACT_ALLOW = 0x80000000, 0x7FFF0000
+_ACT_KILL_THREAD, _ACT_KILL_PROCESS, _ACT_ALLOW = 0x00000000, 0x80000000, 0x7FFF0000
 
 
 class ArgCmp(ctypes.Structure):
@@ -39,7 +39,9 @@ def action(name: str, errno_ret: int | None) -> int:
         return _ACT_ALLOW
     if name == "SCMP_ACT_ERRNO":
         return 0x00050000 | (errno.EPERM if errno_ret is None else errno_ret)
-    if name in ("SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS"):
+    if name in ("SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD"):
+        return _ACT_KILL_THREAD
+    if name == "SCMP_ACT_KILL_PROCESS":
         return _ACT_KILL_PROCESS
     raise ValueError(f"unsupported seccomp action {name}")
 
