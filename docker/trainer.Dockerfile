@@ -34,8 +34,8 @@ RUN --mount=type=secret,id=pip-ca \
  && python3 -m venv /opt/rl \
  && /opt/rl/bin/pip install --no-cache-dir ${PIP_OPTIONS} "vllm==${VLLM_VERSION}" \
  && /opt/rl/bin/pip install --no-cache-dir ${PIP_OPTIONS} "/src[train,vllm]" \
- && /opt/rl/bin/python -c "import torch, vllm, rl_client.cli; print(torch.__version__, vllm.__version__)" \
- && rm -rf /src
+ && /opt/rl/bin/python -c "import importlib.metadata as m, rl_client.cli; \
+      print('torch', m.version('torch'), 'vllm', m.version('vllm'))"
 
 # VLLM_SERVER_DEV_MODE: `vllm serve` from this image (compose's vllm service) exposes the
 # /collective_rpc and /reset_prefix_cache endpoints the `vllm_remote` engine syncs weights with.
