@@ -3,6 +3,7 @@
 # base image from a registry and a GPU; see docker/README.md for what was checked.
 #
 #   docker build -f docker/trainer.Dockerfile -t verifier-rl-trainer .
+#   (podman: add --ignorefile docker/trainer.Dockerfile.dockerignore)
 #   docker run --gpus all --ipc=host -v $PWD/runs:/workspace/runs \
 #     -v $PWD/my-config.yaml:/workspace/config.yaml verifier-rl-trainer
 #
