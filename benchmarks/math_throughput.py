@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from verifier_server.client import RewardClient
-from verifier_server.demo import start_server_process
+from verifier_server.sidecar import start_server_process
 from verifier_server.types import Item, RewardSpec, Status
 
 # gold -> (equivalent forms, wrong forms)

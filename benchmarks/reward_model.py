@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 from tiny_models import BASIC_WORDS, random_reward_model  # noqa: E402
 
 from verifier_server.client import AsyncRewardClient  # noqa: E402
-from verifier_server.demo import start_server_process  # noqa: E402
+from verifier_server.sidecar import start_server_process  # noqa: E402
 from verifier_server.types import Item, RewardSpec  # noqa: E402
 
 

@@ -47,7 +47,7 @@ def plain() -> None:
 def code_item_rate(items: int) -> list[float]:
     from verifier_server import Item, RewardSpec
     from verifier_server.client import RewardClient
-    from verifier_server.demo import start_server_process
+    from verifier_server.sidecar import start_server_process
 
     process, address = start_server_process(["--port", "0", "--workers", "2"])
     try:

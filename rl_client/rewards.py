@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from verifier_server.client import AsyncRewardClient
-from verifier_server.demo import start_server_process
+from verifier_server.sidecar import start_server_process
 from verifier_server.types import Item, Result, RewardSpec
 
 

@@ -22,16 +22,13 @@ def score_serialized(
     params: Any,
     spec: RewardSpec,
     payload: bytes,
-    start: int,
     indices: list[int],
     limits: convert.ItemLimits,
 ) -> bytes:
-    """`payload`: a serialized ScoreRequest whose items `start : start + len(indices)` all use
-    `spec` (the caller's whole request, or just these items); `indices`: their positions in the
-    caller's request (for error fields). Returns a serialized ScoreResponse with one result per
-    item, in order."""
-    request = pb.ScoreRequest.FromString(payload)
-    messages = request.items[start : start + len(indices)]
+    """`payload`: a serialized ScoreRequest whose items all use `spec` (the caller's whole
+    request, or just these items); `indices`: their positions in the caller's request (for
+    error fields). Returns a serialized ScoreResponse with one result per item, in order."""
+    messages = pb.ScoreRequest.FromString(payload).items
     results: list[Result | None] = [None] * len(messages)
     valid: list[Item] = []
     positions: list[int] = []

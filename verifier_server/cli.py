@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +22,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="TCP port (default 50051; 0 picks a free port)")
     serve.add_argument("--unix", metavar="PATH", help="also listen on a Unix domain socket")
     serve.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    serve.add_argument("--tls-cert", metavar="PEM", help="TLS certificate chain (with --tls-key)")
+    serve.add_argument("--tls-key", metavar="PEM", help="TLS private key (with --tls-cert)")
+    serve.add_argument(
+        "--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA"
+    )
+    serve.add_argument(
+        "--auth-tokens-file",
+        metavar="FILE",
+        help="require a bearer token from FILE (one a line, `label token` or `token`)",
+    )
+    serve.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="json: one JSON object a line, with request ids",
+    )
     _common(serve)
 
     listing = commands.add_parser("list", help="print the verifiers, named rewards and params")
@@ -61,14 +76,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from verifier_server.demo import run_demo
 
         return run_demo(workers=args.workers)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         config = load_config(args.config)
         config = _with_overrides(config, args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from verifier_server import logs
+
+    logs.configure(args.log_level, config.server.log_format)
+    try:
         registry = Registry.load(config.plugins)
-    except (ConfigError, RegistryError) as exc:
+    except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "check":
@@ -79,11 +98,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _with_overrides(config: ServerConfig, args: argparse.Namespace) -> ServerConfig:
-    server = {
+    server: dict[str, object] = {
         key: getattr(args, key)
-        for key in ("host", "port", "unix", "workers")
+        for key in ("host", "port", "unix", "workers", "metrics_port", "log_format")
         if getattr(args, key, None) is not None
     }
+    tls_flags = [getattr(args, k, None) for k in ("tls_cert", "tls_key", "tls_client_ca")]
+    if any(tls_flags):
+        cert, key, client_ca = tls_flags
+        if not (cert and key):
+            raise ConfigError("--tls-cert and --tls-key: give both")
+        server["tls"] = {"cert_file": cert, "key_file": key, "client_ca_file": client_ca}
+    if getattr(args, "auth_tokens_file", None):
+        previous = config.server.auth.model_dump() if config.server.auth else {}
+        server["auth"] = {**previous, "tokens_file": args.auth_tokens_file, "tokens_env": None}
     plugins = [*config.plugins, *[p for p in args.plugin if p not in config.plugins]]
     updated = config.model_dump()
     updated["server"].update(server)
@@ -96,7 +124,7 @@ def _with_overrides(config: ServerConfig, args: argparse.Namespace) -> ServerCon
 
 def _check(config: ServerConfig, registry: Registry, path: str) -> int:
     from verifier_server.lifecycle import settings_problems
-    from verifier_server.scoring import Resolver
+    from verifier_server.resolver import Resolver
 
     problems = Resolver(registry, config).check_config() + settings_problems(registry, config)
     if problems:
@@ -157,6 +185,9 @@ def _serve(config: ServerConfig, registry: Registry) -> int:
 
     try:
         uvloop.run(serve(config, registry))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

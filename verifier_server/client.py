@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -44,6 +45,29 @@ class RewardClientError(Exception):
     def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """TLS for the client's channel. `ca_file`: PEM roots that signed the server's certificate
+    (None: the system's); `cert_file` + `key_file`: the client's own certificate, for servers
+    that require mutual TLS; `server_name`: the name to check the certificate against, when it
+    differs from the address's host."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: str | None) -> bytes | None:
+            return None if path is None else Path(path).read_bytes()
+
+        if (self.cert_file is None) != (self.key_file is None):
+            raise RewardClientError("tls: set both cert_file and key_file, or neither")
+        return grpc.ssl_channel_credentials(
+            read(self.ca_file), read(self.key_file), read(self.cert_file)
+        )
 
 
 @dataclass(frozen=True)
@@ -83,7 +107,11 @@ class AsyncRewardClient:
         max_message_mb: int = 64,
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 2.0,
+        tls: ClientTls | None = None,
+        token: str | None = None,
     ) -> None:
+        """`tls`: connect with TLS (see ClientTls); `token`: sent as `authorization: Bearer`
+        on every call, for servers with `server.auth`."""
         if max_in_flight < 1 or max_batch_items < 1:
             raise RewardClientError("max_in_flight and max_batch_items must be >= 1")
         self.timeout_s = timeout_s
@@ -92,13 +120,24 @@ class AsyncRewardClient:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         max_bytes = max_message_mb * 1024 * 1024
-        self._channel = grpc.aio.insecure_channel(
-            channel_target(address),
-            options=[
-                ("grpc.lb_policy_name", "round_robin"),
-                ("grpc.max_receive_message_length", max_bytes),
-                ("grpc.max_send_message_length", max_bytes),
-            ],
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        options = [
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.max_receive_message_length", max_bytes),
+            ("grpc.max_send_message_length", max_bytes),
+            # gRPC's default reconnect back-off (1 s doubling to 120 s) left a client
+            # blind to a restarted server for seconds: retry a lost server quickly.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
+        if tls is not None and tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        target = channel_target(address)
+        self._channel = (
+            grpc.aio.secure_channel(target, tls.credentials(), options=options)
+            if tls is not None
+            else grpc.aio.insecure_channel(target, options=options)
         )
         self._stub = pb_grpc.VerifierServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -137,7 +176,10 @@ class AsyncRewardClient:
             batch: list[pb.Item] = []
             rewards: dict[int, pb.RewardSpec] = {}
             async for item in _aiter(items):
-                batch.append(convert.item_to_proto(item, rewards))
+                try:
+                    batch.append(convert.item_to_proto(item, rewards))
+                except UnicodeEncodeError:
+                    raise RewardClientError(_unencodable(item, "item")) from None
                 if len(batch) >= batch_items:
                     yield pb.ScoreRequest(items=batch)
                     batch = []
@@ -145,7 +187,9 @@ class AsyncRewardClient:
                 yield pb.ScoreRequest(items=batch)
 
         call = self._stub.ScoreStream(
-            requests(), timeout=timeout_s if timeout_s is not None else self.timeout_s
+            requests(),
+            timeout=timeout_s if timeout_s is not None else self.timeout_s,
+            metadata=self._metadata,
         )
         try:
             async for response in call:
@@ -157,7 +201,9 @@ class AsyncRewardClient:
             ) from None
 
     async def list_verifiers(self, *, timeout_s: float = 10.0) -> list[VerifierInfo]:
-        response = await self._stub.ListVerifiers(pb.ListVerifiersRequest(), timeout=timeout_s)
+        response = await self._stub.ListVerifiers(
+            pb.ListVerifiersRequest(), timeout=timeout_s, metadata=self._metadata
+        )
         return [
             VerifierInfo(v.name, v.description, json_format.MessageToDict(v.params_schema), v.kind)
             for v in response.verifiers
@@ -167,7 +213,9 @@ class AsyncRewardClient:
         """ "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN" or "UNAVAILABLE" (server unreachable)."""
         try:
             response = await self._health.Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+                health_pb2.HealthCheckRequest(service=service),
+                timeout=timeout_s,
+                metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
@@ -204,19 +252,23 @@ class AsyncRewardClient:
 
     async def _score_batch(self, batch: Sequence[Item], deadline: float) -> list[Result]:
         results: list[Result | None] = [None] * len(batch)
-        request = convert.request_from_items(batch)
+        request = _request(batch)
         pending = list(range(len(batch)))  # invariant: request.items[k] is batch[pending[k]]
         attempt = 0
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._fill(
-                    results, batch, pending, Status.TIMEOUT, "deadline_exceeded", "client timeout"
-                )
-                break
             try:
                 async with self._in_flight:
-                    response = await self._stub.Score(request, timeout=remaining)
+                    # The time left is measured once a slot is free: waiting for one counts.
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._fill(
+                            results, batch, pending, Status.TIMEOUT, "deadline_exceeded",
+                            "client timeout",
+                        )  # fmt: skip
+                        break
+                    response = await self._stub.Score(
+                        request, timeout=remaining, metadata=self._metadata
+                    )
             except grpc.aio.AioRpcError as exc:
                 why = exc.details() or ""
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -282,6 +334,52 @@ class AsyncRewardClient:
         ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2**attempt)
         delay = min(random.uniform(0, ceiling), max(0.0, deadline - time.monotonic()))
         await asyncio.sleep(delay)
+
+
+def _request(batch: Sequence[Item]) -> pb.ScoreRequest:
+    try:
+        return convert.request_from_items(batch)
+    except UnicodeEncodeError:  # a lone surrogate somewhere: say where
+        for index, item in enumerate(batch):
+            try:
+                convert.item_to_proto(item)
+            except UnicodeEncodeError:
+                raise RewardClientError(_unencodable(item, f"items[{index}]")) from None
+        raise
+
+
+def _unencodable(item: Item, where: str) -> str:
+    """Names the first field of `item` that is not encodable as UTF-8 (a lone surrogate)."""
+    fields: list[tuple[str, object]] = [
+        ("id", item.id),
+        ("completion", item.completion),
+        ("prompt", item.prompt),
+        ("group_id", item.group_id),
+        *((f"messages[{i}].content", m.content) for i, m in enumerate(item.messages)),
+        *((f"messages[{i}].role", m.role) for i, m in enumerate(item.messages)),
+        ("reward.name", item.reward.name if item.reward else ""),
+        ("reward.params", item.reward.params if item.reward else None),
+        ("reference", item.reference),
+    ]
+    bad = next((name for name, value in fields if not _encodable(value)), "a field")
+    return (
+        f"{where}.{bad}: not valid UTF-8 (a lone surrogate such as '\\ud800'); "
+        "protobuf strings must be UTF-8: encode with errors='replace' or drop the item"
+    )
+
+
+def _encodable(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_encodable(v) for v in value)
+    return True
 
 
 async def _aiter(items: AsyncIterable[Item] | Iterable[Item]) -> AsyncIterator[Item]:

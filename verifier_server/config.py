@@ -22,16 +22,51 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from verifier_server.verifiers.composite import CompositeParams
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsSettings(_Strict):
+    """TLS for the gRPC port (and mutual TLS with `client_ca_file`)."""
+
+    cert_file: str = Field(description="PEM certificate chain of the server.")
+    key_file: str = Field(description="PEM private key of the server.")
+    client_ca_file: str | None = Field(
+        default=None,
+        description="PEM CA bundle: when set, clients must present a certificate it signed.",
+    )
+
+
+class AuthSettings(_Strict):
+    """Bearer tokens, checked on every RPC but health, and per-token quotas."""
+
+    tokens_file: str | None = Field(
+        default=None,
+        description="File with one token a line, optionally after a label: `trainer-a TOKEN`.",
+    )
+    tokens_env: str | None = Field(
+        default=None, description="Name of an environment variable holding comma-separated tokens."
+    )
+    max_in_flight_items: int | None = Field(
+        default=None, ge=1, description="Items one token may have in flight; past it: OVERLOADED."
+    )
+    items_per_s: float | None = Field(
+        default=None, gt=0, description="Items per second one token may send; past it: OVERLOADED."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AuthSettings:
+        if (self.tokens_file is None) == (self.tokens_env is None):
+            raise ValueError("set exactly one of tokens_file and tokens_env")
+        return self
 
 
 class ServerSettings(_Strict):
@@ -51,6 +86,14 @@ class ServerSettings(_Strict):
     )
     grace_s: float = Field(
         default=10.0, ge=0, description="On SIGTERM, how long in-flight work may drain."
+    )
+    tls: TlsSettings | None = Field(default=None, description="TLS / mTLS; None: plaintext.")
+    auth: AuthSettings | None = Field(default=None, description="Tokens and quotas; None: open.")
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Serve Prometheus metrics on this port (HTTP)."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object a line, with the RPC's request id."
     )
 
 

@@ -1,10 +1,10 @@
-"""The gRPC front end: validation, admission, deadlines, dispatch, health, graceful stop.
+"""The gRPC front end: the servicer (proto in, proto out), health, start and graceful stop.
 
-A bad *item* is data: it gets a non-OK result and its neighbours are scored. A bad *request*
-(too many items, duplicate ids) is a gRPC status code. The event loop never runs verifier
-code: "process" verifiers run in the worker pool (started before the gRPC server, since gRPC
-forbids forking after), and so do "bulk" verifiers, whose items are shipped to a worker still
-serialized, a chunk at a time (see verifier_server.bulk).
+A request is checked here (a bad *request* -- too many items, duplicate ids, bytes that are not
+a ScoreRequest -- is a gRPC status code), its items are routed by verifier_server.dispatch, and
+the slots it returns become the response. A bad *item* is data: it gets a non-OK result and
+its neighbours are scored. The event loop never runs verifier code: the worker pool is started
+before the gRPC server (gRPC forbids forking after).
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -27,13 +29,24 @@ from grpc_reflection.v1alpha import reflection
 from verifier_server import convert
 from verifier_server._proto.verifier.v1 import verifier_pb2 as pb
 from verifier_server._proto.verifier.v1 import verifier_pb2_grpc as pb_grpc
-from verifier_server.config import ServerConfig
+from verifier_server.access import (
+    AccessInterceptor,
+    Quotas,
+    caller_var,
+    load_tokens,
+    server_credentials,
+)
+from verifier_server.config import ServerConfig, ServerSettings
+from verifier_server.dispatch import Dispatcher, DuplicateIdError, Slot, contiguous_groups
 from verifier_server.lifecycle import ServerVerifiers
 from verifier_server.registry import Registry
-from verifier_server.scoring import Leaf, Plan, Resolver, Scorer, SpecError
-from verifier_server.types import Item, Result, RewardSpec, Status
+from verifier_server.resolver import Resolver
+from verifier_server.scorer import Scorer
+from verifier_server.types import Result, Status
 from verifier_server.verifiers.composite import CompositeParams
-from verifier_server.workers import BulkFailed
+
+if TYPE_CHECKING:
+    from verifier_server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -41,81 +54,104 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VerifierService"].full_name
 
 
 class VerifierServicer(pb_grpc.VerifierServiceServicer):
-    """A thin servicer: proto in, plain functions, proto out."""
+    """A thin servicer: proto in, dispatch, proto out."""
 
     def __init__(
-        self, registry: Registry, config: ServerConfig, resolver: Resolver, scorer: Scorer
+        self,
+        registry: Registry,
+        config: ServerConfig,
+        dispatcher: Dispatcher,
+        quotas: Quotas | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.registry = registry
         self.config = config
-        self.resolver = resolver
-        self.scorer = scorer
-        self.item_limits = convert.ItemLimits(
-            max_completion_bytes=config.limits.max_completion_bytes
-        )
+        self.dispatcher = dispatcher
+        self.quotas = quotas or Quotas(None)
+        self.metrics = metrics
 
     async def Score(self, payload: bytes, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         """Takes the request still serialized (see `add_servicer`): items of linear-time
-        verifiers are forwarded to the workers as these very bytes, with no copy per item."""
+        verifiers are forwarded to the workers as these very bytes, with no copy per item.
+
+        Answers before the caller's deadline: items unfinished at the cut-off get TIMEOUT
+        (and their work is cancelled), so one late item never costs the whole response."""
+        request = await _parse(pb.ScoreRequest, payload, context)
+        slots = await self._dispatch(request, context, payload)
         try:
-            request = pb.ScoreRequest.FromString(payload)
-        except DecodeError as exc:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a ScoreRequest: {exc}"
-            )
-        await self._check_request(request, context)
-        try:
-            slots = self._schedule(request.items, _deadline(context), payload)
-        except DuplicateIdError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        groups = _contiguous_groups(slots)
-        if groups is not None:  # all bulk, in request order: the workers' bytes are the answer
-            return pb.ScoreResponse.FromString(b"".join([await group for group in groups]))
+            finished = await _wait(slots, _cut_off(context))
+        except asyncio.CancelledError:  # the caller has gone: so has the reason to work
+            _cancel(slots)
+            raise
+        if finished and (groups := contiguous_groups(slots)) is not None:
+            # All bulk, in request order: the workers' bytes are the answer.
+            response = pb.ScoreResponse.FromString(b"".join([group.result() for group in groups]))
+            self._count(request.items, response.results)
+            return response
         response = pb.ScoreResponse()
         results = response.results
         parsed: dict[int, Sequence[pb.Result]] = {}
-        # In order, not gather(): awaiting a finished future costs nothing, and gather's
-        # per-future callbacks were a measurable share of the per-item cost.
-        for slot in slots:
+        for message, slot in zip(request.items, slots, strict=True):
             if isinstance(slot, tuple):
                 group, position = slot
+                if not group.done() or group.cancelled():
+                    results.append(_late(message.id))
+                    continue
                 if id(group) not in parsed:
-                    parsed[id(group)] = pb.ScoreResponse.FromString(await group).results
+                    parsed[id(group)] = pb.ScoreResponse.FromString(group.result()).results
                 results.append(parsed[id(group)][position])
+            elif slot.done() and not slot.cancelled():
+                results.append(convert.result_to_proto(slot.result()))
             else:
-                results.append(convert.result_to_proto(await slot))
+                results.append(_late(message.id))
+        _cancel(slots)  # the late ones: their callers will not wait for them
+        self._count(request.items, results)
         return response
 
     async def ScoreStream(
-        self, request_iterator: AsyncIterator[pb.ScoreRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ScoreResponse]:
+        """Results stream back as items finish. Ids must be unique among the stream's items
+        still in flight (their results could not be told apart)."""
         finished: asyncio.Queue[list[pb.Result] | None] = asyncio.Queue()
+        in_flight: dict[str, str] = {}  # id -> reward name, of items whose results are to send
+        all_slots: list[Slot] = []
         pending = 0
         reading_done = False
 
         def on_item(future: asyncio.Future[Result]) -> None:
-            finished.put_nowait([convert.result_to_proto(future.result())])
+            if not future.cancelled():
+                finished.put_nowait([convert.result_to_proto(future.result())])
 
         def on_group(future: asyncio.Future[bytes]) -> None:
-            finished.put_nowait(list(pb.ScoreResponse.FromString(future.result()).results))
+            if not future.cancelled():
+                finished.put_nowait(list(pb.ScoreResponse.FromString(future.result()).results))
 
         async def read() -> None:
             nonlocal pending, reading_done
-            async for request in request_iterator:
-                await self._check_request(request, context)
-                try:
-                    slots = self._schedule(request.items, _deadline(context))
-                except DuplicateIdError as exc:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-                pending += len(slots)
-                groups = {id(s[0]): s[0] for s in slots if isinstance(s, tuple)}
-                for group in groups.values():
-                    group.add_done_callback(on_group)
-                for slot in slots:
-                    if not isinstance(slot, tuple):
-                        slot.add_done_callback(on_item)
-            reading_done = True
-            finished.put_nowait(None)  # wake the writer to re-check
+            try:
+                async for payload in request_iterator:
+                    request = await _parse(pb.ScoreRequest, payload, context)
+                    for index, message in enumerate(request.items):
+                        if message.id in in_flight:
+                            await context.abort(
+                                grpc.StatusCode.INVALID_ARGUMENT,
+                                f"items[{index}].id {message.id!r} is already in flight on this "
+                                "stream; ids must be unique among the stream's unanswered items",
+                            )
+                    slots = await self._dispatch(request, context)
+                    all_slots.extend(slots)
+                    pending += len(slots)
+                    in_flight.update((m.id, m.reward.name) for m in request.items if m.id)
+                    groups = {id(s[0]): s[0] for s in slots if isinstance(s, tuple)}
+                    for group in groups.values():
+                        group.add_done_callback(on_group)
+                    for slot in slots:
+                        if not isinstance(slot, tuple):
+                            slot.add_done_callback(on_item)
+                reading_done = True
+            finally:
+                finished.put_nowait(None)  # wake the writer to re-check (also after an abort)
 
         reader = asyncio.create_task(read())
         try:
@@ -125,6 +161,14 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                 while not finished.empty():  # send everything ready in one message
                     batch += finished.get_nowait() or []
                 pending -= len(batch)
+                if self.metrics is not None:
+                    rewards = [in_flight.get(r.id, "") for r in batch]
+                    self.metrics.count_results(
+                        (name, _STATUS_NAMES[r.status], r.reason)
+                        for name, r in zip(rewards, batch, strict=True)
+                    )
+                for result in batch:
+                    in_flight.pop(result.id, None)
                 if batch:
                     yield pb.ScoreResponse(results=batch)
                 if reader.done():
@@ -133,10 +177,12 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                         return
         finally:
             reader.cancel()
+            _cancel(all_slots)  # a no-op for finished ones; stops work nobody will read
 
     async def ListVerifiers(
-        self, request: pb.ListVerifiersRequest, context: grpc.aio.ServicerContext
+        self, payload: bytes, context: grpc.aio.ServicerContext
     ) -> pb.ListVerifiersResponse:
+        await _parse(pb.ListVerifiersRequest, payload, context)
         response = pb.ListVerifiersResponse()
         for name, cls in self.registry.items():
             info = response.verifiers.add(name=name, description=cls.description, kind="verifier")
@@ -152,11 +198,13 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             info.params_schema.update({"type": "object", "additionalProperties": False})
         return response
 
-    # ---- helpers
-
-    async def _check_request(
-        self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext
-    ) -> None:
+    async def _dispatch(
+        self,
+        request: pb.ScoreRequest,
+        context: grpc.aio.ServicerContext,
+        payload: bytes | None = None,
+    ) -> list[Slot]:
+        """The request's items scheduled, or the call aborted for a bad request."""
         cap = self.config.limits.max_items_per_request
         if len(request.items) > cap:
             await context.abort(
@@ -164,176 +212,134 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                 f"items: {len(request.items)} items in one request, over the server's cap of "
                 f"{cap}; split the batch (the Python client does this for you)",
             )
-
-    def _schedule(
-        self, messages: Sequence[pb.Item], deadline: float | None, payload: bytes | None = None
-    ) -> list[Slot]:
-        """Validates each item, resolves its reward, and schedules items sharing a plan together.
-
-        Items of a linear-time ("bulk") verifier go to the worker pool still serialized (as
-        `payload`, the request's own bytes, when given); the others are converted here and go
-        through the Scorer.
-        """
-        loop = asyncio.get_running_loop()
-        slots: list[Slot | None] = [None] * len(messages)
-        groups: dict[int, tuple[Plan, list[int], list[Item]]] = {}
-        bulk_groups: dict[int, tuple[Leaf, RewardSpec, list[int]]] = {}
-        rewards: dict[bytes, tuple[RewardSpec, Plan] | convert.ItemError | SpecError] = {}
-        seen: dict[str, int] = {}
-        previous: pb.RewardSpec | None = None
-        for index, message in enumerate(messages):
-            # Neighbours usually share a spec: comparing it (in C) is cheaper than serializing.
-            if previous is None or message.reward != previous:
-                key = convert.reward_key(message)
-                resolved = rewards.get(key)
-                if resolved is None:
-                    resolved = rewards[key] = self._resolve(message.reward, key)
-                previous = message.reward
-            item_id = message.id
-            if item_id in seen and item_id:
-                raise DuplicateIdError(
-                    f"items[{index}].id {item_id!r} duplicates items[{seen[item_id]}].id; "
-                    "ids must be unique within a request"
-                )
-            seen[item_id] = index
-            try:
-                if not isinstance(resolved, tuple):
-                    raise resolved
-                spec, plan = resolved
-                if isinstance(plan, Leaf) and plan.verifier.execution == "bulk":
-                    bulk_groups.setdefault(id(plan), (plan, spec, []))[2].append(index)
-                    continue
-                item = convert.item_from_proto(message, self.item_limits, spec)
-            except (convert.ItemError, SpecError) as exc:
-                result = Result.failed(
-                    item_id or f"#{index}", Status.INVALID_REQUEST, _reason(exc.field), exc.message
-                )
-                result.details["field"] = f"items[{index}].{exc.field}"
-                slots[index] = loop.create_future()
-                slots[index].set_result(result)  # type: ignore[union-attr]
-                continue
-            group = groups.setdefault(id(plan), (plan, [], []))
-            group[1].append(index)
-            group[2].append(item)
-        for plan, indices, items in groups.values():
-            for index, future in zip(
-                indices, self.scorer.schedule(items, plan, deadline), strict=True
-            ):
-                slots[index] = future
-        for leaf, spec, indices in bulk_groups.values():
-            self._schedule_bulk(messages, leaf, spec, indices, deadline, slots, payload)
-        return slots  # type: ignore[return-value]
-
-    def _schedule_bulk(
-        self,
-        messages: Sequence[pb.Item],
-        leaf: Leaf,
-        spec: RewardSpec,
-        indices: list[int],
-        deadline: float | None,
-        slots: list[Slot | None],
-        request_payload: bytes | None,
-    ) -> None:
-        pool = self.scorer.pool
-        # Spread over the idle workers for latency; when none is idle, more parts would only
-        # cost copies, so the group goes as few jobs as the size cap allows.
-        spread = max(1, pool.idle_workers())
-        size = min(_BULK_MAX_ITEMS, max(_BULK_MIN_ITEMS, -(-len(indices) // spread)))
-        for start in range(0, len(indices), size):
-            part = indices[start : start + size]
-            if request_payload is not None and len(part) == len(messages):
-                payload, first = request_payload, 0  # the whole request: forwarded as it came
-            else:
-                payload = pb.ScoreRequest(items=[messages[i] for i in part]).SerializeToString()
-                first = 0
-            future = pool.submit_bulk(
-                leaf.verifier.name, leaf.params, spec, payload, first, part, self.item_limits,
-                self.config.limits.max_item_timeout_s, deadline, leaf.cost_key,
-            )  # fmt: skip
-            group = asyncio.get_running_loop().create_future()
-            future.add_done_callback(
-                lambda f, g=group, p=part: g.set_result(_bulk_bytes(f, [messages[i].id for i in p]))
-            )
-            for position, index in enumerate(part):
-                slots[index] = (group, position)
-
-    def _resolve(
-        self, reward: pb.RewardSpec, key: bytes
-    ) -> tuple[RewardSpec, Plan] | convert.ItemError | SpecError:
-        """A reward spec -> (spec, plan), or the error every item with this spec gets."""
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        caller = caller_var.get()
+        if self.quotas.active:
+            refused = self.quotas.admit(caller, len(request.items))
+            if refused is not None:
+                return _refused(request.items, refused)
         try:
-            spec = convert.reward_from_proto(reward)
-            return spec, self.resolver.resolve(spec, key)
-        except (convert.ItemError, SpecError) as exc:
-            return exc
+            slots = self.dispatcher.dispatch(request.items, deadline, payload, caller)
+        except DuplicateIdError as exc:
+            if self.quotas.active:
+                self.quotas.release(caller, len(request.items))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise  # unreachable: abort raises
+        if self.quotas.active:
+            self._release_when_done(slots, caller)
+        return slots
+
+    def _count(self, items: Sequence[pb.Item], results: Sequence[pb.Result]) -> None:
+        if self.metrics is not None:
+            self.metrics.count_results(
+                (item.reward.name, _STATUS_NAMES[result.status], result.reason)
+                for item, result in zip(items, results, strict=True)
+            )
+
+    def _release_when_done(self, slots: Sequence[Slot], caller: str) -> None:
+        counts: dict[int, list[Any]] = {}
+        for slot in slots:
+            future = slot[0] if isinstance(slot, tuple) else slot
+            counts.setdefault(id(future), [future, 0])[1] += 1
+        for future, n_items in counts.values():
+            future.add_done_callback(lambda _, n=n_items: self.quotas.release(caller, n))
 
 
 def add_servicer(servicer: VerifierServicer, server: grpc.aio.Server) -> None:
-    """Registers the service as the generated code would, except that `Score` receives its
-    request as bytes (the servicer parses it, and forwards bulk items without re-serializing)."""
+    """Registers the service as the generated code would, except that the handlers receive
+    requests as bytes: they parse them, so bytes that are not the request message get
+    INVALID_ARGUMENT (a deserializer's failure would be UNKNOWN, and hang a stream), and
+    `Score` forwards bulk items without re-serializing."""
     handlers = {
         "Score": grpc.unary_unary_rpc_method_handler(
             servicer.Score, response_serializer=pb.ScoreResponse.SerializeToString
         ),
         "ScoreStream": grpc.stream_stream_rpc_method_handler(
-            servicer.ScoreStream,
-            request_deserializer=pb.ScoreRequest.FromString,
-            response_serializer=pb.ScoreResponse.SerializeToString,
+            servicer.ScoreStream, response_serializer=pb.ScoreResponse.SerializeToString
         ),
         "ListVerifiers": grpc.unary_unary_rpc_method_handler(
-            servicer.ListVerifiers,
-            request_deserializer=pb.ListVerifiersRequest.FromString,
-            response_serializer=pb.ListVerifiersResponse.SerializeToString,
+            servicer.ListVerifiers, response_serializer=pb.ListVerifiersResponse.SerializeToString
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
-Slot = asyncio.Future[Result] | tuple[asyncio.Future[bytes], int]
-"""Where an item's result will be: its own future, or a position in a bulk group's results
-(a serialized ScoreResponse with one result per item of the group, in order)."""
-
-_BULK_MIN_ITEMS = 32  # smaller bulk jobs do not pay for their round trip to a worker
-_BULK_MAX_ITEMS = 512
+_CUT_OFF_MARGIN_S = 0.5  # the response leaves this long (at most a tenth of the time) early
+_STATUS_NAMES = {value: name.removeprefix("STATUS_") for name, value in pb.Status.items()}
 
 
-def _bulk_bytes(future: asyncio.Future[bytes], ids: list[str]) -> bytes:
-    """A finished bulk job -> its serialized results; a failed job -> a failed result per item."""
+async def _parse(message_type: Any, payload: bytes, context: grpc.aio.ServicerContext) -> Any:
     try:
-        return future.result()
-    except BulkFailed as exc:
-        failed = [Result.failed(item_id, exc.status, exc.reason, exc.message) for item_id in ids]
-        return convert.results_to_response(failed).SerializeToString()  # type: ignore[arg-type]
+        return message_type.FromString(payload)
+    except DecodeError as exc:
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the request is not a {message_type.DESCRIPTOR.name}: {exc}",
+        )
 
 
-def _contiguous_groups(slots: Sequence[Slot]) -> list[asyncio.Future[bytes]] | None:
-    """The bulk groups in order when every slot is one and they tile the request in order, so
-    the concatenation of their serialized responses is the whole response (repeated fields
-    concatenate on the wire); else None."""
-    groups: list[asyncio.Future[bytes]] = []
-    for slot in slots:
-        if not isinstance(slot, tuple):
-            return None
-        group, position = slot
-        if position == 0:
-            groups.append(group)
-        elif not groups or group is not groups[-1]:
-            return None
-    return groups
-
-
-class DuplicateIdError(Exception):
-    """Two items of one request share an id: their results could not be told apart."""
-
-
-def _reason(field: str) -> str:
-    return "invalid_" + field.split(".", 1)[0].split("[", 1)[0]
-
-
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+def _cut_off(context: grpc.aio.ServicerContext) -> float | None:
+    """Seconds until the response must be assembled so it reaches the caller in time."""
     remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
+    if remaining is None:
+        return None
+    return max(0.0, remaining - min(_CUT_OFF_MARGIN_S, remaining / 10))
+
+
+async def _wait(slots: Sequence[Slot], timeout_s: float | None) -> bool:
+    """Waits for every slot (True), or until `timeout_s` passes (False)."""
+    futures = {id(f): f for f in (s[0] if isinstance(s, tuple) else s for s in slots)}
+    pending = [f for f in futures.values() if not f.done()]
+    if not pending:
+        return True
+    if timeout_s is None:
+        # In order, not gather(): awaiting a finished future costs nothing, and gather's
+        # per-future callbacks were a measurable share of the per-item cost.
+        for future in pending:
+            await future
+        return True
+    try:
+        async with asyncio.timeout(timeout_s):  # at the cut-off, cancels the one awaited:
+            for future in pending:  # it is late, and the caller cancels the late ones anyway
+                await future
+    except TimeoutError:
+        return False
+    return True
+
+
+def _cancel(slots: Sequence[Slot]) -> None:
+    for slot in slots:
+        future = slot[0] if isinstance(slot, tuple) else slot
+        if not future.done():
+            future.cancel()
+
+
+def _refused(messages: Sequence[pb.Item], reason: str) -> list[Slot]:
+    """OVERLOADED for every item: the caller is over its quota (see verifier_server.access)."""
+    why = {
+        "quota_in_flight": "this caller has its maximum of items in flight; retry later",
+        "rate_limited": "this caller sent more items per second than its quota; retry later",
+    }[reason]
+    loop = asyncio.get_running_loop()
+    slots: list[Slot] = []
+    for message in messages:
+        future: asyncio.Future[Result] = loop.create_future()
+        future.set_result(Result.failed(message.id, Status.OVERLOADED, reason, why))
+        slots.append(future)
+    return slots
+
+
+def _late(item_id: str) -> pb.Result:
+    return convert.result_to_proto(
+        Result.failed(
+            item_id,
+            Status.TIMEOUT,
+            "deadline",
+            "not finished when the caller's deadline came; its work was stopped",
+        )
+    )
 
 
 @dataclass
@@ -347,6 +353,7 @@ class RunningServer:
     bound: list[str]
     registry: Registry
     verifiers: ServerVerifiers | None = None
+    metrics: Metrics | None = None
 
     async def stop(self, grace_s: float) -> None:
         """Health NOT_SERVING, drain in-flight RPCs for `grace_s`, then stop the workers."""
@@ -356,6 +363,8 @@ class RunningServer:
             await self.verifiers.close()
         await self.pool.close()  # type: ignore[attr-defined]
         self.threads.shutdown(wait=False, cancel_futures=True)
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 async def start_server(config: ServerConfig, registry: Registry) -> RunningServer:
@@ -363,11 +372,22 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
     from verifier_server.workers import WorkerPool
 
     settings, limits = config.server, config.limits
+    # Files and secrets first: a bad path is a config error before anything starts.
+    credentials = server_credentials(settings.tls) if settings.tls else None
+    tokens = load_tokens(settings.auth) if settings.auth else None
+    _warn_if_exposed(settings)
     resolver = Resolver(registry, config)
     loop = asyncio.get_running_loop()
     pool = WorkerPool(settings.workers, plugins=config.plugins, memory_mb=settings.worker_memory_mb)
     pool.start(loop)  # before any gRPC object exists: gRPC forbids fork afterwards
-    health = HealthServicer()
+    metrics = None
+    if settings.metrics_port is not None:
+        from verifier_server.metrics import Metrics
+
+        metrics = Metrics()
+        metrics.watch_pool(pool)
+        pool.observer = metrics
+    health = _Health(metrics)
     serving = health_pb2.HealthCheckResponse.SERVING
     verifiers = ServerVerifiers(
         health, SERVICE_NAME, serving, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -379,15 +399,20 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
         raise
     threads = ThreadPoolExecutor(settings.threads, thread_name_prefix="verifier-thread")
     scorer = Scorer(pool, threads, limits.max_queued_items)
+    dispatcher = Dispatcher(resolver, scorer, pool, limits)
     max_bytes = limits.max_message_mb * 1024 * 1024
+    # The interceptor costs a little per RPC: only when there are tokens or request ids to log.
+    intercept = tokens is not None or settings.log_format == "json"
     server = grpc.aio.server(
+        interceptors=[AccessInterceptor(tokens)] if intercept else None,
         options=[
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),
             ("grpc.so_reuseport", 0),  # a second server on the port must fail, not share it
         ],
     )
-    add_servicer(VerifierServicer(registry, config, resolver, scorer), server)
+    servicer = VerifierServicer(registry, config, dispatcher, Quotas(settings.auth), metrics)
+    add_servicer(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     service_names = [
         SERVICE_NAME,
@@ -398,23 +423,95 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
     bound = []
     try:
         if settings.port is not None:
-            port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+            address = f"{settings.host}:{settings.port}"
+            port = (
+                server.add_secure_port(address, credentials)
+                if credentials is not None
+                else server.add_insecure_port(address)
+            )
             host = f"[{settings.host}]" if ":" in settings.host else settings.host
             bound.append(f"{host}:{port}")
         if settings.unix:
             server.add_insecure_port(f"unix:{settings.unix}")
             bound.append(f"unix:{settings.unix}")
-    except RuntimeError as exc:
+        if metrics is not None:
+            assert settings.metrics_port is not None
+            port = metrics.serve(settings.metrics_port, settings.host)
+            host = f"[{settings.host}]" if ":" in settings.host else settings.host
+            bound.append(f"http://{host}:{port}/metrics")
+    except (RuntimeError, OSError) as exc:
         await verifiers.close()
         await pool.close()
-        raise RuntimeError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
+        raise RuntimeError(f"cannot listen on {settings.host}: {exc}") from None
     await server.start()
     await health.set("", serving)
     await health.set(SERVICE_NAME, serving)
     for name in [*registry.names(), *config.rewards]:
         if f"{SERVICE_NAME}/{name}" not in verifiers.reported:  # a verifier's own word wins
             await health.set(f"{SERVICE_NAME}/{name}", serving)
-    return RunningServer(server, health, pool, threads, bound, registry, verifiers)
+    pool.on_capacity = _capacity_reporter(health, registry, config, verifiers.reported)
+    return RunningServer(server, health, pool, threads, bound, registry, verifiers, metrics)
+
+
+class _Health(HealthServicer):
+    """The standard health service, also shown as a metric when metrics are on."""
+
+    def __init__(self, metrics: Metrics | None) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    async def set(self, service: str, status: Any) -> None:
+        await super().set(service, status)
+        if self._metrics is not None:
+            serving = status == health_pb2.HealthCheckResponse.SERVING
+            self._metrics.health.labels(service).set(1 if serving else 0)
+
+
+def _warn_if_exposed(settings: ServerSettings) -> None:
+    """Off loopback, anyone who reaches the port runs code in the sandboxes and spends judge
+    budget: say so when TLS or tokens are missing."""
+    if settings.host in ("127.0.0.1", "::1", "localhost") or settings.port is None:
+        return
+    missing = [
+        what for what, on in (("TLS", settings.tls), ("auth tokens", settings.auth)) if not on
+    ]
+    if missing:
+        message = (
+            f"listening on {settings.host} without {' and '.join(missing)}: anyone who can reach "
+            "the port can run code in the sandboxes and spend judge budget (see server.tls and "
+            "server.auth in the README)"
+        )
+        log.warning(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _capacity_reporter(
+    health: HealthServicer, registry: Registry, config: ServerConfig, reported: set[str]
+) -> Callable[[bool], None]:
+    """The pool's capacity -> health: with no ready worker (a crash loop of respawns, say),
+    the server, the named rewards and every verifier that runs in the pool are NOT_SERVING,
+    so a load balancer or a probe stops sending work that could only time out."""
+    names = [
+        f"{SERVICE_NAME}/{name}"
+        for name in [*registry.names(), *config.rewards]
+        if name in config.rewards or registry.get(name).execution in ("process", "bulk")
+    ]
+
+    def report(has_capacity: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if has_capacity
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+
+        async def apply() -> None:
+            for service in ["", SERVICE_NAME, *names]:
+                if service not in reported:  # a verifier's own word wins
+                    await health.set(service, status)
+
+        asyncio.get_running_loop().create_task(apply())
+
+    return report
 
 
 async def serve(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import math
 import multiprocessing
@@ -31,24 +32,101 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
-from verifier_server.types import Item, Result, Status
+from verifier_server.convert import ItemLimits
+from verifier_server.types import Item, Result, RewardSpec, Status
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _INITIAL_ITEM_COST_S = 0.01  # admission estimate before a verifier has been measured
+_RETIRE_GROWTH_MB = 512  # see _retire_threshold_mb
+_CAPACITY_GRACE_S = 1.0  # no ready worker for this long: the pool reports it has no capacity
+_RESPAWN_BACKOFF_MAX_S = 5.0
 
 
 # --------------------------------------------------------------------------- worker side
 
 
+@dataclass(frozen=True, slots=True)
+class ItemsJob:
+    """Items of one (verifier, params), scored one at a time: one ItemDone per item, or a
+    JobStopped when the parent cancels the job or the worker retires in the middle of it."""
+
+    verifier: str
+    params: Any
+    items: list[Item]
+    deadline: float | None  # time.monotonic() (system-wide) past which items are not started
+
+
+@dataclass(frozen=True, slots=True)
+class BulkJob:
+    """Serialized items of one linear-time verifier, scored in one go (see verifier_server.bulk):
+    one BulkDone or BulkError for the whole job."""
+
+    verifier: str
+    params: Any
+    spec: RewardSpec
+    payload: bytes  # a serialized ScoreRequest holding exactly these items
+    indices: list[int]  # their positions in the caller's request, for error fields
+    item_limits: ItemLimits
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemDone:
+    index: int  # in the job's items
+    result: Result
+
+
+@dataclass(frozen=True, slots=True)
+class BulkDone:
+    response: bytes  # a serialized ScoreResponse, one result per item in order
+    elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class BulkError:
+    message: str  # a server bug, reported for the job's items
+
+
+@dataclass(frozen=True, slots=True)
+class JobStopped:
+    """The worker stopped an ItemsJob before item `next_index` (cancelled, or it retires)."""
+
+    next_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Retiring:
+    """The worker exits after this message (its memory did not come back after an item);
+    nothing it was given is lost: the parent re-queues what it had not started."""
+
+    rss_mb: float
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Parent to worker: every caller of the running ItemsJob has gone; stop it."""
+
+
+Reply = Ready | ItemDone | BulkDone | BulkError | JobStopped | Retiring
+
+
+class JobObserver(Protocol):
+    def observe_job(self, verifier: str, queue_wait_s: float, run_s: float | None) -> None: ...
+
+
 def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None) -> None:
-    """Entry point of a worker process: score the chunks the parent sends, one item at a time."""
+    """Entry point of a worker process: score the jobs the parent sends, one item at a time."""
     with contextlib.suppress(OSError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -56,52 +134,80 @@ def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     from verifier_server.bulk import score_serialized
-    from verifier_server.execution import run_one
     from verifier_server.registry import Registry
 
     registry = Registry.load(plugins)
     registry.warm_up()  # e.g. sandbox slots: started here, in a process without gRPC
-    conn.send(("ready", os.getpid()))
+    retire_above_mb = _retire_threshold_mb(_rss_mb(), memory_mb)
+    conn.send(Ready(os.getpid()))
     while True:
-        message = conn.recv()
-        if message is None:
+        job: ItemsJob | BulkJob | Cancel | None = conn.recv()
+        if job is None:
             return
-        if message[0] == "bulk":
-            _, verifier_name, params, spec, payload, start, indices, limits = message
-            verifier = registry.instance(verifier_name)
-            started = time.perf_counter()
-            try:
-                response = score_serialized(verifier, params, spec, payload, start, indices, limits)
-            except Exception as exc:  # a server bug: report it for these items, keep the worker
-                conn.send(("bulk_error", f"{type(exc).__name__}: {exc}"[:500], 0.0))
-                continue
-            conn.send(("bulk", response, time.perf_counter() - started))
+        if isinstance(job, Cancel):  # arrived after its job finished: nothing to stop
             continue
-        _, verifier_name, params, items = message
-        verifier = registry.instance(verifier_name)
-        for index, item in enumerate(items):
-            conn.send((index, run_one(verifier, item, params)))
+        verifier = registry.instance(job.verifier)
+        if isinstance(job, ItemsJob):
+            if not _run_items(conn, verifier, job, retire_above_mb):
+                return
+            continue
+        started = time.perf_counter()
+        try:
+            response = score_serialized(
+                verifier, job.params, job.spec, job.payload, job.indices, job.item_limits
+            )
+        except Exception as exc:  # a server bug: report it for these items, keep the worker
+            conn.send(BulkError(f"{type(exc).__name__}: {exc}"[:500]))
+            continue
+        elapsed_s = time.perf_counter() - started
+        rss_mb = _rss_mb()
+        if rss_mb > retire_above_mb:  # said first, so the parent gives it no more work
+            conn.send(Retiring(rss_mb))
+        conn.send(BulkDone(response, elapsed_s))
+        if rss_mb > retire_above_mb:
+            return
+
+
+def _run_items(conn: Connection, verifier: Any, job: ItemsJob, retire_above_mb: float) -> bool:
+    """Scores the job's items in order; False when the worker must exit (close or retire)."""
+    from verifier_server.execution import run_one
+
+    for index, item in enumerate(job.items):
+        if conn.poll():  # only a Cancel (or close) can arrive while a job runs
+            message = conn.recv()
+            conn.send(JobStopped(index))
+            return message is not None
+        if job.deadline is not None and time.monotonic() >= job.deadline:
+            why = "the caller's deadline passed before this item started"
+            result = Result.failed(item.id, Status.OVERLOADED, "deadline_exceeded_in_queue", why)
+        else:
+            result = run_one(verifier, item, job.params)
+        rss_mb = _rss_mb()
+        if rss_mb > retire_above_mb:  # said first, so the parent gives it no more work
+            conn.send(Retiring(rss_mb))
+        conn.send(ItemDone(index, result))
+        if rss_mb > retire_above_mb:
+            if index + 1 < len(job.items):
+                conn.send(JobStopped(index + 1))
+            return False
+    return True
+
+
+def _rss_mb() -> float:
+    """This process's resident memory now (not its peak)."""
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _retire_threshold_mb(baseline_mb: float, memory_mb: int | None) -> float:
+    """Past this resident size after an item, a worker is replaced: a verifier that once
+    needed gigabytes (or hit MemoryError half-way) leaves memory and state behind that the
+    next item would inherit."""
+    threshold = max(3 * baseline_mb, baseline_mb + _RETIRE_GROWTH_MB)
+    return threshold if memory_mb is None else min(threshold, 0.75 * memory_mb)
 
 
 # --------------------------------------------------------------------------- parent side
-
-
-@dataclass(eq=False)
-class _Chunk:
-    """Items of one (verifier, params) that go to one worker, scored in order."""
-
-    verifier: str
-    params: Any
-    timeout_s: float
-    items: list[Item]
-    futures: list[asyncio.Future[Result]]
-    deadline: float | None  # time.monotonic() by which the caller wants results
-    cost_s: float  # admission estimate per item, added to the pool's backlog on submit
-    cost_key: str  # what the estimate is learned for
-
-    @property
-    def abandoned(self) -> bool:
-        return all(f.done() for f in self.futures)
 
 
 class BulkFailed(Exception):
@@ -115,33 +221,130 @@ class BulkFailed(Exception):
 
 
 @dataclass(eq=False)
-class _Bulk:
-    """Serialized items of one linear-time verifier, scored in one go (see verifier_server.bulk)."""
+class _Items:
+    """An ItemsJob in the pool: a future per item; the time limit is per item."""
 
-    job: tuple[Any, ...]  # the message for the worker
-    n_items: int
+    job: ItemsJob
+    futures: list[asyncio.Future[Result]]
+    timeout_s: float  # per item
+    deadline: float | None  # time.monotonic() by which the caller wants results
+    cost_s: float  # admission estimate per item, added to the pool's backlog on submit
+    cost_key: str  # what the estimate is learned for
+    caller: str = ""  # whose work it is: the queue is fair between callers
+    queued_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.job.items)
+
+    @property
+    def abandoned(self) -> bool:
+        return all(f.done() for f in self.futures)
+
+    def fail(self, start: int, stop: int, status: Status, reason: str, message: str) -> None:
+        items = self.job.items[start:stop]
+        for item, future in zip(items, self.futures[start:stop], strict=True):
+            if not future.done():
+                future.set_result(Result.failed(item.id, status, reason, message))
+
+    def rest(self, start: int) -> _Items:
+        """The items from `start` on, as a job of their own."""
+        job = replace(self.job, items=self.job.items[start:])
+        return replace(self, job=job, futures=self.futures[start:])
+
+
+@dataclass(eq=False)
+class _Bulk:
+    """A BulkJob in the pool: one future for the job; the time limit is for the whole job."""
+
+    job: BulkJob
     future: asyncio.Future[bytes]
-    timeout_s: float
+    timeout_s: float  # for the whole job
     deadline: float | None
     cost_s: float
     cost_key: str
+    caller: str = ""
+    retried: bool = False  # sent again once after its worker died under it
+    queued_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.job.indices)
 
     @property
     def abandoned(self) -> bool:
         return self.future.done()
+
+    def fail(self, start: int, stop: int, status: Status, reason: str, message: str) -> None:
+        if not self.future.done():  # the job's items share one fate
+            self.future.set_exception(BulkFailed(status, reason, message))
+
+
+_Job = _Items | _Bulk
+
+
+class _FairQueue:
+    """Jobs waiting for a worker: first in, first out within a caller, round-robin between
+    callers, so one caller's backlog cannot starve another's."""
+
+    def __init__(self) -> None:
+        self._by_caller: dict[str, deque[_Job]] = {}
+        self._turns: deque[str] = deque()  # callers with jobs, in serving order
+        self._len = 0
+        self.items = 0  # in all its jobs
+
+    def __len__(self) -> int:
+        return self._len
+
+    def append(self, job: _Job) -> None:
+        self._queue_of(job.caller, front=False).append(job)
+        self._len += 1
+        self.items += job.n_items
+
+    def appendleft(self, job: _Job) -> None:
+        """Next out: for what a worker handed back or a job that lost its worker."""
+        self._queue_of(job.caller, front=True).appendleft(job)
+        self._len += 1
+        self.items += job.n_items
+
+    def popleft(self) -> _Job:
+        caller = self._turns.popleft()
+        jobs = self._by_caller[caller]
+        job = jobs.popleft()
+        if jobs:
+            self._turns.append(caller)
+        else:
+            del self._by_caller[caller]
+        self._len -= 1
+        self.items -= job.n_items
+        return job
+
+    def _queue_of(self, caller: str, front: bool) -> deque[_Job]:
+        jobs = self._by_caller.get(caller)
+        if jobs is None:
+            jobs = self._by_caller[caller] = deque()
+            if front:
+                self._turns.appendleft(caller)
+            else:
+                self._turns.append(caller)
+        elif front and self._turns[0] != caller:
+            self._turns.remove(caller)
+            self._turns.appendleft(caller)
+        return jobs
 
 
 @dataclass(eq=False)
 class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: Connection
-    chunk: _Chunk | _Bulk | None = None
-    index: int = 0  # the item of `chunk` that is running
+    job: _Job | None = None
+    index: int = 0  # the item of `job` that is running (for an _Items job)
     started_at: float = 0.0
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
     ready: bool = False
     gone: bool = False
+    retiring: bool = False  # said Retiring: exits on its own, owes nothing
     reader: threading.Thread | None = field(default=None, repr=False)
     # Jobs for the worker, sent by a thread of their own: a large job blocks in send() until
     # the worker reads it, and that wait must not stall the event loop.
@@ -166,12 +369,17 @@ class WorkerPool:
         self.chunk_items = chunk_items
         self._ctx = multiprocessing.get_context("forkserver")
         self._workers: list[_Worker] = []
-        self._queue: deque[_Chunk | _Bulk] = deque()
+        self._queue = _FairQueue()
         self._backlog_s = 0.0  # estimated seconds of queued + running work, all workers
         self._item_cost_s: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self.stats = {"timeouts": 0, "worker_deaths": 0, "respawns": 0}
+        self.stats = {"timeouts": 0, "worker_deaths": 0, "respawns": 0, "retired": 0}
+        self.on_capacity: Callable[[bool], None] | None = None  # see _check_capacity
+        self.observer: JobObserver | None = None  # queue waits and run times, for metrics
+        self._has_capacity = True
+        self._failed_starts = 0  # workers in a row that died before they were ready
+        self._capacity_timer: asyncio.TimerHandle | None = None
 
     # ---- lifecycle
 
@@ -194,13 +402,13 @@ class WorkerPool:
             if not worker.conn.poll(ready_timeout_s):
                 raise RuntimeError(f"worker pid {worker.process.pid} did not start")
             try:
-                kind, _ = worker.conn.recv()
+                reply = worker.conn.recv()
             except EOFError:
                 raise RuntimeError(
                     "a worker exited during start-up (see the traceback above: a plugin that "
                     "fails to import?)"
                 ) from None
-            assert kind == "ready"
+            assert isinstance(reply, Ready), reply
             worker.ready = True
             self._start_io(worker)
             self._workers.append(worker)
@@ -209,26 +417,35 @@ class WorkerPool:
         """Stops all workers; items still queued come back STATUS_OVERLOADED."""
         self._closed = True
         while self._queue:
-            self._fail_chunk(self._queue.popleft(), 0, Status.OVERLOADED, "shutting_down")
+            self._fail(self._queue.popleft(), 0, Status.OVERLOADED, "shutting_down")
         for worker in list(self._workers):
             worker.outbox.put(None)
         end = time.monotonic() + timeout_s
         for worker in list(self._workers):
-            while worker.process.is_alive() and time.monotonic() < end:
+            # A worker that exits meanwhile is reaped (and its handle closed) by _on_exit.
+            while not worker.gone and worker.process.is_alive() and time.monotonic() < end:
                 await asyncio.sleep(0.01)
-            if worker.process.is_alive():
+            if not worker.gone and worker.process.is_alive():
                 worker.process.kill()
-            worker.process.join(1)
+                worker.process.join(1)
 
     @property
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
 
+    @property
+    def queued_items(self) -> int:
+        return self._queue.items
+
+    @property
+    def ready_workers(self) -> int:
+        return sum(1 for w in self._workers if w.ready and not w.gone and not w.retiring)
+
     # ---- submitting work
 
     def idle_workers(self) -> int:
         """Workers ready and without a job, less the jobs already queued for them."""
-        idle = sum(1 for w in self._workers if w.ready and w.chunk is None and not w.gone)
+        idle = sum(1 for w in self._workers if w.ready and w.job is None and not w.gone)
         return max(0, idle - len(self._queue))
 
     def estimated_wait_s(self) -> float:
@@ -244,6 +461,17 @@ class WorkerPool:
         room_s = (deadline - time.monotonic()) * 0.9 * self.n_workers - self._backlog_s
         return max(0, min(n_items, math.floor(room_s / self.item_cost_s(cost_key))))
 
+    def admits_job(self, cost_key: str, n_items: int, deadline: float | None) -> bool:
+        """Whether a job of `n_items` that runs on one worker (a bulk job) can finish before
+        `deadline`: the backlog leaves room for it, and it fits the time left on its own."""
+        if deadline is None:
+            return True
+        alone_s = self.item_cost_s(cost_key) * n_items
+        return (
+            alone_s <= (deadline - time.monotonic()) * 0.9
+            and self.admissible(cost_key, n_items, deadline) == n_items
+        )
+
     def submit(
         self,
         verifier: str,
@@ -252,11 +480,13 @@ class WorkerPool:
         timeout_s: float,
         deadline: float | None = None,
         cost_key: str | None = None,
+        caller: str = "",
     ) -> list[asyncio.Future[Result]]:
         """Queues items; returns one future per item. Must be called on the pool's loop.
 
         `cost_key` names what the admission estimate learns per-item cost for (default: the
         verifier); the server passes the verifier and its params, since params change costs.
+        `caller`: whose work it is; callers take turns for workers.
         """
         assert self._loop is not None, "start() the pool first"
         futures = [self._loop.create_future() for _ in items]
@@ -266,39 +496,27 @@ class WorkerPool:
             return futures
         cost_key = cost_key or verifier
         cost = self.item_cost_s(cost_key)
-        # Spread a batch over all workers, but keep chunks small so a timeout re-queues little.
+        # Spread a batch over all workers, but keep jobs small so a timeout re-queues little.
         size = max(1, min(self.chunk_items, math.ceil(len(items) / self.n_workers)))
         for start in range(0, len(items), size):
-            chunk = _Chunk(
-                verifier,
-                params,
-                timeout_s,
-                list(items[start : start + size]),
-                futures[start : start + size],
-                deadline,
-                cost,
-                cost_key,
+            job = ItemsJob(verifier, params, list(items[start : start + size]), deadline)
+            queued = _Items(
+                job, futures[start : start + size], timeout_s, deadline, cost, cost_key, caller
             )
-            self._backlog_s += cost * len(chunk.items)
-            self._queue.append(chunk)
+            self._backlog_s += cost * queued.n_items
+            self._queue.append(queued)
         self._pump()
         return futures
 
     def submit_bulk(
         self,
-        verifier: str,
-        params: Any,
-        spec: Any,
-        payload: bytes,
-        start: int,
-        indices: list[int],
-        limits: Any,
+        job: BulkJob,
         timeout_s: float,
         deadline: float | None = None,
         cost_key: str | None = None,
+        caller: str = "",
     ) -> asyncio.Future[bytes]:
-        """Queues serialized items (see verifier_server.bulk) for a linear-time verifier: the
-        items `start : start + len(indices)` of the ScoreRequest `payload`.
+        """Queues serialized items (see verifier_server.bulk) for a linear-time verifier.
 
         The future gets a serialized ScoreResponse, or raises BulkFailed (past `timeout_s` for
         the whole job, a dead worker, a passed deadline, shutdown).
@@ -308,12 +526,11 @@ class WorkerPool:
         if self._closed:
             future.set_exception(BulkFailed(Status.OVERLOADED, "shutting_down"))
             return future
-        cost_key = cost_key or verifier
+        cost_key = cost_key or job.verifier
         cost = self.item_cost_s(cost_key)
-        job = ("bulk", verifier, params, spec, payload, start, indices, limits)
-        bulk = _Bulk(job, len(indices), future, timeout_s, deadline, cost, cost_key)
-        self._backlog_s += cost * bulk.n_items
-        self._queue.append(bulk)
+        queued = _Bulk(job, future, timeout_s, deadline, cost, cost_key, caller)
+        self._backlog_s += cost * queued.n_items
+        self._queue.append(queued)
         self._pump()
         return future
 
@@ -367,86 +584,114 @@ class WorkerPool:
         for worker in self._workers:
             if not self._queue:
                 return
-            if worker.chunk is None and worker.ready and not worker.gone:
+            if worker.job is None and worker.ready and not worker.gone:
                 self._assign(worker)
 
     def _assign(self, worker: _Worker) -> None:
         while self._queue:
-            chunk = self._queue.popleft()
-            if chunk.abandoned:
-                self._backlog_s -= chunk.cost_s * _size(chunk)
+            job = self._queue.popleft()
+            if job.abandoned:
+                self._backlog_s -= job.cost_s * job.n_items
                 continue
-            if chunk.deadline is not None and time.monotonic() >= chunk.deadline:
-                self._fail_chunk(chunk, 0, Status.OVERLOADED, "deadline_exceeded_in_queue")
+            if job.deadline is not None and time.monotonic() >= job.deadline:
+                self._fail(job, 0, Status.OVERLOADED, "deadline_exceeded_in_queue")
                 continue
-            worker.chunk, worker.index = chunk, 0
-            job = (
-                chunk.job
-                if isinstance(chunk, _Bulk)
-                else ("items", chunk.verifier, chunk.params, chunk.items)
-            )
-            worker.outbox.put(job)
+            worker.job, worker.index = job, 0
+            worker.outbox.put(job.job)
             self._arm_timer(worker)
+            if isinstance(job, _Items):
+                watch = functools.partial(self._on_future_done, worker, job)
+                for future in job.futures:
+                    future.add_done_callback(watch)
             return
 
     def _arm_timer(self, worker: _Worker) -> None:
-        assert self._loop is not None and worker.chunk is not None
+        assert self._loop is not None and worker.job is not None
         if worker.timer is not None:
             worker.timer.cancel()
         worker.started_at = time.monotonic()
-        chunk, index = worker.chunk, worker.index
-        worker.timer = self._loop.call_later(
-            chunk.timeout_s, self._on_timeout, worker, chunk, index
-        )
+        job, index = worker.job, worker.index
+        worker.timer = self._loop.call_later(job.timeout_s, self._on_timeout, worker, job, index)
 
-    def _on_message(self, worker: _Worker, message: tuple[Any, Any]) -> None:
-        if message[0] == "ready":
+    def _on_message(self, worker: _Worker, reply: Reply) -> None:
+        if isinstance(reply, Ready):
             worker.ready = True
+            self._check_capacity()
             self._pump()
             return
-        chunk = worker.chunk
-        if chunk is None or worker.gone:
+        if isinstance(reply, Retiring):
+            log.info("worker pid %s retires at %.0f MB resident", worker.process.pid, reply.rss_mb)
+            self.stats["retired"] += 1
+            worker.retiring = True
+            self._check_capacity()
             return
-        if isinstance(chunk, _Bulk):
-            kind, payload, elapsed_s = message
-            if kind == "bulk_error":
-                log.error("bulk job of %s failed in its worker: %s", chunk.job[1], payload)
-                self._fail_chunk(chunk, 0, Status.VERIFIER_ERROR, "internal_error", payload)
-                self._finish(worker)
-                return
-            self._backlog_s -= chunk.cost_s * chunk.n_items
-            self._learn_cost(chunk.cost_key, elapsed_s / max(1, chunk.n_items))
-            if not chunk.future.done():
-                chunk.future.set_result(payload)
+        job = worker.job
+        if job is None or worker.gone:
+            return
+        if isinstance(reply, ItemDone):
+            assert isinstance(job, _Items)
+            self._on_item_done(worker, job, reply)
+        elif isinstance(reply, JobStopped):
+            assert isinstance(job, _Items)
+            if reply.next_index < job.n_items:  # not started: back to the front of the queue
+                self._queue.appendleft(job.rest(reply.next_index))
             self._finish(worker)
-            return
-        index, result = message
-        self._backlog_s -= chunk.cost_s
-        self._learn_cost(chunk.cost_key, result.elapsed_ms / 1000)
-        future = chunk.futures[index]
+        elif isinstance(reply, BulkDone):
+            self._backlog_s -= job.cost_s * job.n_items
+            per_item_s = reply.elapsed_s / max(1, job.n_items)
+            self._learn_cost(job.cost_key, per_item_s)
+            if self.observer is not None:
+                wait_s = worker.started_at - job.queued_at
+                self.observer.observe_job(job.job.verifier, wait_s, per_item_s)
+            if not job.abandoned:
+                job.future.set_result(reply.response)  # type: ignore[union-attr]
+            self._finish(worker)
+        else:
+            log.error("bulk job of %s failed in its worker: %s", job.job.verifier, reply.message)
+            self._fail(job, 0, Status.VERIFIER_ERROR, "internal_error", reply.message)
+            self._finish(worker)
+
+    def _on_item_done(self, worker: _Worker, job: _Items, reply: ItemDone) -> None:
+        self._backlog_s -= job.cost_s
+        self._learn_cost(job.cost_key, reply.result.elapsed_ms / 1000)
+        if self.observer is not None:
+            wait_s = worker.started_at - job.queued_at
+            self.observer.observe_job(job.job.verifier, wait_s, reply.result.elapsed_ms / 1000)
+        future = job.futures[reply.index]
         if not future.done():
-            future.set_result(result)
-        worker.index = index + 1
-        if worker.index < len(chunk.items):
+            future.set_result(reply.result)
+        worker.index = reply.index + 1
+        if worker.index < job.n_items:
             self._arm_timer(worker)
-            return
-        self._finish(worker)
+        else:
+            self._finish(worker)
 
     def _finish(self, worker: _Worker) -> None:
         if worker.timer is not None:
             worker.timer.cancel()
-        worker.chunk = None
-        self._assign(worker)
+        worker.job = None
+        if not worker.retiring:
+            self._assign(worker)
+        else:
+            self._pump()  # what it handed back goes to the others
 
-    def _on_timeout(self, worker: _Worker, chunk: _Chunk | _Bulk, index: int) -> None:
-        if worker.chunk is not chunk or worker.index != index or worker.gone:
+    def _on_future_done(self, worker: _Worker, job: _Items, future: asyncio.Future[Result]) -> None:
+        if future.cancelled():
+            self._cancel_if_abandoned(worker, job)
+
+    def _cancel_if_abandoned(self, worker: _Worker, job: _Items) -> None:
+        """Every caller of a running job has gone (cancelled RPCs): ask the worker to stop it
+        between items, so no work is done for nobody."""
+        if worker.job is job and job.abandoned and not worker.gone:
+            worker.outbox.put(Cancel())
+
+    def _on_timeout(self, worker: _Worker, job: _Job, index: int) -> None:
+        if worker.job is not job or worker.index != index or worker.gone:
             return  # a stale timer: the item finished meanwhile
         worker.timed_out = True
         self.stats["timeouts"] += 1
-        per_item_s = (
-            chunk.timeout_s / chunk.n_items if isinstance(chunk, _Bulk) else chunk.timeout_s
-        )
-        self._learn_cost(chunk.cost_key, per_item_s)
+        per_item_s = job.timeout_s / job.n_items if isinstance(job, _Bulk) else job.timeout_s
+        self._learn_cost(job.cost_key, per_item_s)
         with contextlib.suppress(ProcessLookupError):
             worker.process.kill()  # the reader sees EOF and calls _on_exit
 
@@ -456,46 +701,93 @@ class WorkerPool:
         worker.gone = True
         if worker.timer is not None:
             worker.timer.cancel()
+        worker.outbox.put(None)  # ends the writer thread (the reader has ended: it saw EOF)
         worker.process.join(1)
+        if not worker.timed_out and not worker.retiring and not self._closed:
+            self.stats["worker_deaths"] += 1
         with contextlib.suppress(ValueError):
             self._workers.remove(worker)
-        chunk, index = worker.chunk, worker.index
-        if isinstance(chunk, _Bulk):
-            if worker.timed_out:
-                why = (
-                    f"the bulk job exceeded its {chunk.timeout_s:g} s limit; its worker was killed"
-                )
-                self._fail_chunk(chunk, 0, Status.TIMEOUT, "timeout", why)
-            else:
-                self.stats["worker_deaths"] += 1
-                why = f"worker exited with code {worker.process.exitcode} during a bulk job"
-                self._fail_chunk(chunk, 0, Status.VERIFIER_ERROR, "worker_died", why)
-        elif chunk is not None:
-            if worker.timed_out:
-                limit = f"exceeded the {chunk.timeout_s:g} s time limit; its worker was killed"
-                self._fail_items(chunk, index, index + 1, Status.TIMEOUT, "timeout", limit)
-            else:
-                self.stats["worker_deaths"] += 1
-                why = f"worker exited with code {worker.process.exitcode} while scoring this item"
-                self._fail_items(chunk, index, index + 1, Status.VERIFIER_ERROR, "worker_died", why)
-            if index + 1 < len(chunk.items):  # the rest goes back to the front of the queue
-                rest = _Chunk(
-                    chunk.verifier,
-                    chunk.params,
-                    chunk.timeout_s,
-                    chunk.items[index + 1 :],
-                    chunk.futures[index + 1 :],
-                    chunk.deadline,
-                    chunk.cost_s,
-                    chunk.cost_key,
-                )
-                self._queue.appendleft(rest)
+        if worker.job is not None:
+            self._fail_running(worker, worker.job)
         with contextlib.suppress(OSError):
             worker.conn.close()
-        if not self._closed:
+        if not worker.process.is_alive():
+            worker.process.close()  # its sentinel fd
+        self._check_capacity()
+        if self._closed:
+            return
+        # A worker that dies before it is ready (a plugin or a warm-up that fails now) would
+        # be replaced at once, forever: back off, doubling up to _RESPAWN_BACKOFF_MAX_S.
+        self._failed_starts = 0 if worker.ready else self._failed_starts + 1
+        if self._failed_starts == 0:
             self._replace()
+        else:
+            assert self._loop is not None
+            delay_s = min(_RESPAWN_BACKOFF_MAX_S, 0.05 * 2**self._failed_starts)
+            self._loop.call_later(delay_s, self._replace)
+
+    def _check_capacity(self) -> None:
+        """Tells `on_capacity` when the pool loses its last ready worker for longer than
+        `_CAPACITY_GRACE_S` (a crash loop of respawns, say), and when it gets one back."""
+        if self._closed or self._loop is None:
+            return
+        if self.ready_workers:
+            if self._capacity_timer is not None:
+                self._capacity_timer.cancel()
+                self._capacity_timer = None
+            self._set_capacity(True)
+        elif self._has_capacity and self._capacity_timer is None:
+            self._capacity_timer = self._loop.call_later(_CAPACITY_GRACE_S, self._capacity_lost)
+
+    def _capacity_lost(self) -> None:
+        self._capacity_timer = None
+        if not self.ready_workers:
+            self._set_capacity(False)
+
+    def _set_capacity(self, has_capacity: bool) -> None:
+        if has_capacity == self._has_capacity:
+            return
+        self._has_capacity = has_capacity
+        log.log(
+            logging.INFO if has_capacity else logging.ERROR,
+            "worker pool %s",
+            "has a ready worker again" if has_capacity else "has no ready worker",
+        )
+        if self.on_capacity is not None:
+            self.on_capacity(has_capacity)
+
+    @property
+    def has_capacity(self) -> bool:
+        return self._has_capacity
+
+    def _fail_running(self, worker: _Worker, job: _Job) -> None:
+        """A worker died while running `job`: the running item (for a bulk job, the whole job)
+        fails; an _Items job's later items go back to the front of the queue."""
+        if isinstance(job, _Bulk) and not worker.timed_out and not job.retried:
+            # A bulk job's items are all "running": a worker killed from outside would cost
+            # up to 512 of them. Linear-time verifiers do not kill workers, so try once more.
+            self._queue.appendleft(replace(job, retried=True))
+            return
+        if isinstance(job, _Bulk):
+            start, stop = 0, job.n_items
+            what = "the bulk job"
+        else:
+            start, stop = worker.index, worker.index + 1
+            what = "this item"
+        if worker.timed_out:
+            why = f"{what} exceeded its {job.timeout_s:g} s limit; its worker was killed"
+            status, reason = Status.TIMEOUT, "timeout"
+        else:
+            why = f"worker exited with code {worker.process.exitcode} while scoring {what}"
+            status, reason = Status.VERIFIER_ERROR, "worker_died"
+        self._backlog_s -= job.cost_s * (stop - start)
+        job.fail(start, stop, status, reason, why)
+        if isinstance(job, _Items) and stop < job.n_items:
+            self._queue.appendleft(job.rest(stop))
 
     def _replace(self) -> None:
+        if self._closed:
+            return
         try:
             worker = self._spawn()
         except Exception:
@@ -505,32 +797,17 @@ class WorkerPool:
             return
         self.stats["respawns"] += 1
         self._workers.append(worker)
-        self._start_io(worker)  # its first message is "ready"; until then it gets no work
+        self._start_io(worker)  # its first message is Ready; until then it gets no work
 
-    def _fail_chunk(
-        self, chunk: _Chunk | _Bulk, start: int, status: Status, reason: str, message: str = ""
-    ) -> None:
-        if isinstance(chunk, _Bulk):
-            self._backlog_s -= chunk.cost_s * chunk.n_items
-            if not chunk.future.done():
-                chunk.future.set_exception(BulkFailed(status, reason, message))
-            return
-        self._fail_items(chunk, start, len(chunk.items), status, reason, message)
-
-    def _fail_items(
-        self, chunk: _Chunk, start: int, stop: int, status: Status, reason: str, message: str
-    ) -> None:
-        for item, future in zip(chunk.items[start:stop], chunk.futures[start:stop], strict=True):
-            self._backlog_s -= chunk.cost_s
-            if not future.done():
-                future.set_result(Result.failed(item.id, status, reason, message))
+    def _fail(self, job: _Job, start: int, status: Status, reason: str, message: str = "") -> None:
+        """Fails the job's items from `start` on (a bulk job: all of them)."""
+        stop = job.n_items
+        start = 0 if isinstance(job, _Bulk) else start
+        self._backlog_s -= job.cost_s * (stop - start)
+        job.fail(start, stop, status, reason, message)
 
     def _learn_cost(self, cost_key: str, seconds: float) -> None:
         previous = self._item_cost_s.get(cost_key)
         self._item_cost_s[cost_key] = (
             seconds if previous is None else 0.8 * previous + 0.2 * seconds
         )
-
-
-def _size(chunk: _Chunk | _Bulk) -> int:
-    return chunk.n_items if isinstance(chunk, _Bulk) else len(chunk.items)

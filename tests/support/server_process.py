@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from verifier_server.demo import start_server_process
+from verifier_server.sidecar import start_server_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPPORT = ROOT / "tests" / "support"

@@ -4,7 +4,9 @@ Loaded with `--plugin testing_verifiers` (tests/support is on the test PYTHONPAT
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from collections.abc import Sequence
 
 from pydantic import Field
 
@@ -14,6 +16,7 @@ from verifier_server.verifiers.base import TimedParams, Verifier
 
 class SleepParams(TimedParams):
     seconds: float = Field(default=0.0, ge=0, description="How long to sleep per item.")
+    log_path: str | None = Field(default=None, description="Append each item's id here.")
 
 
 class SleepyVerifier(Verifier):
@@ -25,6 +28,9 @@ class SleepyVerifier(Verifier):
     execution = "process"
 
     def score_one(self, item: Item, params: SleepParams) -> Result:
+        if params.log_path is not None:
+            with open(params.log_path, "a") as log:
+                log.write(item.id + "\n")
         if item.completion == "hang":
             _ = 10 ** (10**10)  # C-level arithmetic no signal can interrupt
         time.sleep(params.seconds)
@@ -63,3 +69,72 @@ class FaultyBulkVerifier(FaultyVerifier):
     name = "faulty_bulk"
     description = "test verifier: like faulty, scored in bulk"
     execution = "bulk"
+
+
+class CrashOnStartParams(TimedParams):
+    pass
+
+
+def crash_flag(pool_pid: int) -> str:
+    """While this file exists, workers of the pool in process `pool_pid` die at start-up."""
+    return os.path.join(tempfile.gettempdir(), f"verifier-rl-crash-on-start-{pool_pid}")
+
+
+class CrashOnStartVerifier(Verifier):
+    """A worker that loads this verifier exits during start-up while `crash_flag(pool's pid)`
+    exists: a crash loop of respawns, on demand. (Workers are forked by the pool's
+    forkserver, so the pool's pid is the worker's grandparent.)"""
+
+    name = "crash_on_start"
+    description = "test verifier: workers die at start-up while a flag file exists"
+    Params = CrashOnStartParams
+    execution = "process"
+
+    def warm_up(self) -> None:
+        with open(f"/proc/{os.getppid()}/stat") as stat:
+            pool_pid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        if os.path.exists(crash_flag(pool_pid)):
+            os._exit(7)
+
+    def score_one(self, item: Item, params: CrashOnStartParams) -> Result:
+        return Result(id=item.id, score=1.0, details={"pid": os.getpid()})
+
+
+class HogParams(TimedParams):
+    megabytes: int = Field(default=0, ge=0, description="Memory to keep after the item.")
+
+
+_HOARD: list[bytearray] = []
+
+
+class HogVerifier(Verifier):
+    """Keeps `megabytes` of memory after each item (a leak, or state left by a MemoryError)."""
+
+    name = "hog"
+    description = "test verifier: keeps `megabytes` resident after each item"
+    Params = HogParams
+    execution = "process"
+
+    def score_one(self, item: Item, params: HogParams) -> Result:
+        if params.megabytes:
+            block = bytearray(params.megabytes * 2**20)
+            block[::4096] = b"x" * len(block[::4096])  # touch every page: resident
+            _HOARD.append(block)
+        return Result(id=item.id, score=1.0, details={"pid": os.getpid()})
+
+
+class SleepyBulkVerifier(SleepyVerifier):
+    name = "sleepy_bulk"
+    description = "test verifier: like sleepy, scored in bulk"
+    execution = "bulk"
+
+
+class AsyncFaultyVerifier(Verifier):
+    """An async verifier that raises: the server logs it (with the RPC's request id)."""
+
+    name = "async_faulty"
+    description = "test verifier: async, raises on every batch"
+    execution = "async"
+
+    async def ascore(self, items: Sequence[Item], params: object) -> list[Result]:
+        raise ValueError("boom")

@@ -81,3 +81,47 @@ def test_channel_target_forms() -> None:
     assert channel_target("127.0.0.1:5") == "127.0.0.1:5"
     assert channel_target(["127.0.0.1:5", "127.0.0.1:6"]) == "ipv4:127.0.0.1:5,127.0.0.1:6"
     assert channel_target(["[::1]:5", "[::1]:6"]) == "ipv6:[::1]:5,[::1]:6"
+
+
+def test_waiting_for_an_in_flight_slot_counts_against_the_timeout(server) -> None:
+    # One RPC at a time, one item per RPC, 0.6 s per item: the third batch waits 1.2 s for its
+    # slot. The time left used to be measured before that wait, so the call ran to ~2x.
+    batch = [
+        Item(id=f"s{n}", completion="x", reward=RewardSpec("sleepy", {"seconds": 0.6}))
+        for n in range(6)
+    ]
+    with RewardClient(server.address, max_in_flight=1, max_batch_items=1) as client:
+        started = time.monotonic()
+        results = client.score(batch, timeout_s=2.0)
+        elapsed = time.monotonic() - started
+    assert elapsed < 2.0 * 1.05
+    assert results[0].ok and not all(r.ok for r in results)
+    assert {r.status for r in results if not r.ok} <= {Status.TIMEOUT, Status.OVERLOADED}
+
+
+def test_a_lone_surrogate_is_a_client_error_naming_the_field(server) -> None:
+    from verifier_server.client import RewardClientError
+
+    items = [fmt("fine"), Item(id="bad", completion="x", reference={"a": ["ok", "\ud800"]})]
+    with RewardClient(server.address) as client, pytest.raises(RewardClientError) as info:
+        client.score(items)
+    assert "items[1].reference: not valid UTF-8" in str(info.value)
+
+
+def test_client_reconnects_quickly_to_a_restarted_server(tmp_path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    first = ServerProcess(["--workers", "1", "--port", str(port)])
+    with RewardClient(f"127.0.0.1:{port}", backoff_initial_s=0.01) as client:
+        assert client.score([fmt("before")])[0].ok
+        first.stop()
+        assert client.score([fmt("down")], timeout_s=0.5)[0].status == Status.BACKEND_UNAVAILABLE
+        second = ServerProcess(["--workers", "1", "--port", str(port)])
+        try:
+            started = time.monotonic()
+            result = client.score([fmt("after")], timeout_s=10)[0]
+            # gRPC's default back-off (1 s doubling) made this take up to ~6 s.
+            assert result.ok and time.monotonic() - started < 2.0
+        finally:
+            second.stop()

@@ -6,7 +6,7 @@ import pytest
 
 from verifier_server.config import ServerConfig
 from verifier_server.registry import Registry
-from verifier_server.scoring import Composite, Leaf, Resolver, SpecError
+from verifier_server.resolver import Composite, Leaf, Resolver, SpecError
 from verifier_server.types import RewardSpec
 
 

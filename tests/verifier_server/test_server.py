@@ -239,9 +239,11 @@ def test_overload_returns_at_once_instead_of_hanging(server, client: RewardClien
         response = pb_grpc.VerifierServiceStub(channel).Score(request, timeout=3.0)
         elapsed = time.monotonic() - started
     statuses = [r.status for r in response.results]
-    # 2 workers x ~2.7 s of room / 0.2 s per item: a few dozen admitted, the rest refused at once.
-    assert 5 <= statuses.count(pb.STATUS_OK) <= 40
-    assert statuses.count(pb.STATUS_OVERLOADED) == 200 - statuses.count(pb.STATUS_OK)
+    # 2 workers x ~2.7 s of room / 0.2 s per item: a few dozen admitted, the rest refused at
+    # once; an admitted item still unfinished at the cut-off is answered TIMEOUT.
+    ok, late = statuses.count(pb.STATUS_OK), statuses.count(pb.STATUS_TIMEOUT)
+    assert 5 <= ok <= 40 and late <= 10
+    assert statuses.count(pb.STATUS_OVERLOADED) == 200 - ok - late
     assert elapsed < 3.0
 
 

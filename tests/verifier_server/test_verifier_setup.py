@@ -12,7 +12,8 @@ from server_process import ServerProcess, alive, children_of, run_cli
 from stateful_verifiers import StatefulVerifier
 
 from verifier_server.client import RewardClient
-from verifier_server.scoring import Leaf, Scorer
+from verifier_server.resolver import Leaf
+from verifier_server.scorer import Scorer
 from verifier_server.types import Item, RewardSpec, Status
 from verifier_server.verifiers.base import NoParams
 

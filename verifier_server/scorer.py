@@ -1,5 +1,5 @@
-"""From a reward spec to results: resolve the spec into a plan, run the plan's verifiers where
-they declared (worker pool, thread, event loop), combine composites.
+"""From a plan to results: run each leaf where its verifier declared (worker pool, thread,
+event loop), with admission against the caller's deadline, and combine composites.
 
 Every item gets exactly one result, whatever happens to its neighbours.
 """
@@ -7,21 +7,17 @@ Every item gets exactly one result, whatever happens to its neighbours.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-from pydantic import ValidationError
-
-from verifier_server.config import ServerConfig, format_validation_error
 from verifier_server.execution import checked_results, run_batch
-from verifier_server.registry import Registry
-from verifier_server.types import Item, Result, RewardSpec, Status
-from verifier_server.verifiers.base import Verifier, deadline_var
+from verifier_server.resolver import Composite, Leaf, Plan
+from verifier_server.types import Item, Result, Status
+from verifier_server.verifiers.base import deadline_var
 from verifier_server.verifiers.composite import CompositeParams, combine
 from verifier_server.workers import WorkerPool
 
@@ -29,126 +25,6 @@ log = logging.getLogger(__name__)
 
 _THREAD_CHUNK = 256
 _ASYNC_GRACE_S = 1.0  # an async verifier gets this long past the caller's deadline to answer
-_MAX_DEPTH = 8  # named rewards nested in named rewards
-
-
-class SpecError(Exception):
-    """A reward spec that cannot be resolved; `field` is a path inside the item."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
-@dataclass(frozen=True, eq=False)
-class Leaf:
-    """Run one verifier with validated params."""
-
-    verifier: Verifier
-    params: Any
-    timeout_s: float
-    cost_key: str  # the worker pool learns per-item cost under this key
-
-
-@dataclass(frozen=True, eq=False)
-class Composite:
-    spec: CompositeParams
-    parts: tuple[Leaf | Composite, ...]
-
-
-Plan = Leaf | Composite
-
-
-class Resolver:
-    """Turns RewardSpecs into plans, validating params; caches by the spec's content."""
-
-    def __init__(self, registry: Registry, config: ServerConfig) -> None:
-        self.registry = registry
-        self.config = config
-        self._cache: dict[str, Plan] = {}
-
-    def resolve(self, spec: RewardSpec, cache_key: bytes | str | None = None) -> Plan:
-        key = (
-            cache_key
-            if cache_key is not None
-            else json.dumps([spec.name, spec.params], sort_keys=True)
-        )
-        plan = self._cache.get(key)  # type: ignore[arg-type]
-        if plan is None:
-            plan = self._resolve(spec.name, spec.params, "reward", depth=0)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[key] = plan  # type: ignore[index]
-        return plan
-
-    def check_config(self) -> list[str]:
-        """Every problem in the config's verifier defaults and named rewards, one line each."""
-        problems = []
-        for name, defaults in self.config.verifiers.items():
-            if name not in self.registry:
-                problems.append(
-                    f"verifiers.{name}: unknown verifier; known: {self.registry.names()}"
-                )
-                continue
-            try:
-                self.registry.get(name).Params.model_validate(defaults)
-            except ValidationError as exc:
-                problems.append(format_validation_error(exc, f"verifiers.{name}").strip())
-        for name in self.config.rewards:
-            if name in self.registry or name == "composite":
-                problems.append(f"rewards.{name}: shadows the verifier of the same name; rename it")
-                continue
-            try:
-                self._resolve(name, {}, f"rewards.{name}", depth=0)
-            except SpecError as exc:
-                problems.append(f"{exc.field}: {exc.message}")
-        return problems
-
-    def _resolve(self, name: str, params: dict[str, Any], where: str, depth: int) -> Plan:
-        if depth > _MAX_DEPTH:
-            raise SpecError(where, f"rewards nested deeper than {_MAX_DEPTH} (a cycle?)")
-        if name == "composite":
-            try:
-                spec = CompositeParams.model_validate(params)
-            except ValidationError as exc:
-                raise SpecError(f"{where}.params", format_validation_error(exc).strip()) from None
-            return self._composite(spec, f"{where}.params", depth)
-        if name in self.registry:
-            return self._leaf(name, params, where)
-        if name in self.config.rewards:
-            if params:
-                raise SpecError(f"{where}.params", f"named reward {name!r} takes no params")
-            return self._composite(self.config.rewards[name], f"rewards.{name}", depth)
-        known = sorted([*self.registry.names(), "composite", *self.config.rewards])
-        raise SpecError(
-            f"{where}.name" if where == "reward" else where,
-            f"unknown verifier or reward {name!r}; known: {known}",
-        )
-
-    def _composite(self, spec: CompositeParams, where: str, depth: int) -> Composite:
-        parts = tuple(
-            self._resolve(c.verifier, c.params, f"{where}.components[{i}]", depth + 1)
-            for i, c in enumerate(spec.components)
-        )
-        return Composite(spec, parts)
-
-    def _leaf(self, name: str, params: dict[str, Any], where: str) -> Leaf:
-        verifier_cls = self.registry.get(name)
-        merged = {**self.config.verifiers.get(name, {}), **params}
-        try:
-            validated = verifier_cls.Params.model_validate(merged)
-        except ValidationError as exc:
-            raise SpecError(f"{where}.params", format_validation_error(exc).strip()) from None
-        limits = self.config.limits
-        timeout_s = verifier_cls.timeout_s(validated) or limits.default_item_timeout_s
-        if timeout_s > limits.max_item_timeout_s:
-            raise SpecError(
-                f"{where}.params.timeout_s",
-                f"{timeout_s:g} s is above the server's limit of {limits.max_item_timeout_s:g} s",
-            )
-        cost_key = f"{name}:{validated.model_dump_json()}"
-        return Leaf(self.registry.instance(name), validated, timeout_s, cost_key)
 
 
 class Scorer:
@@ -164,26 +40,27 @@ class Scorer:
         self._queued = 0
 
     def schedule(
-        self, items: Sequence[Item], plan: Plan, deadline: float | None
+        self, items: Sequence[Item], plan: Plan, deadline: float | None, caller: str = ""
     ) -> list[asyncio.Future[Result]]:
-        """One future per item; all items share `plan`. Futures always resolve to a Result."""
+        """One future per item; all items share `plan`. Futures always resolve to a Result.
+        `caller` names whose work it is (the worker pool is fair between callers)."""
         if isinstance(plan, Composite):
-            return self._schedule_composite(items, plan, deadline)
+            return self._schedule_composite(items, plan, deadline, caller)
         execution = plan.verifier.execution
         if execution == "process":
-            return self._schedule_process(items, plan, deadline)
+            return self._schedule_process(items, plan, deadline, caller)
         if execution == "bulk":
             return self._run_async(items, self._thread(items, plan))
         return self._run_async(items, self._async(items, plan, deadline))
 
     def _schedule_process(
-        self, items: Sequence[Item], plan: Leaf, deadline: float | None
+        self, items: Sequence[Item], plan: Leaf, deadline: float | None, caller: str
     ) -> list[asyncio.Future[Result]]:
         name = plan.verifier.name
         admitted = self.pool.admissible(plan.cost_key, len(items), deadline)
         admitted = min(admitted, max(0, self.max_queued_items - self._queued))
         futures = self.pool.submit(
-            name, plan.params, items[:admitted], plan.timeout_s, deadline, plan.cost_key
+            name, plan.params, items[:admitted], plan.timeout_s, deadline, plan.cost_key, caller
         )
         self._queued += len(futures)
         for future in futures:
@@ -259,7 +136,7 @@ class Scorer:
         return futures
 
     def _schedule_composite(
-        self, items: Sequence[Item], plan: Composite, deadline: float | None
+        self, items: Sequence[Item], plan: Composite, deadline: float | None, caller: str
     ) -> list[asyncio.Future[Result]]:
         missing = {
             index: component.reference_key
@@ -275,7 +152,7 @@ class Scorer:
             part_items = (
                 good if key is None else [replace(i, reference=i.reference[key]) for i in good]
             )
-            per_part.append(iter(self.schedule(part_items, part, deadline)))
+            per_part.append(iter(self.schedule(part_items, part, deadline, caller)))
         futures = []
         for index, item in enumerate(items):
             if index in missing:
