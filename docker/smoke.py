@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from verifier_server.client import RewardClient
-from verifier_server.demo import format_table, start_server_process
+from verifier_server.demo import format_table
+from verifier_server.sidecar import start_server_process
 from verifier_server.types import Item, RewardSpec, Status
 
 ADD = {"tests": [{"stdin": "1 2\n", "stdout": "3\n"}, {"stdin": "40 2\n", "stdout": "42\n"}]}

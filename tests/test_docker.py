@@ -21,8 +21,10 @@ from generate import OCI_OUT, SANDBOX_CAPS  # noqa: E402
 CAPS = sorted(cap.removeprefix("CAP_") for cap in SANDBOX_CAPS)
 
 
-def k8s_docs() -> list[dict]:
-    return list(yaml.safe_load_all((DOCKER / "k8s" / "pod.yaml").read_text()))
+def k8s_docs() -> dict[str, dict]:
+    return {
+        doc["kind"]: doc for doc in yaml.safe_load_all((DOCKER / "k8s" / "pod.yaml").read_text())
+    }
 
 
 def test_server_image_serves_its_health_checked_port_with_its_config() -> None:
@@ -48,7 +50,8 @@ def test_compose_sidecar_has_the_tested_security_settings(tmp_path: Path) -> Non
 
 
 def test_k8s_sidecar_probes_its_grpc_port_and_runs_unprivileged(tmp_path: Path) -> None:
-    config_map, pod = k8s_docs()
+    docs = k8s_docs()
+    config_map, pod = docs["ConfigMap"], docs["Pod"]
     (sidecar,) = pod["spec"]["initContainers"]
     assert sidecar["restartPolicy"] == "Always"
     port = sidecar["ports"][0]["containerPort"]
@@ -60,6 +63,9 @@ def test_k8s_sidecar_probes_its_grpc_port_and_runs_unprivileged(tmp_path: Path) 
     assert context["capabilities"]["drop"] == ["ALL"]
     assert sorted(context["capabilities"]["add"]) == CAPS
     assert Path(context["seccompProfile"]["localhostProfile"]).name == OCI_OUT.name
+    policy = docs["NetworkPolicy"]["spec"]  # no ingress rules: nothing may connect
+    assert policy["podSelector"]["matchLabels"] == pod["metadata"]["labels"]
+    assert policy["policyTypes"] == ["Ingress"] and "ingress" not in policy
     (tmp_path / "train.yaml").write_text(config_map["data"]["train.yaml"])
     train = load_config(TrainConfig, tmp_path / "train.yaml")
     assert train.reward.address == f"127.0.0.1:{port}"
