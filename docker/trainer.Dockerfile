@@ -1,6 +1,6 @@
 # The RL trainer for GPU machines: CUDA, vLLM and `rl-client` (the `train` and `vllm` extras),
-# launched with torchrun. NOT BUILT OR RUN in this repository's CI: that needs an NVIDIA CUDA
-# base image from a registry and a GPU; see docker/README.md for what was checked.
+# launched with torchrun. Not built with this base nor run on a GPU where it was written (no
+# registry, no GPU); docker/README.md says what was checked.
 #
 #   docker build -f docker/trainer.Dockerfile -t verifier-rl-trainer .
 #   (podman: add --ignorefile docker/trainer.Dockerfile.dockerignore)
