@@ -48,9 +48,10 @@ ENV PATH=/opt/verifier-rl/bin:$PATH \
 
 # Root inside the container: the sandbox writes uid/gid maps for unprivileged outside uids
 # (CAP_SETUID, CAP_SETGID) and creates per-slot cgroups, and refuses to start otherwise.
-# It needs no CAP_SYS_ADMIN: see docker/README.md for the seccomp profile and security
-# context it does need. Without code rewards, `--user 65534:65534` runs everything else and
-# code items fail closed (VERIFIER_ERROR, reason sandbox_error).
+# It needs no CAP_SYS_ADMIN, but a seccomp profile, security settings and (today) a writable
+# cgroup that unprivileged containers do not get: docker/README.md, "The sandbox in a
+# container". Without them, or with `--user 65534:65534`, everything but code rewards works
+# and code items fail closed (VERIFIER_ERROR, reason sandbox_error).
 USER root
 WORKDIR /var/lib/verifier-rl
 EXPOSE 50051
