@@ -47,6 +47,7 @@ from sympy.core.function import AppliedUndef
 from sympy.core.relational import Relational
 
 from verifier_server.verifiers.math.parse import BareList, Parsed
+from verifier_server.verifiers.math.units import conversion
 
 _DIGITS = 50
 _POINT_DIGITS = 30
@@ -72,6 +73,16 @@ class _Context:
 
 def equivalent(gold: Parsed, answer: Parsed, rel_tol: float) -> Verdict:
     """The verdict on `answer` against `gold`; both already screened and parsed."""
+    if gold.unit is not None and answer.unit is not None:
+        factor = conversion(gold.unit, answer.unit)
+        if factor is None:
+            return _no("wrong_unit", "unit")
+        if factor != 1 and not isinstance(answer.value, sympy.Expr):
+            return _no("wrong_unit", "unit")  # a list in another unit: not converted
+        if factor != 1:  # the answer in the gold's unit; its written places no longer apply
+            scaled = answer.value * sympy.Rational(factor.numerator, factor.denominator)
+            answer = replace(answer, value=scaled, decimals=None)
+    gold, answer = _same_imaginary_unit(gold, answer)
     base = _Context(Fraction(rel_tol), gold.decimal, gold.decimals, answer.decimal, answer.decimals)
     both_percent = gold.percent and answer.percent
     first: Verdict | None = None
@@ -90,6 +101,33 @@ def equivalent(gold: Parsed, answer: Parsed, rel_tol: float) -> Verdict:
     return first
 
 
+def is_several(value: Any) -> bool:
+    """Whether a parsed gold holds more than one value (a list, set, tuple or system)."""
+    items, kind = _elements(value)
+    return items is not None and kind != "scalar" and len(items) > 1
+
+
+def _same_imaginary_unit(gold: Parsed, answer: Parsed) -> tuple[Parsed, Parsed]:
+    """`i` is the imaginary unit on both sides when either side was read as complex: `i(2-i)`
+    alone does not look complex to the parser, but against `1+2i` it is."""
+    g, a = gold.value, answer.value
+    if not (isinstance(g, sympy.Basic) and isinstance(a, sympy.Basic)):
+        return gold, answer
+    if g.has(sympy.I) and _has_symbol_i(a):
+        return gold, replace(answer, value=_imaginary(a))
+    if a.has(sympy.I) and _has_symbol_i(g):
+        return replace(gold, value=_imaginary(g)), answer
+    return gold, answer
+
+
+def _has_symbol_i(value: sympy.Basic) -> bool:
+    return any(s.name == "i" for s in value.free_symbols)
+
+
+def _imaginary(value: sympy.Basic) -> Any:
+    return value.xreplace({s: sympy.I for s in value.free_symbols if s.name == "i"})
+
+
 def is_trivial(value: Any) -> bool:
     """A relation that is always true (`x + 1 = 1 + x`) or never true (`x > x`, `x = x + 1`)."""
     if isinstance(value, sympy.And):
@@ -101,8 +139,8 @@ def is_trivial(value: Any) -> bool:
     difference = _decided(lambda: sympy.simplify(value.lhs - value.rhs))
     if difference is None:
         return False
-    if not difference.free_symbols:
-        return True  # the relation compares two constants
+    if not difference.free_symbols and not difference.atoms(AppliedUndef):
+        return True  # the relation compares two numbers (`f(2) < f(1)` compares unknowns)
     if len(difference.free_symbols) == 1 and not isinstance(value, sympy.Eq):
         solutions = _decided(value.as_set)
         return solutions in (sympy.S.EmptySet, sympy.S.Reals)
@@ -261,10 +299,50 @@ def _relations(g: Any, a: Any, ctx: _Context) -> Verdict:
         return _no()
     if isinstance(g, sympy.Eq) and isinstance(a, sympy.Eq):
         return _equations(g, a)
+    if (
+        _is_relation(g)
+        and _is_relation(a)
+        and (len(g.free_symbols) != 1 or len(a.free_symbols) != 1)
+    ):
+        return _links(g, a, ctx)  # not a solution set of one variable: compare the links
     g_set, a_set = _as_set(g), _as_set(a)
     if g_set is None or a_set is None:
         return _no()
     return _collections(g_set, a_set, ctx)
+
+
+def _links(g: Any, a: Any, ctx: _Context) -> Verdict:
+    """Relations that are not a solution set of one variable (`f(2) < f(1) < f(4)`,
+    `a_1 < a_2 < a_3`): the same links, each
+    read left to right with `>` turned round (`f(4) > f(1) > f(2)` is the same chain)."""
+    g_links, a_links = _oriented(g), _oriented(a)
+    if len(g_links) != len(a_links):
+        return _no()
+    element_ctx = _element_context(ctx)
+
+    def same(x: tuple[type, Any, Any], y: tuple[type, Any, Any]) -> bool:
+        return (
+            x[0] is y[0]
+            and _compare(x[1], y[1], element_ctx).equal
+            and _compare(x[2], y[2], element_ctx).equal
+        )
+
+    unmatched = list(a_links)
+    for link in g_links:
+        match = next((other for other in unmatched if same(link, other)), None)
+        if match is None:
+            return _no()
+        unmatched.remove(match)
+    return Verdict(True, "relation_chain")
+
+
+def _oriented(value: Any) -> list[tuple[type, Any, Any]]:
+    links = _args(value) if isinstance(value, sympy.And) else [value]
+    flipped = {sympy.StrictGreaterThan: sympy.StrictLessThan, sympy.GreaterThan: sympy.LessThan}
+    return [
+        (flipped[type(r)], r.rhs, r.lhs) if type(r) in flipped else (type(r), r.lhs, r.rhs)
+        for r in links
+    ]
 
 
 def _assignment(value: Any) -> tuple[str, Any] | None:
@@ -367,25 +445,37 @@ def _is_system(items: list[Any]) -> bool:
 
 
 def _systems(gs: list[Any], g_kind: str, as_: list[Any], a_kind: str, ctx: _Context) -> Verdict:
-    """Assignments by name; unnamed values (a tuple or bare list, not a set) in written order
-    against the variables in alphabetical order."""
+    """Assignments by name. Unnamed values (a tuple or bare list, not a set) against a named
+    gold follow the order the gold wrote its variables in (`(p, q) = (3, 2)` is `(3, 2)`;
+    `y = 3, x = 2` is `(3, 2)`); against a named answer, the answer's variables in alphabetical
+    order (the order a tuple gold lists them in), so the answer cannot pick the order. A
+    variable named twice (`x = 1, y = 2, x = 3`) matches nothing."""
     g_named, a_named = _named(gs), _named(as_)
+    if (_is_system(gs) and g_named is None) or (_is_system(as_) and a_named is None):
+        return _no()
     if g_named is not None and a_named is not None:
         if set(g_named) != set(a_named):
             return _no()
-        names = sorted(g_named)
+        names = list(g_named)
         return _ordered([g_named[n] for n in names], [a_named[n] for n in names], ctx, "system")
     named, values, kind = (g_named, as_, a_kind) if g_named is not None else (a_named, gs, g_kind)
     assert named is not None
     if kind == "set" or len(values) != len(named):
         return _no()
-    by_name = [named[name] for name in sorted(named)]
+    order = list(named) if g_named is not None else sorted(named)
+    by_name = [named[name] for name in order]
     golds, answers = (by_name, values) if g_named is not None else (values, by_name)
     return _ordered(golds, answers, ctx, "system")
 
 
 def _named(items: list[Any]) -> dict[str, Any] | None:
-    return dict(map(_assignment, items)) if _is_system(items) else None  # type: ignore[arg-type]
+    """{name: value} in written order; None unless every item is an assignment to a distinct
+    name."""
+    if not _is_system(items):
+        return None
+    pairs = [_assignment(item) for item in items]
+    named = dict(pairs)  # type: ignore[arg-type]
+    return named if len(named) == len(pairs) else None
 
 
 def _ordered(gs: list[Any], as_: list[Any], ctx: _Context, rule: str) -> Verdict:

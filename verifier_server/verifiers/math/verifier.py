@@ -25,12 +25,12 @@ from pydantic import Field
 
 from verifier_server.types import JSON, Item, Result, truncate
 from verifier_server.verifiers.base import InvalidItem, TimedParams, Verifier
-from verifier_server.verifiers.math.equivalence import Verdict, equivalent, is_trivial
+from verifier_server.verifiers.math.equivalence import Verdict, equivalent, is_several, is_trivial
 from verifier_server.verifiers.math.extract import (
     EXTRACT_DESCRIPTION,
     ExtractMode,
+    all_boxed,
     extract,
-    last_boxed,
     strip_math_delimiters,
 )
 from verifier_server.verifiers.math.parse import Parsed, ParseLimits, Unparseable, parse_answer
@@ -81,6 +81,7 @@ class MathParams(TimedParams):
 class _Gold:
     parsed: tuple[Parsed, ...]
     shown: str
+    several: bool  # some reading has several values: an answer may spread them over boxes
 
 
 class MathVerifier(Verifier):
@@ -107,15 +108,15 @@ class MathVerifier(Verifier):
         found = extract(item.completion, params.extract)
         if found is None:
             return Result(id=item.id, score=0.0, reason="no_answer_found")
-        key = (_gold_key(item.reference), found.text, params.rel_tol, params.max_answer_chars,
-               params.max_depth, params.max_digits)  # fmt: skip
-        cached = _lru_get(self._verdicts, key)
-        if cached is None:
-            cached = _judge(gold, found.text, params, limits)
-            _lru_put(self._verdicts, key, cached)
-        verdict, parsed_answer = cached
+        texts = [found.text]
+        if gold.several and found.boxes:  # `\boxed{1}, \boxed{-2}` for a two-root question
+            texts.append(", ".join(found.boxes))
+        for text in texts:
+            verdict, parsed_answer = self._verdict(item.reference, gold, text, params, limits)
+            if verdict.equal:
+                break
         details: dict[str, JSON] = {
-            "extracted_answer": truncate(found.text, _SHOWN_CHARS),
+            "extracted_answer": truncate(text, _SHOWN_CHARS),
             "anchor": found.source,
             "parsed_gold": gold.shown,
             "rule": verdict.rule,
@@ -128,6 +129,17 @@ class MathVerifier(Verifier):
             reason="" if verdict.equal else verdict.reason,
             details=details,
         )
+
+    def _verdict(
+        self, reference: JSON, gold: _Gold, text: str, params: MathParams, limits: ParseLimits
+    ) -> tuple[Verdict, str]:
+        key = (_gold_key(reference), text, params.rel_tol, params.max_answer_chars,
+               params.max_depth, params.max_digits)  # fmt: skip
+        cached = _lru_get(self._verdicts, key)
+        if cached is None:
+            cached = _judge(gold, text, params, limits)
+            _lru_put(self._verdicts, key, cached)
+        return cached
 
     def _gold(self, reference: JSON, params: MathParams, limits: ParseLimits) -> _Gold:
         key = (_gold_key(reference), params.max_answer_chars, params.max_depth, params.max_digits)
@@ -194,7 +206,8 @@ def _parse_gold(reference: JSON, params: MathParams, limits: ParseLimits) -> _Go
             )
         parsed.append(gold)
     shown = " | ".join(truncate(str(p.value), _SHOWN_CHARS) for p in parsed)
-    return _Gold(tuple(parsed), truncate(shown, _SHOWN_CHARS))
+    several = any(is_several(p.value) for p in parsed)
+    return _Gold(tuple(parsed), truncate(shown, _SHOWN_CHARS), several)
 
 
 def _gold_text(value: JSON, field: str) -> str:
@@ -209,8 +222,9 @@ def _gold_text(value: JSON, field: str) -> str:
         return str(int(value)) if value.is_integer() else repr(value)
     if not isinstance(value, str):
         raise InvalidItem(field, f"expected a string or a number, got {type(value).__name__}")
-    boxed = last_boxed(value)
-    text = strip_math_delimiters(boxed if boxed is not None else value)
+    boxes = all_boxed(value)  # a gold in several boxes is all of them, in order
+    text = ", ".join(strip_math_delimiters(b) for b in boxes) if boxes else value
+    text = strip_math_delimiters(text)
     if not text:
         raise InvalidItem(field, "an empty gold answer")
     return text

@@ -30,6 +30,10 @@ def score(reference: JSON, completion: str, **params: object):
         ([], "reference"),
         (["3", r"\sqrt{"], "reference[1]"),
         (r"9^{9^{9^9}}", "reference"),
+        ("12:00", "reference"),  # 12/0: undefined (any two were equal as complex infinity)
+        ("1/0", "reference"),
+        ("x = 2 + 3 = 6", "reference"),  # a chain with a false link is never true
+        (r"5 \text{ or more}", "reference"),  # a qualifier, not a unit
     ],
 )
 def test_a_bad_gold_is_an_invalid_item_naming_the_field(reference: JSON, field: str) -> None:
