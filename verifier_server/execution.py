@@ -2,17 +2,46 @@
 
 Used in the worker processes (one item at a time) and by the thread path (a chunk at a time).
 A verifier's exception or garbage output becomes STATUS_VERIFIER_ERROR for its own items only.
+
+`completion_phase()` marks the part of scoring that only the completion decides (the gold was
+already checked): a worker killed for its time limit inside it was stopped by the completion,
+and the pool scores the item OK 0 instead of TIMEOUT, since masking it would reward it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from verifier_server.types import Item, Result, Status, truncate
 from verifier_server.verifiers.base import InvalidItem, Verifier
+
+# In a worker process: a one-byte shared value its parent reads when it kills the worker.
+_phase_flag: Any = None
+IN_COMPLETION = 1
+
+
+def set_phase_flag(flag: Any) -> None:
+    """Called once by a worker process with its shared phase byte (a multiprocessing RawValue)."""
+    global _phase_flag
+    _phase_flag = flag
+
+
+@contextlib.contextmanager
+def completion_phase() -> Iterator[None]:
+    """Work inside is on the completion alone (its extraction, parsing, comparison): if the
+    worker is killed for time meanwhile, the completion is to blame (OK, 0,
+    `answer_too_complex`), not the caller. A no-op outside a worker process."""
+    if _phase_flag is not None:
+        _phase_flag.value = IN_COMPLETION
+    try:
+        yield
+    finally:
+        if _phase_flag is not None:
+            _phase_flag.value = 0
 
 
 def run_batch(verifier: Verifier, items: Sequence[Item], params: Any) -> list[Result]:

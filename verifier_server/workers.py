@@ -6,6 +6,9 @@ Guarantees:
 - Items run one at a time per worker. An item that overruns its `timeout_s` is SIGKILLed with
   its worker and gets STATUS_TIMEOUT; the rest of its chunk is re-queued on other workers and
   the worker is replaced. No signal-based timeouts: they cannot stop C code.
+- A kill during the verifier's `completion_phase()` (see verifier_server.execution; the
+  reference was already checked) is the completion's doing: that item is OK with score 0 and
+  reason `answer_too_complex`, never a status a trainer would mask.
 - A worker that dies for any other reason (killed from outside, segfault, out of memory)
   costs only the item it was running (STATUS_VERIFIER_ERROR "worker_died"); the pool goes on.
 - Items whose caller's deadline passed before they started come back STATUS_OVERLOADED, and
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from verifier_server.execution import IN_COMPLETION
 from verifier_server.types import Item, Result, Status
 
 log = logging.getLogger(__name__)
@@ -47,7 +51,9 @@ _INITIAL_ITEM_COST_S = 0.01  # admission estimate before a verifier has been mea
 # --------------------------------------------------------------------------- worker side
 
 
-def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None) -> None:
+def _worker_main(
+    conn: Connection, plugins: Sequence[str], memory_mb: int | None, phase: Any
+) -> None:
     """Entry point of a worker process: score the chunks the parent sends, one item at a time."""
     with contextlib.suppress(OSError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -56,9 +62,10 @@ def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     from verifier_server.bulk import score_serialized
-    from verifier_server.execution import run_one
+    from verifier_server.execution import run_one, set_phase_flag
     from verifier_server.registry import Registry
 
+    set_phase_flag(phase)
     registry = Registry.load(plugins)
     registry.warm_up()  # e.g. sandbox slots: started here, in a process without gRPC
     conn.send(("ready", os.getpid()))
@@ -135,6 +142,7 @@ class _Bulk:
 class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: Connection
+    phase: Any  # shared byte: IN_COMPLETION while the worker scores a completion alone
     chunk: _Chunk | _Bulk | None = None
     index: int = 0  # the item of `chunk` that is running
     started_at: float = 0.0
@@ -321,15 +329,16 @@ class WorkerPool:
 
     def _spawn(self) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        phase = self._ctx.RawValue("b", 0)
         process = self._ctx.Process(
             target=_worker_main,
-            args=(child_conn, self.plugins, self.memory_mb),
+            args=(child_conn, self.plugins, self.memory_mb, phase),
             name="verifier-worker",
             daemon=True,
         )
         process.start()
         child_conn.close()  # so the parent sees EOF when the worker dies
-        return _Worker(process=process, conn=parent_conn)
+        return _Worker(process=process, conn=parent_conn, phase=phase)
 
     def _start_io(self, worker: _Worker) -> None:
         """Two threads per worker: one turns blocking pipe reads into event-loop callbacks, the
@@ -471,7 +480,9 @@ class WorkerPool:
                 why = f"worker exited with code {worker.process.exitcode} during a bulk job"
                 self._fail_chunk(chunk, 0, Status.VERIFIER_ERROR, "worker_died", why)
         elif chunk is not None:
-            if worker.timed_out:
+            if worker.timed_out and worker.phase.value == IN_COMPLETION:
+                self._completion_timed_out(chunk, index)
+            elif worker.timed_out:
                 limit = f"exceeded the {chunk.timeout_s:g} s time limit; its worker was killed"
                 self._fail_items(chunk, index, index + 1, Status.TIMEOUT, "timeout", limit)
             else:
@@ -494,6 +505,22 @@ class WorkerPool:
             worker.conn.close()
         if not self._closed:
             self._replace()
+
+    def _completion_timed_out(self, chunk: _Chunk, index: int) -> None:
+        """The item's completion alone ran its worker past the limit: scored, not masked."""
+        self._backlog_s -= chunk.cost_s
+        future = chunk.futures[index]
+        if not future.done():
+            why = f"the answer ran past the {chunk.timeout_s:g} s limit; its worker was killed"
+            future.set_result(
+                Result(
+                    id=chunk.items[index].id,
+                    score=0.0,
+                    reason="answer_too_complex",
+                    details={"error": why},
+                    elapsed_ms=chunk.timeout_s * 1000,
+                )
+            )
 
     def _replace(self) -> None:
         try:

@@ -8,14 +8,18 @@ Score 1.0 or 0.0. Reasons for 0.0 (status OK: the model's fault): `no_answer_fou
 `answer_too_long`, `answer_too_deep`, `answer_too_complex`, `unparseable_answer`,
 `multiple_answers`, `trivial_equation`, `wrong_answer`.
 
-Runs in the worker pool: an answer that gets past the pre-screens (screen.py) and still runs
-past `timeout_s` is killed with its worker and comes back STATUS_TIMEOUT. Parsed golds and
+Runs in the worker pool. The gold is parsed first; everything after is the completion's alone
+(`completion_phase`): an answer that gets past the pre-screens (screen.py) and still runs past
+`timeout_s` is killed with its worker and comes back OK, 0, `answer_too_complex`, and an
+exception the answer provokes is OK, 0 too. A gold that runs past the limit is TIMEOUT (the
+caller's reference is at fault). Parsed golds and
 verdicts are memoised per worker process, keyed by the gold, the extracted answer and the
 parameters that change a verdict.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ from typing import Any
 
 from pydantic import Field
 
+from verifier_server.execution import completion_phase
 from verifier_server.types import JSON, Item, Result, truncate
 from verifier_server.verifiers.base import InvalidItem, TimedParams, Verifier
 from verifier_server.verifiers.math.equivalence import Verdict, equivalent, is_several, is_trivial
@@ -35,6 +40,8 @@ from verifier_server.verifiers.math.extract import (
 )
 from verifier_server.verifiers.math.parse import Parsed, ParseLimits, Unparseable, parse_answer
 from verifier_server.verifiers.math.screen import Rejected, screen_text
+
+log = logging.getLogger(__name__)
 
 _MAX_NODES = 2000
 _MAX_SYMBOLIC_POWER = 100_000
@@ -104,7 +111,13 @@ class MathVerifier(Verifier):
 
     def score_one(self, item: Item, params: MathParams) -> Result:
         limits = ParseLimits(params.max_digits, _MAX_NODES, _MAX_SYMBOLIC_POWER)
-        gold = self._gold(item.reference, params, limits)
+        gold = self._gold(item.reference, params, limits)  # the caller's part, checked first
+        with completion_phase():  # from here on, only the completion decides
+            return self._score_answer(item, gold, params, limits)
+
+    def _score_answer(
+        self, item: Item, gold: _Gold, params: MathParams, limits: ParseLimits
+    ) -> Result:
         found = extract(item.completion, params.extract)
         if found is None:
             return Result(id=item.id, score=0.0, reason="no_answer_found")
@@ -159,7 +172,7 @@ def _judge(
     gold: _Gold, answer: str, params: MathParams, limits: ParseLimits
 ) -> tuple[Verdict, str]:
     """(verdict, parsed answer as text) for one extracted answer against every gold reading."""
-    try:
+    try:  # every exception here is the completion's doing (the gold was parsed already)
         screen_text(
             answer,
             params.max_answer_chars,
@@ -168,13 +181,18 @@ def _judge(
             _MAX_SYMBOLIC_POWER,
         )
         parsed = parse_answer(answer, limits)
+        verdicts = [equivalent(g, parsed, params.rel_tol) for g in gold.parsed]
+        verdict = next((v for v in verdicts if v.equal), verdicts[0])
+        return verdict, truncate(str(parsed.value), _SHOWN_CHARS)
     except Rejected as exc:
         return Verdict(False, "pre_screen", exc.reason), ""
     except Unparseable:
         return Verdict(False, "parse", "unparseable_answer"), ""
-    verdicts = [equivalent(g, parsed, params.rel_tol) for g in gold.parsed]
-    verdict = next((v for v in verdicts if v.equal), verdicts[0])
-    return verdict, truncate(str(parsed.value), _SHOWN_CHARS)
+    except (RecursionError, MemoryError):
+        return Verdict(False, "error", "answer_too_complex"), ""
+    except Exception as exc:  # the gold parsed fine: whatever broke, the answer broke it
+        log.warning("math answer %r raised %s", truncate(answer, 200), type(exc).__name__)
+        return Verdict(False, "error", "unparseable_answer"), ""
 
 
 def _parse_gold(reference: JSON, params: MathParams, limits: ParseLimits) -> _Gold:

@@ -114,3 +114,13 @@ def test_verdicts_and_golds_are_memoised() -> None:
 def test_bad_params_are_rejected(params: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         MathParams(**params)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["\ud800", "1\x00", r"\frac{x}{0} \cdot 0", r"\{1, 2\} \text{ kg}", r"x \pm 1 > 2", r"\pm"],
+)
+def test_an_answer_that_breaks_parsing_is_ok_zero(answer: str) -> None:
+    # In-process too (a lone surrogate cannot cross the wire): never VERIFIER_ERROR.
+    result = score("5 \\text{ kg}", f"\\boxed{{{answer}}}")
+    assert result.status == Status.OK and result.score == 0.0 and result.reason
