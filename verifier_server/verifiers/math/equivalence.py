@@ -346,7 +346,8 @@ def _oriented(value: Any) -> list[tuple[type, Any, Any]]:
 
 
 def _assignment(value: Any) -> tuple[str, Any] | None:
-    """`x = 3` or `f(x) = x^2` -> (left side's name, right side); else None."""
+    """`x = 3`, `f(x) = x^2`, or a named quantity given a value (`|AB| = 1`, `A:B = 2:3`,
+    `\\frac{NO}{BO} = \\frac{1}{\\sqrt 6}`) -> (left side's name, right side); else None."""
     if not isinstance(value, sympy.Eq):
         return None
     lhs = value.lhs
@@ -354,7 +355,21 @@ def _assignment(value: Any) -> tuple[str, Any] | None:
         return lhs.name, value.rhs
     if isinstance(lhs, AppliedUndef):
         return f"{lhs.func.__name__}({','.join(str(a) for a in lhs.args)})", value.rhs
+    if _named_quantity(lhs) and isinstance(value.rhs, sympy.Expr) and not value.rhs.free_symbols:
+        return sympy.srepr(_unify_symbols(lhs)), value.rhs
     return None
+
+
+def _named_quantity(expr: Any) -> bool:
+    """Letters only: products, ratios and absolute values of symbols (`AB`, `A/B`, `|AB|`),
+    never a number, so `2x = 6` is an equation, not "2x" named 6."""
+    if isinstance(expr, sympy.Symbol | AppliedUndef):
+        return True
+    if isinstance(expr, sympy.Abs | sympy.Mul):
+        return all(_named_quantity(arg) for arg in expr.args)
+    if isinstance(expr, sympy.Pow):
+        return expr.exp in (1, -1) and _named_quantity(expr.base)
+    return False
 
 
 def _is_value_assignment(assignment: tuple[str, Any] | None) -> bool:

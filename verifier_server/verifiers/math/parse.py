@@ -49,6 +49,7 @@ _WORD = re.compile(r"[A-Za-z]{3,}")
 _THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(?:(?:,\d{3})+|(?: \d{3})+)(\.\d+)?")
 _MIXED = re.compile(r"(?P<sign>[+-]?)(?P<whole>\d+)\s+(?P<n>\d+)\s*/\s*(?P<d>\d+)")
 _ROMAN_E = re.compile(r"\\(?:mathrm|text|textrm|rm|operatorname)\s*\{\s*([ei])\s*\}")
+_JOIN = re.compile(r"\\!\s*")  # a negative thin space joins: `11,\! 111` is 11,111
 _PRIMED = re.compile(r"[A-Za-z]'+(?:\s*[A-Za-z]'*)*")
 _PLUS_MINUS = re.compile(r"\\(?:pm|mp)(?![A-Za-z])")
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)")
@@ -177,14 +178,16 @@ def _clean(text: str) -> str:
     """Spacing commands, `{,}`, Markdown bold, trailing punctuation, and font or text commands
     wrapped around the whole answer (`\\text{5}`, `\\mathbf{5}`) removed; `\\!` joins
     (`10,\\!000`), and an upright `\\mathrm{e}` or `\\mathrm{i}` is the constant."""
-    text = _ROMAN_E.sub(r"\1", text.replace("\\!", ""))
+    text = _ROMAN_E.sub(r"\1", _JOIN.sub("", text))
     text = _SPACING.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else " ", text)
-    text = text.replace("{,}", ",").strip()
+    text = text.replace("{,}", ",").strip().strip("€£¥").strip()  # currency, like `\\$`
     while True:
         before = text
         if len(text) > 4 and text.startswith("**") and text.endswith("**"):
             text = text[2:-2].strip()
         text = text.rstrip(",;").removesuffix("\\\\").strip()
+        if text.endswith("\\") and not text.endswith("\\\\"):  # `185\`: a spacing `\ ` cut short
+            text = text[:-1].strip()
         wrapper = _WRAPPER.match(text)
         if wrapper and matching_brace(text, wrapper.end() - 1) == len(text) - 1:
             text = text[wrapper.end() : -1].strip()

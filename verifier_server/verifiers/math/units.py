@@ -24,7 +24,7 @@ _ALIASES = {
     "lb": "pound", "lbs": "pound", "pounds": "pound", "hr": "hour", "hrs": "hour",
     "min": "minute", "mins": "minute", "sec": "second", "secs": "second", "yr": "year",
     "yrs": "year", "mph": "mile/hour", "kph": "km/hour", "kmh": "km/hour", "in": "inch",
-    "inches": "inch",
+    "inches": "inch", "week": "7*day", "weeks": "7*day", "wk": "7*day",
 }  # fmt: skip
 # Words that qualify a number rather than name a unit: dropping them would accept a hedge.
 _QUALIFIERS = frozenset(
@@ -52,11 +52,11 @@ _QUALIFIERS = frozenset(
     ]
 )
 _TEXT_UNIT = re.compile(
-    r"(?:\\[,;: ]|~|\s)*\\(?:text|mathrm|textrm|textnormal|mbox|operatorname|rm)\s*"
+    r"(?:\\[,;: ]|~|\s)*\\(?:text|mathrm|textrm|textnormal|textbf|textit|mbox|operatorname|rm)\s*"
     r"\{(?P<unit>[^{}]*)\}(?P<power>\s*\^\s*(?:\{\s*-?\d\s*\}|\d))?\s*$"
 )
 _BARE_UNIT = re.compile(
-    r"(?<=[\d}.])\s*(?P<unit>[A-Za-z]{2,}(?:\s*/\s*[A-Za-z]+)?)(?P<power>\s*\^\s*(?:\{\s*-?\d\s*\}|\d))?\s*$"
+    r"(?<=[\d}.$])\s*(?P<unit>[A-Za-z]{2,}(?:\s*/\s*[A-Za-z]+)?)(?P<power>\s*\^\s*(?:\{\s*-?\d\s*\}|\d))?\s*$"
 )
 _UNIT_WORDS = re.compile(r"[A-Za-z][A-Za-z .·/*\-]*(?:\^-?\d)?(?:\s*/\s*[A-Za-z]+(?:\^-?\d)?)*")
 
@@ -132,15 +132,20 @@ def _token(token: str) -> Any:
     if alias is not None:
         return _alias(alias) ** int(power or 1)
     quantity = getattr(u, base, None)
+    if quantity is None and base.endswith("s"):  # weeks, days: sympy knows week, day
+        quantity = getattr(u, base[:-1], None)
     if not isinstance(quantity, u.Quantity) or base.startswith("_"):
         return None
     return quantity ** int(power or 1)
 
 
 def _alias(spelled: str) -> Any:
+    """`mile/hour`, `7*day`: a sympy quantity from an alias's spelling."""
+    count, _, spelled = spelled.rpartition("*")
     parts = spelled.split("/")
     value = getattr(u, parts[0])
-    return value / getattr(u, parts[1]) if len(parts) > 1 else value
+    value = value / getattr(u, parts[1]) if len(parts) > 1 else value
+    return value * int(count) if count else value
 
 
 def conversion(gold: Unit, answer: Unit) -> Fraction | None:
