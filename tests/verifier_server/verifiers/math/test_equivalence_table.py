@@ -200,6 +200,23 @@ TABLE: list[tuple[str, str, float]] = [
     (r"12 \text{ apples}", r"12 \text{ apples}", Y), (r"9.8 \text{ m/s}^2", r"9.8\,\mathrm{m/s^2}", Y),
     ("5", r"5 \text{ or more}", N), ("2", r"2 \text{ (or 3)}", N), ("12", "12 cm", Y),
     (r"5\text{ kg}", "5 lb", N), ("2ab", "2ab", Y), ("2", "2ab", N),
+    # --- issue 13, unseen forms of the same families (and the conformance table's fixes)
+    ("2", r"a = 1 \text{ or } a = 2", N), ("2", r"x = 1 \text{ and } x = 2", N),
+    ("x_1 = 1, x_2 = 2", "1, 2", Y), ("3.5", r"3\ 1/2", Y), ("1.5", r"1 \frac{1}{2}", Y),
+    ("-1.5", r"-1\frac{1}{2}", Y), ("0.5", r"1 \frac{1}{2}", N), ("5", r"\tan(\pi/2)", N),
+    ("5", r"\infty - \infty", N), ("5", r"\frac{0}{0}", N), ("E", r"E^{\prime}", N),
+    ("A", r"\overline{A}", N), ("5", "00,500", N), ("50", "0,050", N), ("-i", r"\frac{1}{i}", Y),
+    ("i", r"\frac{1}{i}", N), (r"\pm\frac{1}{2}", r"\frac12, -\frac12", Y),
+    (r"\pm\frac{1}{2}", r"\frac12", N), (r"x = \pm\sqrt{3}", r"\pm\sqrt3", Y),
+    (r"5 \mathrm{~kg}", r"5000 \mathrm{~g}", Y), (r"5 \text{m}^2", r"50000 \text{cm}^2", Y),
+    (r"5 \text{m}^2", r"5 \text{cm}^2", N), (r"5 \text{ kg}", r"5 \text{ kilograms}", Y),
+    (r"3 \text{ dollars}", r"\$3", Y), ("|AB| = 5", "5", Y), ("|AB| = 5", "|CD| = 5", N),
+    ("5", "|AB| = 5", Y), ("6", "2x = 6", N), ("AB = 4, CD = 5", "4, 5", Y), ("AB = 4, CD = 5", "5, 4", N),
+    ("11111111100", r"11,\! 111,\! 111,\! 100", Y), ("1/3", r"\frac{1}{3} \textbf{meters}", Y),
+    ("1000.99", "1,000.99€", Y), ("10", "10 weeks", Y), (r"70 \text{ days}", r"10 \text{ weeks}", Y),
+    ("x = 1, y = 2, z = 3", "(1, 2, 3)", Y), ("z = 3, y = 2, x = 1", "(1, 2, 3)", N),
+    ("z = 3, y = 2, x = 1", "(3, 2, 1)", Y),
+    (r"\frac{1 \pm \sqrt{5}}{2}", r"\frac{1 + \sqrt{5}}{2} \text{ or } \frac{1-\sqrt5}{2}", Y),
 ]
 # fmt: on
 
