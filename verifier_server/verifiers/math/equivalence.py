@@ -1,6 +1,10 @@
 """Is a parsed answer equivalent to a parsed gold? Strict where math-verify's defaults are loose.
 
 Rules, in the order they apply (each verdict names the rule that decided it):
+- Units (units.py): when both sides carry one, the answer is converted to the gold's unit
+  (`5000 g` for `5 kg`); units of different kinds, or unknown units with different names,
+  are `wrong_unit`. A unit on one side only is the unit the question asked for.
+- `i` is the imaginary unit on both sides when either side was read as complex.
 - Exact values compare exactly: integers and fractions as rationals (so `2^{100}+1` is not
   `2^{100}` and `1/2^{99}` is not `1/2^{98}`); other exact numbers (radicals, π, e, logs) by
   their difference, evaluated to 50 digits, being 0, confirmed by sympy where it can decide.
@@ -19,14 +23,21 @@ Rules, in the order they apply (each verdict names the rule that decided it):
 - Expressions with variables: the same variables (by name), equal at several fixed rational
   points evaluated to 30 digits (which rejects almost every wrong answer quickly), then
   `simplify(gold - answer) == 0`; if sympy cannot decide but every point agreed, equal.
-- Equations: an assignment gold `x = 3` is matched by `3` or `x = 3` only (not `y = 3`, and not
-  a restated equation such as `2x = 6`); general equations match when one side-difference is a
-  nonzero constant multiple of the other. Systems (`x = 2, y = 3`) match by variable name, or in
-  the variables' alphabetical order against a tuple or list. An answer relation that is always
-  true or never true (`x + 1 = 1 + x`, `x > x`) is `trivial_equation`, never a match.
+- Equations: an assignment gold `x = 3` (or a named quantity: `|AB| = 1`, `A:B = 2:3`) is
+  matched by `3` or the same assignment only (not `y = 3`, and not a restated equation such as
+  `2x = 6`); general equations match when one side-difference is a nonzero constant multiple of
+  the other. Systems (`x = 2, y = 3`, `(p, q) = (3, 2)`) match by name; unnamed values against
+  a named gold follow the order the gold wrote its names in, and a named answer against an
+  unnamed gold is read in alphabetical order (so the answer cannot choose the order). A name
+  given twice in a system matches nothing; one variable given several values (`x = 1, x = 2`)
+  is the set of them (parse.py). An answer relation that is always true or never true
+  (`x + 1 = 1 + x`, `x > x`) is `trivial_equation`, never a match.
+- Relations that are not the solution set of one variable (`f(2) < f(1) < f(4)`,
+  `a_1 < a_2 < a_3`) match link for link, `>` read as a reversed `<`.
 - Inequalities and intervals compare as sets of the same variable (`x > 2` matches
   `(2, \\infty)`, not `[2, \\infty)` and not `y > 2`).
-- Collections: a set (`\\{1, 2\\}`, `\\pm 2`) matches a set or a bare list (`1, 2`) in any order;
+- Collections: a set (`\\{1, 2\\}`, `\\pm 2`, `\\frac{3 \\pm \\sqrt 5}{2}`) matches a set or a
+  bare list (`1, 2`) in any order;
   a tuple `(1, 2)` matches a tuple or a bare list in order, and an open interval with finite
   ends reads as a pair too; a set never matches a tuple. Duplicates in sets and lists collapse.
   One gold value against several answers (`2 \\text{ or } 3`, `1, 2, 3`) is

@@ -6,8 +6,16 @@ most answers, and it avoids both the LaTeX parser's cost and its quirks (`1.5e3`
 `1.5·e·3`). Everything else goes through math-verify's LaTeX normalisation and parser
 (latex2sympy2_extended), after the text pre-screens and before the tree pre-screen.
 
+Before either, a unit written after the answer is split off and kept (units.py), and `\\pm`
+makes the answer the set of its two values (`\\frac{3 \\pm \\sqrt 5}{2}`). Mixed numbers
+(`1 1/2`) are one and a half; `10,\\!000` is ten thousand (`0,500` is a list, not 500); `E'`
+is a label of its own, not `E`; an upright `\\mathrm{e}` is Euler's number.
+
 The parser must account for the whole text: a syntax error is `Unparseable`, never a prefix
-(math-verify's extraction read `4\\sqrt(2)` as `4`). `\\sqrt(2)` is rewritten as `\\sqrt{2}`,
+(math-verify's extraction read `4\\sqrt(2)` as `4`). A value that is undefined (a division by
+zero: `12:00` reads as 12/0) is `Unparseable` too, since any two undefined values would compare
+equal. An equation chain (`x = 5 + 5 + 1 = 11`) is its last value when every link without a
+variable holds, and no answer when one does not. `\\sqrt(2)` is rewritten as `\\sqrt{2}`,
 `i` becomes the imaginary unit when the text looks complex, and parses that collapse to a bare
 truth value (`x + 1 = x + 1` → True) are unparseable rather than an answer.
 """
