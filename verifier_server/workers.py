@@ -6,9 +6,10 @@ Guarantees:
 - Items run one at a time per worker. An item that overruns its `timeout_s` is SIGKILLed with
   its worker and gets STATUS_TIMEOUT; the rest of its chunk is re-queued on other workers and
   the worker is replaced. No signal-based timeouts: they cannot stop C code.
-- A kill during the verifier's `completion_phase()` (see verifier_server.execution; the
-  reference was already checked) is the completion's doing: that item is OK with score 0 and
-  reason `answer_too_complex`, never a status a trainer would mask.
+- A kill for time during the verifier's `completion_phase()` (see verifier_server.execution;
+  the reference was already checked) is the completion's doing: that item is OK with score 0
+  and reason `answer_too_complex`, never a status a trainer would mask; so is a crash there
+  (SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL: `answer_crashed_verifier`).
 - A worker that dies for any other reason (killed from outside, segfault, out of memory)
   costs only the item it was running (STATUS_VERIFIER_ERROR "worker_died"); the pool goes on.
 - Items whose caller's deadline passed before they started come back STATUS_OVERLOADED, and
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _INITIAL_ITEM_COST_S = 0.01  # admission estimate before a verifier has been measured
+# Deaths a completion can cause in C code (a parser's stack overflow, an abort); a SIGKILL
+# from outside (an operator, the OOM killer) is not counted as the completion's doing.
+_CRASHES = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL})
 
 
 # --------------------------------------------------------------------------- worker side
@@ -480,8 +484,15 @@ class WorkerPool:
                 why = f"worker exited with code {worker.process.exitcode} during a bulk job"
                 self._fail_chunk(chunk, 0, Status.VERIFIER_ERROR, "worker_died", why)
         elif chunk is not None:
-            if worker.timed_out and worker.phase.value == IN_COMPLETION:
-                self._completion_timed_out(chunk, index)
+            if worker.phase.value == IN_COMPLETION and worker.timed_out:
+                why = f"the answer ran past the {chunk.timeout_s:g} s limit; its worker was killed"
+                self._completion_failed(chunk, index, "answer_too_complex", why)
+            elif (
+                worker.phase.value == IN_COMPLETION and -(worker.process.exitcode or 0) in _CRASHES
+            ):
+                self.stats["worker_deaths"] += 1
+                why = f"the answer crashed its worker (exit code {worker.process.exitcode})"
+                self._completion_failed(chunk, index, "answer_crashed_verifier", why)
             elif worker.timed_out:
                 limit = f"exceeded the {chunk.timeout_s:g} s time limit; its worker was killed"
                 self._fail_items(chunk, index, index + 1, Status.TIMEOUT, "timeout", limit)
@@ -506,21 +517,13 @@ class WorkerPool:
         if not self._closed:
             self._replace()
 
-    def _completion_timed_out(self, chunk: _Chunk, index: int) -> None:
-        """The item's completion alone ran its worker past the limit: scored, not masked."""
+    def _completion_failed(self, chunk: _Chunk, index: int, reason: str, why: str) -> None:
+        """The item's completion alone killed or crashed its worker: scored 0, not masked."""
         self._backlog_s -= chunk.cost_s
         future = chunk.futures[index]
         if not future.done():
-            why = f"the answer ran past the {chunk.timeout_s:g} s limit; its worker was killed"
-            future.set_result(
-                Result(
-                    id=chunk.items[index].id,
-                    score=0.0,
-                    reason="answer_too_complex",
-                    details={"error": why},
-                    elapsed_ms=chunk.timeout_s * 1000,
-                )
-            )
+            item_id = chunk.items[index].id
+            future.set_result(Result(id=item_id, score=0.0, reason=reason, details={"error": why}))
 
     def _replace(self) -> None:
         try:
