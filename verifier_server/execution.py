@@ -13,35 +13,35 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from verifier_server.types import Item, Result, Status, truncate
 from verifier_server.verifiers.base import InvalidItem, Verifier
 
-# In a worker process: a one-byte shared value its parent reads when it kills the worker.
-_phase_flag: Any = None
-IN_COMPLETION = 1
+# In a worker process: tells its parent when the completion phase starts and ends.
+_phase_reporter: Callable[[bool], None] | None = None
 
 
-def set_phase_flag(flag: Any) -> None:
-    """Called once by a worker process with its shared phase byte (a multiprocessing RawValue)."""
-    global _phase_flag
-    _phase_flag = flag
+def set_phase_reporter(report: Callable[[bool], None]) -> None:
+    """Called once by a worker process: `report(True)` on entering the completion phase,
+    `report(False)` on leaving it (the worker sends both to its parent over its pipe)."""
+    global _phase_reporter
+    _phase_reporter = report
 
 
 @contextlib.contextmanager
 def completion_phase() -> Iterator[None]:
     """Work inside is on the completion alone (its extraction, parsing, comparison): if the
-    worker is killed for time meanwhile, the completion is to blame (OK, 0,
-    `answer_too_complex`), not the caller. A no-op outside a worker process."""
-    if _phase_flag is not None:
-        _phase_flag.value = IN_COMPLETION
+    worker is killed for time or crashes meanwhile, the completion is to blame (OK, 0), not
+    the caller. A no-op outside a worker process."""
+    if _phase_reporter is not None:
+        _phase_reporter(True)
     try:
         yield
     finally:
-        if _phase_flag is not None:
-            _phase_flag.value = 0
+        if _phase_reporter is not None:
+            _phase_reporter(False)
 
 
 def run_batch(verifier: Verifier, items: Sequence[Item], params: Any) -> list[Result]:

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from verifier_server.execution import IN_COMPLETION
 from verifier_server.types import Item, Result, Status
 
 log = logging.getLogger(__name__)
@@ -55,9 +54,7 @@ _CRASHES = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGF
 # --------------------------------------------------------------------------- worker side
 
 
-def _worker_main(
-    conn: Connection, plugins: Sequence[str], memory_mb: int | None, phase: Any
-) -> None:
+def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None) -> None:
     """Entry point of a worker process: score the chunks the parent sends, one item at a time."""
     with contextlib.suppress(OSError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -66,10 +63,10 @@ def _worker_main(
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     from verifier_server.bulk import score_serialized
-    from verifier_server.execution import run_one, set_phase_flag
+    from verifier_server.execution import run_one, set_phase_reporter
     from verifier_server.registry import Registry
 
-    set_phase_flag(phase)
+    set_phase_reporter(lambda inside: conn.send(("phase", inside)))
     registry = Registry.load(plugins)
     registry.warm_up()  # e.g. sandbox slots: started here, in a process without gRPC
     conn.send(("ready", os.getpid()))
@@ -146,12 +143,12 @@ class _Bulk:
 class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: Connection
-    phase: Any  # shared byte: IN_COMPLETION while the worker scores a completion alone
     chunk: _Chunk | _Bulk | None = None
     index: int = 0  # the item of `chunk` that is running
     started_at: float = 0.0
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
+    in_completion: bool = False  # the worker reported it is scoring a completion alone
     ready: bool = False
     gone: bool = False
     reader: threading.Thread | None = field(default=None, repr=False)
@@ -333,16 +330,15 @@ class WorkerPool:
 
     def _spawn(self) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        phase = self._ctx.RawValue("b", 0)
         process = self._ctx.Process(
             target=_worker_main,
-            args=(child_conn, self.plugins, self.memory_mb, phase),
+            args=(child_conn, self.plugins, self.memory_mb),
             name="verifier-worker",
             daemon=True,
         )
         process.start()
         child_conn.close()  # so the parent sees EOF when the worker dies
-        return _Worker(process=process, conn=parent_conn, phase=phase)
+        return _Worker(process=process, conn=parent_conn)
 
     def _start_io(self, worker: _Worker) -> None:
         """Two threads per worker: one turns blocking pipe reads into event-loop callbacks, the
@@ -413,6 +409,9 @@ class WorkerPool:
         )
 
     def _on_message(self, worker: _Worker, message: tuple[Any, Any]) -> None:
+        if message[0] == "phase":
+            worker.in_completion = message[1]
+            return
         if message[0] == "ready":
             worker.ready = True
             self._pump()
@@ -484,12 +483,10 @@ class WorkerPool:
                 why = f"worker exited with code {worker.process.exitcode} during a bulk job"
                 self._fail_chunk(chunk, 0, Status.VERIFIER_ERROR, "worker_died", why)
         elif chunk is not None:
-            if worker.phase.value == IN_COMPLETION and worker.timed_out:
+            if worker.in_completion and worker.timed_out:
                 why = f"the answer ran past the {chunk.timeout_s:g} s limit; its worker was killed"
                 self._completion_failed(chunk, index, "answer_too_complex", why)
-            elif (
-                worker.phase.value == IN_COMPLETION and -(worker.process.exitcode or 0) in _CRASHES
-            ):
+            elif worker.in_completion and -(worker.process.exitcode or 0) in _CRASHES:
                 self.stats["worker_deaths"] += 1
                 why = f"the answer crashed its worker (exit code {worker.process.exitcode})"
                 self._completion_failed(chunk, index, "answer_crashed_verifier", why)
