@@ -30,7 +30,9 @@ def test_split_unit(text: str, magnitude: str, name: str | None) -> None:
     assert (unit.name if unit else None) == name
 
 
-@pytest.mark.parametrize("text", [r"5 \text{ or more}", r"2 \text{ (or 3)}", r"5 \text{ kg or more}"])
+@pytest.mark.parametrize(
+    "text", [r"5 \text{ or more}", r"2 \text{ (or 3)}", r"5 \text{ kg or more}"]
+)
 def test_a_qualifier_is_not_a_unit(text: str) -> None:
     with pytest.raises(NotAUnit):
         split_unit(text)
