@@ -52,7 +52,13 @@ _SHOWN_CHARS = 200
 
 class MathParams(TimedParams):
     timeout_s: float = Field(
-        default=5.0, gt=0, le=300, description="Per-item time limit; past it the item is TIMEOUT."
+        default=5.0,
+        gt=0,
+        le=300,
+        description=(
+            "Per-item time limit. An answer that runs past it scores 0 (answer_too_complex); a "
+            "gold that does is TIMEOUT."
+        ),
     )
     extract: ExtractMode = Field(default="auto", description=EXTRACT_DESCRIPTION)
     rel_tol: float = Field(
