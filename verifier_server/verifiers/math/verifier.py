@@ -127,13 +127,14 @@ class MathVerifier(Verifier):
         found = extract(item.completion, params.extract)
         if found is None:
             return Result(id=item.id, score=0.0, reason="no_answer_found")
-        texts = [found.text]
-        if gold.several and found.boxes:  # `\boxed{1}, \boxed{-2}` for a two-root question
-            texts.append(", ".join(found.boxes))
-        for text in texts:
-            verdict, parsed_answer = self._verdict(item.reference, gold, text, params, limits)
-            if verdict.equal:
-                break
+        text = found.text
+        verdict, parsed_answer = self._verdict(item.reference, gold, text, params, limits)
+        if not verdict.equal and gold.several and found.boxes:
+            # `\boxed{1}, \boxed{-2}` for a two-root question: all the boxes, in order
+            joined = ", ".join(found.boxes)
+            together = self._verdict(item.reference, gold, joined, params, limits)
+            if together[0].equal:
+                text, (verdict, parsed_answer) = joined, together
         details: dict[str, JSON] = {
             "extracted_answer": truncate(text, _SHOWN_CHARS),
             "anchor": found.source,
