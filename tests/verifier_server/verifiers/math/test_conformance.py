@@ -15,6 +15,7 @@ answer, and we grade only anchored answers.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -82,3 +83,17 @@ def agreement() -> dict[str, tuple[int, int]]:
         total[case["suite"]] += 1
         agree[case["suite"]] += case["ours"] == case["peer"]
     return {suite: (agree[suite], total[suite]) for suite in total}
+
+
+_README_NAMES = {
+    "math-verify": "Math-Verify", "mario-eval": "MARIO_EVAL", "nemo-skills": "NeMo-Skills",
+    "qwen2.5-math": "Qwen2.5-Math",
+}  # fmt: skip
+
+
+def test_the_readme_states_the_agreement_of_the_table() -> None:
+    readme = (Path(__file__).parents[4] / "README.md").read_text()
+    for suite, (agree, total) in agreement().items():
+        row = re.search(rf"^\| {re.escape(_README_NAMES[suite])} \| (\d+) \| (\d+) ", readme, re.M)
+        assert row is not None, suite
+        assert (int(row[2]), int(row[1])) == (agree, total), suite

@@ -158,6 +158,26 @@ _QWEN_TRUTH = {
     ("(+5)(b+2)", "(a+5)(b+2)"): False, ("\\frac{1+\\sqrt{5}}{2}", "2"): False,
     ("\\frac{34}{16}+\\frac{\\sqrt{1358}}{16}", "4"): False, ("1", "1\\\\sqrt{19}"): False,
     ("(0.6,2.6667]", "(\\frac{3}{5},\\frac{8}{3}]"): True, ("x+1", "x+2n+1"): False,
+    (
+        "\\begin{pmatrix}-\\frac{7}{4}&-2\\\\4&\\frac{1}{4}\\end{pmatrix}",
+        "(\\begin{pmatrix}-\\frac{7}{4}&-2\\\\4&\\frac{1}{4}\\\\\\end{pmatrix})",
+    ): True,
+    (
+        "\\begin{pmatrix}\\frac{1}{3x^{2/3}}&0&0\\\\0&1&0\\\\-\\sin(x)&0&0\\end{pmatrix}",
+        "(\\begin{pmatrix}\\frac{1}{3\\sqrt[3]{x}^2}&0&0\\\\0&1&0\\\\-\\sin(x)&0&0\\\\\\end{pmatrix})",
+    ): True,
+    (
+        "-\\frac{8x^2}{9(x^2-2)^{5/3}}+\\frac{2}{3(x^2-2)^{2/3}}",
+        "-\\frac{2(x^2+6)}{9(x^2-2)\\sqrt[3]{x^2-2}^2}",
+    ): True,
+    (
+        "\\begin{pmatrix}0.290243531202435\\\\0.196008371385084\\\\-0.186381278538813\\end{pmatrix}",
+        "(\\begin{pmatrix}0.29\\\\0.196\\\\-0.186\\\\\\end{pmatrix})",
+    ): True,  # the gold is the prediction rounded
+    (
+        "\\frac{\\sqrt{\\sqrt{11}+\\sqrt{194}}}{2\\sqrt{33}+15}",
+        "\\frac{\\sqrt{\\sqrt{11}+\\sqrt{194}}}{15+2\\sqrt{33}}",
+    ): True,
 }  # fmt: skip
 
 
@@ -169,14 +189,12 @@ def qwen(repo: Path) -> list[dict[str, Any]]:
     pairs: list[tuple[str, str, int]] = []
     for m in re.finditer(r'math_equal\("((?:[^"\\]|\\.)*)", "((?:[^"\\]|\\.)*)"', body):
         pairs.append((_unescape(m[1]), _unescape(m[2]), m.start()))
-    pred = None
+    pending: dict[str, str] = {}  # `pred = …` and `gt = …`, in either order
     for m in re.finditer(r"(pred|gt)\s*=\s*(['\"])((?:(?!\2).)*)\2", body):
-        value = _unescape(m[3])
-        if m[1] == "pred":
-            pred = value
-        elif pred is not None:
-            pairs.append((pred, value, m.start()))
-            pred = None
+        pending[m[1]] = _unescape(m[3])
+        if len(pending) == 2:
+            pairs.append((pending["pred"], pending["gt"], m.start()))
+            pending = {}
     cases = []
     for pred_text, gold, offset in pairs:
         truth = _QWEN_TRUTH.get((pred_text, gold))
