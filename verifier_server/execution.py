@@ -4,8 +4,9 @@ Used in the worker processes (one item at a time) and by the thread path (a chun
 A verifier's exception or garbage output becomes STATUS_VERIFIER_ERROR for its own items only.
 
 `completion_phase()` marks the part of scoring that only the completion decides (the gold was
-already checked): a worker killed for its time limit inside it was stopped by the completion,
-and the pool scores the item OK 0 instead of TIMEOUT, since masking it would reward it.
+already checked): a worker killed for its time limit, or crashed, inside it was stopped by the
+completion, and the pool scores the item OK 0 instead of TIMEOUT or VERIFIER_ERROR, since a
+masked item is no penalty and a policy would learn to provoke it.
 """
 
 from __future__ import annotations
