@@ -238,7 +238,7 @@ def _decimals(g: sympy.Expr, a: sympy.Expr, ctx: _Context) -> Verdict:
     if gv == av:
         return Verdict(True, "decimal_equal")
     if ctx.gold_decimal:  # the gold was rounded when written: only an exact value may round to it
-        places = ctx.gold_decimals
+        places = ctx.gold_decimals if ctx.gold_decimals is not None else _written_places(g)
         if ctx.answer_decimal or places is None or places < _ROUNDING_MIN_PLACES:
             return _no()
         if _significant_digits(gv[0], places) < _ROUNDING_MIN_PLACES or gv[1]:
@@ -252,6 +252,19 @@ def _decimals(g: sympy.Expr, a: sympy.Expr, ctx: _Context) -> Verdict:
         unit = Fraction(10) ** -ctx.answer_decimals
         ok = all(abs(x - y) < unit for x, y in zip(av, gv, strict=True))
     return Verdict(True, "relative_tolerance") if ok else _no()
+
+
+def _written_places(value: sympy.Expr) -> int | None:
+    """Decimal places of a decimal inside a larger gold (`1.732` in a list: 3), read from its
+    exact value (1732/1000 = 433/250); None unless it is a finite decimal fraction."""
+    if not isinstance(value, sympy.Rational) or value.q == 1:
+        return None
+    q, twos, fives = int(value.q), 0, 0
+    while q % 2 == 0:
+        q, twos = q // 2, twos + 1
+    while q % 5 == 0:
+        q, fives = q // 5, fives + 1
+    return max(twos, fives) if q == 1 else None
 
 
 def _significant_digits(value: Fraction, places: int) -> int:

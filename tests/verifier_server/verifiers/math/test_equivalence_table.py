@@ -217,6 +217,8 @@ TABLE: list[tuple[str, str, float]] = [
     ("x = 1, y = 2, z = 3", "(1, 2, 3)", Y), ("z = 3, y = 2, x = 1", "(1, 2, 3)", N),
     ("z = 3, y = 2, x = 1", "(3, 2, 1)", Y),
     (r"\frac{1 \pm \sqrt{5}}{2}", r"\frac{1 + \sqrt{5}}{2} \text{ or } \frac{1-\sqrt5}{2}", Y),
+    # --- a decimal gold inside a list, tuple or assignment: its places read from its value
+    ("1/3, 1.732, 3.1416", r"\frac13, \sqrt3, \pi", Y), ("1/3, 1.732, 3.1416", r"\frac13, \sqrt3, 3.14", N), ("1.73, 2", r"\sqrt3, 2", Y), ("1.7, 2", r"\sqrt3, 2", N), ("(0.67, 1)", r"(\frac23, 1)", Y), ("(0.67, 1)", r"(\frac{3}{5}, 1)", N), ("x = 0.67", r"\frac{2}{3}", Y), ("x = 0.5", r"\frac{1}{2}", Y), (r"\{0.05, 1\}", r"\{\frac{1}{19}, 1\}", N),
 ]
 # fmt: on
 
