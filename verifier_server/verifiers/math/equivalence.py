@@ -13,6 +13,8 @@ Rules, in the order they apply (each verdict names the rule that decided it):
     `0.67`), and, when it has at least two decimal places and two significant digits, by an
     exact answer that rounds to it (`\\frac{2}{3}` for `0.67`; nothing rounds to `2.5` or
     `0.05`, which could be the rounding of too many things);
+  - a decimal inside a larger gold (`1.732` in a list, `x = 0.67`) has its places read from
+    its value, with the same rounding rule;
   - an integer gold is matched only by an answer of exactly its value (`42.0`, not `4.2e1`
     for 42.01's sake: `1.0e4` does not pass for 10001);
   - a decimal answer to any other exact gold must be within `rel_tol` (relative) of it and have
@@ -546,7 +548,8 @@ def _unordered(gs: list[Any], as_: list[Any], ctx: _Context) -> Verdict:
 
 
 def _element_context(ctx: _Context) -> _Context:
-    """Inside a collection the decimal places of a single literal no longer apply."""
+    """Inside a collection the places written for the whole answer no longer apply (a gold
+    element's own places are read from its value: `_written_places`)."""
     return replace(ctx, gold_decimals=None, answer_decimals=None)
 
 
