@@ -9,7 +9,8 @@ most answers, and it avoids both the LaTeX parser's cost and its quirks (`1.5e3`
 Before either, a unit written after the answer is split off and kept (units.py), and `\\pm`
 makes the answer the set of its two values (`\\frac{3 \\pm \\sqrt 5}{2}`). Mixed numbers
 (`1 1/2`) are one and a half; `10,\\!000` is ten thousand (`0,500` is a list, not 500); `E'`
-is a label of its own, not `E`; an upright `\\mathrm{e}` is Euler's number.
+is a label of its own, not `E`, and `f'(x)` names `f_{prime}`, not `f`; an upright
+`\\mathrm{e}` is Euler's number.
 
 The parser must account for the whole text: a syntax error is `Unparseable`, never a prefix
 (math-verify's extraction read `4\\sqrt(2)` as `4`). A value that is undefined (a division by
@@ -59,6 +60,8 @@ _MIXED = re.compile(r"(?P<sign>[+-]?)(?P<whole>\d+)\s+(?P<n>\d+)\s*/\s*(?P<d>\d+
 _ROMAN_E = re.compile(r"\\(?:mathrm|text|textrm|rm|operatorname)\s*\{\s*([ei])\s*\}")
 _JOIN = re.compile(r"\\!\s*")  # a negative thin space joins: `11,\! 111` is 11,111
 _PRIMED = re.compile(r"[A-Za-z]'+(?:\s*[A-Za-z]'*)*")
+# A letter and its primes; not E, which the parser reads as a function with a subscript.
+_PRIME_MARK = re.compile(r"(?<![A-Za-z\\])([A-DF-Za-z])('+)")
 _PLUS_MINUS = re.compile(r"\\(?:pm|mp)(?![A-Za-z])")
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)")
 _SCIENTIFIC = re.compile(
@@ -126,8 +129,10 @@ def _parse_one(text: str, limits: ParseLimits) -> Parsed:
         return Parsed(number.value, number.decimal, number.places)
     if _PRIMED.fullmatch(text):  # `E'`, `A'B'`: labels, compared as written
         return Parsed(sympy.Symbol(re.sub(r"\s+", "", text)))
-    if "'" in text:
-        raise Unparseable("a prime mark the parser would drop")
+    if "'" in text:  # `f'(x)`, `y''`: a name of its own (`f_{prime}`), never dropped
+        text = _PRIME_MARK.sub(lambda m: f"{m[1]}_{{{'prime' * len(m[2])}}}", text)
+        if "'" in text:
+            raise Unparseable("a prime mark the parser would drop")
     if _WORD.fullmatch(text):  # a word (`yes`, `Evelyn`) is text, not a product of letters
         return Parsed(sympy.Symbol(text.lower()))
     value = _parse_latex(text, limits)

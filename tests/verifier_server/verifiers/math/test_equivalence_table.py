@@ -219,6 +219,10 @@ TABLE: list[tuple[str, str, float]] = [
     (r"\frac{1 \pm \sqrt{5}}{2}", r"\frac{1 + \sqrt{5}}{2} \text{ or } \frac{1-\sqrt5}{2}", Y),
     # --- a decimal gold inside a list, tuple or assignment: its places read from its value
     ("1/3, 1.732, 3.1416", r"\frac13, \sqrt3, \pi", Y), ("1/3, 1.732, 3.1416", r"\frac13, \sqrt3, 3.14", N), ("1.73, 2", r"\sqrt3, 2", Y), ("1.7, 2", r"\sqrt3, 2", N), ("(0.67, 1)", r"(\frac23, 1)", Y), ("(0.67, 1)", r"(\frac{3}{5}, 1)", N), ("x = 0.67", r"\frac{2}{3}", Y), ("x = 0.5", r"\frac{1}{2}", Y), (r"\{0.05, 1\}", r"\{\frac{1}{19}, 1\}", N),
+    # --- primes are names of their own (`f'(x)` is not `f(x)`), never dropped
+    ("f'(x) = 2x", "2x", Y), ("f'(x) = 2x", "f'(x) = 2x", Y), ("f'(x) = 2x", "f(x) = 2x", N),
+    ("f''(x) = 2", "2", Y), ("f''(x) = 2", "f'(x) = 2", N), ("y' = 3x", "3x", Y), ("f'", "f'", Y),
+    ("E", "E'", N), ("5", "5'", N), ("x", "x'", N), ("2x", "2x'", N),
 ]
 # fmt: on
 
