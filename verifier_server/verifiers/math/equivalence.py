@@ -133,12 +133,17 @@ def _same_imaginary_unit(gold: Parsed, answer: Parsed) -> tuple[Parsed, Parsed]:
     return gold, answer
 
 
+def _imaginary(value: sympy.Basic) -> Any:
+    """`value` with the symbol `i` as the imaginary unit; as it was where sympy refuses that
+    (an ordering of complex numbers: `i < 2`)."""
+    replaced = _decided(
+        lambda: value.xreplace({s: sympy.I for s in value.free_symbols if s.name == "i"})
+    )
+    return value if replaced is None else replaced
+
+
 def _has_symbol_i(value: sympy.Basic) -> bool:
     return any(s.name == "i" for s in value.free_symbols)
-
-
-def _imaginary(value: sympy.Basic) -> Any:
-    return value.xreplace({s: sympy.I for s in value.free_symbols if s.name == "i"})
 
 
 def is_trivial(value: Any) -> bool:

@@ -271,7 +271,10 @@ def _parse_latex(text: str, limits: ParseLimits) -> Any:
     if isinstance(value, sympy.logic.boolalg.BooleanAtom):
         raise Unparseable("it reduces to a bare truth value")
     if is_complex and isinstance(value, sympy.Basic):
-        value = value.xreplace({s: sympy.I for s in value.free_symbols if s.name == "i"})
+        try:
+            value = value.xreplace({s: sympy.I for s in value.free_symbols if s.name == "i"})
+        except TypeError:  # sympy refuses an ordering of complex numbers (`i < 2`)
+            raise Unparseable("an inequality between complex numbers") from None
     return _shape(value, normalized)
 
 

@@ -33,6 +33,7 @@ def score(reference: JSON, completion: str, **params: object):
         ("12:00", "reference"),  # 12/0: undefined (any two were equal as complex infinity)
         ("1/0", "reference"),
         ("x = 2 + 3 = 6", "reference"),  # a chain with a false link is never true
+        ("x < 1 + i", "reference"),  # complex numbers are not ordered (sympy raised TypeError)
         (r"5 \text{ or more}", "reference"),  # a qualifier, not a unit
     ],
 )
@@ -118,7 +119,16 @@ def test_bad_params_are_rejected(params: dict[str, object]) -> None:
 
 @pytest.mark.parametrize(
     "answer",
-    ["\ud800", "1\x00", r"\frac{x}{0} \cdot 0", r"\{1, 2\} \text{ kg}", r"x \pm 1 > 2", r"\pm"],
+    [
+        "\ud800",
+        "1\x00",
+        "x < 1 + i",
+        r"f(x)1/2\!\%^\circ<i\%",
+        r"\frac{x}{0} \cdot 0",
+        r"\{1, 2\} \text{ kg}",
+        r"x \pm 1 > 2",
+        r"\pm",
+    ],
 )
 def test_an_answer_that_breaks_parsing_is_ok_zero(answer: str) -> None:
     # In-process too (a lone surrogate cannot cross the wire): never VERIFIER_ERROR.
