@@ -2,17 +2,47 @@
 
 Used in the worker processes (one item at a time) and by the thread path (a chunk at a time).
 A verifier's exception or garbage output becomes STATUS_VERIFIER_ERROR for its own items only.
+
+`completion_phase()` marks the part of scoring that only the completion decides (the gold was
+already checked): a worker killed for its time limit, or crashed, inside it was stopped by the
+completion, and the pool scores the item OK 0 instead of TIMEOUT or VERIFIER_ERROR, since a
+masked item is no penalty and a policy would learn to provoke it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from verifier_server.types import Item, Result, Status, truncate
 from verifier_server.verifiers.base import InvalidItem, Verifier
+
+# In a worker process: tells its parent when the completion phase starts and ends.
+_phase_reporter: Callable[[bool], None] | None = None
+
+
+def set_phase_reporter(report: Callable[[bool], None]) -> None:
+    """Called once by a worker process: `report(True)` on entering the completion phase,
+    `report(False)` on leaving it (the worker sends both to its parent over its pipe)."""
+    global _phase_reporter
+    _phase_reporter = report
+
+
+@contextlib.contextmanager
+def completion_phase() -> Iterator[None]:
+    """Work inside is on the completion alone (its extraction, parsing, comparison): if the
+    worker is killed for time or crashes meanwhile, the completion is to blame (OK, 0), not
+    the caller. A no-op outside a worker process."""
+    if _phase_reporter is not None:
+        _phase_reporter(True)
+    try:
+        yield
+    finally:
+        if _phase_reporter is not None:
+            _phase_reporter(False)
 
 
 def run_batch(verifier: Verifier, items: Sequence[Item], params: Any) -> list[Result]:

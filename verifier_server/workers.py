@@ -6,6 +6,10 @@ Guarantees:
 - Items run one at a time per worker. An item that overruns its `timeout_s` is SIGKILLed with
   its worker and gets STATUS_TIMEOUT; the rest of its chunk is re-queued on other workers and
   the worker is replaced. No signal-based timeouts: they cannot stop C code.
+- A kill for time during the verifier's `completion_phase()` (see verifier_server.execution;
+  the reference was already checked) is the completion's doing: that item is OK with score 0
+  and reason `answer_too_complex`, never a status a trainer would mask; so is a crash there
+  (SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL: `answer_crashed_verifier`).
 - A worker that dies for any other reason (killed from outside, segfault, out of memory)
   costs only the item it was running (STATUS_VERIFIER_ERROR "worker_died"); the pool goes on.
 - Items whose caller's deadline passed before they started come back STATUS_OVERLOADED, and
@@ -47,6 +51,9 @@ _INITIAL_ITEM_COST_S = 0.01  # admission estimate before a verifier has been mea
 _RETIRE_GROWTH_MB = 512  # see _retire_threshold_mb
 _CAPACITY_GRACE_S = 1.0  # no ready worker for this long: the pool reports it has no capacity
 _RESPAWN_BACKOFF_MAX_S = 5.0
+# Deaths a completion can cause in C code (a parser's stack overflow, an abort); a SIGKILL
+# from outside (an operator, the OOM killer) is not counted as the completion's doing.
+_CRASHES = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL})
 
 
 # --------------------------------------------------------------------------- worker side
@@ -99,6 +106,14 @@ class BulkError:
 
 
 @dataclass(frozen=True, slots=True)
+class Phase:
+    """The worker enters (True) or leaves (False) the completion phase of the item it runs
+    (see verifier_server.execution.completion_phase)."""
+
+    in_completion: bool
+
+
+@dataclass(frozen=True, slots=True)
 class JobStopped:
     """The worker stopped an ItemsJob before item `next_index` (cancelled, or it retires)."""
 
@@ -118,7 +133,7 @@ class Cancel:
     """Parent to worker: every caller of the running ItemsJob has gone; stop it."""
 
 
-Reply = Ready | ItemDone | BulkDone | BulkError | JobStopped | Retiring
+Reply = Ready | Phase | ItemDone | BulkDone | BulkError | JobStopped | Retiring
 
 
 class JobObserver(Protocol):
@@ -134,8 +149,10 @@ def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     from verifier_server.bulk import score_serialized
+    from verifier_server.execution import set_phase_reporter
     from verifier_server.registry import Registry
 
+    set_phase_reporter(lambda inside: conn.send(Phase(inside)))
     registry = Registry.load(plugins)
     registry.warm_up()  # e.g. sandbox slots: started here, in a process without gRPC
     retire_above_mb = _retire_threshold_mb(_rss_mb(), memory_mb)
@@ -247,6 +264,14 @@ class _Items:
             if not future.done():
                 future.set_result(Result.failed(item.id, status, reason, message))
 
+    def score_zero(self, index: int, reason: str, why: str) -> None:
+        """The item's completion alone killed or crashed its worker: a verdict of 0 (OK), since
+        a masked item would be no penalty, and a policy would learn to provoke it."""
+        future = self.futures[index]
+        if not future.done():
+            item_id = self.job.items[index].id
+            future.set_result(Result(id=item_id, score=0.0, reason=reason, details={"error": why}))
+
     def rest(self, start: int) -> _Items:
         """The items from `start` on, as a job of their own."""
         job = replace(self.job, items=self.job.items[start:])
@@ -342,6 +367,7 @@ class _Worker:
     started_at: float = 0.0
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
+    in_completion: bool = False  # the worker reported it is scoring a completion alone
     ready: bool = False
     gone: bool = False
     retiring: bool = False  # said Retiring: exits on its own, owes nothing
@@ -614,6 +640,9 @@ class WorkerPool:
         worker.timer = self._loop.call_later(job.timeout_s, self._on_timeout, worker, job, index)
 
     def _on_message(self, worker: _Worker, reply: Reply) -> None:
+        if isinstance(reply, Phase):
+            worker.in_completion = reply.in_completion
+            return
         if isinstance(reply, Ready):
             worker.ready = True
             self._check_capacity()
@@ -774,14 +803,23 @@ class WorkerPool:
         else:
             start, stop = worker.index, worker.index + 1
             what = "this item"
-        if worker.timed_out:
+        self._backlog_s -= job.cost_s * (stop - start)
+        crashed = -(worker.process.exitcode or 0) in _CRASHES
+        if isinstance(job, _Items) and worker.in_completion and (worker.timed_out or crashed):
+            # The reference was already checked: the completion alone stopped the worker.
+            if worker.timed_out:
+                reason = "answer_too_complex"
+                why = f"the answer ran past the {job.timeout_s:g} s limit; its worker was killed"
+            else:
+                reason = "answer_crashed_verifier"
+                why = f"the answer crashed its worker (exit code {worker.process.exitcode})"
+            job.score_zero(start, reason, why)
+        elif worker.timed_out:
             why = f"{what} exceeded its {job.timeout_s:g} s limit; its worker was killed"
-            status, reason = Status.TIMEOUT, "timeout"
+            job.fail(start, stop, Status.TIMEOUT, "timeout", why)
         else:
             why = f"worker exited with code {worker.process.exitcode} while scoring {what}"
-            status, reason = Status.VERIFIER_ERROR, "worker_died"
-        self._backlog_s -= job.cost_s * (stop - start)
-        job.fail(start, stop, status, reason, why)
+            job.fail(start, stop, Status.VERIFIER_ERROR, "worker_died", why)
         if isinstance(job, _Items) and stop < job.n_items:
             self._queue.appendleft(job.rest(stop))
 

@@ -4,12 +4,14 @@ Loaded with `--plugin testing_verifiers` (tests/support is on the test PYTHONPAT
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Sequence
 
 from pydantic import Field
 
+from verifier_server.execution import completion_phase
 from verifier_server.types import Item, Result, Status
 from verifier_server.verifiers.base import TimedParams, Verifier
 
@@ -23,7 +25,10 @@ class SleepyVerifier(Verifier):
     """Sleeps, or spins in pure C (a huge power) when the completion is "hang"."""
 
     name = "sleepy"
-    description = "test verifier: sleeps `seconds`, hangs in C code on 'hang'"
+    description = (
+        "test verifier: sleeps `seconds`, hangs in C code on 'hang'; in its completion phase "
+        "on 'hang_answer', crashes on 'crash_answer', is SIGKILLed on 'killed_answer'"
+    )
     Params = SleepParams
     execution = "process"
 
@@ -33,6 +38,13 @@ class SleepyVerifier(Verifier):
                 log.write(item.id + "\n")
         if item.completion == "hang":
             _ = 10 ** (10**10)  # C-level arithmetic no signal can interrupt
+        with completion_phase():  # as a verifier marks the work on the completion alone
+            if item.completion == "hang_answer":
+                _ = 10 ** (10**10)
+            if item.completion == "crash_answer":
+                os.kill(os.getpid(), signal.SIGSEGV)
+            if item.completion == "killed_answer":
+                os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(params.seconds)
         return Result(id=item.id, score=1.0, details={"pid": os.getpid()})
 

@@ -67,6 +67,30 @@ async def test_hung_item_is_killed_and_neighbours_are_scored(pool: WorkerPool) -
     assert all(r.ok for r in again)
 
 
+@pytest.mark.parametrize(
+    ("completion", "status", "reason"),
+    [
+        # Killed for time in the completion phase: the completion's doing, scored, not masked.
+        ("hang_answer", Status.OK, "answer_too_complex"),
+        # A crash in the completion phase: the completion's doing too.
+        ("crash_answer", Status.OK, "answer_crashed_verifier"),
+        # A SIGKILL from outside (operator, OOM killer) is not: the infrastructure's fault.
+        ("killed_answer", Status.VERIFIER_ERROR, "worker_died"),
+        # Killed for time outside the completion phase: the caller's (the reference) or ours.
+        ("hang", Status.TIMEOUT, "timeout"),
+    ],
+)
+async def test_a_kill_in_the_completion_phase_is_the_completions_zero(
+    pool: WorkerPool, completion: str, status: Status, reason: str
+) -> None:
+    results = await score(pool, "sleepy", SleepParams(), items("a", completion, "b"), timeout_s=1)
+    assert [r.status for r in results] == [Status.OK, status, Status.OK]
+    assert (results[1].score, results[1].reason) == (0.0, reason)
+    assert results[0].score == results[2].score == 1.0
+    await asyncio.sleep(0.5)  # the replacement reports ready
+    assert len(pool.pids) == 2
+
+
 async def test_worker_killed_from_outside_costs_one_item(pool: WorkerPool) -> None:
     futures = pool.submit("sleepy", SleepParams(seconds=0.3), items("a", "b", "c", "d"), 10.0)
     await asyncio.sleep(0.1)

@@ -1,6 +1,10 @@
 """Is a parsed answer equivalent to a parsed gold? Strict where math-verify's defaults are loose.
 
 Rules, in the order they apply (each verdict names the rule that decided it):
+- Units (units.py): when both sides carry one, the answer is converted to the gold's unit
+  (`5000 g` for `5 kg`); units of different kinds, or unknown units with different names,
+  are `wrong_unit`. A unit on one side only is the unit the question asked for.
+- `i` is the imaginary unit on both sides when either side was read as complex.
 - Exact values compare exactly: integers and fractions as rationals (so `2^{100}+1` is not
   `2^{100}` and `1/2^{99}` is not `1/2^{98}`); other exact numbers (radicals, π, e, logs) by
   their difference, evaluated to 50 digits, being 0, confirmed by sympy where it can decide.
@@ -9,6 +13,8 @@ Rules, in the order they apply (each verdict names the rule that decided it):
     `0.67`), and, when it has at least two decimal places and two significant digits, by an
     exact answer that rounds to it (`\\frac{2}{3}` for `0.67`; nothing rounds to `2.5` or
     `0.05`, which could be the rounding of too many things);
+  - a decimal inside a larger gold (`1.732` in a list, `x = 0.67`) has its places read from
+    its value, with the same rounding rule;
   - an integer gold is matched only by an answer of exactly its value (`42.0`, not `4.2e1`
     for 42.01's sake: `1.0e4` does not pass for 10001);
   - a decimal answer to any other exact gold must be within `rel_tol` (relative) of it and have
@@ -19,14 +25,21 @@ Rules, in the order they apply (each verdict names the rule that decided it):
 - Expressions with variables: the same variables (by name), equal at several fixed rational
   points evaluated to 30 digits (which rejects almost every wrong answer quickly), then
   `simplify(gold - answer) == 0`; if sympy cannot decide but every point agreed, equal.
-- Equations: an assignment gold `x = 3` is matched by `3` or `x = 3` only (not `y = 3`, and not
-  a restated equation such as `2x = 6`); general equations match when one side-difference is a
-  nonzero constant multiple of the other. Systems (`x = 2, y = 3`) match by variable name, or in
-  the variables' alphabetical order against a tuple or list. An answer relation that is always
-  true or never true (`x + 1 = 1 + x`, `x > x`) is `trivial_equation`, never a match.
+- Equations: an assignment gold `x = 3` (or a named quantity: `|AB| = 1`, `A:B = 2:3`) is
+  matched by `3` or the same assignment only (not `y = 3`, and not a restated equation such as
+  `2x = 6`); general equations match when one side-difference is a nonzero constant multiple of
+  the other. Systems (`x = 2, y = 3`, `(p, q) = (3, 2)`) match by name; unnamed values against
+  a named gold follow the order the gold wrote its names in, and a named answer against an
+  unnamed gold is read in alphabetical order (so the answer cannot choose the order). A name
+  given twice in a system matches nothing; one variable given several values (`x = 1, x = 2`)
+  is the set of them (parse.py). An answer relation that is always true or never true
+  (`x + 1 = 1 + x`, `x > x`) is `trivial_equation`, never a match.
+- Relations that are not the solution set of one variable (`f(2) < f(1) < f(4)`,
+  `a_1 < a_2 < a_3`) match link for link, `>` read as a reversed `<`.
 - Inequalities and intervals compare as sets of the same variable (`x > 2` matches
   `(2, \\infty)`, not `[2, \\infty)` and not `y > 2`).
-- Collections: a set (`\\{1, 2\\}`, `\\pm 2`) matches a set or a bare list (`1, 2`) in any order;
+- Collections: a set (`\\{1, 2\\}`, `\\pm 2`, `\\frac{3 \\pm \\sqrt 5}{2}`) matches a set or a
+  bare list (`1, 2`) in any order;
   a tuple `(1, 2)` matches a tuple or a bare list in order, and an open interval with finite
   ends reads as a pair too; a set never matches a tuple. Duplicates in sets and lists collapse.
   One gold value against several answers (`2 \\text{ or } 3`, `1, 2, 3`) is
@@ -47,6 +60,7 @@ from sympy.core.function import AppliedUndef
 from sympy.core.relational import Relational
 
 from verifier_server.verifiers.math.parse import BareList, Parsed
+from verifier_server.verifiers.math.units import conversion
 
 _DIGITS = 50
 _POINT_DIGITS = 30
@@ -72,6 +86,16 @@ class _Context:
 
 def equivalent(gold: Parsed, answer: Parsed, rel_tol: float) -> Verdict:
     """The verdict on `answer` against `gold`; both already screened and parsed."""
+    if gold.unit is not None and answer.unit is not None:
+        factor = conversion(gold.unit, answer.unit)
+        if factor is None:
+            return _no("wrong_unit", "unit")
+        if factor != 1 and not isinstance(answer.value, sympy.Expr):
+            return _no("wrong_unit", "unit")  # a list in another unit: not converted
+        if factor != 1:  # the answer in the gold's unit; its written places no longer apply
+            scaled = answer.value * sympy.Rational(factor.numerator, factor.denominator)
+            answer = replace(answer, value=scaled, decimals=None)
+    gold, answer = _same_imaginary_unit(gold, answer)
     base = _Context(Fraction(rel_tol), gold.decimal, gold.decimals, answer.decimal, answer.decimals)
     both_percent = gold.percent and answer.percent
     first: Verdict | None = None
@@ -90,6 +114,38 @@ def equivalent(gold: Parsed, answer: Parsed, rel_tol: float) -> Verdict:
     return first
 
 
+def is_several(value: Any) -> bool:
+    """Whether a parsed gold holds more than one value (a list, set, tuple or system)."""
+    items, kind = _elements(value)
+    return items is not None and kind != "scalar" and len(items) > 1
+
+
+def _same_imaginary_unit(gold: Parsed, answer: Parsed) -> tuple[Parsed, Parsed]:
+    """`i` is the imaginary unit on both sides when either side was read as complex: `i(2-i)`
+    alone does not look complex to the parser, but against `1+2i` it is."""
+    g, a = gold.value, answer.value
+    if not (isinstance(g, sympy.Basic) and isinstance(a, sympy.Basic)):
+        return gold, answer
+    if g.has(sympy.I) and _has_symbol_i(a):
+        return gold, replace(answer, value=_imaginary(a))
+    if a.has(sympy.I) and _has_symbol_i(g):
+        return replace(gold, value=_imaginary(g)), answer
+    return gold, answer
+
+
+def _imaginary(value: sympy.Basic) -> Any:
+    """`value` with the symbol `i` as the imaginary unit; as it was where sympy refuses that
+    (an ordering of complex numbers: `i < 2`)."""
+    replaced = _decided(
+        lambda: value.xreplace({s: sympy.I for s in value.free_symbols if s.name == "i"})
+    )
+    return value if replaced is None else replaced
+
+
+def _has_symbol_i(value: sympy.Basic) -> bool:
+    return any(s.name == "i" for s in value.free_symbols)
+
+
 def is_trivial(value: Any) -> bool:
     """A relation that is always true (`x + 1 = 1 + x`) or never true (`x > x`, `x = x + 1`)."""
     if isinstance(value, sympy.And):
@@ -101,8 +157,8 @@ def is_trivial(value: Any) -> bool:
     difference = _decided(lambda: sympy.simplify(value.lhs - value.rhs))
     if difference is None:
         return False
-    if not difference.free_symbols:
-        return True  # the relation compares two constants
+    if not difference.free_symbols and not difference.atoms(AppliedUndef):
+        return True  # the relation compares two numbers (`f(2) < f(1)` compares unknowns)
     if len(difference.free_symbols) == 1 and not isinstance(value, sympy.Eq):
         solutions = _decided(value.as_set)
         return solutions in (sympy.S.EmptySet, sympy.S.Reals)
@@ -189,7 +245,7 @@ def _decimals(g: sympy.Expr, a: sympy.Expr, ctx: _Context) -> Verdict:
     if gv == av:
         return Verdict(True, "decimal_equal")
     if ctx.gold_decimal:  # the gold was rounded when written: only an exact value may round to it
-        places = ctx.gold_decimals
+        places = ctx.gold_decimals if ctx.gold_decimals is not None else _written_places(g)
         if ctx.answer_decimal or places is None or places < _ROUNDING_MIN_PLACES:
             return _no()
         if _significant_digits(gv[0], places) < _ROUNDING_MIN_PLACES or gv[1]:
@@ -203,6 +259,19 @@ def _decimals(g: sympy.Expr, a: sympy.Expr, ctx: _Context) -> Verdict:
         unit = Fraction(10) ** -ctx.answer_decimals
         ok = all(abs(x - y) < unit for x, y in zip(av, gv, strict=True))
     return Verdict(True, "relative_tolerance") if ok else _no()
+
+
+def _written_places(value: sympy.Expr) -> int | None:
+    """Decimal places of a decimal inside a larger gold (`1.732` in a list: 3), read from its
+    exact value (1732/1000 = 433/250); None unless it is a finite decimal fraction."""
+    if not isinstance(value, sympy.Rational) or value.q == 1:
+        return None
+    q, twos, fives = int(value.q), 0, 0
+    while q % 2 == 0:
+        q, twos = q // 2, twos + 1
+    while q % 5 == 0:
+        q, fives = q // 5, fives + 1
+    return max(twos, fives) if q == 1 else None
 
 
 def _significant_digits(value: Fraction, places: int) -> int:
@@ -261,14 +330,55 @@ def _relations(g: Any, a: Any, ctx: _Context) -> Verdict:
         return _no()
     if isinstance(g, sympy.Eq) and isinstance(a, sympy.Eq):
         return _equations(g, a)
+    if (
+        _is_relation(g)
+        and _is_relation(a)
+        and (len(g.free_symbols) != 1 or len(a.free_symbols) != 1)
+    ):
+        return _links(g, a, ctx)  # not a solution set of one variable: compare the links
     g_set, a_set = _as_set(g), _as_set(a)
     if g_set is None or a_set is None:
         return _no()
     return _collections(g_set, a_set, ctx)
 
 
+def _links(g: Any, a: Any, ctx: _Context) -> Verdict:
+    """Relations that are not a solution set of one variable (`f(2) < f(1) < f(4)`,
+    `a_1 < a_2 < a_3`): the same links, each
+    read left to right with `>` turned round (`f(4) > f(1) > f(2)` is the same chain)."""
+    g_links, a_links = _oriented(g), _oriented(a)
+    if len(g_links) != len(a_links):
+        return _no()
+    element_ctx = _element_context(ctx)
+
+    def same(x: tuple[type, Any, Any], y: tuple[type, Any, Any]) -> bool:
+        return (
+            x[0] is y[0]
+            and _compare(x[1], y[1], element_ctx).equal
+            and _compare(x[2], y[2], element_ctx).equal
+        )
+
+    unmatched = list(a_links)
+    for link in g_links:
+        match = next((other for other in unmatched if same(link, other)), None)
+        if match is None:
+            return _no()
+        unmatched.remove(match)
+    return Verdict(True, "relation_chain")
+
+
+def _oriented(value: Any) -> list[tuple[type, Any, Any]]:
+    links = _args(value) if isinstance(value, sympy.And) else [value]
+    flipped = {sympy.StrictGreaterThan: sympy.StrictLessThan, sympy.GreaterThan: sympy.LessThan}
+    return [
+        (flipped[type(r)], r.rhs, r.lhs) if type(r) in flipped else (type(r), r.lhs, r.rhs)
+        for r in links
+    ]
+
+
 def _assignment(value: Any) -> tuple[str, Any] | None:
-    """`x = 3` or `f(x) = x^2` -> (left side's name, right side); else None."""
+    """`x = 3`, `f(x) = x^2`, or a named quantity given a value (`|AB| = 1`, `A:B = 2:3`,
+    `\\frac{NO}{BO} = \\frac{1}{\\sqrt 6}`) -> (left side's name, right side); else None."""
     if not isinstance(value, sympy.Eq):
         return None
     lhs = value.lhs
@@ -276,7 +386,21 @@ def _assignment(value: Any) -> tuple[str, Any] | None:
         return lhs.name, value.rhs
     if isinstance(lhs, AppliedUndef):
         return f"{lhs.func.__name__}({','.join(str(a) for a in lhs.args)})", value.rhs
+    if _named_quantity(lhs) and isinstance(value.rhs, sympy.Expr) and not value.rhs.free_symbols:
+        return sympy.srepr(_unify_symbols(lhs)), value.rhs
     return None
+
+
+def _named_quantity(expr: Any) -> bool:
+    """Letters only: products, ratios and absolute values of symbols (`AB`, `A/B`, `|AB|`),
+    never a number, so `2x = 6` is an equation, not "2x" named 6."""
+    if isinstance(expr, sympy.Symbol | AppliedUndef):
+        return True
+    if isinstance(expr, sympy.Abs | sympy.Mul):
+        return all(_named_quantity(arg) for arg in expr.args)
+    if isinstance(expr, sympy.Pow):
+        return expr.exp in (1, -1) and _named_quantity(expr.base)
+    return False
 
 
 def _is_value_assignment(assignment: tuple[str, Any] | None) -> bool:
@@ -367,25 +491,37 @@ def _is_system(items: list[Any]) -> bool:
 
 
 def _systems(gs: list[Any], g_kind: str, as_: list[Any], a_kind: str, ctx: _Context) -> Verdict:
-    """Assignments by name; unnamed values (a tuple or bare list, not a set) in written order
-    against the variables in alphabetical order."""
+    """Assignments by name. Unnamed values (a tuple or bare list, not a set) against a named
+    gold follow the order the gold wrote its variables in (`(p, q) = (3, 2)` is `(3, 2)`;
+    `y = 3, x = 2` is `(3, 2)`); against a named answer, the answer's variables in alphabetical
+    order (the order a tuple gold lists them in), so the answer cannot pick the order. A
+    variable named twice (`x = 1, y = 2, x = 3`) matches nothing."""
     g_named, a_named = _named(gs), _named(as_)
+    if (_is_system(gs) and g_named is None) or (_is_system(as_) and a_named is None):
+        return _no()
     if g_named is not None and a_named is not None:
         if set(g_named) != set(a_named):
             return _no()
-        names = sorted(g_named)
+        names = list(g_named)
         return _ordered([g_named[n] for n in names], [a_named[n] for n in names], ctx, "system")
     named, values, kind = (g_named, as_, a_kind) if g_named is not None else (a_named, gs, g_kind)
     assert named is not None
     if kind == "set" or len(values) != len(named):
         return _no()
-    by_name = [named[name] for name in sorted(named)]
+    order = list(named) if g_named is not None else sorted(named)
+    by_name = [named[name] for name in order]
     golds, answers = (by_name, values) if g_named is not None else (values, by_name)
     return _ordered(golds, answers, ctx, "system")
 
 
 def _named(items: list[Any]) -> dict[str, Any] | None:
-    return dict(map(_assignment, items)) if _is_system(items) else None  # type: ignore[arg-type]
+    """{name: value} in written order; None unless every item is an assignment to a distinct
+    name."""
+    if not _is_system(items):
+        return None
+    pairs = [_assignment(item) for item in items]
+    named = dict(pairs)  # type: ignore[arg-type]
+    return named if len(named) == len(pairs) else None
 
 
 def _ordered(gs: list[Any], as_: list[Any], ctx: _Context, rule: str) -> Verdict:
@@ -417,7 +553,8 @@ def _unordered(gs: list[Any], as_: list[Any], ctx: _Context) -> Verdict:
 
 
 def _element_context(ctx: _Context) -> _Context:
-    """Inside a collection the decimal places of a single literal no longer apply."""
+    """Inside a collection the places written for the whole answer no longer apply (a gold
+    element's own places are read from its value: `_written_places`)."""
     return replace(ctx, gold_decimals=None, answer_decimals=None)
 
 

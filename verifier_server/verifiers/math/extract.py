@@ -9,6 +9,7 @@ completion with an unclosed `<think>` (truncated mid-thought) has no answer at a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,14 +26,18 @@ EXTRACT_DESCRIPTION = (
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _LENIENT_CUES = ("final answer is", "answer is", "answer:")
+_DIGITS = frozenset("0123456789")  # str.isdigit() also accepts "²" and "①"
+_SENTENCE_END = re.compile(r"\.(?:\s|$)")
 
 
 @dataclass(frozen=True, slots=True)
 class Extracted:
-    """The answer text and the anchor it came from: "boxed", "answer_tag", "cue" or "number"."""
+    """The answer text and the anchor it came from: "boxed", "answer_tag", "cue" or "number";
+    `boxes` holds every box of the answer when there are several (`\\boxed{1}, \\boxed{-2}`)."""
 
     text: str
     source: str
+    boxes: tuple[str, ...] = ()
 
 
 def answer_region(completion: str) -> str:
@@ -46,8 +51,14 @@ def answer_region(completion: str) -> str:
 def last_boxed(text: str) -> str | None:
     """The content of the last complete, non-empty, outermost `\\boxed{…}`/`\\fbox{…}`, braces
     balanced; `\\boxed 5` (one token after a space) is accepted too. A box inside a box is part
-    of the outer box's content. None when there is no such box. One forward pass."""
-    found: str | None = None
+    of the outer box's content. None when there is no such box."""
+    boxes = all_boxed(text)
+    return boxes[-1] if boxes else None
+
+
+def all_boxed(text: str) -> list[str]:
+    """The contents of every complete, non-empty, outermost box, in order. One forward pass."""
+    found: list[str] = []
     position = 0
     while True:
         start = _next_box(text, position)
@@ -56,7 +67,7 @@ def last_boxed(text: str) -> str | None:
         command = next(cmd for cmd in _BOX_COMMANDS if text.startswith(cmd, start))
         content, end = _box_content(text, start + len(command))
         if content is not None and content.strip():
-            found = content
+            found.append(content)
         position = end
 
 
@@ -111,9 +122,10 @@ def extract(completion: str, mode: ExtractMode) -> Extracted | None:
             )
         if mode == "answer_tag":
             return None
-    boxed = last_boxed(region)
-    if boxed is not None:
-        return Extracted(strip_math_delimiters(boxed), "boxed")
+    boxes = all_boxed(region)
+    if boxes:
+        several = tuple(strip_math_delimiters(b) for b in boxes) if len(boxes) > 1 else ()
+        return Extracted(strip_math_delimiters(boxes[-1]), "boxed", several)
     if mode == "lenient":
         return _lenient(region)
     return None
@@ -135,23 +147,36 @@ def _lenient(region: str) -> Extracted | None:
     best = max((lowered.rfind(cue), cue) for cue in _LENIENT_CUES)
     if best[0] >= 0:
         rest = region[best[0] + len(best[1]) :].strip()
-        line = rest.split("\n", 1)[0].strip()
+        line = _cue_answer(rest)
         if line:
             return Extracted(strip_math_delimiters(line), "cue")
     number = _last_number(region)
     return None if number is None else Extracted(number, "number")
 
 
+def _cue_answer(rest: str) -> str:
+    """What follows a cue: a `$…$` span if it starts with one (Minerva's `The final answer is
+    $100$. I hope it is correct.`), else its first sentence on its line."""
+    if rest.startswith("$"):
+        opening = "$$" if rest.startswith("$$") else "$"
+        close = rest.find(opening, len(opening))
+        if close > 0:
+            return rest[: close + len(opening)]
+    line = rest.split("\n", 1)[0].strip()
+    end = _SENTENCE_END.search(line)
+    return line[: end.start()] if end else line
+
+
 def _last_number(text: str) -> str | None:
     """The last run of digits (with a sign, one decimal point and thousands commas), scanning
     back from the end without a regex."""
     end = len(text)
-    while end > 0 and not text[end - 1].isdigit():
+    while end > 0 and text[end - 1] not in _DIGITS:
         end -= 1
     if end == 0:
         return None
     start = end
-    while start > 0 and (text[start - 1].isdigit() or text[start - 1] in ".,"):
+    while start > 0 and (text[start - 1] in _DIGITS or text[start - 1] in ".,"):
         start -= 1
     while start < end and text[start] in ".,":
         start += 1

@@ -8,14 +8,18 @@ Score 1.0 or 0.0. Reasons for 0.0 (status OK: the model's fault): `no_answer_fou
 `answer_too_long`, `answer_too_deep`, `answer_too_complex`, `unparseable_answer`,
 `multiple_answers`, `trivial_equation`, `wrong_answer`.
 
-Runs in the worker pool: an answer that gets past the pre-screens (screen.py) and still runs
-past `timeout_s` is killed with its worker and comes back STATUS_TIMEOUT. Parsed golds and
+Runs in the worker pool. The gold is parsed first; everything after is the completion's alone
+(`completion_phase`): an answer that gets past the pre-screens (screen.py) and still runs past
+`timeout_s` is killed with its worker and comes back OK, 0, `answer_too_complex`, and an
+exception the answer provokes is OK, 0 too. A gold that runs past the limit is TIMEOUT (the
+caller's reference is at fault). Parsed golds and
 verdicts are memoised per worker process, keyed by the gold, the extracted answer and the
 parameters that change a verdict.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -23,18 +27,21 @@ from typing import Any
 
 from pydantic import Field
 
+from verifier_server.execution import completion_phase
 from verifier_server.types import JSON, Item, Result, truncate
 from verifier_server.verifiers.base import InvalidItem, TimedParams, Verifier
-from verifier_server.verifiers.math.equivalence import Verdict, equivalent, is_trivial
+from verifier_server.verifiers.math.equivalence import Verdict, equivalent, is_several, is_trivial
 from verifier_server.verifiers.math.extract import (
     EXTRACT_DESCRIPTION,
     ExtractMode,
+    all_boxed,
     extract,
-    last_boxed,
     strip_math_delimiters,
 )
 from verifier_server.verifiers.math.parse import Parsed, ParseLimits, Unparseable, parse_answer
 from verifier_server.verifiers.math.screen import Rejected, screen_text
+
+log = logging.getLogger(__name__)
 
 _MAX_NODES = 2000
 _MAX_SYMBOLIC_POWER = 100_000
@@ -45,7 +52,13 @@ _SHOWN_CHARS = 200
 
 class MathParams(TimedParams):
     timeout_s: float = Field(
-        default=5.0, gt=0, le=300, description="Per-item time limit; past it the item is TIMEOUT."
+        default=5.0,
+        gt=0,
+        le=300,
+        description=(
+            "Per-item time limit. An answer that runs past it scores 0 (answer_too_complex); a "
+            "gold that does is TIMEOUT."
+        ),
     )
     extract: ExtractMode = Field(default="auto", description=EXTRACT_DESCRIPTION)
     rel_tol: float = Field(
@@ -81,6 +94,7 @@ class MathParams(TimedParams):
 class _Gold:
     parsed: tuple[Parsed, ...]
     shown: str
+    several: bool  # some reading has several values: an answer may spread them over boxes
 
 
 class MathVerifier(Verifier):
@@ -103,19 +117,26 @@ class MathVerifier(Verifier):
 
     def score_one(self, item: Item, params: MathParams) -> Result:
         limits = ParseLimits(params.max_digits, _MAX_NODES, _MAX_SYMBOLIC_POWER)
-        gold = self._gold(item.reference, params, limits)
+        gold = self._gold(item.reference, params, limits)  # the caller's part, checked first
+        with completion_phase():  # from here on, only the completion decides
+            return self._score_answer(item, gold, params, limits)
+
+    def _score_answer(
+        self, item: Item, gold: _Gold, params: MathParams, limits: ParseLimits
+    ) -> Result:
         found = extract(item.completion, params.extract)
         if found is None:
             return Result(id=item.id, score=0.0, reason="no_answer_found")
-        key = (_gold_key(item.reference), found.text, params.rel_tol, params.max_answer_chars,
-               params.max_depth, params.max_digits)  # fmt: skip
-        cached = _lru_get(self._verdicts, key)
-        if cached is None:
-            cached = _judge(gold, found.text, params, limits)
-            _lru_put(self._verdicts, key, cached)
-        verdict, parsed_answer = cached
+        text = found.text
+        verdict, parsed_answer = self._verdict(item.reference, gold, text, params, limits)
+        if not verdict.equal and gold.several and found.boxes:
+            # `\boxed{1}, \boxed{-2}` for a two-root question: all the boxes, in order
+            joined = ", ".join(found.boxes)
+            together = self._verdict(item.reference, gold, joined, params, limits)
+            if together[0].equal:
+                text, (verdict, parsed_answer) = joined, together
         details: dict[str, JSON] = {
-            "extracted_answer": truncate(found.text, _SHOWN_CHARS),
+            "extracted_answer": truncate(text, _SHOWN_CHARS),
             "anchor": found.source,
             "parsed_gold": gold.shown,
             "rule": verdict.rule,
@@ -128,6 +149,17 @@ class MathVerifier(Verifier):
             reason="" if verdict.equal else verdict.reason,
             details=details,
         )
+
+    def _verdict(
+        self, reference: JSON, gold: _Gold, text: str, params: MathParams, limits: ParseLimits
+    ) -> tuple[Verdict, str]:
+        key = (_gold_key(reference), text, params.rel_tol, params.max_answer_chars,
+               params.max_depth, params.max_digits)  # fmt: skip
+        cached = _lru_get(self._verdicts, key)
+        if cached is None:
+            cached = _judge(gold, text, params, limits)
+            _lru_put(self._verdicts, key, cached)
+        return cached
 
     def _gold(self, reference: JSON, params: MathParams, limits: ParseLimits) -> _Gold:
         key = (_gold_key(reference), params.max_answer_chars, params.max_depth, params.max_digits)
@@ -147,7 +179,7 @@ def _judge(
     gold: _Gold, answer: str, params: MathParams, limits: ParseLimits
 ) -> tuple[Verdict, str]:
     """(verdict, parsed answer as text) for one extracted answer against every gold reading."""
-    try:
+    try:  # every exception here is the completion's doing (the gold was parsed already)
         screen_text(
             answer,
             params.max_answer_chars,
@@ -156,13 +188,18 @@ def _judge(
             _MAX_SYMBOLIC_POWER,
         )
         parsed = parse_answer(answer, limits)
+        verdicts = [equivalent(g, parsed, params.rel_tol) for g in gold.parsed]
+        verdict = next((v for v in verdicts if v.equal), verdicts[0])
+        return verdict, truncate(str(parsed.value), _SHOWN_CHARS)
     except Rejected as exc:
         return Verdict(False, "pre_screen", exc.reason), ""
     except Unparseable:
         return Verdict(False, "parse", "unparseable_answer"), ""
-    verdicts = [equivalent(g, parsed, params.rel_tol) for g in gold.parsed]
-    verdict = next((v for v in verdicts if v.equal), verdicts[0])
-    return verdict, truncate(str(parsed.value), _SHOWN_CHARS)
+    except (RecursionError, MemoryError):
+        return Verdict(False, "error", "answer_too_complex"), ""
+    except Exception as exc:  # the gold parsed fine: whatever broke, the answer broke it
+        log.warning("math answer %r raised %s", truncate(answer, 200), type(exc).__name__)
+        return Verdict(False, "error", "unparseable_answer"), ""
 
 
 def _parse_gold(reference: JSON, params: MathParams, limits: ParseLimits) -> _Gold:
@@ -194,7 +231,8 @@ def _parse_gold(reference: JSON, params: MathParams, limits: ParseLimits) -> _Go
             )
         parsed.append(gold)
     shown = " | ".join(truncate(str(p.value), _SHOWN_CHARS) for p in parsed)
-    return _Gold(tuple(parsed), truncate(shown, _SHOWN_CHARS))
+    several = any(is_several(p.value) for p in parsed)
+    return _Gold(tuple(parsed), truncate(shown, _SHOWN_CHARS), several)
 
 
 def _gold_text(value: JSON, field: str) -> str:
@@ -209,8 +247,9 @@ def _gold_text(value: JSON, field: str) -> str:
         return str(int(value)) if value.is_integer() else repr(value)
     if not isinstance(value, str):
         raise InvalidItem(field, f"expected a string or a number, got {type(value).__name__}")
-    boxed = last_boxed(value)
-    text = strip_math_delimiters(boxed if boxed is not None else value)
+    boxes = all_boxed(value)  # a gold in several boxes is all of them, in order
+    text = ", ".join(strip_math_delimiters(b) for b in boxes) if boxes else value
+    text = strip_math_delimiters(text)
     if not text:
         raise InvalidItem(field, "an empty gold answer")
     return text

@@ -72,6 +72,12 @@ def test_answer_tag_mode_ignores_boxes() -> None:
         ("we get 3 then 4, and so -12.5 apples", "-12.5"),
         ("1,234 people", "1,234"),
         ("no digits here", None),
+        # Minerva's format: the `$…$` after the cue, not the whole tail
+        ("Final Answer: The final answer is $100$. I hope it is correct.", "100"),
+        ("Final Answer: The final answer is 3.5. I hope it is correct.", "3.5"),
+        ("the answer is 7. Done", "7"),
+        ("it is 100\u00b2", "100"),  # "²" is not a digit of the number
+        ("only \u2460 here", None),
     ],
 )
 def test_lenient_reads_cues_then_the_last_number(completion: str, expected: str | None) -> None:

@@ -30,6 +30,11 @@ def score(reference: JSON, completion: str, **params: object):
         ([], "reference"),
         (["3", r"\sqrt{"], "reference[1]"),
         (r"9^{9^{9^9}}", "reference"),
+        ("12:00", "reference"),  # 12/0: undefined (any two were equal as complex infinity)
+        ("1/0", "reference"),
+        ("x = 2 + 3 = 6", "reference"),  # a chain with a false link is never true
+        ("x < 1 + i", "reference"),  # complex numbers are not ordered (sympy raised TypeError)
+        (r"5 \text{ or more}", "reference"),  # a qualifier, not a unit
     ],
 )
 def test_a_bad_gold_is_an_invalid_item_naming_the_field(reference: JSON, field: str) -> None:
@@ -110,3 +115,22 @@ def test_verdicts_and_golds_are_memoised() -> None:
 def test_bad_params_are_rejected(params: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         MathParams(**params)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "\ud800",
+        "1\x00",
+        "x < 1 + i",
+        r"f(x)1/2\!\%^\circ<i\%",
+        r"\frac{x}{0} \cdot 0",
+        r"\{1, 2\} \text{ kg}",
+        r"x \pm 1 > 2",
+        r"\pm",
+    ],
+)
+def test_an_answer_that_breaks_parsing_is_ok_zero(answer: str) -> None:
+    # In-process too (a lone surrogate cannot cross the wire): never VERIFIER_ERROR.
+    result = score("5 \\text{ kg}", f"\\boxed{{{answer}}}")
+    assert result.status == Status.OK and result.score == 0.0 and result.reason
