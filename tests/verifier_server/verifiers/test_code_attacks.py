@@ -40,3 +40,61 @@ def test_a_binary_too_large_for_the_runs_is_a_compile_error(verifier: CodeVerifi
     result = score_raw(verifier, HUGE_BINARY, ADD_STDIO)
     assert (result.status, result.score, result.reason) == (Status.OK, 0.0, "compile_error")
     assert result.details["compile_outcome"] == "output_limit"
+
+
+# The program learns whether its last answer passed from whether the next call comes. It
+# guesses True for the first answer it does not know and leaves a port in TIME_WAIT saying
+# so (41000 + i), and one more (40000 + 2i + 1) once the next call shows the guess passed; a
+# later run reads /proc/net/tcp: a guess never confirmed was wrong. Through the network
+# namespace its slot's runs shared, the fourth run of this item knew all eight answers.
+LEARNS_ACROSS_RUNS = r"""
+import socket
+def _known():
+    known, guessed = {}, set()
+    try:
+        lines = open('/proc/net/tcp').read().splitlines()[1:]
+    except OSError:
+        return known
+    for line in lines:
+        fields = line.split()
+        port = int(fields[2].split(':')[1], 16)
+        if fields[3] != '06':  # TIME_WAIT
+            continue
+        if 40000 <= port < 40100:
+            known[(port - 40000) // 2] = bool((port - 40000) % 2)
+        if 41000 <= port < 41100:
+            guessed.add(port - 41000)
+    return {**{i: False for i in guessed}, **known}
+def _mark(port):
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(('127.0.0.1', port))
+    except OSError:
+        return
+    listener.listen(1)
+    client = socket.create_connection(('127.0.0.1', port))
+    server, _ = listener.accept()
+    client.close(); server.close(); listener.close()  # the client's side stays in TIME_WAIT
+_KNOWN = _known()
+_pending = []
+def f(i):
+    if _pending:
+        _mark(40000 + 2 * _pending.pop() + 1)
+    if i in _KNOWN:
+        return _KNOWN[i]
+    _mark(41000 + i)
+    _pending.append(i)
+    return True
+"""
+BITS = [True, True, False, True, False, True, True, False]
+BOOLEANS = {
+    "test": "def check(candidate):\n"
+    + "".join(f"    assert candidate({i}) == {bit}\n" for i, bit in enumerate(BITS)),
+    "entry_point": "f",
+}
+
+
+def test_a_program_cannot_tell_later_runs_which_answers_passed(verifier: CodeVerifier) -> None:
+    results = [score_raw(verifier, LEARNS_ACROSS_RUNS, BOOLEANS) for _ in range(10)]
+    assert [(r.status, r.score) for r in results] == [(Status.OK, 0.0)] * 10
