@@ -98,3 +98,77 @@ BOOLEANS = {
 def test_a_program_cannot_tell_later_runs_which_answers_passed(verifier: CodeVerifier) -> None:
     results = [score_raw(verifier, LEARNS_ACROSS_RUNS, BOOLEANS) for _ in range(10)]
     assert [(r.status, r.score) for r in results] == [(Status.OK, 0.0)] * 10
+
+
+# ---- honest solutions in odd but legal forms score 1.0, as they did in the program's process
+
+HONEST_FORMS = {
+    "returns_a_big_int": (
+        "import math\ndef f(n):\n    return math.factorial(n)\n",
+        "import math\nassert f(3000) == math.factorial(3000)",  # 30,000 bits
+    ),
+    "takes_a_big_int": ("def f(n):\n    return n + 1\n", "assert f(10**5000) == 10**5000 + 1"),
+    "returns_itertools": (
+        "import itertools\ndef f(n):\n    return itertools.chain(range(n), range(n))\n",
+        "assert list(f(2)) == [0, 1, 0, 1]",
+    ),
+    "returns_iter_of_a_list": (
+        "def f(n):\n    return iter([1, 2])\n",
+        "assert list(f(2)) == [1, 2]",
+    ),
+    "returns_dict_keys": (
+        "def f(n):\n    return {1: 2, 3: 4}.keys()\n",
+        "assert f(0) == {1, 3} and sorted(f(0)) == [1, 3]",  # keys views compare as sets
+    ),
+    "returns_dict_values": (
+        "def f(n):\n    return {1: 2, 3: 4}.values()\n",
+        "assert sorted(f(0)) == [2, 4]",
+    ),
+    "returns_dict_items": (
+        "def f(n):\n    return {1: 2}.items()\n",
+        "assert list(f(0)) == [(1, 2)] and f(0) == {(1, 2)}",
+    ),
+    "returns_a_bytearray": ("def f(n):\n    return bytearray(b'ab')\n", "assert f(0) == b'ab'"),
+    "returns_an_array": (
+        "import array\ndef f(n):\n    return array.array('i', [1, 2])\n",
+        "assert list(f(1)) == [1, 2] and len(f(1)) == 2 and 2 in f(1)",
+    ),
+    "returns_a_generator": (
+        "def f(n):\n    yield from range(n)\n",
+        "assert list(f(3)) == [0, 1, 2]",
+    ),
+    "prints_while_serving": (
+        "def f(n):\n    print('debug', n)\n    return n\n",
+        "assert f(3) == 3",
+    ),
+    "recurses_deeply": (
+        "import sys\nsys.setrecursionlimit(10000)\n"
+        "def f(n):\n    return 0 if n == 0 else 1 + f(n - 1)\n",
+        "assert f(3000) == 3000",
+    ),
+}
+
+
+@pytest.mark.parametrize("form", list(HONEST_FORMS))
+def test_honest_solutions_in_odd_forms_pass(verifier: CodeVerifier, form: str) -> None:
+    solution, test = HONEST_FORMS[form]
+    result = score_raw(verifier, solution, {"asserts": [test]})
+    assert (result.status, result.score) == (Status.OK, 1.0), result
+
+
+def test_iterating_over_a_handle_never_sends_the_expected_value(verifier: CodeVerifier) -> None:
+    """`x in handle` is decided in the judge over the items the program gave: a program whose
+    object claims to contain everything (and logs what it is asked) learns nothing."""
+    solution = (
+        "import sys\nclass Bag:\n"
+        "    def __contains__(self, x):\n        sys.stderr.write(f'ASKED {x!r}\\n')\n"
+        "        return True\n"
+        "    def __iter__(self):\n        return iter([0])\n"
+        "    def __len__(self):\n        return 7\n"
+        "    def __eq__(self, other):\n        return True\n"
+        "def f():\n    return Bag()\n"
+    )
+    reference = {"asserts": ["assert 41 in f()", "assert len(f()) == 7 and f() != [41]"]}
+    result = score_raw(verifier, solution, reference)
+    assert [t["verdict"] for t in result.details["tests"]] == ["wrong_answer", "passed"], result
+    assert "ASKED" not in result.details["stderr_tail"]
