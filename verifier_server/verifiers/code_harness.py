@@ -333,6 +333,10 @@ class Channel:
 
 
 def _exception(channel: Channel, name: str, message: str) -> BaseException:
+    if name in ("StopIteration", "StopAsyncIteration"):
+        # Raised by a function `map` or `filter` calls, it would end their iteration early
+        # and `all(map(f, xs))` would pass: a RuntimeError, as PEP 479 makes it in generators.
+        return RuntimeError(f"the program raised {name}: {message}")
     cls = getattr(builtins, name, None)
     if isinstance(cls, type) and issubclass(cls, Exception):
         try:

@@ -172,3 +172,19 @@ def test_iterating_over_a_handle_never_sends_the_expected_value(verifier: CodeVe
     result = score_raw(verifier, solution, reference)
     assert [t["verdict"] for t in result.details["tests"]] == ["wrong_answer", "passed"], result
     assert "ASKED" not in result.details["stderr_tail"]
+
+
+def test_stop_iteration_cannot_end_a_tests_map_early(verifier: CodeVerifier) -> None:
+    """A function that only raises StopIteration ended `map` and `filter` in the judge, so
+    `all(map(f, xs))` and `not any(map(f, xs))` passed: 2 of these 3 asserts, score 0.67."""
+    reference = {
+        "asserts": [
+            "assert all(map(is_prime, [2, 3, 5, 7]))",
+            "assert not any(map(is_prime, [4, 6]))",
+            "assert list(filter(is_prime, [4, 5])) == [5]",
+        ]
+    }
+    forged = score_raw(verifier, "def is_prime(n):\n    raise StopIteration\n", reference)
+    assert (forged.status, forged.score) == (Status.OK, 0.0), forged
+    honest = "def is_prime(n):\n    return n > 1 and all(n % d for d in range(2, n))\n"
+    assert score_raw(verifier, honest, reference).score == 1.0
