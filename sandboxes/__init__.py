@@ -9,8 +9,9 @@
 
 What every run gets (all layers on, failing closed: a layer that cannot be set up makes the
 run a SANDBOX_ERROR, never an unsandboxed run):
-- its slot's user, network (loopback only), uts and cgroup namespaces, and its own pid, mount
-  and System V IPC namespaces (it sees no process, pid or shared memory of any other run);
+- its slot's user, uts and cgroup namespaces, and its own pid, mount, System V IPC and
+  network (loopback only) namespaces (it sees no process, pid, shared memory or socket state
+  of any other run);
 - a fresh root: the host's /bin, /lib* and the /usr subtrees programs use (not /usr/local)
   read-only, fresh /proc and /dev, and fresh size-capped tmpfs on /work (the working
   directory), /tmp and /dev/shm; the environment reduced to PATH, HOME, TMPDIR, LANG plus what

@@ -54,7 +54,7 @@ class Limits:
     stderr_bytes: int = 1 << 20
     """Past this much stderr the run is killed with OUTPUT_LIMIT."""
     artifact_bytes: int = 64 << 20
-    """Largest collected file (Program.collect)."""
+    """Largest collected file (Program.collect); past it the run is OUTPUT_LIMIT."""
     cpus: float = 1.0
     """CPU bandwidth of the slot (cgroup quota), so a multi-threaded burn cannot take the host."""
 

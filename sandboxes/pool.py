@@ -589,7 +589,7 @@ class SandboxPool:
         }[role]
         room = cap - len(buffer)
         buffer += chunk[: max(0, room)]
-        if len(chunk) > room and role != "artifact":
+        if len(chunk) > room:  # an artifact over its cap too: a truncated binary is no result
             run.over_output = True
             self._kill(run)
 
@@ -663,7 +663,8 @@ class SandboxPool:
             wall_ms=float(done.get("wall_ms", 0.0)),
             cpu_ms=float(done.get("cpu_ms", 0.0)),
             memory_peak_kb=peak_kb,
-            artifact=bytes(run.artifact) if run.program.collect and done.get("exit_code") == 0
+            artifact=bytes(run.artifact)
+            if run.program.collect and done.get("exit_code") == 0 and not run.over_output
             else None,
         )  # fmt: skip
 

@@ -94,7 +94,7 @@ def _bind(source: str, target: str, directory: bool) -> None:
 
 
 def bring_up_loopback() -> None:
-    """The slot's network namespace has only `lo`, and it starts down."""
+    """A new network namespace (the slot's, each run's) has only `lo`, and it starts down."""
     import fcntl
     import socket
     import struct

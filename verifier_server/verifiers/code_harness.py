@@ -11,11 +11,14 @@ judge` in the other; they talk over two pipes and nothing else.
 - judge (another slot, uid and set of namespaces; it never runs the candidate's code): holds
   the test spec, runs the reference's prompt and setup and then the test with the interpreter's
   own builtins, where every solution name the test uses is a stub that sends the call to the
-  candidate. Replies are decoded into built-in types only (None, bool, int, float, complex,
-  str, bytes, list, tuple, dict, set, frozenset, range, deque, Fraction, Decimal; bounded
-  size and depth), so no value the candidate makes can run code here. Anything else comes
-  back as a `Remote` handle, equal only to itself, whose attributes and methods are again
-  calls to the candidate: that is how tests use a solution's classes. The verdict is one JSON
+  candidate. Replies are decoded into built-in types only (None, bool, int of any size,
+  float, complex, str, bytes, bytearray, list, tuple, dict, set, frozenset, range, deque,
+  Fraction, Decimal, dict key and item views; iterators as their items; bounded size and
+  depth), so no value the candidate makes can run code here. Anything else comes back as a
+  `Remote` handle, equal only to itself, whose attributes and methods are again calls to the
+  candidate: that is how tests use a solution's classes. Iterating over a handle (or `len`)
+  asks the candidate for its items (or length), which the test then compares here: `x in
+  handle` never sends x. The verdict is one JSON
   line on the judge's stdout, which only the host reads.
 
 The candidate learns the arguments of the calls the test makes, never the expected values.
@@ -26,15 +29,19 @@ from __future__ import annotations
 
 import builtins
 import collections
+import collections.abc
 import importlib
 import json
 import os
 import sys
 import types
+from collections.abc import Iterator
 
 MAX_MESSAGE_BYTES = 8 << 20
 MAX_DEPTH = 100
 MAX_ITEMS = 1_000_000  # elements of one encoded value
+MAX_INT_BITS = 4_000_000  # an int this large goes as hex: JSON's decimal digits stop at 4,300
+_JSON_INT_BITS = 12_000
 _DEQUE = collections.deque
 
 
@@ -74,7 +81,9 @@ def encode(value: object, handles: dict[int, object] | None, budget: list[int] |
     if value is None or kind is bool or kind is str:
         return value
     if kind is int:
-        return value if value.bit_length() < 12_000 else _refuse("int too large")
+        if value.bit_length() < _JSON_INT_BITS:
+            return value
+        return {"x": format(value, "x")} if value.bit_length() < MAX_INT_BITS else _refuse("int")
     if kind is float:
         return value
     if isinstance(value, Remote):
@@ -88,6 +97,8 @@ def encode(value: object, handles: dict[int, object] | None, budget: list[int] |
                       for k, v in value.items()]}  # type: ignore[attr-defined]  # fmt: skip
     if kind is bytes:
         return {"b": value.hex()}  # type: ignore[attr-defined]
+    if kind is bytearray:
+        return {"ba": value.hex()}  # type: ignore[attr-defined]
     if kind is complex:
         return {"c": [value.real, value.imag]}  # type: ignore[attr-defined]
     if kind is range:
@@ -105,19 +116,29 @@ def _candidate_value(value: object, handles: dict[int, object], budget: list[int
                      depth: int) -> object:  # fmt: skip
     """Subclasses of the built-in types as their base type, iterators as their items,
     anything else as a handle that the judge can call back through."""
-    for base in (int, float, str, bytes, dict, list, tuple, set, frozenset):
+    for base in (int, float, str, bytes, bytearray, dict, list, tuple, set, frozenset):
         if isinstance(value, base):
             plain = base(value.items()) if base is dict else base(value)  # type: ignore[attr-defined]
             return encode(plain, handles, budget, depth)
-    if isinstance(value, types.GeneratorType | map | filter | zip | enumerate | reversed):
-        items = []
-        for item in value:  # type: ignore[attr-defined]
-            items.append(item)
-            if len(items) > MAX_ITEMS:
-                raise Unencodable("an iterator too long")
-        return {"it": encode(items, handles, budget, depth)["l"]}  # type: ignore[index]
+    if isinstance(value, _KEYS_VIEW | _ITEMS_VIEW):
+        tag = "dk" if isinstance(value, _KEYS_VIEW) else "di"
+        return {tag: encode(list(value), handles, budget, depth)["l"]}  # type: ignore[arg-type,index]
+    if isinstance(value, collections.abc.Iterator | _VALUES_VIEW):  # itertools, iter(list), ...
+        return {"it": _items(value, handles, budget, depth)}
     handles[len(handles) + 1] = value
     return {"h": len(handles), "type": str(type(value).__name__)[:80]}
+
+
+_KEYS_VIEW, _VALUES_VIEW, _ITEMS_VIEW = type({}.keys()), type({}.values()), type({}.items())
+
+
+def _items(value: object, handles: dict[int, object], budget: list[int], depth: int) -> list:
+    items = []
+    for item in value:  # type: ignore[attr-defined]
+        items.append(item)
+        if len(items) > MAX_ITEMS:
+            raise Unencodable("an iterator too long")
+    return encode(items, handles, budget, depth)["l"]  # type: ignore[index]
 
 
 def _refuse(why: str) -> object:
@@ -150,6 +171,13 @@ def decode(data: object, remote: object | None = None, depth: int = 0) -> object
         return {decode(k, remote, depth + 1): decode(v, remote, depth + 1) for k, v in pairs}
     if tag == "b" and type(payload) is str:
         return bytes.fromhex(payload)
+    if tag == "ba" and type(payload) is str:
+        return bytearray.fromhex(payload)
+    if tag == "x" and type(payload) is str and len(payload) <= MAX_INT_BITS // 4:
+        return int(payload, 16)  # base 16 is linear in the length, with no digit limit
+    if tag in ("dk", "di") and type(payload) is list:
+        items = [decode(item, remote, depth + 1) for item in payload]
+        return dict.fromkeys(items).keys() if tag == "dk" else dict(items).items()
     if tag == "c" and _numbers(payload, 2, float | int):
         return complex(payload[0], payload[1])  # type: ignore[index]
     if tag == "r" and _numbers(payload, 3, int):
@@ -206,6 +234,10 @@ def _answer(message: dict, namespace: dict[str, object], handles: dict[int, obje
     try:
         if message["op"] == "getattr":
             value = getattr(handles[message["h"]], message["name"])
+        elif message["op"] == "iter":
+            value = list(handles[message["h"]])  # type: ignore[call-overload]
+        elif message["op"] == "len":
+            value = len(handles[message["h"]])  # type: ignore[arg-type]
         else:
             target = namespace[message["name"]] if "name" in message else handles[message["h"]]
             args = decode(message["args"], handles)
@@ -301,6 +333,10 @@ class Channel:
 
 
 def _exception(channel: Channel, name: str, message: str) -> BaseException:
+    if name in ("StopIteration", "StopAsyncIteration"):
+        # Raised by a function `map` or `filter` calls, it would end their iteration early
+        # and `all(map(f, xs))` would pass: a RuntimeError, as PEP 479 makes it in generators.
+        return RuntimeError(f"the program raised {name}: {message}")
     cls = getattr(builtins, name, None)
     if isinstance(cls, type) and issubclass(cls, Exception):
         try:
@@ -341,6 +377,26 @@ class Remote:
         if "h" not in target:
             raise AttributeError(name)
         return self._channel.request({"op": "getattr", **target, "name": name})  # type: ignore[union-attr]
+
+    def __bool__(self) -> bool:
+        return True  # as `object`; never asks the program
+
+    def __iter__(self) -> Iterator[object]:
+        """The object's items, asked of the program once; the test compares them here (so
+        `x in handle` never sends x to the program)."""
+        return iter(self._channel.request({"op": "iter", **self._handle_target()}))  # type: ignore[union-attr, call-overload]
+
+    def __len__(self) -> int:
+        length = self._channel.request({"op": "len", **self._handle_target()})  # type: ignore[union-attr]
+        if type(length) is not int or length < 0:
+            raise TypeError("the program's __len__ gave no length")
+        return length
+
+    def _handle_target(self) -> dict:
+        target = self._target()
+        if "h" not in target:
+            raise TypeError(f"the program's {self._name} is a function")
+        return target
 
     def __copy__(self) -> Remote:
         return self
