@@ -421,28 +421,29 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
     ]
     reflection.enable_server_reflection(service_names, server)
     bound = []
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    where = f"{host}:{settings.port}"
     try:
         if settings.port is not None:
-            address = f"{settings.host}:{settings.port}"
             port = (
-                server.add_secure_port(address, credentials)
+                server.add_secure_port(where, credentials)
                 if credentials is not None
-                else server.add_insecure_port(address)
+                else server.add_insecure_port(where)
             )
-            host = f"[{settings.host}]" if ":" in settings.host else settings.host
             bound.append(f"{host}:{port}")
         if settings.unix:
-            server.add_insecure_port(f"unix:{settings.unix}")
-            bound.append(f"unix:{settings.unix}")
+            where = f"unix:{settings.unix}"
+            server.add_insecure_port(where)
+            bound.append(where)
         if metrics is not None:
             assert settings.metrics_port is not None
+            where = f"{host}:{settings.metrics_port} (metrics)"
             port = metrics.serve(settings.metrics_port, settings.host)
-            host = f"[{settings.host}]" if ":" in settings.host else settings.host
             bound.append(f"http://{host}:{port}/metrics")
     except (RuntimeError, OSError) as exc:
         await verifiers.close()
         await pool.close()
-        raise RuntimeError(f"cannot listen on {settings.host}: {exc}") from None
+        raise RuntimeError(f"cannot listen on {where}: {exc}") from None
     await server.start()
     await health.set("", serving)
     await health.set(SERVICE_NAME, serving)
