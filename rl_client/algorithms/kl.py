@@ -19,6 +19,10 @@ g(x) = grad log pi(x) and E over x ~ pi:
   k2 gives E[log(pi/ref) g] = grad KL(pi || ref), exactly; k3 gives E[(1 - ref/pi) g] =
   grad KL(ref || pi), the reverse KL's gradient, which is what DeepSeekMath's GRPO optimises
   (eq. 4); k3_k2grad logs k3's value and follows KL(pi || ref).
+Over sequences, k1 in the reward (summed per sequence, or per token summed to go) is the
+gradient of the sequence KL; a per-token loss is the gradient of each position's KL with the
+prefix held fixed, which leaves out how a token changes the KL of later positions (tested by
+enumeration in tests/rl_client/algorithms/test_reference_kl.py).
 `placement_error` refuses the combinations that do not optimise a KL.
 """
 
