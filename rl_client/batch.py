@@ -162,7 +162,7 @@ def _gae(
 
 
 def _reinforce_pp_tokens(batch: Batch, algo: AlgorithmConfig, kl_tokens: Tensor | None) -> Tensor:
-    """REINFORCE++ (arXiv:2501.03262, eqs. 5-7): r(x, y) on the last policy token (less the
+    """REINFORCE++ (arXiv:2501.03262, sec. 3): r(x, y) on the last policy token (less the
     group mean with `group_baseline`: REINFORCE++-baseline), minus kl_coef * KL on every
     token, summed to go, then whitened over all loss tokens of the batch."""
     outcome = batch.rewards

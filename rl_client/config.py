@@ -228,7 +228,7 @@ class AlgorithmConfig(_Strict):
         default="sequence",
         description="reinforce_pp: 'sequence': one advantage per completion (KL in the reward "
         "summed per sequence), whitened over the batch's sequences. 'token': the paper's form "
-        "(arXiv:2501.03262, eqs. 5-7) as in OpenRLHF: reward on the last policy token minus "
+        "(arXiv:2501.03262, sec. 3) as in OpenRLHF: reward on the last policy token minus "
         "the per-token KL, reward-to-go, whitened over the batch's tokens.",
     )
     gamma: float = Field(

@@ -1,5 +1,5 @@
 """Which groups train: masked-out groups are dropped, and with DAPO's dynamic sampling
-(arXiv:2503.14476, sec. 3.2, eq. 11) so are groups whose signal is the same for every valid
+(arXiv:2503.14476, sec. 3.2) so are groups whose signal is the same for every valid
 member: their advantages carry no learning signal, so they only dilute the batch.
 
 DAPO's condition is 0 < #correct < G: it looks at accuracy, not at the shaped reward. A group

@@ -66,7 +66,7 @@ def dr_grpo_advantages(rewards: Tensor, valid: Tensor, options: AdvantageOptions
 
 
 def rloo_advantages(rewards: Tensor, valid: Tensor, options: AdvantageOptions) -> Tensor:
-    """r_i - mean of the other valid members (RLOO, arXiv:2402.14740, eq. 6).
+    """r_i - mean of the other valid members (RLOO, arXiv:2402.14740).
 
     r_i - (S - r_i)/(n - 1) with S the group sum over n valid members."""
     rewards, weight = _valid_rewards(rewards, valid)
@@ -153,7 +153,7 @@ def gae_advantages(
 
 def reward_to_go(token_rewards: Tensor, mask: Tensor, *, gamma: float = 1.0) -> Tensor:
     """sum_{k >= t} gamma^(k - t) r_k over the policy tokens of each row (REINFORCE++,
-    arXiv:2501.03262, eq. 6 with the per-token KL of eq. 5): GAE with V = 0 and lambda = 1.
+    arXiv:2501.03262, with its per-token KL penalty): GAE with V = 0 and lambda = 1.
     [N, T] -> [N, T], 0 outside the mask."""
     zeros = torch.zeros_like(token_rewards)
     return gae_advantages(token_rewards, zeros, mask, gamma=gamma, lam=1.0)[0]
@@ -161,7 +161,7 @@ def reward_to_go(token_rewards: Tensor, mask: Tensor, *, gamma: float = 1.0) -> 
 
 def whiten(values: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
     """(x - mean) / std over the masked entries (PPO's advantage normalisation, REINFORCE++'s
-    token-level normalisation, eq. 7); 0 elsewhere."""
+    global token-level normalisation); 0 elsewhere."""
     weight = mask.to(values.dtype)
     values = torch.where(weight > 0, values, torch.zeros_like(values))
     n = weight.sum().clamp(min=1)

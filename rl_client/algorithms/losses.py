@@ -61,7 +61,7 @@ def seq_mean_token_sum_norm(values: Tensor, mask: Tensor, norm: Normalizer) -> T
 
 def seq_mean_token_sum(values: Tensor, mask: Tensor, norm: Normalizer) -> Tensor:
     """Sum over each sequence's tokens, mean over sequences: the sequence log-probability of
-    REINFORCE / RLOO (arXiv:2402.14740, eq. 6), which treat the whole completion as one
+    REINFORCE / RLOO (arXiv:2402.14740), which treat the whole completion as one
     action. seq_mean_token_sum_norm is this divided by a constant."""
     return (values * mask).sum() / norm.num_seqs
 

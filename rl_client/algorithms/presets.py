@@ -41,7 +41,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "loss_aggregation": "seq_mean_token_sum_norm",
         "kl_coef": 0.0,
     },
-    # RLOO (arXiv:2402.14740, eq. 6): leave-one-out baseline, k1 KL folded into the reward,
+    # RLOO (arXiv:2402.14740, sec. 3): leave-one-out baseline, k1 KL folded into the reward,
     # the whole completion one action: its log-probability is a token sum (a per-sequence
     # token mean would reintroduce the length bias of Dr. GRPO, sec. 3.1).
     "rloo": {
@@ -53,7 +53,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "kl_estimator": "k1",
         "kl_placement": "reward",
     },
-    # REINFORCE++ (arXiv:2501.03262, eqs. 5-7): the k1 KL per token in the reward, reward-to-go,
+    # REINFORCE++ (arXiv:2501.03262, sec. 3): the k1 KL per token in the reward, reward-to-go,
     # advantages whitened over the batch's tokens; the group baseline is REINFORCE++-baseline.
     "reinforce_pp": {
         "advantage": "reinforce_pp",

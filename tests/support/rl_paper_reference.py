@@ -45,7 +45,7 @@ def dr_grpo(rewards: list[float], valid: list[bool]) -> list[float]:
 
 
 def rloo(rewards: list[float], valid: list[bool]) -> list[float]:
-    """RLOO eq. 6: r_i - 1/(k-1) sum_{j != i} r_j."""
+    """RLOO (Ahmadian et al. 2024): r_i - 1/(k-1) sum_{j != i} r_j."""
     members = [i for i, ok in enumerate(valid) if ok]
     if len(members) < 2:
         return [0.0] * len(rewards)
@@ -125,7 +125,7 @@ def ppo_token_loss(
     dual_clip: float | None,
 ) -> Tensor:
     """-min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A) (PPO eq. 7; DAPO eq. 10); with
-    dual clip c and A < 0: -max(min(...), c A) (Dual-clip PPO, arXiv:1912.09729, eq. 5)."""
+    dual clip c and A < 0: -max(min(...), c A) (Dual-clip PPO, arXiv:1912.09729)."""
     rho = torch.exp(logprob - old)
     clipped = torch.clamp(rho, 1 - clip_low, 1 + clip_high)
     objective = torch.minimum(rho * advantage, clipped * advantage)

@@ -202,7 +202,7 @@ def test_k1_per_token_in_the_reward_of_gae(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("group_baseline", [True, False])
 def test_k1_per_token_in_the_reward_of_reinforce_pp(group_baseline: bool, seed: int) -> None:
-    # REINFORCE++ eqs. 5-7: r(x, y) (less the group mean: -baseline) on the last policy
+    # REINFORCE++ (sec. 3): r(x, y) (less the group mean: -baseline) on the last policy
     # token, -beta * k1_t on every one, reward-to-go, whitened over all policy tokens.
     batch = _batch(seed)
     algo = AlgorithmConfig(
