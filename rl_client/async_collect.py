@@ -50,7 +50,7 @@ from rl_client.collect import (
 from rl_client.engines.versioned import VersionedEngine
 from rl_client.rewards import RewardService
 from rl_client.rollout import Group, RolloutTimings, Scoring
-from rl_client.sampling import filter_groups, trains
+from rl_client.sampling import DynamicSampling, filter_groups, trains
 
 
 class RolloutThreadError(RuntimeError):
@@ -86,7 +86,7 @@ class AsyncCollector:
         last_step: int,
         max_staleness: int,
         on_stale: str,
-        dynamic_sampling: bool = False,
+        dynamic_sampling: DynamicSampling | None = None,
         max_gen_rounds: int = 1,
         buffered: Sequence[StepBatch] = (),
     ) -> None:
@@ -140,7 +140,7 @@ class AsyncCollector:
 
     def _generate(self, step: int) -> StepBatch:
         """Step `step`'s batch. `_busy` is set, so no checkpoint reads the cursor meanwhile."""
-        if self.dynamic_sampling:
+        if self.dynamic_sampling is not None:
             # It needs the scores to know how many prompts to go back for.
             groups, timings, rounds = generate_rounds(
                 self.engine,
@@ -148,7 +148,7 @@ class AsyncCollector:
                 self.take_prompts,
                 self.plan,
                 step,
-                dynamic_sampling=True,
+                dynamic_sampling=self.dynamic_sampling,
                 max_gen_rounds=self.max_gen_rounds,
             )
             return StepBatch(step, None, groups, timings, rounds)

@@ -1,8 +1,9 @@
 """The training batch as tensors, and the advantages over it.
 
 Only completions with a verified reward become rows: a masked item (non-OK status) takes no
-part in its group's statistics nor in the loss. Rows are prompt (left-padded to P) followed by
-completion (right-padded to T):
+part in its group's statistics nor in the loss. A verified completion with no tokens is a row
+too (its reward counts in its group's statistics; it has no token to train). Rows are prompt
+(left-padded to P) followed by completion (right-padded to T):
 
     input_ids, attention_mask, position_ids: [N, P + T]
     completion_mask, loss_mask, sampler_logprobs, advantages, ...: [N, T]
@@ -19,8 +20,10 @@ from torch import Tensor
 from rl_client.algorithms.advantages import (
     AdvantageOptions,
     gae_advantages,
+    group_centered,
     outcome_advantages,
     outcome_token_rewards,
+    reward_to_go,
     whiten,
 )
 from rl_client.algorithms.kl import kl_estimate
@@ -60,12 +63,12 @@ def build_batch(groups: Sequence[Group], *, pad_token_id: int, mask_truncated: b
         for m_index, (completion, result) in enumerate(
             zip(group.completions, group.results, strict=True)
         )
-        if result.ok and completion.token_ids
+        if result.ok
     ]
     if not rows:
         raise ValueError("no verified completions to train on")
     width = max(len(r[2]) for r in rows)
-    length = max(len(r[3].token_ids) for r in rows)
+    length = max(1, max(len(r[3].token_ids) for r in rows))  # T >= 1 even if all are empty
     n = len(rows)
     input_ids = torch.full((n, width + length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((n, width + length), dtype=torch.long)
@@ -73,9 +76,9 @@ def build_batch(groups: Sequence[Group], *, pad_token_id: int, mask_truncated: b
     for i, (_, _, prompt, completion, _) in enumerate(rows):
         size = len(completion.token_ids)
         input_ids[i, width - len(prompt) : width] = torch.tensor(prompt)
-        input_ids[i, width : width + size] = torch.tensor(completion.token_ids)
+        input_ids[i, width : width + size] = torch.tensor(completion.token_ids, dtype=torch.long)
         attention_mask[i, width - len(prompt) : width + size] = 1
-        sampler_logprobs[i, :size] = torch.tensor(completion.logprobs)
+        sampler_logprobs[i, :size] = torch.tensor(completion.logprobs, dtype=torch.float32)
     completion_mask = attention_mask[:, width:].float()
     for i, (_, _, _, completion, _) in enumerate(rows):
         if completion.loss_mask is not None:  # tool outputs of a multi-turn episode
@@ -106,37 +109,68 @@ def sequence_kl(batch: Batch, estimator: str, logprobs: Tensor) -> Tensor:
     return kl_estimate(estimator, logprobs, batch.ref_logprobs) * batch.completion_mask
 
 
+def _grid(batch: Batch, rewards: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row values [N] -> ([B, G] by group and member, valid [B, G]: which cells are rows)."""
+    grid = torch.zeros(batch.num_groups, batch.group_size, dtype=rewards.dtype)
+    valid = torch.zeros(batch.num_groups, batch.group_size, dtype=torch.bool)
+    grid[batch.group_index, batch.member_index] = rewards
+    valid[batch.group_index, batch.member_index] = True
+    return grid, valid
+
+
 def compute_advantages(batch: Batch, algo: AlgorithmConfig) -> tuple[Tensor, Tensor | None]:
-    """(advantages [N, T], returns [N, T] or None). With kl_placement 'reward' the KL to the
-    reference (measured at the behaviour policy: `sampler_logprobs`) is subtracted from the
-    reward first: per token for gae, summed per sequence for the outcome estimators."""
+    """(advantages [N, T], returns [N, T] or None). With kl_placement 'reward' the k1 KL to
+    the reference (measured at the behaviour policy: `sampler_logprobs`) is subtracted from the
+    reward first: per token for gae and REINFORCE++'s token form, summed per sequence for the
+    outcome estimators. Either way its gradient is the score function of KL(pi || ref)."""
     kl_in_reward = algo.kl_coef > 0 and algo.kl_placement == "reward"
     kl_tokens = (
         sequence_kl(batch, algo.kl_estimator, batch.sampler_logprobs) if kl_in_reward else None
     )
     if algo.uses_critic:
-        assert batch.old_values is not None
-        token_rewards = outcome_token_rewards(batch.rewards, batch.completion_mask)
-        if kl_tokens is not None:
-            token_rewards = token_rewards - algo.kl_coef * kl_tokens
-        advantages, returns = gae_advantages(
-            token_rewards,
-            batch.old_values,
-            batch.completion_mask,
-            gamma=algo.gamma,
-            lam=algo.gae_lambda,
-        )
-        if algo.whiten_advantages:
-            advantages = whiten(advantages, batch.loss_mask)
-        return advantages, returns
+        return _gae(batch, algo, kl_tokens)
+    if algo.advantage == "reinforce_pp" and algo.reinforce_pp_form == "token":
+        return _reinforce_pp_tokens(batch, algo, kl_tokens), None
     rewards = batch.rewards
     if kl_tokens is not None:
         rewards = rewards - algo.kl_coef * kl_tokens.sum(dim=1)
-    grid = torch.zeros(batch.num_groups, batch.group_size)
-    valid = torch.zeros(batch.num_groups, batch.group_size, dtype=torch.bool)
-    grid[batch.group_index, batch.member_index] = rewards
-    valid[batch.group_index, batch.member_index] = True
+    grid, valid = _grid(batch, rewards)
     options = AdvantageOptions(eps=algo.advantage_eps, group_baseline=algo.group_baseline)
     per_group = outcome_advantages(algo.advantage, grid, valid, options)  # [B, G]
     advantages = per_group[batch.group_index, batch.member_index]  # [N]
     return advantages.unsqueeze(1) * batch.completion_mask, None
+
+
+def _gae(
+    batch: Batch, algo: AlgorithmConfig, kl_tokens: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """The critic branch: the reward on each row's last policy token, less the per-token KL."""
+    assert batch.old_values is not None
+    token_rewards = outcome_token_rewards(batch.rewards, batch.completion_mask)
+    if kl_tokens is not None:
+        token_rewards = token_rewards - algo.kl_coef * kl_tokens
+    advantages, returns = gae_advantages(
+        token_rewards,
+        batch.old_values,
+        batch.completion_mask,
+        gamma=algo.gamma,
+        lam=algo.gae_lambda,
+    )
+    if algo.whiten_advantages:
+        advantages = whiten(advantages, batch.loss_mask)
+    return advantages, returns
+
+
+def _reinforce_pp_tokens(batch: Batch, algo: AlgorithmConfig, kl_tokens: Tensor | None) -> Tensor:
+    """REINFORCE++ (arXiv:2501.03262, sec. 3): r(x, y) on the last policy token (less the
+    group mean with `group_baseline`: REINFORCE++-baseline), minus kl_coef * KL on every
+    token, summed to go, then whitened over all loss tokens of the batch."""
+    outcome = batch.rewards
+    if algo.group_baseline:
+        grid, valid = _grid(batch, batch.rewards)
+        outcome = group_centered(grid, valid)[batch.group_index, batch.member_index]
+    token_rewards = outcome_token_rewards(outcome, batch.completion_mask)
+    if kl_tokens is not None:
+        token_rewards = token_rewards - algo.kl_coef * kl_tokens
+    returns = reward_to_go(token_rewards, batch.completion_mask, gamma=algo.gamma)
+    return whiten(returns, batch.loss_mask)

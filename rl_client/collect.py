@@ -20,7 +20,7 @@ from rl_client.engines.base import SamplingParams
 from rl_client.engines.versioned import VersionedEngine
 from rl_client.rewards import Overlong, RewardService
 from rl_client.rollout import Group, RolloutTimings, Scoring, sample
-from rl_client.sampling import FilterStats, filter_groups, trains
+from rl_client.sampling import DynamicSampling, FilterStats, filter_groups, trains
 
 TakePrompts = Callable[[int], tuple[list[PromptRow], list[list[int]]]]
 
@@ -62,7 +62,7 @@ class SyncCollector:
     rewards: RewardService
     take_prompts: TakePrompts
     plan: RolloutPlan
-    dynamic_sampling: bool
+    dynamic_sampling: DynamicSampling | None  # None: off
     max_gen_rounds: int
 
     def collect(self, step: int) -> Collected:
@@ -125,7 +125,7 @@ def generate_rounds(
     plan: RolloutPlan,
     step: int,
     *,
-    dynamic_sampling: bool,
+    dynamic_sampling: DynamicSampling | None,
     max_gen_rounds: int,
 ) -> tuple[list[Group], RolloutTimings, int]:
     """Step `step`'s groups, scored: B prompts, then with dynamic sampling fresh prompts for
@@ -144,5 +144,5 @@ def generate_rounds(
         groups += fresh
         kept += sum(trains(group, dynamic=dynamic_sampling) for group in fresh)
         full = kept >= plan.prompts_per_step
-        if full or not dynamic_sampling or rounds >= max_gen_rounds:
+        if full or dynamic_sampling is None or rounds >= max_gen_rounds:
             return groups, timings, rounds

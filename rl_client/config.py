@@ -17,6 +17,7 @@ from typing import Any, Literal, Self, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rl_client.algorithms.kl import placement_error
 from rl_client.algorithms.presets import PRESETS
 
 
@@ -223,7 +224,16 @@ class AlgorithmConfig(_Strict):
     group_baseline: bool = Field(
         default=True, description="reinforce_pp: subtract the group mean before normalising."
     )
-    gamma: float = Field(default=1.0, ge=0, le=1, description="gae: discount.")
+    reinforce_pp_form: Literal["sequence", "token"] = Field(
+        default="sequence",
+        description="reinforce_pp: 'sequence': one advantage per completion (KL in the reward "
+        "summed per sequence), whitened over the batch's sequences. 'token': the paper's form "
+        "(arXiv:2501.03262, sec. 3) as in OpenRLHF: reward on the last policy token minus "
+        "the per-token KL, reward-to-go, whitened over the batch's tokens.",
+    )
+    gamma: float = Field(
+        default=1.0, ge=0, le=1, description="gae and reinforce_pp_form='token': discount."
+    )
     gae_lambda: float = Field(default=0.95, ge=0, le=1, description="gae: lambda.")
     whiten_advantages: bool = Field(default=True, description="gae: normalise over the batch.")
     clip_low: float = Field(default=0.2, ge=0, lt=1, description="Ratio clipped below 1-clip_low.")
@@ -231,15 +241,30 @@ class AlgorithmConfig(_Strict):
     dual_clip: float | None = Field(
         default=None, gt=1, description="Dual-clip bound c > 1 for negative advantages; None: off."
     )
-    loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = (
-        Field(default="seq_mean_token_mean", description="How token losses become one number.")
+    loss_aggregation: Literal[
+        "token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"
+    ] = Field(
+        default="seq_mean_token_mean",
+        description="How token losses become one number; seq_mean_token_sum_norm divides "
+        "each sequence's sum by the response budget (Dr. GRPO's constant).",
     )
     kl_coef: float = Field(
         default=0.0, ge=0, description="KL-to-reference weight; 0 loads no reference model."
     )
-    kl_estimator: Literal["k1", "k2", "k3"] = Field(default="k3", description="KL estimator.")
+    kl_estimator: Literal["k1", "k2", "k3", "k3_k2grad"] = Field(
+        default="k3",
+        description="KL estimator (Schulman 2020). In the reward only k1 gives the KL "
+        "gradient; as a loss k2 gives grad KL(pi||ref), k3 grad KL(ref||pi) (DeepSeekMath's "
+        "choice), k3_k2grad k3's value with k2's gradient; k1 as a loss does nothing.",
+    )
     kl_placement: Literal["loss", "reward"] = Field(
         default="loss", description="'loss': a loss term; 'reward': subtracted from the reward."
+    )
+    entropy_coef: float = Field(
+        default=0.0,
+        ge=0,
+        description="PPO's c2 (arXiv:1707.06347, eq. 9): the policy's token entropy, "
+        "aggregated like the loss, is subtracted from the loss times this; 0: off.",
     )
     ppo_epochs: int = Field(default=1, ge=1, description="mu: optimiser passes over each batch.")
     behavior_logprobs: Literal["recompute", "sampler"] = Field(
@@ -250,7 +275,17 @@ class AlgorithmConfig(_Strict):
     value_coef: float = Field(default=0.5, ge=0, description="gae: value loss weight.")
     value_clip: float | None = Field(default=0.2, gt=0, description="gae: value clip; None: off.")
     dynamic_sampling: bool = Field(
-        default=False, description="DAPO: drop groups whose rewards are all equal, refill."
+        default=False,
+        description="DAPO: drop groups whose `dynamic_sampling_signal` is equal across all "
+        "valid members, refill.",
+    )
+    dynamic_sampling_signal: str = Field(
+        default="task",
+        min_length=1,
+        description="The score dynamic sampling compares within a group. 'task': the row's "
+        "reward before overlong shaping (DAPO keeps 0 < #correct < G: a spread made only by "
+        "the length penalty is not a signal); 'score': the shaped reward that trains; any "
+        "other name: that component of a composite reward.",
     )
     max_gen_rounds: int = Field(
         default=3, ge=1, description="Dynamic sampling budget: generation rounds per step."
@@ -259,7 +294,11 @@ class AlgorithmConfig(_Strict):
         default=0.0, ge=0, description="Weight of the `length` verifier's soft overlong penalty."
     )
     overlong_cache_fraction: float = Field(
-        default=0.2, gt=0, lt=1, description="L_cache as a fraction of max_new_tokens."
+        default=0.2,
+        gt=0,
+        lt=1,
+        description="L_cache as a fraction of the response budget (rollout.max_new_tokens, "
+        "or rollout.agent.max_episode_tokens in agentic episodes).",
     )
     mask_truncated: bool = Field(
         default=False, description="Completions that hit max_new_tokens take no part in the loss."
@@ -321,9 +360,31 @@ class TrainConfig(_Strict):
     train: TrainSettings = Field(default_factory=TrainSettings)
     output: OutputConfig
 
+    @property
+    def response_budget(self) -> int:
+        """Policy-sampled tokens a response may have: L_max of overlong shaping and Dr. GRPO's
+        constant. An agentic episode's budget is `max_episode_tokens` (its turns may sum to
+        it, while one turn stops at max_new_tokens); its tool outputs count against it in
+        the loop but are not the policy's, so they are not counted as length."""
+        if self.rollout.agent is not None:
+            return self.rollout.agent.max_episode_tokens
+        return self.rollout.max_new_tokens
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         algo, rollout = self.algorithm, self.rollout
+        if algo.kl_coef > 0:
+            reason = placement_error(algo.kl_estimator, algo.kl_placement)
+            if reason is not None:
+                raise ValueError(
+                    f"algorithm.kl_estimator={algo.kl_estimator!r} with algorithm.kl_placement="
+                    f"{algo.kl_placement!r}: {reason} (Schulman, 'Approximating KL Divergence')"
+                )
+        if algo.reinforce_pp_form == "token" and algo.advantage != "reinforce_pp":
+            raise ValueError(
+                "algorithm.reinforce_pp_form='token' needs algorithm.advantage='reinforce_pp' "
+                f"(got {algo.advantage!r}); set reinforce_pp_form='sequence'"
+            )
         if algo.advantage in ("grpo", "dr_grpo", "rloo") and rollout.group_size < 2:
             raise ValueError(
                 f"rollout.group_size must be >= 2 for algorithm.advantage={algo.advantage!r} "
@@ -340,12 +401,11 @@ class TrainConfig(_Strict):
             raise ValueError("algorithm.dynamic_sampling needs rollout.group_size >= 2")
         if algo.uses_critic and self.model.lora_r > 0:
             raise ValueError("algorithm.advantage='gae' with model.lora_r > 0 is not supported")
-        if (
-            algo.overlong_weight > 0
-            and int(rollout.max_new_tokens * algo.overlong_cache_fraction) < 1
-        ):
+        cache_tokens = int(self.response_budget * algo.overlong_cache_fraction)
+        if algo.overlong_weight > 0 and cache_tokens < 1:
+            budget = "agent.max_episode_tokens" if rollout.agent else "max_new_tokens"
             raise ValueError(
-                "algorithm.overlong_cache_fraction * rollout.max_new_tokens must be >= 1 token"
+                f"algorithm.overlong_cache_fraction * rollout.{budget} must be >= 1 token"
             )
         return self
 

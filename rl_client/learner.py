@@ -32,7 +32,7 @@ from rl_client.optim import autocast, build_optimizer
 @dataclass
 class ForwardOutput:
     logprobs: Tensor  # [n, T] of the batch's completion tokens (with grad when training)
-    entropy: Tensor  # [n, T] of the full next-token distribution, detached
+    entropy: Tensor  # [n, T] of the full next-token distribution (with grad if asked)
     values: Tensor | None  # [n, T] when a value head is attached
 
 
@@ -85,7 +85,13 @@ class Learner:
             yield slice(start, min(start + step, size))
 
     def forward(
-        self, model: torch.nn.Module, batch: Batch, rows: slice, *, values: bool
+        self,
+        model: torch.nn.Module,
+        batch: Batch,
+        rows: slice,
+        *,
+        values: bool,
+        entropy_grad: bool = False,
     ) -> ForwardOutput:
         width = batch.prompt_width
         input_ids = batch.input_ids[rows].to(self.device)
@@ -105,7 +111,7 @@ class Learner:
         targets = input_ids[:, width:]
         log_probs = torch.log_softmax(logits, dim=-1)
         logprobs = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        with torch.no_grad():
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
         value = None
         if values:
@@ -158,10 +164,16 @@ class Learner:
             for rows in self._micro_batches(batch.size):
                 mask = batch.loss_mask[rows].to(self.device)
                 tokens = float(mask.sum())
-                out = self.forward(self.model, batch, rows, values=self.value_head is not None)
+                out = self.forward(
+                    self.model,
+                    batch,
+                    rows,
+                    values=self.value_head is not None,
+                    entropy_grad=algo.entropy_coef > 0,
+                )
                 if epoch == 0:
                     recomputed[rows] = out.logprobs.detach().cpu()
-                    record("entropy", _masked_mean(out.entropy, mask), tokens)
+                    record("entropy", _masked_mean(out.entropy.detach(), mask), tokens)
                 old = (behavior if behavior is not None else recomputed)[rows].to(self.device)
                 tis = None
                 if behavior is None and algo.tis_cap is not None:
@@ -186,6 +198,9 @@ class Learner:
                 )
                 loss = policy.loss
                 record("policy_loss", policy.loss.item(), 1.0)
+                if algo.entropy_coef > 0:  # PPO's c2 * S (arXiv:1707.06347, eq. 9)
+                    entropy = aggregate(algo.loss_aggregation, out.entropy, mask, norm)
+                    loss = loss - algo.entropy_coef * entropy
                 for name, value in policy.metrics.items():
                     record(name, value, tokens)
                 if batch.ref_logprobs is not None:

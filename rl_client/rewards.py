@@ -26,6 +26,8 @@ from verifier_server.client import AsyncRewardClient
 from verifier_server.sidecar import start_server_process
 from verifier_server.types import Item, Result, RewardSpec
 
+OVERLONG_COMPONENT = "overlong"  # the penalty's key in Result.components
+
 
 @dataclass(frozen=True)
 class Overlong:
@@ -41,7 +43,7 @@ def with_overlong(spec: RewardSpec, overlong: Overlong | None) -> RewardSpec:
     if overlong is None or overlong.weight == 0:
         return spec
     length = {
-        "name": "overlong",
+        "name": OVERLONG_COMPONENT,
         "verifier": "length",
         "params": {"max_tokens": overlong.max_tokens, "cache_tokens": overlong.cache_tokens},
         "weight": overlong.weight,

@@ -48,18 +48,26 @@ class RolloutTimings:
         self.reward_wait_s += other.reward_wait_s
 
 
+def policy_tokens(completion: Completion) -> int:
+    """Tokens the policy sampled: an agentic episode's tool outputs are not its length."""
+    if completion.loss_mask is None:
+        return len(completion.token_ids)
+    return sum(completion.loss_mask)
+
+
 def completion_item(
     row: PromptRow, completion: Completion, item_id: str, overlong: Overlong | None
 ) -> Item:
     """The reward server's item for one completion. `item_id` must be unique within a request
-    (a prompt can be drawn twice in one step when the dataset is smaller than the batch)."""
+    (a prompt can be drawn twice in one step when the dataset is smaller than the batch).
+    Its length (`completion_tokens`, what overlong shaping measures) counts policy tokens."""
     return Item(
         id=item_id,
         completion=completion.text,
         reward=with_overlong(row.reward, overlong),
         messages=row.messages,
         reference=row.reference,
-        completion_tokens=len(completion.token_ids),
+        completion_tokens=policy_tokens(completion),
         truncated=completion.truncated,
         group_id=row.id,
     )

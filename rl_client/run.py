@@ -37,6 +37,7 @@ from rl_client.learner import Learner
 from rl_client.models import load_policy, load_reference, load_tokenizer, new_value_head
 from rl_client.rewards import Overlong, RewardService
 from rl_client.run_log import RunLog
+from rl_client.sampling import DynamicSampling
 
 
 @dataclass
@@ -189,7 +190,7 @@ def _build_run(
         algo=algo,
         train=config.train,
         temperature=config.rollout.temperature,
-        seq_len_norm=float(config.rollout.max_new_tokens),
+        seq_len_norm=float(config.response_budget),
         device=device,
         reference=reference,
         value_head=new_value_head(model, device) if algo.uses_critic else None,
@@ -209,11 +210,7 @@ def _build_run(
         for name in ("metrics.jsonl", "rollouts.jsonl"):
             truncate_log(output_dir / name, 0)
 
-    rollout = config.rollout
-    overlong = None
-    if algo.overlong_weight > 0:
-        cache = int(rollout.max_new_tokens * algo.overlong_cache_fraction)
-        overlong = Overlong(algo.overlong_weight, rollout.max_new_tokens, cache)
+    overlong = overlong_shaping(config)
     log = RunLog(
         output_dir,
         total_steps=config.train.steps,
@@ -246,6 +243,16 @@ def _build_run(
         log=log,
         start_step=start_step,
     )
+
+
+def overlong_shaping(config: TrainConfig) -> Overlong | None:
+    """DAPO's soft overlong penalty over the response budget (an agentic episode's policy
+    tokens against max_episode_tokens, not one turn's max_new_tokens); None when off."""
+    algo = config.algorithm
+    if algo.overlong_weight == 0:
+        return None
+    budget = config.response_budget
+    return Overlong(algo.overlong_weight, budget, int(budget * algo.overlong_cache_fraction))
 
 
 def prompt_taker(
@@ -287,6 +294,11 @@ def _collector(
 ) -> SyncCollector | AsyncCollector:
     rollout, algo = config.rollout, config.algorithm
     sampling = sampling_params(rollout)
+    dynamic = (
+        DynamicSampling(algo.dynamic_sampling_signal, algo.overlong_weight)
+        if algo.dynamic_sampling
+        else None
+    )
     plan = RolloutPlan(
         prompts_per_step=rollout.prompts_per_step,
         sampling=sampling,
@@ -305,7 +317,7 @@ def _collector(
             rewards,
             take_prompts,
             plan,
-            dynamic_sampling=algo.dynamic_sampling,
+            dynamic_sampling=dynamic,
             max_gen_rounds=algo.max_gen_rounds,
         )
     return AsyncCollector(
@@ -317,7 +329,7 @@ def _collector(
         last_step=config.train.steps,
         max_staleness=rollout.max_staleness,
         on_stale=rollout.on_stale,
-        dynamic_sampling=algo.dynamic_sampling,
+        dynamic_sampling=dynamic,
         max_gen_rounds=algo.max_gen_rounds,
         buffered=buffered,
     )

@@ -1,6 +1,12 @@
 """Which groups train: masked-out groups are dropped, and with DAPO's dynamic sampling
-(arXiv:2503.14476, sec. 3.2) so are groups whose valid rewards are all equal: their advantages
-are all zero, so they only dilute the batch."""
+(arXiv:2503.14476, sec. 3.2) so are groups whose signal is the same for every valid
+member: their advantages carry no learning signal, so they only dilute the batch.
+
+DAPO's condition is 0 < #correct < G: it looks at accuracy, not at the shaped reward. A group
+whose members are all correct but differ by a small overlong penalty has a spread of 0.02, and
+a std-normalised estimator blows that up to advantages as large as a correctness signal. So
+the filter looks at `DynamicSampling.signal`: by default the task reward before shaping.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,50 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rl_client.rewards import OVERLONG_COMPONENT
 from rl_client.rollout import Group
+from verifier_server.types import Result
 
 
 @dataclass
 class FilterStats:
     dropped_groups: int = 0  # every item masked (could not verify): nothing to learn from
-    filtered_groups: int = 0  # dynamic sampling: all valid rewards equal
+    filtered_groups: int = 0  # dynamic sampling: the signal is equal across valid members
+
+
+@dataclass(frozen=True)
+class DynamicSampling:
+    """DAPO's filter: which score must vary within a group for the group to train.
+
+    signal 'task': the row's reward before overlong shaping (the shaped score less
+    `overlong_weight` x the overlong component); 'score': the shaped reward; any other name:
+    that component of a composite reward."""
+
+    signal: str = "task"
+    overlong_weight: float = 0.0
+
+    def score(self, result: Result) -> float:
+        if self.signal == "score":
+            return result.score
+        if self.signal == "task":
+            if self.overlong_weight == 0:
+                return result.score
+            return result.score - self.overlong_weight * self._component(result, OVERLONG_COMPONENT)
+        return self._component(result, self.signal)
+
+    def _component(self, result: Result, name: str) -> float:
+        if name not in result.components:
+            raise ValueError(
+                f"algorithm.dynamic_sampling_signal={self.signal!r}: the result of item "
+                f"{result.id!r} has no component {name!r} (it has: "
+                f"{', '.join(sorted(result.components)) or 'none'}); name a component of the "
+                "reward, or use 'task' or 'score'"
+            )
+        return result.components[name]
+
+    def signals(self, group: Group) -> list[float]:
+        """The group's signal per member; NaN where the result is not valid."""
+        return [self.score(r) if r.ok else math.nan for r in group.results]
 
 
 def informative(rewards: Sequence[float], valid: Sequence[bool]) -> bool:
@@ -23,18 +66,22 @@ def informative(rewards: Sequence[float], valid: Sequence[bool]) -> bool:
     return len(scores) >= 2 and not all(math.isclose(s, scores[0]) for s in scores)
 
 
-def trains(group: Group, *, dynamic: bool) -> bool:
+def trains(group: Group, *, dynamic: DynamicSampling | None) -> bool:
     """Whether `filter_groups` keeps the group."""
-    return any(group.valid) and (not dynamic or informative(group.rewards, group.valid))
+    if not any(group.valid):
+        return False
+    return dynamic is None or informative(dynamic.signals(group), group.valid)
 
 
-def filter_groups(groups: Sequence[Group], *, dynamic: bool) -> tuple[list[Group], FilterStats]:
+def filter_groups(
+    groups: Sequence[Group], *, dynamic: DynamicSampling | None
+) -> tuple[list[Group], FilterStats]:
     stats = FilterStats()
     kept = []
     for group in groups:
         if not any(group.valid):
             stats.dropped_groups += 1
-        elif dynamic and not informative(group.rewards, group.valid):
+        elif not trains(group, dynamic=dynamic):
             stats.filtered_groups += 1
         else:
             kept.append(group)

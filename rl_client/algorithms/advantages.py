@@ -3,11 +3,15 @@
 Outcome estimators take one reward per completion, arranged by prompt group, and a `valid`
 mask of the same shape: False where the reward could not be verified (a non-OK status). An
 invalid item takes no part in its group's statistics and gets advantage 0, so a failed
-verification never acts as a fake zero reward (open-instruct PR #1887).
+verification never acts as a fake zero reward (open-instruct PR #1887). Whatever an invalid
+cell holds (NaN included) never reaches a valid one.
 
     rewards, valid: [B, G]  (B prompts, G samples each)  ->  advantages [B, G]
 
-`gae` is the critic branch: per-token rewards and values in, per-token advantages out.
+The token-level estimators (`gae`, the critic branch, and `reward_to_go`, REINFORCE++'s paper
+form) take per-token rewards [N, T] and a mask that is 1 on the tokens the policy sampled. A
+multi-turn episode has tool-output tokens (mask 0) *inside* its row: they are environment
+transitions, so the recursions skip them and carry on to the previous policy token.
 """
 
 from __future__ import annotations
@@ -27,9 +31,14 @@ class AdvantageOptions:
     group_baseline: bool = True  # reinforce_pp: subtract the group mean before normalising
 
 
-def _group_mean(rewards: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+def _valid_rewards(rewards: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """(rewards with invalid cells set to 0, valid as a 0/1 float weight). NaN * 0 is NaN, so
+    invalid cells are replaced, not multiplied away."""
+    return torch.where(valid, rewards, torch.zeros_like(rewards)), valid.to(rewards.dtype)
+
+
+def _group_mean(rewards: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
     """Mean over the valid members of each group, and their count. [B, G] -> [B, 1], [B, 1]."""
-    weight = valid.to(rewards.dtype)
     count = weight.sum(dim=1, keepdim=True)
     mean = (rewards * weight).sum(dim=1, keepdim=True) / count.clamp(min=1)
     return mean, count
@@ -39,8 +48,8 @@ def grpo_advantages(rewards: Tensor, valid: Tensor, options: AdvantageOptions) -
     """(r - group mean) / (group std + eps), std unbiased (GRPO, arXiv:2402.03300, eq. 3).
 
     A group with one valid member has no spread: its advantage is 0."""
-    mean, count = _group_mean(rewards, valid)
-    weight = valid.to(rewards.dtype)
+    rewards, weight = _valid_rewards(rewards, valid)
+    mean, count = _group_mean(rewards, weight)
     variance = ((rewards - mean) ** 2 * weight).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)
     std = variance.sqrt()
     # Equal rewards (std 0) carry no signal: 0, not 0/0.
@@ -51,30 +60,38 @@ def grpo_advantages(rewards: Tensor, valid: Tensor, options: AdvantageOptions) -
 def dr_grpo_advantages(rewards: Tensor, valid: Tensor, options: AdvantageOptions) -> Tensor:
     """r - group mean, no division by the std (Dr. GRPO, arXiv:2503.20783, sec. 3.2): the
     std term over-weights prompts that are nearly always right or always wrong."""
-    mean, count = _group_mean(rewards, valid)
-    return (rewards - mean) * valid.to(rewards.dtype) * (count > 1)
+    rewards, weight = _valid_rewards(rewards, valid)
+    mean, count = _group_mean(rewards, weight)
+    return (rewards - mean) * weight * (count > 1)
 
 
 def rloo_advantages(rewards: Tensor, valid: Tensor, options: AdvantageOptions) -> Tensor:
     """r_i - mean of the other valid members (RLOO, arXiv:2402.14740).
 
     r_i - (S - r_i)/(n - 1) with S the group sum over n valid members."""
-    weight = valid.to(rewards.dtype)
+    rewards, weight = _valid_rewards(rewards, valid)
     count = weight.sum(dim=1, keepdim=True)
     total = (rewards * weight).sum(dim=1, keepdim=True)
     others_mean = (total - rewards) / (count - 1).clamp(min=1)
     return (rewards - others_mean) * weight * (count > 1)
 
 
+def group_centered(rewards: Tensor, valid: Tensor) -> Tensor:
+    """r - group mean over the valid members; 0 for invalid members and for groups with one
+    valid member (REINFORCE++-baseline's first step, arXiv:2501.03262). [B, G] -> [B, G]."""
+    return dr_grpo_advantages(rewards, valid, AdvantageOptions())
+
+
 def reinforce_pp_advantages(rewards: Tensor, valid: Tensor, options: AdvantageOptions) -> Tensor:
-    """REINFORCE++ (arXiv:2501.03262): normalise over the whole batch, not per group.
+    """REINFORCE++ (arXiv:2501.03262) with one reward per sequence: normalised over the whole
+    batch, not per group.
 
     With `group_baseline` the group mean is subtracted first (REINFORCE++-baseline), then the
-    result is divided by the batch std; without it the batch mean is subtracted instead."""
-    weight = valid.to(rewards.dtype)
+    result is divided by the batch std; without it the batch mean is subtracted instead. The
+    paper's token-level form (KL reward-to-go, token whitening) is `reward_to_go` + `whiten`."""
+    rewards, weight = _valid_rewards(rewards, valid)
     if options.group_baseline:
-        mean, count = _group_mean(rewards, valid)
-        centered = (rewards - mean) * (count > 1)
+        centered = group_centered(rewards, valid)
     else:
         n = weight.sum().clamp(min=1)
         centered = rewards - (rewards * weight).sum() / n
@@ -108,12 +125,14 @@ def outcome_advantages(
 def gae_advantages(
     token_rewards: Tensor, values: Tensor, mask: Tensor, *, gamma: float, lam: float
 ) -> tuple[Tensor, Tensor]:
-    """Generalised advantage estimation (arXiv:1506.02438), per token.
+    """Generalised advantage estimation (arXiv:1506.02438, eqs. 11-16), per token.
 
-    token_rewards, values, mask: [N, T], mask 1 on the completion's tokens (a prefix of each
-    row). Past the last token the value is 0 (the episode ended):
-        delta_t = r_t + gamma * V_{t+1} - V_t
-        A_t     = delta_t + gamma * lam * A_{t+1}
+    token_rewards, values, mask: [N, T]; mask 1 on the tokens the policy sampled. With
+    t' the next policy token after t (tool outputs in between are skipped, as verl does for
+    multi-turn rows) and V = 0 past the last one (the episode ended):
+        delta_t = r_t + gamma * V_t' - V_t
+        A_t     = delta_t + gamma * lam * A_t'
+    Rewards on masked tokens are ignored: put them on a policy token (`outcome_token_rewards`).
     Returns (advantages, returns = advantages + values), both 0 outside the mask.
     """
     mask = mask.to(values.dtype)
@@ -122,26 +141,47 @@ def gae_advantages(
     running = torch.zeros_like(values[:, 0])
     next_value = torch.zeros_like(values[:, 0])
     for t in reversed(range(values.shape[1])):
+        on = mask[:, t]
         delta = token_rewards[:, t] + gamma * next_value - values[:, t]
-        running = (delta + gamma * lam * running) * mask[:, t]
-        advantages[:, t] = running
-        next_value = values[:, t]
+        step = delta + gamma * lam * running
+        # A masked token leaves the recursion as it was: A_t' and V_t' carry across it.
+        running = torch.where(on > 0, step, running)
+        next_value = torch.where(on > 0, values[:, t], next_value)
+        advantages[:, t] = step * on
     return advantages, (advantages + values) * mask
 
 
+def reward_to_go(token_rewards: Tensor, mask: Tensor, *, gamma: float = 1.0) -> Tensor:
+    """sum_{k >= t} gamma^(k - t) r_k over the policy tokens of each row (REINFORCE++,
+    arXiv:2501.03262, with its per-token KL penalty): GAE with V = 0 and lambda = 1.
+    [N, T] -> [N, T], 0 outside the mask."""
+    zeros = torch.zeros_like(token_rewards)
+    return gae_advantages(token_rewards, zeros, mask, gamma=gamma, lam=1.0)[0]
+
+
 def whiten(values: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
-    """(x - mean) / std over the masked entries (PPO's advantage normalisation); 0 elsewhere."""
+    """(x - mean) / std over the masked entries (PPO's advantage normalisation, REINFORCE++'s
+    global token-level normalisation); 0 elsewhere."""
     weight = mask.to(values.dtype)
+    values = torch.where(weight > 0, values, torch.zeros_like(values))
     n = weight.sum().clamp(min=1)
     mean = (values * weight).sum() / n
     std = (((values - mean) ** 2 * weight).sum() / n).sqrt()
     return (values - mean) / (std + eps) * weight
 
 
+def last_token_index(mask: Tensor) -> Tensor:
+    """Index of each row's last token where mask is 1; -1 for an empty row. [N, T] -> [N]."""
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return torch.where(mask > 0, positions, -1).max(dim=1).values
+
+
 def outcome_token_rewards(rewards: Tensor, mask: Tensor) -> Tensor:
-    """Places each sequence's reward on its last completion token. [N], [N, T] -> [N, T]."""
-    lengths = mask.sum(dim=1).long()  # [N]
+    """Places each sequence's reward on its last policy token (not on a tool output that
+    ends an episode, nor at `mask.sum() - 1`, which an interior mask moves). [N], [N, T] ->
+    [N, T]; a row with no policy token gets nothing."""
+    last = last_token_index(mask)  # [N]
     token_rewards = torch.zeros(mask.shape, dtype=rewards.dtype, device=rewards.device)
-    rows = torch.nonzero(lengths > 0).squeeze(1)
-    token_rewards[rows, lengths[rows] - 1] = rewards[rows]
+    rows = torch.nonzero(last >= 0).squeeze(1)
+    token_rewards[rows, last[rows]] = rewards[rows]
     return token_rewards

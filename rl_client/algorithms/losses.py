@@ -30,7 +30,7 @@ class Normalizer:
 
     num_tokens: float  # loss tokens in the batch
     num_seqs: float  # sequences with at least one loss token
-    seq_len_norm: float  # Dr. GRPO's constant: the generation budget, max new tokens
+    seq_len_norm: float  # Dr. GRPO's constant: the response budget in policy tokens
 
     @classmethod
     def of(cls, mask: Tensor, seq_len_norm: float) -> Normalizer:
@@ -59,9 +59,17 @@ def seq_mean_token_sum_norm(values: Tensor, mask: Tensor, norm: Normalizer) -> T
     return ((values * mask).sum(dim=1) / norm.seq_len_norm).sum() / norm.num_seqs
 
 
+def seq_mean_token_sum(values: Tensor, mask: Tensor, norm: Normalizer) -> Tensor:
+    """Sum over each sequence's tokens, mean over sequences: the sequence log-probability of
+    REINFORCE / RLOO (arXiv:2402.14740), which treat the whole completion as one
+    action. seq_mean_token_sum_norm is this divided by a constant."""
+    return (values * mask).sum() / norm.num_seqs
+
+
 AGGREGATIONS: dict[str, Callable[[Tensor, Tensor, Normalizer], Tensor]] = {
     "token_mean": token_mean,
     "seq_mean_token_mean": seq_mean_token_mean,
+    "seq_mean_token_sum": seq_mean_token_sum,
     "seq_mean_token_sum_norm": seq_mean_token_sum_norm,
 }
 
@@ -73,6 +81,11 @@ def aggregate(mode: str, values: Tensor, mask: Tensor, norm: Normalizer) -> Tens
 
 def _masked_mean(values: Tensor, mask: Tensor) -> float:
     return float((values * mask).sum() / mask.sum().clamp(min=1))
+
+
+# exp(20) ~ 5e8: a ratio past it is a numerical accident (a token the policy now calls
+# impossible), not a signal; clamping keeps -A * ratio finite (verl clamps the same way).
+MAX_LOG_RATIO = 20.0
 
 
 def ppo_clip_loss(
@@ -98,12 +111,16 @@ def ppo_clip_loss(
     `token_weights` [N, T] (detached) multiply each token's loss: the truncated importance
     weights of `truncated_importance_weights` when the samples came from another policy.
 
+    The log-ratio is clamped to +-MAX_LOG_RATIO before exp: an unbounded ratio would make the
+    loss of a negative advantage inf (its gradient is 0 where the clamp bites).
+
     logprobs (with grad), behavior_logprobs, mask: [N, T]; advantages: [N, T] or [N].
     """
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1)
     mask = mask.to(logprobs.dtype)
-    ratio = torch.exp(logprobs - behavior_logprobs)
+    log_ratio = torch.clamp(logprobs - behavior_logprobs, -MAX_LOG_RATIO, MAX_LOG_RATIO)
+    ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     losses = torch.maximum(unclipped, clipped)
@@ -116,7 +133,6 @@ def ppo_clip_loss(
     if token_weights is not None:
         losses = losses * token_weights
     with torch.no_grad():
-        log_ratio = logprobs - behavior_logprobs
         metrics["approx_kl"] = _masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
     return LossOutput(aggregate(aggregation, losses, mask, norm), metrics)
 
@@ -152,8 +168,9 @@ def value_loss(
     if clip is not None:
         clipped_values = old_values + torch.clamp(values - old_values, -clip, clip)
         clipped_squared = (clipped_values - returns) ** 2
-        metrics["value_clip_fraction"] = _masked_mean(
-            (clipped_squared > squared).to(mask.dtype), mask
-        )
+        # Only where the clamp bit: inside the range old + (V - old) can round away from V
+        # and make the "clipped" term larger by an ulp.
+        active = ((values - old_values).abs() > clip) & (clipped_squared > squared)
+        metrics["value_clip_fraction"] = _masked_mean(active.to(mask.dtype), mask)
         squared = torch.maximum(squared, clipped_squared)
     return LossOutput(0.5 * aggregate(aggregation, squared, mask, norm), metrics)

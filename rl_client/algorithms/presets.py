@@ -10,7 +10,8 @@ from typing import Any
 
 PRESETS: dict[str, dict[str, Any]] = {
     # DeepSeekMath (arXiv:2402.03300): group-normalised advantages, per-sequence mean,
-    # k3 KL to the reference as a loss term with beta 0.04.
+    # k3 KL to the reference as a loss term with beta 0.04 (eq. 3-4). Differentiated, k3's
+    # gradient is that of KL(ref || pi), the reverse direction: the paper's choice, kept.
     "grpo": {
         "advantage": "grpo",
         "clip_low": 0.2,
@@ -40,25 +41,29 @@ PRESETS: dict[str, dict[str, Any]] = {
         "loss_aggregation": "seq_mean_token_sum_norm",
         "kl_coef": 0.0,
     },
-    # RLOO (arXiv:2402.14740): leave-one-out baseline, KL folded into the reward.
+    # RLOO (arXiv:2402.14740, sec. 3): leave-one-out baseline, k1 KL folded into the reward,
+    # the whole completion one action: its log-probability is a token sum (a per-sequence
+    # token mean would reintroduce the length bias of Dr. GRPO, sec. 3.1).
     "rloo": {
         "advantage": "rloo",
         "clip_low": 0.2,
         "clip_high": 0.2,
-        "loss_aggregation": "seq_mean_token_mean",
+        "loss_aggregation": "seq_mean_token_sum",
         "kl_coef": 0.05,
         "kl_estimator": "k1",
         "kl_placement": "reward",
     },
-    # REINFORCE++ (arXiv:2501.03262): batch-normalised advantages, KL in the reward.
+    # REINFORCE++ (arXiv:2501.03262, sec. 3): the k1 KL per token in the reward, reward-to-go,
+    # advantages whitened over the batch's tokens; the group baseline is REINFORCE++-baseline.
     "reinforce_pp": {
         "advantage": "reinforce_pp",
         "group_baseline": True,
+        "reinforce_pp_form": "token",
         "clip_low": 0.2,
         "clip_high": 0.2,
         "loss_aggregation": "token_mean",
         "kl_coef": 0.01,
-        "kl_estimator": "k2",
+        "kl_estimator": "k1",
         "kl_placement": "reward",
     },
     # PPO for LMs (arXiv:2203.02155): a value head and GAE, per-token KL in the reward.

@@ -21,6 +21,7 @@ from rl_client.engines.versioned import VersionedEngine
 from rl_client.models import load_policy, load_tokenizer
 from rl_client.rollout import Group
 from rl_client.run import _collector
+from rl_client.sampling import DynamicSampling
 from rl_client.trainer import train
 from verifier_server.types import Result, RewardSpec
 
@@ -224,7 +225,7 @@ def test_a_buffered_dynamic_sampling_batch_resumes_with_its_rounds(
         last_step=3,
         max_staleness=1,
         on_stale="drop",
-        dynamic_sampling=True,
+        dynamic_sampling=DynamicSampling(),
         max_gen_rounds=3,
         buffered=buffered,
     )

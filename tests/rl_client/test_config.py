@@ -26,7 +26,7 @@ def test_preset_fills_knobs_and_explicit_values_win() -> None:
         ("grpo", "grpo", "seq_mean_token_mean", 0.04),
         ("dapo", "grpo", "token_mean", 0.0),
         ("dr_grpo", "dr_grpo", "seq_mean_token_sum_norm", 0.0),
-        ("rloo", "rloo", "seq_mean_token_mean", 0.05),
+        ("rloo", "rloo", "seq_mean_token_sum", 0.05),
         ("reinforce_pp", "reinforce_pp", "token_mean", 0.01),
         ("ppo", "gae", "token_mean", 0.05),
     ],
@@ -114,3 +114,71 @@ def test_rollout_combinations_that_are_refused(overrides: list[str], message: st
     raw = {"model": {"path": "m"}, "data": {"path": "d"}, "output": {"dir": "o"}}
     with pytest.raises(ConfigError, match=re.escape(message)):
         build_config(TrainConfig, raw, overrides)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "placement", "reason"),
+    [
+        ("k1", "loss", "k1 as a loss has zero expected gradient"),
+        ("k2", "reward", "k2 in the reward gives a biased gradient"),
+        ("k3", "reward", "k3 in the reward gives a biased gradient"),
+        ("k3_k2grad", "reward", "a detached reward penalty never uses"),
+    ],
+)
+def test_kl_estimator_and_placement_that_do_not_optimise_a_kl_are_refused(
+    estimator: str, placement: str, reason: str
+) -> None:
+    overrides = [
+        "algorithm.kl_coef=0.1",
+        f"algorithm.kl_estimator={estimator}",
+        f"algorithm.kl_placement={placement}",
+    ]
+    with pytest.raises(ConfigError) as error:
+        build_config(TrainConfig, BASE, overrides)
+    message = str(error.value)
+    assert f"algorithm.kl_estimator='{estimator}' with algorithm.kl_placement='{placement}'" in (
+        message
+    )
+    assert reason in message
+    # With kl_coef 0 there is no KL term: nothing to refuse.
+    build_config(TrainConfig, BASE, [*overrides[1:], "algorithm.kl_coef=0"])
+
+
+@pytest.mark.parametrize(
+    ("estimator", "placement"),
+    [("k1", "reward"), ("k2", "loss"), ("k3", "loss"), ("k3_k2grad", "loss")],
+)
+def test_kl_combinations_that_optimise_a_kl_are_accepted(estimator: str, placement: str) -> None:
+    overrides = [
+        "algorithm.kl_coef=0.1",
+        f"algorithm.kl_estimator={estimator}",
+        f"algorithm.kl_placement={placement}",
+    ]
+    assert build_config(TrainConfig, BASE, overrides).algorithm.kl_estimator == estimator
+
+
+def test_reinforce_pp_preset_is_the_papers_form() -> None:
+    # k1 per token in the reward (was k2: a biased gradient), reward-to-go, token whitening.
+    algo = build_config(TrainConfig, BASE, ["algorithm.preset=reinforce_pp"]).algorithm
+    assert (algo.kl_estimator, algo.kl_placement, algo.reinforce_pp_form) == (
+        "k1",
+        "reward",
+        "token",
+    )
+    with pytest.raises(ConfigError, match=r"reinforce_pp_form='token' needs algorithm\.advantage"):
+        build_config(TrainConfig, BASE, ["algorithm.reinforce_pp_form=token"])
+
+
+AGENT = ["rollout.agent.environment=math_python", "rollout.agent.max_episode_tokens=300"]
+
+
+def test_the_response_budget_of_an_agentic_episode_is_the_episode_budget() -> None:
+    assert build_config(TrainConfig, BASE, ["rollout.max_new_tokens=40"]).response_budget == 40
+    config = build_config(TrainConfig, BASE, ["rollout.max_new_tokens=40", *AGENT])
+    assert config.response_budget == 300
+    # The overlong cache is a fraction of it: 300 * .01 = 3 tokens is enough, though
+    # 40 * .01 = .4 would not be.
+    overlong = ["algorithm.overlong_weight=1", "algorithm.overlong_cache_fraction=0.01"]
+    build_config(TrainConfig, BASE, ["rollout.max_new_tokens=40", *AGENT, *overlong])
+    with pytest.raises(ConfigError, match=r"rollout\.max_new_tokens must be >= 1 token"):
+        build_config(TrainConfig, BASE, ["rollout.max_new_tokens=40", *overlong])

@@ -142,3 +142,109 @@ def test_kl_in_the_reward_is_summed_per_sequence_before_the_advantage() -> None:
     #   -> -.225, -.275, .775, -.275
     expected = [0.333333, -0.616667, 0.283333, -0.225, -0.275, 0.775, -0.275]
     torch.testing.assert_close(advantages[:, 0], torch.tensor(expected), atol=1e-5, rtol=0)
+
+
+def test_an_ok_completion_with_no_tokens_stays_in_its_group_statistics() -> None:
+    # Member 1 of group 1 answered nothing (0 tokens) and was scored 0, OK. Its reward counts:
+    # rewards 0, 0, 1 -> mean 1/3 -> -1/3, -1/3, 2/3 (dropped, the mean of 0, 1 would be .5).
+    groups = [_group([8, 9], [[20, 2], [], [23, 2]], [0.0, 0.0, 1.0])]
+    batch = build_batch(groups, pad_token_id=0, mask_truncated=False)
+    assert batch.size == 3 and batch.completion_mask[1].sum() == 0
+    advantages, _ = compute_advantages(batch, AlgorithmConfig(advantage="dr_grpo"))
+    torch.testing.assert_close(advantages[[0, 2], 0], torch.tensor([-1 / 3, 2 / 3]))
+    assert advantages[1].abs().sum() == 0  # no token to carry it
+    # A batch of empty completions only still builds (T = 1, nothing in the loss).
+    empty = build_batch([_group([8], [[], []], [0.0, 1.0])], pad_token_id=0, mask_truncated=False)
+    assert empty.completion_mask.shape == (2, 1) and empty.completion_mask.sum() == 0
+
+
+def _episode(tokens: int, policy: list[int], score: float) -> Group:
+    completion = Completion(
+        list(range(10, 10 + tokens)), [-1.0] * tokens, "", "stop", tuple(policy)
+    )
+    return Group(ROW, [5], [completion], [Result(id="0", score=score)])
+
+
+def test_ppo_advantages_of_an_episode_with_tool_outputs() -> None:
+    # Policy tokens at 0, 1, 4 (2, 3 are a tool output); reward 1, V .5, gamma 1, lam .95,
+    # no whitening: A = .5 * .95^k by policy steps to the end: .45125, .475, 0, 0, .5.
+    batch = build_batch([_episode(5, [1, 1, 0, 0, 1], 1.0)], pad_token_id=0, mask_truncated=False)
+    batch.old_values = torch.full((1, 5), 0.5) * batch.completion_mask
+    algo = AlgorithmConfig(advantage="gae", gamma=1.0, gae_lambda=0.95, whiten_advantages=False)
+    advantages, returns = compute_advantages(batch, algo)
+    torch.testing.assert_close(advantages, torch.tensor([[0.45125, 0.475, 0.0, 0.0, 0.5]]))
+    assert returns is not None and returns[0, 4] == pytest.approx(1.0)
+
+
+def test_reinforce_pp_token_form_by_hand() -> None:
+    # One group of two: rewards 1 and 0, group baseline .5 -> +.5, -.5 on the last policy
+    # token. k1 = logp - ref = -1 - (-1.2) = .2 per policy token, times kl_coef .5 = .1.
+    # Row 0 (3 tokens, the middle one a tool output): rewards -.1, (tool), .5 - .1 = .4;
+    #   to go: .3, 0, .4. Row 1 (2 tokens): -.1, -.5 - .1 = -.6; to go: -.7, -.6.
+    # Whitened over the 4 policy tokens .3 .4 -.7 -.6: mean -.15; deviations .45 .55 -.55
+    # -.45; population var (.2025 + .3025) * 2 / 4 = .2525; std .502494
+    #   -> .895533, 1.094540, -1.094540, -.895533
+    groups = [
+        Group(
+            ROW,
+            [5],
+            [
+                Completion([10, 11, 12], [-1.0] * 3, "", "stop", (1, 0, 1)),
+                Completion([13, 14], [-1.0] * 2, "", "stop"),
+            ],
+            [Result(id="0", score=1.0), Result(id="1", score=0.0)],
+        )
+    ]
+    batch = build_batch(groups, pad_token_id=0, mask_truncated=False)
+    batch.ref_logprobs = torch.full_like(batch.sampler_logprobs, -1.2) * batch.completion_mask
+    algo = AlgorithmConfig(
+        advantage="reinforce_pp",
+        reinforce_pp_form="token",
+        kl_coef=0.5,
+        kl_estimator="k1",
+        kl_placement="reward",
+    )
+    advantages, _ = compute_advantages(batch, algo)
+    expected = [[0.895533, 0.0, 1.094540], [-1.094540, -0.895533, 0.0]]
+    torch.testing.assert_close(advantages, torch.tensor(expected), atol=1e-5, rtol=0)
+
+
+@pytest.mark.filterwarnings(r"ignore:Seems like `optimizer.step\(\)`")
+def test_entropy_bonus_gradient(tiny_model: Path) -> None:
+    # Advantages 0 make the policy loss's gradient 0, so the step's gradient is exactly
+    # -c2 * grad(token mean of the entropy of softmax(logits / temperature)) (PPO eq. 9),
+    # computed here from the model's own logits.
+    torch.manual_seed(0)
+    model = load_policy(ModelConfig(path=str(tiny_model)), torch.device("cpu"))
+    algo = AlgorithmConfig(loss_aggregation="token_mean", entropy_coef=0.3, tis_cap=None)
+    learner = Learner(
+        model,
+        algo=algo,
+        train=TrainSettings(micro_batch_size=3, max_grad_norm=None),
+        temperature=0.7,
+        seq_len_norm=4.0,
+        device=torch.device("cpu"),
+    )
+    batch = build_batch(GROUPS, pad_token_id=0, mask_truncated=False)
+    batch.advantages = torch.zeros_like(batch.completion_mask)
+    captured: list[torch.Tensor] = []
+    learner.optimizer.step = lambda: captured.extend(  # type: ignore[method-assign]
+        p.grad.clone() for p in learner.parameters
+    )
+    learner.update(batch)
+
+    model.zero_grad()
+    width, length = batch.prompt_width, batch.completion_mask.shape[1]
+    logits = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+    ).logits[:, width - 1 : width - 1 + length]
+    log_probs = torch.log_softmax(logits.float() / 0.7, dim=-1)
+    entropy = -(log_probs.exp() * log_probs).sum(dim=-1)  # [N, T]
+    mask = batch.loss_mask
+    (-0.3 * (entropy * mask).sum() / mask.sum()).backward()
+    expected = [p.grad for p in learner.parameters]
+    assert any(g.abs().sum() > 0 for g in expected)
+    for got, want in zip(captured, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)

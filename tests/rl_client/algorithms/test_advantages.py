@@ -13,6 +13,7 @@ from rl_client.algorithms.advantages import (
     gae_advantages,
     outcome_advantages,
     outcome_token_rewards,
+    reward_to_go,
     whiten,
 )
 
@@ -169,3 +170,63 @@ def test_whiten_over_masked_entries() -> None:
     whitened = whiten(values, torch.tensor([[1.0, 1.0, 0.0]]), eps=0.0)
     assert whitened.tolist() == [[-1.0, 1.0, 0.0]]
     assert not math.isnan(whiten(torch.zeros(1, 2), torch.zeros(1, 2)).sum().item())
+
+
+# Multi-turn rows: tool-output tokens (mask 0) inside the row.
+EPISODE_MASK = torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]])
+
+
+def test_gae_carries_across_tool_outputs_to_the_last_policy_token() -> None:
+    # The issue's episode: 7 policy tokens around two tool outputs, reward 1, V = 0.5
+    # everywhere, gamma 1, lam .95. The reward sits on the last policy token (index 10).
+    # Policy steps only: delta = 0 at every policy token but the last (V_t' - V_t = 0), whose
+    # delta is 1 - .5 = .5; so A on the k-th policy token from the end is .5 * .95^k: all
+    # positive. (Before: the reward went to index mask.sum() - 1 = 6 and the recursion
+    # restarted with V_next = 0 at each tool token: A = -.5 on 6 of the 7 tokens.)
+    values = torch.full((1, 11), 0.5)
+    token_rewards = outcome_token_rewards(torch.tensor([1.0]), EPISODE_MASK)
+    assert token_rewards[0].nonzero().squeeze().item() == 10
+    advantages, returns = gae_advantages(token_rewards, values, EPISODE_MASK, gamma=1.0, lam=0.95)
+    k = [6, 5, None, None, 4, 3, 2, None, None, 1, 0]  # policy steps to the end
+    expected = [0.5 * 0.95**n if n is not None else 0.0 for n in k]
+    close(advantages, [expected])
+    # returns = A + V on policy tokens
+    close(returns, [[a + 0.5 if n is not None else 0.0 for a, n in zip(expected, k, strict=True)]])
+
+
+def test_gae_discounts_per_policy_step_not_per_position() -> None:
+    # gamma .9, lam 1 (Monte Carlo), V = 0, reward 1 at the end: A = .9^(policy steps to go),
+    # the tool tokens in between do not discount: [.9^2, .9, -, 1].
+    mask = torch.tensor([[1.0, 1.0, 0.0, 1.0]])
+    rewards = torch.tensor([[0.0, 0.0, 0.0, 1.0]])
+    advantages, _ = gae_advantages(rewards, torch.zeros(1, 4), mask, gamma=0.9, lam=1.0)
+    close(advantages, [[0.81, 0.9, 0.0, 1.0]])
+
+
+def test_outcome_token_reward_skips_a_tool_output_at_the_end() -> None:
+    # Last policy token at index 1: the trailing tool output (2, 3) gets nothing; a
+    # mask.sum() - 1 placement would have put it at index 2, a tool token.
+    mask = torch.tensor([[1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0]])
+    token_rewards = outcome_token_rewards(torch.tensor([2.0, 3.0]), mask)
+    assert token_rewards.tolist() == [[0.0, 0.0, 0.0, 2.0], [0.0, 0.0, 3.0, 0.0]]
+
+
+def test_reward_to_go_sums_future_policy_token_rewards() -> None:
+    # rewards [-.1, -.2, (tool) 9, 1 - .3]: to go from the end: .7, (tool 0), .5, .4
+    rewards = torch.tensor([[-0.1, -0.2, 9.0, 0.7]])
+    mask = torch.tensor([[1.0, 1.0, 0.0, 1.0]])
+    close(reward_to_go(rewards, mask), [[0.4, 0.5, 0.0, 0.7]])
+
+
+@pytest.mark.parametrize("estimator", sorted(OUTCOME_ESTIMATORS))
+def test_estimators_are_nan_safe_on_their_own(estimator: str) -> None:
+    # An invalid cell may hold anything (a masked item's reward is NaN in Group.rewards):
+    # the valid cells get the same advantages as with a 0 there, and the invalid one gets 0.
+    valid = torch.tensor([[True, True, False, True], [True, True, True, True]])
+    clean = torch.tensor([[1.0, 0.0, 0.0, 0.5], [0.2, 0.4, 0.1, 0.9]])
+    dirty = clean.clone()
+    dirty[0, 2] = math.nan
+    with_nan = outcome_advantages(estimator, dirty, valid, OPTIONS)
+    assert torch.isfinite(with_nan).all()
+    torch.testing.assert_close(with_nan, outcome_advantages(estimator, clean, valid, OPTIONS))
+    assert with_nan[0, 2] == 0

@@ -99,6 +99,7 @@ MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
         ("token_mean", 2.0),  # (1 + 2 + 3) / 3 tokens
         ("seq_mean_token_mean", 2.25),  # ((1 + 2) / 2 + 3 / 1) / 2 sequences
         ("seq_mean_token_sum_norm", 0.75),  # ((1 + 2) / 4 + 3 / 4) / 2, constant 4
+        ("seq_mean_token_sum", 3.0),  # ((1 + 2) + 3) / 2 sequences
     ],
 )
 def test_aggregation_modes(mode: str, expected: float) -> None:
@@ -106,7 +107,9 @@ def test_aggregation_modes(mode: str, expected: float) -> None:
     assert float(aggregate(mode, VALUES, MASK, norm)) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"])
+@pytest.mark.parametrize(
+    "mode", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"]
+)
 def test_micro_batches_add_up_to_the_full_batch(mode: str) -> None:
     generator = torch.Generator().manual_seed(1)
     values = torch.randn(6, 5, generator=generator)
@@ -119,7 +122,8 @@ def test_micro_batches_add_up_to_the_full_batch(mode: str) -> None:
 
 def test_unknown_aggregation_lists_valid_ones() -> None:
     with pytest.raises(
-        KeyError, match="valid: seq_mean_token_mean, seq_mean_token_sum_norm, token_mean"
+        KeyError,
+        match="valid: seq_mean_token_mean, seq_mean_token_sum, seq_mean_token_sum_norm, token_mean",
     ):
         aggregate("sum", VALUES, MASK, Normalizer.of(MASK, 1.0))
 
@@ -177,3 +181,49 @@ def test_token_weights_scale_each_token_loss() -> None:
     weighted.loss.backward()
     # d(-A * ratio * w / 2) / d logprob = -w / 2 at ratio 1: -1 and -0.25.
     assert torch.allclose(logprobs.grad, torch.tensor([[-1.0, -0.25]]))
+
+
+def test_log_ratio_is_clamped_so_a_negative_advantage_stays_finite() -> None:
+    # log-ratio 1000 (exp overflows to inf in float32): clamped at 20, the loss of A = -1 is
+    # e^20 = 4.85e8, finite; with the dual clip at 3 it is capped to 3 as before.
+    logprobs = torch.tensor([[1000.0]], requires_grad=True)
+    common = dict(clip_low=0.2, clip_high=0.2, aggregation="token_mean")
+    norm = Normalizer.of(torch.ones(1, 1), 1.0)
+    args = (logprobs, torch.zeros(1, 1), torch.tensor([-1.0]), torch.ones(1, 1))
+    out = ppo_clip_loss(*args, dual_clip=None, norm=norm, **common)
+    assert float(out.loss) == pytest.approx(math.exp(20.0), rel=1e-6)
+    out.loss.backward()
+    assert torch.isfinite(logprobs.grad).all()
+    assert math.isfinite(out.metrics["approx_kl"])
+    dual = ppo_clip_loss(*args, dual_clip=3.0, norm=norm, **common)
+    assert float(dual.loss) == pytest.approx(3.0)
+
+
+def test_value_clip_fraction_counts_only_where_the_clamp_bites() -> None:
+    # |V - old| = .162 < clip .2: nothing is clipped. In float32, old + (V - old) rounds to
+    # an ulp away from V and made (clipped - R)^2 > (V - R)^2, which was counted as clipped.
+    values = torch.tensor([[-0.13994736969470978]])
+    old_values = torch.tensor([[0.021885164082050323]])
+    returns = torch.tensor([[0.4440267086029053]])
+    out = value_loss(
+        values,
+        old_values,
+        returns,
+        torch.ones(1, 1),
+        clip=0.2,
+        aggregation="token_mean",
+        norm=Normalizer.of(torch.ones(1, 1), 1.0),
+    )
+    assert out.metrics["value_clip_fraction"] == 0.0
+    # A clip that bites still counts: V .5, old 0, R .45 -> (.5 - .45)^2 = .0025 against the
+    # clipped (.2 - .45)^2 = .0625, which wins.
+    out = value_loss(
+        torch.tensor([[0.5]]),
+        torch.zeros(1, 1),
+        torch.tensor([[0.45]]),
+        torch.ones(1, 1),
+        clip=0.2,
+        aggregation="token_mean",
+        norm=Normalizer.of(torch.ones(1, 1), 1.0),
+    )
+    assert out.metrics["value_clip_fraction"] == 1.0

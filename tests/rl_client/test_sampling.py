@@ -1,0 +1,69 @@
+"""Dynamic sampling looks at the task's signal, not at the shaped reward."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rl_client.data import PromptRow
+from rl_client.engines.base import Completion
+from rl_client.rollout import Group
+from rl_client.sampling import DynamicSampling, filter_groups, trains
+from verifier_server.types import Result, RewardSpec, Status
+
+ROW = PromptRow("p", (), RewardSpec("x"), None)
+
+
+def _result(i: int, member: tuple[float, float] | None) -> Result:
+    if member is None:
+        return Result.failed(str(i), Status.TIMEOUT, "t")
+    accuracy, penalty = member
+    components = {"accuracy": accuracy, "overlong": penalty}
+    return Result(id=str(i), score=accuracy + penalty, components=components)
+
+
+def _group(*members: tuple[float, float] | None) -> Group:
+    """Members as (accuracy, overlong penalty) of a weight-1 shaped reward; None: masked."""
+    results = [_result(i, m) for i, m in enumerate(members)]
+    return Group(ROW, [1], [Completion([5], [-1.0], "x")] * len(members), results)
+
+
+# All correct; the only spread is a 0.02 overlong penalty on one member.
+ALL_CORRECT = _group((1.0, 0.0), (1.0, -0.02), (1.0, 0.0), (1.0, 0.0))
+MIXED = _group((1.0, -0.02), (0.0, 0.0), None, (1.0, 0.0))
+
+
+def test_a_spread_made_only_by_the_length_penalty_is_filtered() -> None:
+    # DAPO keeps 0 < #correct < G: 4 of 4 correct carries no signal. (Filtering on the shaped
+    # score kept it, and std-normalisation made the 0.02 into advantages of -1.5 / +0.5.)
+    dynamic = DynamicSampling("task", overlong_weight=1.0)
+    kept, stats = filter_groups([ALL_CORRECT, MIXED], dynamic=dynamic)
+    assert kept == [MIXED]
+    assert stats.filtered_groups == 1
+    assert trains(ALL_CORRECT, dynamic=DynamicSampling("score", overlong_weight=1.0))
+
+
+def test_task_signal_takes_the_weighted_penalty_off() -> None:
+    # weight .5: the shaped score is task + .5 * penalty; task = score - .5 * penalty.
+    result = Result(id="a", score=1.0 - 0.5 * 0.4, components={"task": 1.0, "overlong": -0.4})
+    assert DynamicSampling("task", overlong_weight=0.5).score(result) == pytest.approx(1.0)
+    assert DynamicSampling("task").score(result) == pytest.approx(0.8)  # no shaping: the score
+
+
+def test_a_named_component_is_the_signal() -> None:
+    accuracy = DynamicSampling("accuracy")
+    assert not trains(ALL_CORRECT, dynamic=accuracy)
+    signals = accuracy.signals(MIXED)
+    assert signals[:2] + signals[3:] == [1.0, 0.0, 1.0]
+    assert math.isnan(signals[2])  # masked: NaN, never a 0
+
+
+def test_a_missing_component_names_the_field() -> None:
+    with pytest.raises(ValueError, match=r"signal='correct'.*has: accuracy, overlong"):
+        trains(ALL_CORRECT, dynamic=DynamicSampling("correct"))
+
+
+def test_without_dynamic_sampling_only_fully_masked_groups_drop() -> None:
+    kept, stats = filter_groups([ALL_CORRECT, _group(None, None)], dynamic=None)
+    assert kept == [ALL_CORRECT] and stats.dropped_groups == 1 and stats.filtered_groups == 0
