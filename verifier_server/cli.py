@@ -140,7 +140,7 @@ def _check(config: ServerConfig, registry: Registry, path: str) -> int:
 
 
 def _list(config: ServerConfig, registry: Registry, as_json: bool) -> int:
-    from verifier_server.verifiers.composite import CompositeParams
+    from verifier_server.composite import CompositeParams
 
     entries = [
         (name, cls.description, cls.params_schema(), cls.execution)

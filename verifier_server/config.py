@@ -27,7 +27,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from verifier_server.verifiers.composite import CompositeParams
+from verifier_server.composite import CompositeParams
 
 
 class _Strict(BaseModel):

@@ -29,9 +29,9 @@ BUILTIN_MODULES = (
     "verifier_server.verifiers.length",
     "verifier_server.verifiers.json_schema",
     "verifier_server.verifiers.math.verifier",
-    "verifier_server.verifiers.code",
-    "verifier_server.verifiers.judge",
-    "verifier_server.verifiers.reward_model",
+    "verifier_server.verifiers.code.verifier",
+    "verifier_server.verifiers.judge.verifier",
+    "verifier_server.verifiers.reward_model.verifier",
 )
 # Imported once in the worker pool's forkserver, so workers are forked with them loaded.
 FORKSERVER_PRELOAD = (*BUILTIN_MODULES, "verifier_server.verifiers.math.preload")

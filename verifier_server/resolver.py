@@ -13,11 +13,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from verifier_server.composite import CompositeParams
 from verifier_server.config import ServerConfig, format_validation_error
 from verifier_server.registry import Registry
 from verifier_server.types import RewardSpec
 from verifier_server.verifiers.base import Verifier
-from verifier_server.verifiers.composite import CompositeParams
 
 _MAX_DEPTH = 8  # named rewards nested in named rewards
 

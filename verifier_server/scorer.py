@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+from verifier_server.composite import CompositeParams, combine
 from verifier_server.execution import checked_results, run_batch
 from verifier_server.resolver import Composite, Leaf, Plan
 from verifier_server.types import Item, Result, Status
 from verifier_server.verifiers.base import deadline_var
-from verifier_server.verifiers.composite import CompositeParams, combine
 from verifier_server.workers import WorkerPool
 
 log = logging.getLogger(__name__)

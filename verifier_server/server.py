@@ -36,6 +36,7 @@ from verifier_server.access import (
     load_tokens,
     server_credentials,
 )
+from verifier_server.composite import CompositeParams
 from verifier_server.config import ServerConfig, ServerSettings
 from verifier_server.dispatch import Dispatcher, DuplicateIdError, Slot, contiguous_groups
 from verifier_server.lifecycle import ServerVerifiers
@@ -43,7 +44,6 @@ from verifier_server.registry import Registry
 from verifier_server.resolver import Resolver
 from verifier_server.scorer import Scorer
 from verifier_server.types import Result, Status
-from verifier_server.verifiers.composite import CompositeParams
 
 if TYPE_CHECKING:
     from verifier_server.metrics import Metrics

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from verifier_server.reward_model.encoding import Turn, conversation
+from rm_encoding.encoding import Turn, conversation
 
 
 class PairsError(ValueError):

@@ -5,7 +5,7 @@
 BASE_DIR is a local transformers model directory: a causal LM (its LM head is replaced by a
 new one-output score head) or a reward model to train further. Each pair's chosen and
 rejected conversations are encoded exactly as the verifier encodes what it serves
-(verifier_server.reward_model.encoding); the loss is -log sigmoid(r_chosen - r_rejected).
+(rm_encoding.encoding); the loss is -log sigmoid(r_chosen - r_rejected).
 OUT_DIR receives the model, its tokenizer and `training.json` (this run's config and
 metrics), ready for `verifier_settings.reward_model.models.<name>.path`.
 """
@@ -26,8 +26,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rl_client.reward_model.loss import LossOutput, bradley_terry_loss
 from rl_client.reward_model.pairs import Pair, load_pairs, split
-from verifier_server.reward_model.encoding import encode_batch
-from verifier_server.reward_model.model import ensure_pad_token, pad_batch
+from rm_encoding.encoding import encode_batch
+from rm_encoding.padding import ensure_pad_token, pad_batch
 
 
 class TrainConfig(BaseModel):

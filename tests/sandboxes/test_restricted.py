@@ -36,7 +36,7 @@ LEAST_CAPS = [cap.removeprefix("CAP_").lower() for cap in SANDBOX_CAPS]
 CHILD = """
 import json, sys
 from verifier_server.types import Item, RewardSpec
-from verifier_server.verifiers.code import CodeParams, CodeVerifier
+from verifier_server.verifiers.code.verifier import CodeParams, CodeVerifier
 
 marker = sys.argv[1]
 program = (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from verifier_server.composite import CompositeParams, combine
 from verifier_server.types import Result, Status
-from verifier_server.verifiers.composite import CompositeParams, combine
 
 
 def spec(*components: dict, combine: str = "sum") -> CompositeParams:

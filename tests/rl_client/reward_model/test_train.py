@@ -16,10 +16,10 @@ from tiny_models import one_torch_thread, random_lm
 from rl_client.reward_model.loss import bradley_terry_loss
 from rl_client.reward_model.pairs import PairsError, load_pairs
 from rl_client.reward_model.train import TrainConfig, parse_args, train
+from rm_encoding.encoding import conversation
 from verifier_server.client import RewardClient
-from verifier_server.reward_model.encoding import conversation
-from verifier_server.reward_model.model import RewardModel
 from verifier_server.types import Item, RewardSpec, Status
+from verifier_server.verifiers.reward_model.model import RewardModel
 
 
 def test_loss_matches_hand_worked_values() -> None:

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from verifier_server.types import Item, Result, Status
-from verifier_server.verifiers.code import CodeParams, CodeVerifier
+from verifier_server.verifiers.code.verifier import CodeParams, CodeVerifier
 
 pytestmark = pytest.mark.integration
 
-HUMANEVAL = Path(__file__).parents[2] / "data" / "humaneval" / "HumanEval.jsonl.gz"
+HUMANEVAL = Path(__file__).parents[3] / "data" / "humaneval" / "HumanEval.jsonl.gz"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from verifier_server.types import Item, Result, Status
-from verifier_server.verifiers.code import CodeParams, CodeVerifier
+from verifier_server.verifiers.code.verifier import CodeParams, CodeVerifier
 
 pytestmark = pytest.mark.integration
 

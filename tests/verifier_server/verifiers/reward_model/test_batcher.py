@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from verifier_server.reward_model.batcher import MicroBatcher
+from verifier_server.verifiers.reward_model.batcher import MicroBatcher
 
 
 async def test_concurrent_submissions_share_batches_in_order() -> None:

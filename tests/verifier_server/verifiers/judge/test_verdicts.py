@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from verifier_server.judge.verdicts import Unparseable, parse_score, parse_winner
+from verifier_server.verifiers.judge.verdicts import Unparseable, parse_score, parse_winner
 
 
 @pytest.mark.parametrize(

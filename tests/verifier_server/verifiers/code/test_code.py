@@ -10,9 +10,9 @@ import pytest
 from sandboxes import SandboxConfig, SandboxPool
 from verifier_server.types import Item, Result, Status
 from verifier_server.verifiers.base import InvalidItem
-from verifier_server.verifiers.code import CodeParams, CodeVerifier, judge_verdict
-from verifier_server.verifiers.code_compare import outputs_match, tokens_close
-from verifier_server.verifiers.code_reference import parse_reference
+from verifier_server.verifiers.code.compare import outputs_match, tokens_close
+from verifier_server.verifiers.code.reference import parse_reference
+from verifier_server.verifiers.code.verifier import CodeParams, CodeVerifier, judge_verdict
 
 # ---- pure parts
 

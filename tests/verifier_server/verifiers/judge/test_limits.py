@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from verifier_server.judge.limits import (
+from verifier_server.verifiers.judge.limits import (
     BreakerState,
     CircuitBreaker,
     RateLimiter,

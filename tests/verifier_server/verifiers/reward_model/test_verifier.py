@@ -12,11 +12,11 @@ import pytest
 from pydantic import ValidationError
 from tiny_models import one_torch_thread, random_reward_model
 
-from verifier_server.reward_model.model import Scored
-from verifier_server.reward_model.normalize import Normalize, RunningStats, sigmoid
 from verifier_server.types import Item, Status
 from verifier_server.verifiers.base import VerifierContext
-from verifier_server.verifiers.reward_model import (
+from verifier_server.verifiers.reward_model.model import Scored
+from verifier_server.verifiers.reward_model.normalize import Normalize, RunningStats, sigmoid
+from verifier_server.verifiers.reward_model.verifier import (
     RewardModelParams,
     RewardModelSettings,
     RewardModelVerifier,

@@ -28,22 +28,6 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from verifier_server.judge.backend import (
-    BackendError,
-    BackendSettings,
-    ChatBackend,
-    RejectedRequest,
-    Reply,
-)
-from verifier_server.judge.cache import ReplyCache
-from verifier_server.judge.rubrics import (
-    BUILTIN_RUBRICS,
-    Rubric,
-    nonce_for,
-    render,
-    verdict_schema,
-)
-from verifier_server.judge.verdicts import Unparseable, parse_score, parse_winner
 from verifier_server.types import Item, Result, Status, truncate
 from verifier_server.verifiers.base import (
     InvalidItem,
@@ -52,6 +36,22 @@ from verifier_server.verifiers.base import (
     VerifierContext,
     current_deadline,
 )
+from verifier_server.verifiers.judge.backend import (
+    BackendError,
+    BackendSettings,
+    ChatBackend,
+    RejectedRequest,
+    Reply,
+)
+from verifier_server.verifiers.judge.cache import ReplyCache
+from verifier_server.verifiers.judge.rubrics import (
+    BUILTIN_RUBRICS,
+    Rubric,
+    nonce_for,
+    render,
+    verdict_schema,
+)
+from verifier_server.verifiers.judge.verdicts import Unparseable, parse_score, parse_winner
 
 _RATIONALE_CHARS = 1000
 _PLAIN_ANSWER = "I don't know."  # the probe's stand-in for a completion that broke the judge

@@ -6,7 +6,7 @@ own limits; a failure makes every test `compile_error`. Each test is a separate 
 with the per-test limits, and its verdict is decided outside the program's control:
 - stdin/stdout tests compare the captured stdout with the expected text here, in the server
   (see code_compare), never inside the sandbox;
-- function tests (HumanEval, MBPP) run as a linked pair of sandboxed runs (code_harness): the
+- function tests (HumanEval, MBPP) run as a linked pair of sandboxed runs (harness.py): the
   program serves calls to its functions over a pipe, and a separate judge, which never runs
   the program's code, runs the test against stubs, compares plain values and reports the
   verdict to the host on a channel the program cannot reach.
@@ -37,8 +37,8 @@ from sandboxes import Limits, Outcome, Program, RunResult, SandboxError, Sandbox
 from sandboxes.languages import CompileLimits, Language, get_language
 from verifier_server.types import Item, Result, Status, truncate
 from verifier_server.verifiers.base import InvalidItem, TimedParams, Verifier
-from verifier_server.verifiers.code_compare import CompareMode, outputs_match
-from verifier_server.verifiers.code_reference import (
+from verifier_server.verifiers.code.compare import CompareMode, outputs_match
+from verifier_server.verifiers.code.reference import (
     CodeReference,
     FunctionTest,
     StdioTest,
@@ -48,7 +48,7 @@ from verifier_server.verifiers.text import last_fenced_block
 
 log = logging.getLogger(__name__)
 
-_HARNESS = Path(__file__).with_name("code_harness.py").read_bytes()
+_HARNESS = Path(__file__).with_name("harness.py").read_bytes()
 # When the sandbox's interpreter reads this one's bytecode, the harness goes in compiled:
 # compiling it in each of a test's two runs would cost more than the rest of the harness.
 _LOADER = b"import marshal\nexec(marshal.loads(open('/work/harness.bin', 'rb').read()))\n"

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from verifier_server.reward_model.encoding import Turn, encode_batch
+from rm_encoding.encoding import Turn, encode_batch
+from rm_encoding.padding import ensure_pad_token, pad_batch
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -90,29 +91,6 @@ class RewardModel:
         input_ids, attention_mask = pad_batch(ids, self.pad_token_id, self.device)
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, 1]
         return logits[:, 0].float().cpu().tolist()
-
-
-def pad_batch(ids: Sequence[Sequence[int]], pad_token_id: int, device: Any) -> tuple[Any, Any]:
-    """Right-padded `input_ids` and `attention_mask`, both [B, T] with T the longest length."""
-    import torch
-
-    width = max(len(seq) for seq in ids)
-    input_ids = torch.full((len(ids), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, seq in enumerate(ids):
-        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        attention_mask[row, : len(seq)] = 1
-    return input_ids.to(device), attention_mask.to(device)
-
-
-def ensure_pad_token(model: Any, tokenizer: Any) -> None:
-    """Batches need a pad token: the tokenizer's, else its EOS, recorded in the model config."""
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token is None:
-            raise ValueError("the tokenizer has neither a pad nor an EOS token")
-        tokenizer.pad_token = tokenizer.eos_token
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
 
 
 def _chunks(order: list[int], lengths: list[int], max_tokens: int) -> list[list[int]]:

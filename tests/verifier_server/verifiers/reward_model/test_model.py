@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from tiny_models import one_torch_thread, random_reward_model, word_tokenizer
 
-from verifier_server.reward_model.encoding import conversation, encode_batch
-from verifier_server.reward_model.model import RewardModel, _chunks
+from rm_encoding.encoding import conversation, encode_batch
+from verifier_server.verifiers.reward_model.model import RewardModel, _chunks
 
 
 @pytest.fixture(scope="module", autouse=True)

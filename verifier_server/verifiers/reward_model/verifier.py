@@ -24,10 +24,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from verifier_server.reward_model.batcher import MicroBatcher
-from verifier_server.reward_model.encoding import Turn, conversation
-from verifier_server.reward_model.model import Dtype, RewardModel, Scored
-from verifier_server.reward_model.normalize import Normalize, RunningStats, sigmoid
+from rm_encoding.encoding import Turn, conversation
 from verifier_server.types import Item, Result, Status
 from verifier_server.verifiers.base import (
     InvalidItem,
@@ -36,6 +33,9 @@ from verifier_server.verifiers.base import (
     VerifierContext,
     current_deadline,
 )
+from verifier_server.verifiers.reward_model.batcher import MicroBatcher
+from verifier_server.verifiers.reward_model.model import Dtype, RewardModel, Scored
+from verifier_server.verifiers.reward_model.normalize import Normalize, RunningStats, sigmoid
 
 
 class ModelSettings(Params):

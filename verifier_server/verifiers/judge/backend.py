@@ -35,15 +35,15 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from verifier_server.judge.cache import ReplyCache
-from verifier_server.judge.limits import (
+from verifier_server.types import Status, truncate
+from verifier_server.verifiers.base import Params
+from verifier_server.verifiers.judge.cache import ReplyCache
+from verifier_server.verifiers.judge.limits import (
     CircuitBreaker,
     RateLimiter,
     backoff_s,
     parse_retry_after,
 )
-from verifier_server.types import Status, truncate
-from verifier_server.verifiers.base import Params
 
 if TYPE_CHECKING:
     import aiohttp

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from verifier_server.judge.rubrics import (
+from verifier_server.verifiers.judge.rubrics import (
     BUILTIN_RUBRICS,
     Rubric,
     nonce_for,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from verifier_server.reward_model.normalize import RunningStats, sigmoid
+from verifier_server.verifiers.reward_model.normalize import RunningStats, sigmoid
 
 
 def test_sigmoid_values_and_no_overflow() -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from verifier_server.judge.cache import ReplyCache
+from verifier_server.verifiers.judge.cache import ReplyCache
 
 
 async def test_concurrent_identical_requests_share_one_call() -> None:
