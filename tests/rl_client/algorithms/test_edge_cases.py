@@ -201,3 +201,38 @@ def test_whitening_one_token_gives_0_not_nan() -> None:
     )
     nothing = torch.zeros(1, 3, dtype=F64)
     assert torch.equal(whiten(torch.tensor([[1.0, 2.0, 3.0]], dtype=F64), nothing), nothing)
+
+
+# ---- garbage off the mask
+
+
+def test_gae_gives_0_off_the_mask_whatever_it_held() -> None:
+    mask = torch.tensor([[1, 0, 1, 0]], dtype=F64)
+    rewards = torch.tensor([[0.0, math.nan, 1.0, math.inf]], dtype=F64)
+    values = torch.tensor([[0.5, math.nan, 0.5, -math.inf]], dtype=F64)
+    advantages, returns = gae_advantages(rewards, values, mask, gamma=1.0, lam=1.0)
+    torch.testing.assert_close(advantages, torch.tensor([[0.5, 0.0, 0.5, 0.0]], dtype=F64))
+    torch.testing.assert_close(returns, torch.tensor([[1.0, 0.0, 1.0, 0.0]], dtype=F64))
+
+
+def test_a_nan_advantage_off_the_mask_reaches_neither_loss_nor_gradient() -> None:
+    mask = torch.tensor([[1.0, 1.0, 0.0]], dtype=F64)
+    clean = torch.tensor([[1.0, -1.0, 0.0]], dtype=F64)
+    results = []
+    for advantages in (clean, torch.tensor([[1.0, -1.0, math.nan]], dtype=F64)):
+        logprobs = torch.tensor([[-1.0, -2.0, -3.0]], dtype=F64, requires_grad=True)
+        out = ppo_clip_loss(
+            logprobs,
+            logprobs.detach() - 0.1,
+            advantages,
+            mask,
+            clip_low=0.2,
+            clip_high=0.2,
+            dual_clip=3.0,
+            aggregation="token_mean",
+            norm=Normalizer.of(mask, 1.0),
+        )
+        out.loss.backward()
+        results.append((out.loss.detach(), logprobs.grad))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    torch.testing.assert_close(results[1][1], results[0][1])
