@@ -390,6 +390,14 @@ class TrainConfig(_Strict):
                 f"rollout.group_size must be >= 2 for algorithm.advantage={algo.advantage!r} "
                 "(a group baseline needs two samples)"
             )
+        if algo.advantage == "reinforce_pp" and algo.group_baseline and rollout.group_size < 2:
+            raise ValueError(
+                "algorithm.group_baseline=True needs rollout.group_size >= 2 for "
+                "algorithm.advantage='reinforce_pp': REINFORCE++-baseline subtracts the "
+                "mean reward of the prompt's group (arXiv:2501.03262), and a group of one is its "
+                "own mean, so every advantage would be 0; set group_baseline=False for "
+                "plain REINFORCE++"
+            )
         if rollout.mode == "async" and rollout.engine == "vllm" and rollout.vllm.sleep_mode:
             raise ValueError(
                 "rollout.vllm.sleep_mode needs rollout.mode='sync': in async mode the engine "

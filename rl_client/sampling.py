@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from rl_client.rewards import OVERLONG_COMPONENT
 from rl_client.rollout import Group
-from verifier_server.types import Result
+from verifier_server.types import Result, RewardSpec
 
 
 @dataclass
@@ -36,12 +36,17 @@ class DynamicSampling:
     signal: str = "task"
     overlong_weight: float = 0.0
 
-    def score(self, result: Result) -> float:
+    def score(self, result: Result, spec: RewardSpec | None = None) -> float:
+        """The member's signal; `spec` is the row's reward before shaping (its gates)."""
         if self.signal == "score":
             return result.score
         if self.signal == "task":
             if self.overlong_weight == 0:
                 return result.score
+            if spec is not None and gate_failed(spec, result):
+                # The composite's gate made the whole reward 0, the penalty included: taking
+                # the penalty off would invent a task score of -weight x penalty > 0.
+                return 0.0
             return result.score - self.overlong_weight * self._component(result, OVERLONG_COMPONENT)
         return self._component(result, self.signal)
 
@@ -57,7 +62,23 @@ class DynamicSampling:
 
     def signals(self, group: Group) -> list[float]:
         """The group's signal per member; NaN where the result is not valid."""
-        return [self.score(r) if r.ok else math.nan for r in group.results]
+        return [self.score(r, group.row.reward) if r.ok else math.nan for r in group.results]
+
+
+def gate_failed(spec: RewardSpec, result: Result) -> bool:
+    """Whether a gate of the row's inline composite reward rejected this result. The overlong
+    penalty is appended to such a composite (`with_overlong`), so a failed gate zeroes it too.
+    (A named reward is wrapped as the `task` component instead: its gates stay inside it.)
+    Gate defaults as the server's `Component`: key = name or verifier, threshold 1.0."""
+    if spec.name != "composite":
+        return False
+    for component in spec.params.get("components", []):
+        if component.get("gate", False):
+            key = component.get("name") or component["verifier"]
+            threshold = component.get("gate_threshold", 1.0)
+            if result.components.get(key, math.inf) < threshold:
+                return True
+    return False
 
 
 def informative(rewards: Sequence[float], valid: Sequence[bool]) -> bool:

@@ -133,10 +133,13 @@ def gae_advantages(
         delta_t = r_t + gamma * V_t' - V_t
         A_t     = delta_t + gamma * lam * A_t'
     Rewards on masked tokens are ignored: put them on a policy token (`outcome_token_rewards`).
-    Returns (advantages, returns = advantages + values), both 0 outside the mask.
+    Returns (advantages, returns = advantages + values), both 0 outside the mask, whatever
+    the masked cells held (NaN included: NaN * 0 is NaN, so they are replaced, not scaled).
     """
+    on_policy = mask > 0
+    token_rewards = torch.where(on_policy, token_rewards, torch.zeros_like(token_rewards))
+    values = torch.where(on_policy, values, torch.zeros_like(values))
     mask = mask.to(values.dtype)
-    values = values * mask
     advantages = torch.zeros_like(values)
     running = torch.zeros_like(values[:, 0])
     next_value = torch.zeros_like(values[:, 0])

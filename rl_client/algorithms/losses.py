@@ -119,6 +119,9 @@ def ppo_clip_loss(
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1)
     mask = mask.to(logprobs.dtype)
+    # Off the mask an advantage plays no part, whatever it holds: NaN there would survive the
+    # aggregation's `* mask` (NaN * 0 is NaN) and reach the loss and every gradient.
+    advantages = torch.where(mask > 0, advantages, torch.zeros_like(advantages))
     log_ratio = torch.clamp(logprobs - behavior_logprobs, -MAX_LOG_RATIO, MAX_LOG_RATIO)
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio

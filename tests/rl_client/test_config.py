@@ -169,6 +169,20 @@ def test_reinforce_pp_preset_is_the_papers_form() -> None:
         build_config(TrainConfig, BASE, ["algorithm.reinforce_pp_form=token"])
 
 
+def test_reinforce_pp_baseline_with_groups_of_one_is_refused() -> None:
+    # A group of one is its own mean: REINFORCE++-baseline's advantages would all be 0 (the
+    # token form would keep only the KL penalty), and the run would train on nothing.
+    overrides = ["algorithm.preset=reinforce_pp", "rollout.group_size=1"]
+    with pytest.raises(ConfigError) as error:
+        build_config(TrainConfig, BASE, overrides)
+    message = str(error.value)
+    assert "algorithm.group_baseline=True needs rollout.group_size >= 2" in message
+    assert "every advantage would be 0" in message
+    # Plain REINFORCE++ normalises over the batch: groups of one are fine.
+    algo = build_config(TrainConfig, BASE, [*overrides, "algorithm.group_baseline=false"]).algorithm
+    assert algo.advantage == "reinforce_pp" and not algo.group_baseline
+
+
 AGENT = ["rollout.agent.environment=math_python", "rollout.agent.max_episode_tokens=300"]
 
 

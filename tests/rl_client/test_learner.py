@@ -51,12 +51,16 @@ def test_batch_keeps_masked_items_out_and_advantages_use_valid_members_only() ->
 
 
 def _grads(
-    model_dir: Path, micro_batch_size: int, aggregation: str, checkpointing: bool = False
+    model_dir: Path,
+    micro_batch_size: int,
+    aggregation: str,
+    checkpointing: bool = False,
+    **knobs: object,
 ) -> list[torch.Tensor]:
     torch.manual_seed(0)
     model_config = ModelConfig(path=str(model_dir), gradient_checkpointing=checkpointing)
     model = load_policy(model_config, torch.device("cpu"))
-    algo = AlgorithmConfig(loss_aggregation=aggregation)  # type: ignore[arg-type]
+    algo = AlgorithmConfig(loss_aggregation=aggregation, **knobs)  # type: ignore[arg-type]
     learner = Learner(
         model,
         algo=algo,
@@ -66,6 +70,8 @@ def _grads(
         device=torch.device("cpu"),
     )
     batch = build_batch(GROUPS, pad_token_id=0, mask_truncated=False)
+    if algo.kl_coef > 0:  # a made-up reference, the same for every split
+        batch.ref_logprobs = torch.full_like(batch.sampler_logprobs, -3.0) * batch.completion_mask
     batch.advantages, batch.returns = compute_advantages(batch, algo)
     captured: list[torch.Tensor] = []
     learner.optimizer.step = lambda: captured.extend(  # type: ignore[method-assign]
@@ -77,9 +83,18 @@ def _grads(
 
 @pytest.mark.filterwarnings(r"ignore:Seems like `optimizer.step\(\)`")
 def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny_model: Path) -> None:
-    for aggregation in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"):
-        full = _grads(tiny_model, 8, aggregation)
-        split = _grads(tiny_model, 2, aggregation)
+    # The KL loss and the entropy bonus are aggregated with the batch's denominators too.
+    kl_and_entropy = {"kl_coef": 0.1, "kl_estimator": "k3", "entropy_coef": 0.01}
+    for aggregation, knobs in (
+        ("token_mean", {}),
+        ("seq_mean_token_mean", {}),
+        ("seq_mean_token_sum_norm", {}),
+        ("seq_mean_token_sum", {}),
+        ("token_mean", kl_and_entropy),
+        ("seq_mean_token_mean", kl_and_entropy),
+    ):
+        full = _grads(tiny_model, 8, aggregation, **knobs)
+        split = _grads(tiny_model, 3, aggregation, **knobs)  # 7 rows: 3 + 3 + 1
         assert any(g.abs().sum() > 0 for g in full)
         for a, b in zip(full, split, strict=True):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)

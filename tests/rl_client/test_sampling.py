@@ -67,3 +67,38 @@ def test_a_missing_component_names_the_field() -> None:
 def test_without_dynamic_sampling_only_fully_masked_groups_drop() -> None:
     kept, stats = filter_groups([ALL_CORRECT, _group(None, None)], dynamic=None)
     assert kept == [ALL_CORRECT] and stats.dropped_groups == 1 and stats.filtered_groups == 0
+
+
+def test_a_failed_gate_is_a_task_score_of_0_not_minus_the_penalty() -> None:
+    # An inline composite with a format gate; `with_overlong` appends the penalty to it, so a
+    # failed gate zeroes the penalty too. Both members score 0: no signal, the group drops.
+    # (Taking the penalty off the 0 gave task scores 0.5 and 0: a spread, and the group
+    # trained with all-zero advantages.)
+    gated = RewardSpec(
+        "composite",
+        {
+            "components": [
+                {"verifier": "format", "gate": True},
+                {"name": "accuracy", "verifier": "math"},
+            ]
+        },
+    )
+    results = [
+        Result(
+            id=str(i),
+            score=0.0,
+            reason="gate_failed:format",
+            components={"format": 0.0, "accuracy": 1.0, "overlong": penalty},
+        )
+        for i, penalty in enumerate([-0.5, 0.0])
+    ]
+    row = PromptRow("p", (), gated, None)
+    group = Group(row, [1], [Completion([5], [-1.0], "x")] * 2, results)
+    dynamic = DynamicSampling("task", overlong_weight=1.0)
+    assert dynamic.signals(group) == [0.0, 0.0]
+    assert not trains(group, dynamic=dynamic)
+    # A gate that passes (score >= its threshold) leaves the subtraction as it was.
+    passed = Result(
+        id="p", score=0.7, components={"format": 1.0, "accuracy": 1.0, "overlong": -0.3}
+    )
+    assert dynamic.score(passed, gated) == pytest.approx(1.0)
