@@ -103,6 +103,9 @@ class Limits(_Strict):
     max_message_mb: int = Field(default=64, ge=1, le=2047, description="Largest gRPC message.")
     max_items_per_request: int = Field(default=4096, ge=1, description="Items in one request.")
     max_completion_bytes: int = Field(default=1 << 20, ge=1, description="Size of one completion.")
+    max_reference_bytes: int = Field(
+        default=4 << 20, ge=1, description="Size of one item's reference (gold, tests, schema)."
+    )
     max_queued_items: int = Field(
         default=200_000, ge=1, description="Items waiting for workers; past it: OVERLOADED."
     )

@@ -23,6 +23,7 @@ class ItemLimits:
 
     max_completion_bytes: int = 1 << 20
     max_id_chars: int = 256
+    max_reference_bytes: int = 4 << 20
 
 
 class ItemError(Exception):
@@ -82,6 +83,8 @@ def item_from_proto(msg: pb.Item, limits: ItemLimits, reward: RewardSpec | None 
     prompt = msg.prompt
     if prompt and messages:
         raise ItemError("messages", "give either prompt or messages, not both")
+    if msg.HasField("reference") and msg.reference.ByteSize() > limits.max_reference_bytes:
+        raise ItemError("reference", f"over the {limits.max_reference_bytes}-byte cap")
     try:
         reference = value_to_python(msg.reference) if msg.HasField("reference") else None
     except (ValueError, RecursionError) as exc:

@@ -46,7 +46,10 @@ class Dispatcher:
         self.scorer = scorer
         self.pool = pool
         self.limits = limits
-        self.item_limits = convert.ItemLimits(max_completion_bytes=limits.max_completion_bytes)
+        self.item_limits = convert.ItemLimits(
+            max_completion_bytes=limits.max_completion_bytes,
+            max_reference_bytes=limits.max_reference_bytes,
+        )
 
     def dispatch(
         self,

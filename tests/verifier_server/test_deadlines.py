@@ -113,3 +113,16 @@ def test_empty_ids_come_back_empty_from_every_kind_of_verifier(channel) -> None:
     response = pb_grpc.VerifierServiceStub(channel).Score(pb.ScoreRequest(items=items), timeout=10)
     assert [r.id for r in response.results] == ["", ""]
     assert {r.status for r in response.results} == {pb.STATUS_INVALID_REQUEST}
+
+
+def test_a_reference_over_its_cap_is_invalid_request_naming_it(channel) -> None:
+    schema = {"type": "object", "description": "x" * (5 << 20)}  # 5 MiB, over the 4 MiB cap
+    item = pb.Item(id="big", completion="{}", reward=pb.RewardSpec(name="json_schema"))
+    item.reference.struct_value.update(schema)
+    fine = pb.Item(id="ok", completion="{}", reward=pb.RewardSpec(name="json_schema"))
+    fine.reference.struct_value.update({"type": "object"})
+    request = pb.ScoreRequest(items=[item, fine])
+    response = pb_grpc.VerifierServiceStub(channel).Score(request, timeout=30)
+    big, ok = response.results
+    assert big.status == pb.STATUS_INVALID_REQUEST and "reference" in big.details["field"]
+    assert ok.status == pb.STATUS_OK and ok.score == 1.0
