@@ -31,6 +31,11 @@ TABLE: list[tuple[str, str, float]] = [
     (r"5 \text{ kW}", r"5 \text{ kW}", Y), (r"5 \text{ hours}", r"5 \text{ Hours}", Y),
     (r"5 \text{ m}", r"5 \text{ Meters}", Y), (r"5 \text{ apples}", r"5 \text{ Apples}", Y),
     (r"5 \text{ cups}", r"5 \text{ cup}", Y), (r"5 \text{ kg}", r"5 \text{ Kg}", N),
+    # --- an ellipsis is an answer not written out; the normaliser dropped `\ldots`
+    (r"\{1,2\}", r"1, 2 \ldots", N),  # hack: 1, 2, ... (every positive integer) read as {1, 2}
+    ("0.3", r"0.3\ldots", N),  # hack: 0.3... read as 0.3
+    ("11", r"5 \ldots 6", N), (r"\{1,2\}", "1, 2, ...", N), ("0.3", "0.3…", N),
+    ("5", r"5 \cdot 1", Y), (r"\{1,2\}", "1, 2", Y),
 ]
 # fmt: on
 
