@@ -264,8 +264,11 @@ def _decimals(g: sympy.Expr, a: sympy.Expr, ctx: _Context) -> Verdict:
     if isinstance(g, sympy.Integer):
         return _no()  # an integer is matched exactly or not at all
     ok = all(abs(x - y) <= ctx.rel_tol * abs(y) for x, y in zip(av, gv, strict=True))
-    if ok and ctx.answer_decimals is not None:  # the digits written must be right
-        unit = Fraction(10) ** -ctx.answer_decimals
+    # The digits written must be right; an answer that is not a plain number (`3.1413 + 0`,
+    # a list element) has its places read from its value, so `+ 0` cannot skip this check.
+    places = ctx.answer_decimals if ctx.answer_decimals is not None else _written_places(a)
+    if ok and places is not None:
+        unit = Fraction(10) ** -places
         ok = all(abs(x - y) < unit for x, y in zip(av, gv, strict=True))
     return Verdict(True, "relative_tolerance") if ok else _no()
 
