@@ -19,7 +19,8 @@ Rules, in the order they apply (each verdict names the rule that decided it):
     for 42.01's sake: `1.0e4` does not pass for 10001);
   - a decimal answer to any other exact gold must be within `rel_tol` (relative) of it and have
     its written digits right (|answer - gold| < one unit in its last written place, also for
-    scientific notation), so `3.14` does not pass for π at the default rel_tol of 1e-4.
+    scientific notation; read from its value when it is not a plain number: `3.1413 + 0`), so
+    `3.14` does not pass for π at the default rel_tol of 1e-4.
 - Percent: `50\\%` is worth 50 and 0.5 against a plain gold (and a `50\\%` gold accepts 50 and
   0.5); when both sides carry a percent sign they compare as written.
 - Expressions with variables: the same variables (by name), equal at several fixed rational
