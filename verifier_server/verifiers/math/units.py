@@ -4,8 +4,9 @@ and kept, never silently dropped.
 A unit sympy.physics.units knows is a quantity: `5000 \\text{ g}` equals `5 \\text{ kg}`, and
 `5 \\text{ g}` does not. A unit it does not know (`apples`, `dollars`) is compared by its
 written name (a word without case or plural, a symbol of up to three letters as written: `MW`
-is not `mW`), and never equals one it knows (`Mm` is not `mm`). Text after a number that qualifies it (`5 \\text{ or more}`, `2 \\text{ (or 3)}`)
-is not a unit: the answer is unparseable rather than the qualifier dropped.
+is not `mW`), and never equals one it knows (`Mm` is not `mm`). Text after a number that
+qualifies it (`5 \\text{ or more}`, `2 \\text{ (or 3)}`) is not a unit: the answer is
+unparseable rather than the qualifier dropped.
 """
 
 from __future__ import annotations
