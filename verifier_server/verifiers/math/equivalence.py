@@ -49,6 +49,8 @@ Rules, in the order they apply (each verdict names the rule that decided it):
   One gold value against several answers (`2 \\text{ or } 3`, `1, 2, 3`) is
   `multiple_answers`, never a match.
 - Matrices: same shape, element for element.
+- An answer with an integral, sum, product, limit or derivative left in it (`\\int_0^1 x^2 dx`
+  for 1/3) is `unevaluated_answer` unless the gold has one too: it restates the question.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class _Context:
 
 def equivalent(gold: Parsed, answer: Parsed, rel_tol: float) -> Verdict:
     """The verdict on `answer` against `gold`; both already screened and parsed."""
+    if _has_operator(answer.value) and not _has_operator(gold.value):
+        return _no("unevaluated_answer", "unevaluated")  # the question restated as its answer
     if gold.unit is not None and answer.unit is not None:
         factor = conversion(gold.unit, answer.unit)
         if factor is None:
@@ -122,6 +126,17 @@ def equivalent(gold: Parsed, answer: Parsed, rel_tol: float) -> Verdict:
             first = first or verdict
     assert first is not None
     return first
+
+
+# `\int_0^1 x^2 dx`, `\sum_{k=1}^{100} k`, `\lim_{x \to 0} \frac{\sin x}{x}`: sympy evaluates
+# them, so an answer that restates the question would pass for its value.
+_OPERATORS = (sympy.Integral, sympy.Sum, sympy.Product, sympy.Limit, sympy.Derivative)
+
+
+def _has_operator(value: Any) -> bool:
+    if isinstance(value, sympy.MatrixBase):
+        return any(_has_operator(element) for element in value)
+    return isinstance(value, sympy.Basic) and value.has(*_OPERATORS)
 
 
 def is_several(value: Any) -> bool:

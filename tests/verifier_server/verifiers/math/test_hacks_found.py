@@ -42,6 +42,13 @@ TABLE: list[tuple[str, str, float]] = [
     (r"\{\pi, 1\}", r"\{3.1413, 1\}", N),  # hack: inside a set too
     (r"\pi", "3.1416 + 0", Y), (r"\{\pi, 1\}", r"\{3.1416, 1\}", Y),
     (r"\sqrt{2}", r"1.41421 \cdot 1", Y),
+    # --- the question restated as its answer: sympy evaluates it, so it passed for the value
+    (r"\frac{1}{3}", r"\int_0^1 x^2 dx", N),  # hack
+    ("5050", r"\sum_{k=1}^{100} k", N),  # hack
+    ("1", r"\lim_{x \to 0} \frac{\sin x}{x}", N),  # hack
+    ("120", r"\prod_{k=1}^{5} k", N), ("x", r"\int_0^x 1 dt", N),  # hack
+    ("120", "5!", Y), ("120", r"\binom{10}{3}", Y), ("2", r"\gcd(4, 6)", Y),  # closed forms
+    (r"\int_0^1 f(x) dx", r"\int_0^1 f(x) dx", Y),  # a gold with the operator in it
 ]
 # fmt: on
 
