@@ -35,9 +35,11 @@ Guarantees against hostile completions and schemas (the worker pool also kills i
   half of `timeout_s` spent validating (schemas whose `unevaluatedItems` or `$ref`s re-evaluate
   subschemas can take time exponential in the instance's depth), the item is "too_complex";
 - NaN/Infinity, number literals beyond a double's range (`1e400`, which would otherwise be
-  infinity and satisfy every `minimum`), integers over Python's 4300-digit limit and duplicate
-  object keys are invalid JSON (plain json.loads accepts NaN/Infinity, makes 1e400 infinite
-  and keeps the last duplicate); so every number the keywords see is finite;
+  infinity and satisfy every `minimum`), decimal literals a double cannot hold as written
+  (`1.0000000000000001` would be 1.0 and pass `maximum: 1` and `type: integer`; `1e-400`
+  would be 0.0), integers over Python's 4300-digit limit and duplicate object keys are invalid
+  JSON (plain json.loads accepts NaN/Infinity, makes 1e400 infinite, rounds silently and keeps
+  the last duplicate); so every number the keywords see is finite and the one written;
 - `multipleOf` is exact on the decimals as written (0.0075 is a multiple of 0.0001), with no
   float division to overflow on a 400-digit integer.
 `format` is an annotation unless `check_formats` is set; then date, email, idn-email,
@@ -377,12 +379,20 @@ def _finite_float(literal: str) -> float:
     value = float(literal)
     if math.isinf(value):  # 1e400: infinity would satisfy every `minimum`
         raise ValueError(f"number {truncate(literal, 40)} is out of range for a double")
+    if Decimal(literal) != Decimal(repr(value)):
+        # 1.0000000000000001 is read as 1.0 and 1e-400 as 0.0: each would then pass
+        # `maximum: 1` (or `maximum: 0`), `const: 1` and `type: integer`, which its value does not
+        raise ValueError(
+            f"number {truncate(literal, 40)} has more digits than a double holds "
+            f"(it would be compared as {value!r})"
+        )
     return value
 
 
 def parse_json(text: str) -> JSON:
-    """json.loads, strict: no NaN/Infinity, no number literal beyond a double's range (1e400),
-    no duplicate keys. Raises ValueError."""
+    """json.loads, strict: no NaN/Infinity, no number literal beyond a double's range (1e400)
+    or with more digits than a double holds (1.0000000000000001), no duplicate keys. Raises
+    ValueError."""
     return json.loads(
         text,
         parse_constant=_reject_constant,

@@ -496,12 +496,26 @@ def test_checked_formats_reject_what_their_rfc_rejects(fmt: str, value: str, val
         ({"multipleOf": 2.0}, "1" * 400, "schema_violation"),
         ({"multipleOf": 2.0}, "2" * 400, ""),
         ({"multipleOf": 2}, "1" * 400, "schema_violation"),
-        ({"multipleOf": 0.5}, "1" * 300 + ".5", ""),  # 1.1e299 as a double: a multiple of 0.5
+        # 301 significant digits: no double holds them (attack 13, below), so invalid JSON
+        ({"multipleOf": 0.5}, "1" * 300 + ".5", "invalid_json"),
+        ({"multipleOf": 0.5}, "1" * 300, ""),  # an integer literal is exact: a multiple
         ({"multipleOf": 0.0001}, "0.0075", ""),  # the decimals as written, not the doubles
         ({"multipleOf": 0.01}, "19.99", ""),
         ({"multipleOf": 0.01}, "19.999", "schema_violation"),
         ({"type": "integer", "multipleOf": 0.123456789}, "1e308", "schema_violation"),
         ({"multipleOf": 3}, "true", ""),  # not a number: multipleOf does not apply
+        # attack 13: a decimal literal with more digits than a double holds was rounded
+        # silently, and the rounded value passed bounds the written value breaks
+        ({"type": "number", "maximum": 1}, "1.0000000000000001", "invalid_json"),
+        ({"type": "integer"}, "1.0000000000000001", "invalid_json"),
+        ({"const": 1}, "1.00000000000000000000001", "invalid_json"),
+        ({"type": "number", "maximum": 0}, "1e-400", "invalid_json"),  # underflows to 0.0
+        ({"type": "integer"}, "0." + "0" * 400 + "1", "invalid_json"),
+        ({"type": "number", "maximum": 1}, "1.0", ""),  # as many digits as needed: fine
+        ({"type": "number", "maximum": 0.3}, "0.30000000000000004", "schema_violation"),
+        ({"const": 0.1}, "0.1", ""),
+        ({"type": "integer"}, "1e2", ""),
+        ({"type": "number", "maximum": 0}, "-0.0", ""),
     ],
 )
 def test_numbers_beyond_a_double_are_verdicts(

@@ -19,12 +19,16 @@ Rules, in the order they apply (each verdict names the rule that decided it):
     for 42.01's sake: `1.0e4` does not pass for 10001);
   - a decimal answer to any other exact gold must be within `rel_tol` (relative) of it and have
     its written digits right (|answer - gold| < one unit in its last written place, also for
-    scientific notation), so `3.14` does not pass for π at the default rel_tol of 1e-4.
+    scientific notation; read from its value when it is not a plain number: `3.1413 + 0`), so
+    `3.14` does not pass for π at the default rel_tol of 1e-4.
 - Percent: `50\\%` is worth 50 and 0.5 against a plain gold (and a `50\\%` gold accepts 50 and
   0.5); when both sides carry a percent sign they compare as written.
 - Expressions with variables: the same variables (by name), equal at several fixed rational
   points evaluated to 30 digits (which rejects almost every wrong answer quickly), then
-  `simplify(gold - answer) == 0`; if sympy cannot decide but every point agreed, equal.
+  `simplify(gold - answer) == 0`; if sympy cannot decide but every point agreed, equal when
+  both are built from arithmetic and analytic functions (`_ANALYTIC`); with a floor, Min, Max
+  or Abs in them, only when sympy shows it for real variables. The same for an exact
+  difference that vanishes to 50 digits.
 - Equations: an assignment gold `x = 3` (or a named quantity: `|AB| = 1`, `A:B = 2:3`) is
   matched by `3` or the same assignment only (not `y = 3`, and not a restated equation such as
   `2x = 6`); general equations match when one side-difference is a nonzero constant multiple of
@@ -45,6 +49,8 @@ Rules, in the order they apply (each verdict names the rule that decided it):
   One gold value against several answers (`2 \\text{ or } 3`, `1, 2, 3`) is
   `multiple_answers`, never a match.
 - Matrices: same shape, element for element.
+- An answer with an integral, sum, product, limit or derivative left in it (`\\int_0^1 x^2 dx`
+  for 1/3) is `unevaluated_answer` unless the gold has one too: it restates the question.
 """
 
 from __future__ import annotations
@@ -57,7 +63,13 @@ from typing import Any
 
 import sympy
 from sympy.core.function import AppliedUndef
+from sympy.core.numbers import ImaginaryUnit
 from sympy.core.relational import Relational
+from sympy.functions.elementary.hyperbolic import HyperbolicFunction, InverseHyperbolicFunction
+from sympy.functions.elementary.trigonometric import (
+    InverseTrigonometricFunction,
+    TrigonometricFunction,
+)
 
 from verifier_server.verifiers.math.parse import BareList, Parsed
 from verifier_server.verifiers.math.units import conversion
@@ -86,6 +98,8 @@ class _Context:
 
 def equivalent(gold: Parsed, answer: Parsed, rel_tol: float) -> Verdict:
     """The verdict on `answer` against `gold`; both already screened and parsed."""
+    if _has_operator(answer.value) and not _has_operator(gold.value):
+        return _no("unevaluated_answer", "unevaluated")  # the question restated as its answer
     if gold.unit is not None and answer.unit is not None:
         factor = conversion(gold.unit, answer.unit)
         if factor is None:
@@ -112,6 +126,17 @@ def equivalent(gold: Parsed, answer: Parsed, rel_tol: float) -> Verdict:
             first = first or verdict
     assert first is not None
     return first
+
+
+# `\int_0^1 x^2 dx`, `\sum_{k=1}^{100} k`, `\lim_{x \to 0} \frac{\sin x}{x}`: sympy evaluates
+# them, so an answer that restates the question would pass for its value.
+_OPERATORS = (sympy.Integral, sympy.Sum, sympy.Product, sympy.Limit, sympy.Derivative)
+
+
+def _has_operator(value: Any) -> bool:
+    if isinstance(value, sympy.MatrixBase):
+        return any(_has_operator(element) for element in value)
+    return isinstance(value, sympy.Basic) and value.has(*_OPERATORS)
 
 
 def is_several(value: Any) -> bool:
@@ -233,7 +258,7 @@ def _exact(g: sympy.Expr, a: sympy.Expr) -> Verdict:
     if abs(difference) > scale * sympy.Float(10) ** (10 - _DIGITS):
         return _no()
     decided = _decide_zero(g - a)
-    if decided is False:
+    if decided is False or (decided is None and not (_analytic(g) and _analytic(a))):
         return _no()
     return Verdict(True, "exact_symbolic" if decided else "numeric_50_digits")
 
@@ -255,8 +280,11 @@ def _decimals(g: sympy.Expr, a: sympy.Expr, ctx: _Context) -> Verdict:
     if isinstance(g, sympy.Integer):
         return _no()  # an integer is matched exactly or not at all
     ok = all(abs(x - y) <= ctx.rel_tol * abs(y) for x, y in zip(av, gv, strict=True))
-    if ok and ctx.answer_decimals is not None:  # the digits written must be right
-        unit = Fraction(10) ** -ctx.answer_decimals
+    # The digits written must be right; an answer that is not a plain number (`3.1413 + 0`,
+    # a list element) has its places read from its value, so `+ 0` cannot skip this check.
+    places = ctx.answer_decimals if ctx.answer_decimals is not None else _written_places(a)
+    if ok and places is not None:
+        unit = Fraction(10) ** -places
         ok = all(abs(x - y) < unit for x, y in zip(av, gv, strict=True))
     return Verdict(True, "relative_tolerance") if ok else _no()
 
@@ -301,8 +329,32 @@ def _expressions(g: sympy.Expr, a: sympy.Expr) -> Verdict:
     if decided is True:
         return Verdict(True, "symbolic")
     if decided is None and agreed == _N_POINTS:
-        return Verdict(True, "numeric_identity")
+        if _analytic(g) and _analytic(a):
+            return Verdict(True, "numeric_identity")
+        if _decide_zero(_real_symbols(g - a)) is True:  # `|x|^2` is `x^2` for real x
+            return Verdict(True, "symbolic_real")
     return _no()
+
+
+# Arithmetic and the functions analytic where they are defined. Two such expressions that
+# agree at several points, or to 40 digits, are equal (sympy cannot always show it); with a
+# floor, Min, Abs or Piecewise in them, agreement is easy to build (`\min(x, 3)` against x at
+# points below 3, `\lceil 10^{45}\pi \rceil / 10^{45}` against pi), so those need a proof.
+_ANALYTIC = (
+    sympy.Add, sympy.Mul, sympy.Pow, sympy.Symbol, sympy.Number, sympy.NumberSymbol,
+    ImaginaryUnit, sympy.exp, sympy.log, TrigonometricFunction, InverseTrigonometricFunction,
+    HyperbolicFunction, InverseHyperbolicFunction, sympy.gamma, sympy.factorial, sympy.binomial,
+)  # fmt: skip
+
+
+def _analytic(expr: sympy.Expr) -> bool:
+    """Whether `expr` is built from `_ANALYTIC` parts only (a numeric agreement means equal)."""
+    return all(isinstance(node, _ANALYTIC) for node in sympy.preorder_traversal(expr))
+
+
+def _real_symbols(expr: sympy.Expr) -> sympy.Expr:
+    """`expr` with its symbols real, as at the sample points."""
+    return expr.xreplace({s: sympy.Symbol(s.name, real=True) for s in expr.free_symbols})
 
 
 def _point(point: int, symbol: int) -> sympy.Rational:

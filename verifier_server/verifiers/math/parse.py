@@ -62,6 +62,7 @@ _JOIN = re.compile(r"\\!\s*")  # a negative thin space joins: `11,\! 111` is 11,
 _PRIMED = re.compile(r"[A-Za-z]'+(?:\s*[A-Za-z]'*)*")
 # A letter and its primes; not E, which the parser reads as a function with a subscript.
 _PRIME_MARK = re.compile(r"(?<![A-Za-z\\])([A-DF-Za-z])('+)")
+_ELLIPSIS = re.compile(r"\\(?:[lcvd]?dots[cbmio]?|hdots)(?![A-Za-z])|\.\.\.|\u2026|\u22ef")
 _PLUS_MINUS = re.compile(r"\\(?:pm|mp)(?![A-Za-z])")
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)")
 _SCIENTIFIC = re.compile(
@@ -109,6 +110,8 @@ class ParseLimits:
 def parse_answer(text: str, limits: ParseLimits) -> Parsed:
     """Parses an (already screened) answer. Raises Unparseable or screen.Rejected."""
     text = _clean(text)
+    if _ELLIPSIS.search(text):  # the normaliser drops `\ldots`: `1, 2, \ldots` would be {1, 2}
+        raise Unparseable("an ellipsis: the answer is not written out")
     percent = bool(_PERCENT.search(text))
     text = _PERCENT.sub("", text) if percent else text
     degrees = bool(_DEGREES.search(text))

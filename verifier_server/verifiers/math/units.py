@@ -3,8 +3,10 @@ and kept, never silently dropped.
 
 A unit sympy.physics.units knows is a quantity: `5000 \\text{ g}` equals `5 \\text{ kg}`, and
 `5 \\text{ g}` does not. A unit it does not know (`apples`, `dollars`) is compared by its
-written name. Text after a number that qualifies it (`5 \\text{ or more}`, `2 \\text{ (or 3)}`)
-is not a unit: the answer is unparseable rather than the qualifier dropped.
+written name (a word without case or plural, a symbol of up to three letters as written: `MW`
+is not `mW`), and never equals one it knows (`Mm` is not `mm`). Text after a number that
+qualifies it (`5 \\text{ or more}`, `2 \\text{ (or 3)}`) is not a unit: the answer is
+unparseable rather than the qualifier dropped.
 """
 
 from __future__ import annotations
@@ -103,12 +105,18 @@ def _name(match: re.Match[str]) -> str:
 def _unit(name: str) -> Unit:
     quantity = _quantity(name)
     if quantity is None:
-        return Unit(name.lower().rstrip("s"), None, None)
+        return Unit(_unknown_name(name), None, None)
     converted = u.convert_to(quantity, list(_BASE))
     scale, base = converted.as_coeff_Mul()
     if not isinstance(scale, sympy.Rational | sympy.Float) or base.atoms(u.Quantity) - set(_BASE):
-        return Unit(name.lower().rstrip("s"), None, None)
+        return Unit(_unknown_name(name), None, None)
     return Unit(name, Fraction(str(sympy.nsimplify(scale))), base)
+
+
+def _unknown_name(name: str) -> str:
+    """A unit sympy does not know, for comparison by name: a word (`Apples`, `dollars`) without
+    case or plural; a symbol of up to three letters as written (`MW` is not `mW`)."""
+    return name.lower().rstrip("s") if len(name) > 3 else name
 
 
 def _quantity(name: str) -> Any:
@@ -131,6 +139,8 @@ def _token(token: str) -> Any:
     alias = _ALIASES.get(base)
     if alias is not None:
         return _alias(alias) ** int(power or 1)
+    if len(base) > 3 and base[0].isupper():  # `Hours`, `Meters`: words, not prefixed symbols
+        base = base.lower()
     quantity = getattr(u, base, None)
     if quantity is None and base.endswith("s"):  # weeks, days: sympy knows week, day
         quantity = getattr(u, base[:-1], None)
@@ -151,8 +161,10 @@ def _alias(spelled: str) -> Any:
 def conversion(gold: Unit, answer: Unit) -> Fraction | None:
     """The factor that turns the answer's magnitude into the gold's unit, or None when the two
     units are not the same kind of quantity (or unknown units with different names)."""
-    if gold.scale is None or answer.scale is None:
+    if gold.scale is None and answer.scale is None:
         return Fraction(1) if gold.name == answer.name else None
+    if gold.scale is None or answer.scale is None:
+        return None  # a unit sympy knows is not one it does not (`Mm` is not `mm`, `M` not `m`)
     if gold.base != answer.base:
         return None
     return answer.scale / gold.scale

@@ -6,7 +6,7 @@ STATUS_INVALID_REQUEST naming the item, never a free 1.0.
 
 Score 1.0 or 0.0. Reasons for 0.0 (status OK: the model's fault): `no_answer_found`,
 `answer_too_long`, `answer_too_deep`, `answer_too_complex`, `unparseable_answer`,
-`multiple_answers`, `trivial_equation`, `wrong_answer`.
+`multiple_answers`, `trivial_equation`, `unevaluated_answer`, `wrong_unit`, `wrong_answer`.
 
 Runs in the worker pool. The gold is parsed first; everything after is the completion's alone
 (`completion_phase`): an answer that gets past the pre-screens (screen.py) and still runs past
