@@ -4,6 +4,7 @@ Completions are hostile input: everything here runs in time linear in the comple
 using `str.find`/`str.rfind` and single passes (no backtracking regexes over model text).
 Patterns supplied by callers are compiled with RE2, whose matching is linear in the text.
 
+- `answer_region`: the completion after its reasoning (after the last `</think>`).
 - `last_tag_content`: the content of the last complete `<tag>…</tag>` pair.
 - `last_fenced_block`: the content of the last complete backtick code fence.
 - `extract_answer`: one of the above, picked by a verifier's `extract` parameter.
@@ -23,7 +24,9 @@ import re2
 ExtractMethod = Literal["raw", "answer_tag", "fenced", "auto"]
 
 EXTRACT_DESCRIPTION = (
-    "Which part of the completion to check. 'raw': the whole completion; 'answer_tag': the "
+    "Which part of the completion to check, after its reasoning (text up to the last "
+    "</think> never counts; an unclosed <think> leaves nothing). 'raw': all of it; "
+    "'answer_tag': the "
     "content of the last complete <answer>…</answer>; 'fenced': the content of the last "
     "complete ``` code fence (its info string, e.g. 'json', dropped); 'auto': the last fence if "
     "there is one, else the last <answer> tag if there is one, else the whole completion."
@@ -36,6 +39,15 @@ class Extraction:
 
     text: str
     source: str
+
+
+def answer_region(completion: str) -> str:
+    """The part of the completion after the reasoning: after the last `</think>`; empty when a
+    `<think>` is left open (the model was cut off while thinking). Reasoning never counts as
+    the answer, so an answer written inside it and contradicted after it earns nothing."""
+    close = completion.rfind("</think>")
+    region = completion[close + len("</think>") :] if close >= 0 else completion
+    return "" if "<think>" in region else region
 
 
 def last_tag_content(text: str, tag: str = "answer") -> str | None:
@@ -86,7 +98,9 @@ _MISSING_REASONS = {"answer_tag": "missing_answer_tag", "fenced": "missing_fence
 
 
 def extract_answer(completion: str, method: ExtractMethod) -> Extraction | None:
-    """The part of `completion` that `method` selects, or None when it is absent."""
+    """The part of `completion` that `method` selects, or None when it is absent; only the
+    text after the reasoning is searched (see `answer_region`)."""
+    completion = answer_region(completion)
     if method in ("fenced", "auto"):
         block = last_fenced_block(completion)
         if block is not None:

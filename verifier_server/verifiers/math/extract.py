@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from verifier_server.verifiers.text import last_tag_content
+from verifier_server.verifiers.text import answer_region, last_tag_content
 
 ExtractMode = Literal["auto", "boxed", "answer_tag", "lenient"]
 
@@ -38,14 +38,6 @@ class Extracted:
     text: str
     source: str
     boxes: tuple[str, ...] = ()
-
-
-def answer_region(completion: str) -> str:
-    """The part of the completion after the reasoning: after the last `</think>`; empty when a
-    `<think>` is left open (the model was cut off while thinking)."""
-    close = completion.rfind("</think>")
-    region = completion[close + len("</think>") :] if close >= 0 else completion
-    return "" if "<think>" in region else region
 
 
 def last_boxed(text: str) -> str | None:
