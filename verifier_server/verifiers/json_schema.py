@@ -57,6 +57,7 @@ import re
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -299,8 +300,40 @@ def _hardened(validator_cls: type[Validator]) -> type[Validator]:
     )
 
 
-@functools.lru_cache(maxsize=128)
-def _compiled_validator(canonical_schema: str, check_formats: bool) -> Validator:
+class _ValidatorCache:
+    """Compiled validators by schema text, least recently used first out, bounded in the
+    schemas' total size: a count bound alone let five 50 MB schemas keep 700 MB alive."""
+
+    def __init__(self, max_total_chars: int, max_entry_chars: int) -> None:
+        self._entries: OrderedDict[tuple[str, bool], Validator] = OrderedDict()
+        self._total = 0
+        self.max_total_chars = max_total_chars
+        self.max_entry_chars = max_entry_chars
+
+    def get(self, canonical_schema: str, check_formats: bool) -> Validator:
+        key = (canonical_schema, check_formats)
+        validator = self._entries.get(key)
+        if validator is not None:
+            self._entries.move_to_end(key)
+            return validator
+        validator = _compile(canonical_schema, check_formats)
+        if len(canonical_schema) <= self.max_entry_chars:  # a huge schema is compiled each time
+            self._entries[key] = validator
+            self._total += len(canonical_schema)
+            while self._total > self.max_total_chars:
+                (old_schema, _), _ = self._entries.popitem(last=False)
+                self._total -= len(old_schema)
+        return validator
+
+    @property
+    def total_chars(self) -> int:
+        return self._total
+
+
+_validators = _ValidatorCache(max_total_chars=16 << 20, max_entry_chars=1 << 20)
+
+
+def _compile(canonical_schema: str, check_formats: bool) -> Validator:
     schema = json.loads(canonical_schema)
     validator_cls = validators.validator_for(schema, default=Draft202012Validator)
     try:
@@ -329,7 +362,7 @@ def compiled_validator(schema: dict, *, check_formats: bool) -> Validator:
         canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except ValueError:
         raise InvalidItem("reference", "contains NaN or Infinity, which JSON has not") from None
-    return _compiled_validator(canonical, check_formats)
+    return _validators.get(canonical, check_formats)
 
 
 # 3. Reading the completion's JSON within bounds.

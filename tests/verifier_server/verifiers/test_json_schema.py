@@ -580,3 +580,19 @@ def test_exponential_validation_is_a_verdict_before_the_time_limit() -> None:
         "too_complex",
         "timeout_s",
     )
+
+
+def test_the_validator_cache_is_bounded_by_schema_size_not_count() -> None:
+    from verifier_server.verifiers.json_schema import _ValidatorCache
+
+    cache = _ValidatorCache(max_total_chars=1000, max_entry_chars=400)
+    schemas = [json.dumps({"description": "x" * 300, "minimum": n}) for n in range(5)]
+    compiled = [cache.get(schema, True) for schema in schemas]
+    assert all(v.schema["minimum"] == n for n, v in enumerate(compiled))
+    assert cache.total_chars <= 1000  # three of ~330 characters fit; the oldest went first
+    huge = json.dumps({"description": "y" * 5000})
+    cache.get(huge, True)  # compiled, not kept
+    assert cache.total_chars <= 1000
+    # A schema still cached is the same object; one pushed out is compiled anew.
+    assert cache.get(schemas[-1], True) is cache.get(schemas[-1], True)
+    assert cache.get(schemas[0], True) is not None
