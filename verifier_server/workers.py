@@ -33,6 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -380,6 +381,8 @@ class WorkerPool:
         self._has_capacity = True
         self._failed_starts = 0  # workers in a row that died before they were ready
         self._capacity_timer: asyncio.TimerHandle | None = None
+        # Replacements are started on this thread (see _replace); one is enough.
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="verifier-worker-spawner")
 
     # ---- lifecycle
 
@@ -397,6 +400,7 @@ class WorkerPool:
         self._ctx.set_forkserver_preload(
             ["verifier_server.workers", "verifier_server.registry", *FORKSERVER_PRELOAD]
         )
+        self._spawner.submit(int).result()  # its thread now, not at the first death
         workers = [self._spawn() for _ in range(self.n_workers)]
         for worker in workers:
             if not worker.conn.poll(ready_timeout_s):
@@ -416,6 +420,7 @@ class WorkerPool:
     async def close(self, timeout_s: float = 2.0) -> None:
         """Stops all workers; items still queued come back STATUS_OVERLOADED."""
         self._closed = True
+        self._spawner.shutdown(wait=False, cancel_futures=True)
         while self._queue:
             self._fail(self._queue.popleft(), 0, Status.OVERLOADED, "shutting_down")
         for worker in list(self._workers):
@@ -702,7 +707,6 @@ class WorkerPool:
         if worker.timer is not None:
             worker.timer.cancel()
         worker.outbox.put(None)  # ends the writer thread (the reader has ended: it saw EOF)
-        worker.process.join(1)
         if not worker.timed_out and not worker.retiring and not self._closed:
             self.stats["worker_deaths"] += 1
         with contextlib.suppress(ValueError):
@@ -711,8 +715,7 @@ class WorkerPool:
             self._fail_running(worker, worker.job)
         with contextlib.suppress(OSError):
             worker.conn.close()
-        if not worker.process.is_alive():
-            worker.process.close()  # its sentinel fd
+        self._reap(worker)
         self._check_capacity()
         if self._closed:
             return
@@ -725,6 +728,24 @@ class WorkerPool:
             assert self._loop is not None
             delay_s = min(_RESPAWN_BACKOFF_MAX_S, 0.05 * 2**self._failed_starts)
             self._loop.call_later(delay_s, self._replace)
+
+    def _reap(self, worker: _Worker) -> None:
+        """Closes a dead worker's process handle (its sentinel fd) once the forkserver has told
+        its exit code. Waiting for that here (join) stalled the loop for as long as the
+        forkserver was slow, stopped or restarting."""
+        process = worker.process
+        if process.exitcode is not None:  # does not block
+            process.close()
+            return
+        assert self._loop is not None
+        sentinel = process.sentinel
+
+        def told() -> None:
+            self._loop.remove_reader(sentinel)  # type: ignore[union-attr]
+            if process.exitcode is not None:  # 255 when the forkserver itself died
+                process.close()
+
+        self._loop.add_reader(sentinel, told)
 
     def _check_capacity(self) -> None:
         """Tells `on_capacity` when the pool loses its last ready worker for longer than
@@ -778,7 +799,9 @@ class WorkerPool:
             why = f"{what} exceeded its {job.timeout_s:g} s limit; its worker was killed"
             status, reason = Status.TIMEOUT, "timeout"
         else:
-            why = f"worker exited with code {worker.process.exitcode} while scoring {what}"
+            code = worker.process.exitcode  # None while the forkserver has not told it
+            how = "" if code is None else f" with code {code}"
+            why = f"worker exited{how} while scoring {what}"
             status, reason = Status.VERIFIER_ERROR, "worker_died"
         self._backlog_s -= job.cost_s * (stop - start)
         job.fail(start, stop, status, reason, why)
@@ -786,14 +809,29 @@ class WorkerPool:
             self._queue.appendleft(job.rest(stop))
 
     def _replace(self) -> None:
+        """Starts a replacement worker. The forkserver's answer is awaited on the spawner
+        thread, not here: a forkserver that is stopped, or that restarts after being killed
+        (it loads the built-in verifiers first, seconds), must not stall the event loop."""
         if self._closed:
             return
-        try:
-            worker = self._spawn()
-        except Exception:
-            log.exception("could not start a replacement worker; retrying in 1 s")
-            assert self._loop is not None
-            self._loop.call_later(1.0, self._replace)
+        assert self._loop is not None
+        self._loop.run_in_executor(self._spawner, self._spawn).add_done_callback(self._spawned)
+
+    def _spawned(self, future: asyncio.Future[_Worker]) -> None:
+        if future.cancelled():  # the pool closed while it waited for the spawner
+            return
+        if (error := future.exception()) is not None:
+            if not self._closed:
+                log.error("could not start a replacement worker; retrying in 1 s", exc_info=error)
+                assert self._loop is not None
+                self._loop.call_later(1.0, self._replace)
+            return
+        worker = future.result()
+        if self._closed:  # started while the pool closed: nobody would stop it
+            worker.process.kill()
+            worker.process.join(1)
+            worker.conn.close()
+            worker.process.close()
             return
         self.stats["respawns"] += 1
         self._workers.append(worker)

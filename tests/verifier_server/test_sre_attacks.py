@@ -1,0 +1,80 @@
+"""Faults found by attacking the server as an SRE would (issue 17, second pass): a stopped or
+killed forkserver, workers that die at awkward moments, cost estimates taught by refusals,
+work for callers who have gone, and caller bookkeeping that must return to zero."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from multiprocessing import forkserver
+
+import pytest
+from testing_verifiers import SleepParams
+
+from verifier_server.types import Item, Status
+from verifier_server.workers import WorkerPool
+
+pytestmark = pytest.mark.integration
+
+
+def items(n: int, prefix: str = "i") -> list[Item]:
+    return [Item(id=f"{prefix}{k}", completion="x") for k in range(n)]
+
+
+async def wait_for(condition, timeout_s: float = 30.0) -> None:
+    end = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < end, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[WorkerPool]:
+    pool = WorkerPool(2, plugins=["testing_verifiers"], chunk_items=4)
+    pool.start(asyncio.get_running_loop())
+    yield pool
+    await pool.close()
+
+
+async def longest_stall_s(seconds: float) -> float:
+    """The longest the event loop went without running a 10 ms timer, over `seconds`."""
+    loop = asyncio.get_running_loop()
+    worst, end = 0.0, loop.time() + seconds
+    while loop.time() < end:
+        before = time.monotonic()
+        await asyncio.sleep(0.01)
+        worst = max(worst, time.monotonic() - before)
+    return worst
+
+
+async def test_a_stopped_forkserver_does_not_stall_the_event_loop(pool: WorkerPool) -> None:
+    fs_pid = forkserver._forkserver._forkserver_pid
+    assert fs_pid is not None
+    os.kill(fs_pid, signal.SIGSTOP)
+    try:
+        os.kill(pool.pids[0], signal.SIGKILL)  # its replacement must come from the forkserver
+        # Replacing the worker used to block the loop in the forkserver's reply: health, every
+        # RPC and every timer of the server stood still for as long as the forkserver did.
+        assert await longest_stall_s(1.0) < 0.5
+        survivor = await asyncio.gather(*pool.submit("sleepy", SleepParams(), items(2), 5.0))
+        assert all(r.ok for r in survivor)
+    finally:
+        os.kill(fs_pid, signal.SIGCONT)
+    await wait_for(lambda: pool.ready_workers == 2)
+
+
+async def test_a_killed_forkserver_is_restarted_without_stalling_the_event_loop(
+    pool: WorkerPool,
+) -> None:
+    fs_pid = forkserver._forkserver._forkserver_pid
+    assert fs_pid is not None
+    os.kill(fs_pid, signal.SIGKILL)  # its workers die with it (PR_SET_PDEATHSIG)
+    # The new forkserver loads the built-in verifiers (seconds) before it forks a worker;
+    # the loop used to wait for that, every timer and RPC with it.
+    assert await longest_stall_s(2.0) < 0.5
+    await wait_for(lambda: pool.ready_workers == 2)
+    results = await asyncio.gather(*pool.submit("sleepy", SleepParams(), items(4), 5.0))
+    assert all(r.ok for r in results)
