@@ -86,6 +86,7 @@ class Ready:
 class ItemDone:
     index: int  # in the job's items
     result: Result
+    ran: bool = True  # False: refused unstarted (its deadline had passed); costs say nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,12 +182,14 @@ def _run_items(conn: Connection, verifier: Any, job: ItemsJob, retire_above_mb: 
         if job.deadline is not None and time.monotonic() >= job.deadline:
             why = "the caller's deadline passed before this item started"
             result = Result.failed(item.id, Status.OVERLOADED, "deadline_exceeded_in_queue", why)
+            ran = False
         else:
             result = run_one(verifier, item, job.params)
+            ran = True
         rss_mb = _rss_mb()
         if rss_mb > retire_above_mb:  # said first, so the parent gives it no more work
             conn.send(Retiring(rss_mb))
-        conn.send(ItemDone(index, result))
+        conn.send(ItemDone(index, result, ran))
         if rss_mb > retire_above_mb:
             if index + 1 < len(job.items):
                 conn.send(JobStopped(index + 1))
@@ -658,8 +661,9 @@ class WorkerPool:
 
     def _on_item_done(self, worker: _Worker, job: _Items, reply: ItemDone) -> None:
         self._backlog_s -= job.cost_s
-        self._learn_cost(job.cost_key, reply.result.elapsed_ms / 1000)
-        if self.observer is not None:
+        if reply.ran:  # a refusal at 0 s would teach admission that items cost nothing
+            self._learn_cost(job.cost_key, reply.result.elapsed_ms / 1000)
+        if self.observer is not None and reply.ran:
             wait_s = worker.started_at - job.queued_at
             self.observer.observe_job(job.job.verifier, wait_s, reply.result.elapsed_ms / 1000)
         future = job.futures[reply.index]

@@ -78,3 +78,21 @@ async def test_a_killed_forkserver_is_restarted_without_stalling_the_event_loop(
     await wait_for(lambda: pool.ready_workers == 2)
     results = await asyncio.gather(*pool.submit("sleepy", SleepParams(), items(4), 5.0))
     assert all(r.ok for r in results)
+
+
+async def test_items_refused_for_their_deadline_do_not_teach_the_pool_they_cost_nothing() -> None:
+    pool = WorkerPool(1, plugins=["testing_verifiers"], chunk_items=8)
+    pool.start(asyncio.get_running_loop())
+    try:
+        params = SleepParams(seconds=0.2)
+        await asyncio.gather(*pool.submit("sleepy", params, items(2, "learn"), 5.0))
+        learned = pool.item_cost_s("sleepy")
+        assert learned == pytest.approx(0.2, abs=0.05)
+        deadline = time.monotonic() + 0.3
+        results = await asyncio.gather(*pool.submit("sleepy", params, items(8), 5.0, deadline))
+        assert [r.status for r in results].count(Status.OVERLOADED) >= 5
+        # Six refusals at 0 s each used to drag the estimate to ~0.05 s: admission then let
+        # in four times the work a deadline allows, and the excess came back TIMEOUT.
+        assert pool.item_cost_s("sleepy") == pytest.approx(learned, abs=0.05)
+    finally:
+        await pool.close()
