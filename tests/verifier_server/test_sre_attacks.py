@@ -96,3 +96,35 @@ async def test_items_refused_for_their_deadline_do_not_teach_the_pool_they_cost_
         assert pool.item_cost_s("sleepy") == pytest.approx(learned, abs=0.05)
     finally:
         await pool.close()
+
+
+async def test_an_async_verifier_stops_when_every_caller_of_its_batch_has_gone() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from verifier_server.resolver import Leaf
+    from verifier_server.scorer import Scorer
+    from verifier_server.verifiers.base import Verifier
+
+    stopped = asyncio.Event()
+
+    class SlowBackend(Verifier):  # a judge waiting on a slow backend, say
+        name = "slow_backend"
+        execution = "async"
+
+        async def ascore(self, batch, params):  # type: ignore[no-untyped-def]
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                stopped.set()
+                raise
+            raise AssertionError("ran to the end for nobody")
+
+    with ThreadPoolExecutor(1) as threads:
+        scorer = Scorer(None, threads, 100)  # type: ignore[arg-type]
+        plan = Leaf(SlowBackend(), None, 30.0, "slow_backend")
+        futures = scorer.schedule(items(3), plan, deadline=None)
+        await asyncio.sleep(0.05)
+        for future in futures:  # the RPC was cancelled, or its deadline cut these off
+            future.cancel()
+        # The batch used to run on (a judge kept spending its budget) for callers long gone.
+        await asyncio.wait_for(stopped.wait(), 2.0)
