@@ -128,3 +128,18 @@ async def test_an_async_verifier_stops_when_every_caller_of_its_batch_has_gone()
             future.cancel()
         # The batch used to run on (a judge kept spending its budget) for callers long gone.
         await asyncio.wait_for(stopped.wait(), 2.0)
+
+
+def test_the_bearer_scheme_is_case_insensitive_and_nothing_else_is_a_token() -> None:
+    from verifier_server.access import AccessInterceptor
+
+    token = "trainer-a-0123456789abcdef"
+    interceptor = AccessInterceptor({token: "a"})
+    # Proxies and other clients send `bearer`: the scheme is case-insensitive (RFC 9110).
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        assert interceptor.caller(f"{scheme} {token}") == "a"
+    assert interceptor.caller(f"Bearer  {token} ") == "a"
+    wrong = [None, "", "Bearer", "Bearer ", token, f"Basic {token}", f"Bearer {token}x"]
+    wrong += [f"Bearer {token[:-1]}", "Bearer " + "x" * 100_000, f"Bearer é{token}"]
+    for presented in wrong:
+        assert interceptor.caller(presented) is None
