@@ -212,7 +212,10 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                 f"items: {len(request.items)} items in one request, over the server's cap of "
                 f"{cap}; split the batch (the Python client does this for you)",
             )
-        remaining = context.time_remaining()
+        # Work is admitted and started against the cut-off, not the deadline itself: a job
+        # admitted to finish just before the deadline finished after the response had left
+        # (its items came back TIMEOUT instead of OVERLOADED at once).
+        remaining = _cut_off(context)
         deadline = None if remaining is None else time.monotonic() + remaining
         caller = caller_var.get()
         if self.quotas.active:

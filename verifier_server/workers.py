@@ -647,7 +647,8 @@ class WorkerPool:
         elif isinstance(reply, BulkDone):
             self._backlog_s -= job.cost_s * job.n_items
             per_item_s = reply.elapsed_s / max(1, job.n_items)
-            self._learn_cost(job.cost_key, per_item_s)
+            held_s = time.monotonic() - worker.started_at  # see _on_item_done
+            self._learn_cost(job.cost_key, max(reply.elapsed_s, held_s) / max(1, job.n_items))
             if self.observer is not None:
                 wait_s = worker.started_at - job.queued_at
                 self.observer.observe_job(job.job.verifier, wait_s, per_item_s)
@@ -662,7 +663,10 @@ class WorkerPool:
     def _on_item_done(self, worker: _Worker, job: _Items, reply: ItemDone) -> None:
         self._backlog_s -= job.cost_s
         if reply.ran:  # a refusal at 0 s would teach admission that items cost nothing
-            self._learn_cost(job.cost_key, reply.result.elapsed_ms / 1000)
+            # What admission needs is how fast a worker gets through items as seen from here:
+            # with the job's transfer and the loop's latency, not only the verifier's time.
+            held_s = time.monotonic() - worker.started_at
+            self._learn_cost(job.cost_key, max(reply.result.elapsed_ms / 1000, held_s))
         if self.observer is not None and reply.ran:
             wait_s = worker.started_at - job.queued_at
             self.observer.observe_job(job.job.verifier, wait_s, reply.result.elapsed_ms / 1000)

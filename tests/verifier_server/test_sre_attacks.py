@@ -143,3 +143,46 @@ def test_the_bearer_scheme_is_case_insensitive_and_nothing_else_is_a_token() -> 
     wrong += [f"Bearer {token[:-1]}", "Bearer " + "x" * 100_000, f"Bearer é{token}"]
     for presented in wrong:
         assert interceptor.caller(presented) is None
+
+
+def test_under_a_burst_work_is_refused_at_once_rather_than_admitted_to_time_out() -> None:
+    import threading
+
+    import grpc
+    from server_process import ServerProcess
+
+    from verifier_server._proto.verifier.v1 import verifier_pb2 as pb
+    from verifier_server._proto.verifier.v1 import verifier_pb2_grpc as pb_grpc
+
+    def request(n: int) -> pb.ScoreRequest:
+        good = "<think>a</think><answer>b</answer>"
+        batch = [pb.Item(id=f"f{n}-{k}", completion=good, reward={"name": "format"})
+                 for k in range(40)]  # fmt: skip
+        for k in range(8):
+            item = pb.Item(id=f"s{n}-{k}", completion="x", reward={"name": "sleepy"})
+            item.reward.params.update({"seconds": 0.02})
+            batch.append(item)
+        return pb.ScoreRequest(items=batch)
+
+    server = ServerProcess(["--workers", "1", "--plugin", "testing_verifiers"])
+    statuses: list[int] = []
+    end = time.monotonic() + 6.0
+
+    def caller(n: int) -> None:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.VerifierServiceStub(channel)
+            while time.monotonic() < end:
+                statuses.extend(r.status for r in stub.Score(request(n), timeout=2.0).results)
+
+    try:
+        callers = [threading.Thread(target=caller, args=(n,)) for n in range(12)]
+        for thread in callers:
+            thread.start()
+        for thread in callers:
+            thread.join()
+    finally:
+        server.stop()
+    assert statuses.count(pb.STATUS_OK) > 1000 and statuses.count(pb.STATUS_OVERLOADED) > 1000
+    # Admission filled the queue up to the deadline itself, and the response left at a cut-off
+    # before it: bulk jobs admitted last finished after the answer (40% of them TIMEOUT).
+    assert statuses.count(pb.STATUS_TIMEOUT) <= len(statuses) // 100
