@@ -222,8 +222,11 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             refused = self.quotas.admit(caller, len(request.items))
             if refused is not None:
                 return _refused(request.items, refused)
+        # Callers take turns for workers: by token, or when there are none, by connection
+        # (anonymous callers used to share one first-in first-out queue).
+        turn = caller or f"peer:{context.peer()}"
         try:
-            slots = self.dispatcher.dispatch(request.items, deadline, payload, caller)
+            slots = self.dispatcher.dispatch(request.items, deadline, payload, turn)
         except DuplicateIdError as exc:
             if self.quotas.active:
                 self.quotas.release(caller, len(request.items))

@@ -13,7 +13,8 @@ Guarantees:
 - Workers ignore SIGINT and die with their parent (PR_SET_PDEATHSIG), so none outlive it.
 
 Not guaranteed: memory isolation beyond `memory_mb` (RLIMIT_AS per worker), fairness beyond
-first-in first-out, or any isolation of untrusted *code*: that is the job of `sandboxes`.
+turns between callers (jobs, not items: first-in first-out within a caller), or any isolation
+of untrusted *code*: that is the job of `sandboxes`.
 """
 
 from __future__ import annotations

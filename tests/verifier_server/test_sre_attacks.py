@@ -186,3 +186,43 @@ def test_under_a_burst_work_is_refused_at_once_rather_than_admitted_to_time_out(
     # Admission filled the queue up to the deadline itself, and the response left at a cut-off
     # before it: bulk jobs admitted last finished after the answer (40% of them TIMEOUT).
     assert statuses.count(pb.STATUS_TIMEOUT) <= len(statuses) // 100
+
+
+def test_anonymous_callers_on_different_connections_take_turns() -> None:
+    import grpc
+    from server_process import ServerProcess
+
+    from verifier_server._proto.verifier.v1 import verifier_pb2 as pb
+    from verifier_server._proto.verifier.v1 import verifier_pb2_grpc as pb_grpc
+
+    def batch(prefix: str, n: int) -> pb.ScoreRequest:
+        request = pb.ScoreRequest()
+        for k in range(n):
+            item = request.items.add(id=f"{prefix}{k}", completion="x")
+            item.reward.name = "sleepy"
+            item.reward.params.update({"seconds": 0.02})
+        return request
+
+    server = ServerProcess(["--workers", "1", "--plugin", "testing_verifiers"])
+    try:
+        own = [("grpc.use_local_subchannel_pool", 1)]  # a connection each, as two trainers
+        with (
+            grpc.insecure_channel(server.address, options=own) as hog_channel,
+            grpc.insecure_channel(server.address, options=own) as polite_channel,
+        ):
+            hog = pb_grpc.VerifierServiceStub(hog_channel).Score.future(
+                batch("h", 400),
+                timeout=30,  # ~8 s of work, queued first
+            )
+            time.sleep(0.5)
+            started = time.monotonic()
+            polite = pb_grpc.VerifierServiceStub(polite_channel).Score(batch("p", 2), timeout=5)
+            waited_s = time.monotonic() - started
+            assert all(r.status == pb.STATUS_OK for r in hog.result().results)
+    finally:
+        server.stop()
+    # Without tokens every caller was "" and the queue first-in first-out: the polite
+    # caller's two items waited behind the hog's 400 (refused OVERLOADED, its deadline
+    # being too short for the hog's backlog). Connections now take turns.
+    assert [r.status for r in polite.results] == [pb.STATUS_OK, pb.STATUS_OK]
+    assert waited_s < 2.0
