@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
@@ -272,6 +272,57 @@ def add_servicer(servicer: VerifierServicer, server: grpc.aio.Server) -> None:
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
+def add_standard_services(
+    health: HealthServicer, service_names: Sequence[str], server: grpc.aio.Server
+) -> None:
+    """Health and reflection, registered as their generated code would, except that requests
+    arrive as bytes and are parsed here: bytes that are not the request message get
+    INVALID_ARGUMENT, not UNKNOWN and an ERROR traceback in the log (health needs no token,
+    so anyone who reaches the port could write those)."""
+    from grpc_reflection.v1alpha import _async as reflection_aio
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    check, response = health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
+    reflector = reflection_aio.ReflectionServicer(service_names)
+
+    async def watch(payload: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for message in health.Watch(await _parse(check, payload, context), context):
+            yield message
+
+    async def reflect(
+        payloads: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        async def requests() -> AsyncIterator[Any]:
+            async for payload in payloads:
+                yield await _parse(reflection_pb2.ServerReflectionRequest, payload, context)
+
+        async for message in reflector.ServerReflectionInfo(requests(), context):
+            yield message
+
+    async def health_check(payload: bytes, context: grpc.aio.ServicerContext) -> Any:
+        return await health.Check(await _parse(check, payload, context), context)
+
+    services = {
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name: {
+            "Check": grpc.unary_unary_rpc_method_handler(
+                health_check, response_serializer=response.SerializeToString
+            ),
+            "Watch": grpc.unary_stream_rpc_method_handler(
+                watch, response_serializer=response.SerializeToString
+            ),
+        },
+        reflection.SERVICE_NAME: {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                reflect,
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            )
+        },
+    }
+    for name, handlers in services.items():
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+        server.add_registered_method_handlers(name, handlers)
+
+
 _CUT_OFF_MARGIN_S = 0.5  # the response leaves this long (at most a tenth of the time) early
 _STATUS_NAMES = {value: name.removeprefix("STATUS_") for name, value in pb.Status.items()}
 
@@ -419,17 +470,17 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
     )
     servicer = VerifierServicer(registry, config, dispatcher, Quotas(settings.auth), metrics)
     add_servicer(servicer, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     service_names = [
         SERVICE_NAME,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ]
-    reflection.enable_server_reflection(service_names, server)
+    add_standard_services(health, service_names, server)
     bound = []
+    where = settings.host  # what could not be bound, for the error
     try:
         if settings.port is not None:
-            address = f"{settings.host}:{settings.port}"
+            where = address = f"{settings.host}:{settings.port}"
             port = (
                 server.add_secure_port(address, credentials)
                 if credentials is not None
@@ -438,17 +489,19 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
             host = f"[{settings.host}]" if ":" in settings.host else settings.host
             bound.append(f"{host}:{port}")
         if settings.unix:
+            where = f"unix:{settings.unix}"
             server.add_insecure_port(f"unix:{settings.unix}")
             bound.append(f"unix:{settings.unix}")
         if metrics is not None:
             assert settings.metrics_port is not None
+            where = f"{settings.host}:{settings.metrics_port} (metrics)"
             port = metrics.serve(settings.metrics_port, settings.host)
             host = f"[{settings.host}]" if ":" in settings.host else settings.host
             bound.append(f"http://{host}:{port}/metrics")
     except (RuntimeError, OSError) as exc:
         await verifiers.close()
         await pool.close()
-        raise RuntimeError(f"cannot listen on {settings.host}: {exc}") from None
+        raise RuntimeError(f"cannot listen on {where}: {exc}") from None
     await server.start()
     await health.set("", serving)
     await health.set(SERVICE_NAME, serving)

@@ -226,3 +226,25 @@ def test_anonymous_callers_on_different_connections_take_turns() -> None:
     # being too short for the hog's backlog). Connections now take turns.
     assert [r.status for r in polite.results] == [pb.STATUS_OK, pb.STATUS_OK]
     assert waited_s < 2.0
+
+
+def test_undecodable_bytes_to_health_and_reflection_are_invalid_argument(server) -> None:
+    import grpc
+
+    garbage = b"\x0a\xff\xff\xff\xff\x0f"  # a length-delimited field longer than the message
+    with grpc.insecure_channel(server.address) as channel:
+        calls = [
+            lambda: channel.unary_unary("/grpc.health.v1.Health/Check")(garbage, timeout=5),
+            lambda: next(channel.unary_stream("/grpc.health.v1.Health/Watch")(garbage, timeout=5)),
+            lambda: list(
+                channel.stream_stream(
+                    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+                )(iter([garbage]), timeout=5)
+            ),
+        ]
+        for call in calls:
+            # Health needs no token: each of these was UNKNOWN and an ERROR traceback in the
+            # server's log, for anyone who can reach the port.
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
