@@ -593,8 +593,8 @@ class WorkerPool:
         for worker in self._workers:
             if not self._queue:
                 return
-            if worker.job is None and worker.ready and not worker.gone:
-                self._assign(worker)
+            if worker.job is None and worker.ready and not worker.gone and not worker.retiring:
+                self._assign(worker)  # a retiring worker exits without reading another job
 
     def _assign(self, worker: _Worker) -> None:
         while self._queue:
@@ -722,6 +722,11 @@ class WorkerPool:
             self._workers.remove(worker)
         if worker.job is not None:
             self._fail_running(worker, worker.job)
+            if self._closed:  # what went back to the queue will not run
+                while self._queue:
+                    self._fail(self._queue.popleft(), 0, Status.OVERLOADED, "shutting_down")
+            else:
+                self._pump()  # what went back to the queue, to an idle worker
         with contextlib.suppress(OSError):
             worker.conn.close()
         self._reap(worker)
@@ -793,6 +798,12 @@ class WorkerPool:
     def _fail_running(self, worker: _Worker, job: _Job) -> None:
         """A worker died while running `job`: the running item (for a bulk job, the whole job)
         fails; an _Items job's later items go back to the front of the queue."""
+        if worker.retiring and not worker.timed_out:
+            # It said Retiring after its last item and runs nothing now (killed before it
+            # could exit, say): what it had not answered goes back, nothing fails.
+            requeued = job if isinstance(job, _Bulk) else job.rest(worker.index)
+            self._queue.appendleft(requeued)
+            return
         if isinstance(job, _Bulk) and not worker.timed_out and not job.retried:
             # A bulk job's items are all "running": a worker killed from outside would cost
             # up to 512 of them. Linear-time verifiers do not kill workers, so try once more.

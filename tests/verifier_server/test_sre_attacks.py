@@ -248,3 +248,41 @@ def test_undecodable_bytes_to_health_and_reflection_are_invalid_argument(server)
             with pytest.raises(grpc.RpcError) as info:
                 call()
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_retiring_worker_is_given_no_more_work() -> None:
+    from testing_verifiers import HogParams
+
+    pool = WorkerPool(1, plugins=["testing_verifiers"], chunk_items=1)
+    pool.start(asyncio.get_running_loop())
+    try:
+        futures = pool.submit("hog", HogParams(megabytes=1200), items(1, "big"), 30.0)
+        futures += pool.submit("hog", HogParams(), items(3, "small"), 30.0)  # queued behind
+        results = await asyncio.gather(*futures)
+        # The pool used to hand the next queued job to the worker that had just said it was
+        # retiring: that worker exited without reading it, and the item came back worker_died.
+        assert [(r.status, r.reason) for r in results] == [(Status.OK, "")] * 4
+        assert pool.stats["retired"] == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_worker_killed_after_it_said_retiring_costs_no_item(tmp_path) -> None:
+    from verifier_server.workers import Retiring
+
+    pool = WorkerPool(1, plugins=["testing_verifiers"], chunk_items=4)
+    pool.start(asyncio.get_running_loop())
+    ran = tmp_path / "ran.txt"
+    try:
+        params = SleepParams(seconds=0.3, log_path=str(ran))
+        futures = pool.submit("sleepy", params, items(4), 30.0)
+        await wait_for(ran.exists)
+        worker = pool._workers[0]
+        # A worker says Retiring once its item is done, then exits on its own; killed in
+        # between (the OOM killer, an operator), it has nothing running that could be lost.
+        pool._on_message(worker, Retiring(rss_mb=9999.0))
+        os.kill(worker.process.pid, signal.SIGKILL)
+        results = await asyncio.gather(*futures)
+        assert [r.status for r in results] == [Status.OK] * 4
+    finally:
+        await pool.close()
