@@ -285,9 +285,8 @@ def add_standard_services(
     check, response = health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
     reflector = reflection_aio.ReflectionServicer(service_names)
 
-    async def watch(payload: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        async for message in health.Watch(await _parse(check, payload, context), context):
-            yield message
+    async def watch(payload: bytes, context: grpc.aio.ServicerContext) -> None:
+        await health.Watch(await _parse(check, payload, context), context)  # context.write()s
 
     async def reflect(
         payloads: AsyncIterator[bytes], context: grpc.aio.ServicerContext

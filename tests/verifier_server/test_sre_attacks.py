@@ -248,6 +248,15 @@ def test_undecodable_bytes_to_health_and_reflection_are_invalid_argument(server)
             with pytest.raises(grpc.RpcError) as info:
                 call()
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # And the real thing still works.
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        health = health_pb2_grpc.HealthStub(channel)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == serving
+        watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=5)
+        assert next(watch).status == serving
+        watch.cancel()
 
 
 async def test_a_retiring_worker_is_given_no_more_work() -> None:
