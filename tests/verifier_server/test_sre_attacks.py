@@ -295,3 +295,36 @@ async def test_a_worker_killed_after_it_said_retiring_costs_no_item(tmp_path) ->
         assert [r.status for r in results] == [Status.OK] * 4
     finally:
         await pool.close()
+
+
+def test_idle_connections_to_the_metrics_port_are_bounded_and_time_out() -> None:
+    import socket
+    import threading
+    import urllib.request
+
+    from verifier_server import metrics as metrics_module
+
+    metrics = metrics_module.Metrics()
+    port = metrics.serve(0, "127.0.0.1")
+    threads = threading.active_count()
+    idle = []
+    try:
+        for _ in range(100):  # a slowloris: half a request line each, then nothing
+            conn = socket.create_connection(("127.0.0.1", port))
+            conn.sendall(b"GET /metrics HTTP/1.1\r\n")
+            idle.append(conn)
+        time.sleep(0.5)
+        # Each used to hold a thread of the server's process, forever.
+        assert threading.active_count() <= threads + metrics_module.MAX_SCRAPES
+        idle[-1].settimeout(metrics_module.SCRAPE_TIMEOUT_S + 5)
+        assert idle[-1].recv(1) == b""  # refused (over the cap) or timed out: closed
+        idle[0].settimeout(metrics_module.SCRAPE_TIMEOUT_S + 5)
+        assert idle[0].recv(1) == b""
+        for conn in idle:
+            conn.close()
+        url = f"http://127.0.0.1:{port}/metrics"
+        assert b"verifier_items" in urllib.request.urlopen(url, timeout=5).read()
+    finally:
+        for conn in idle:
+            conn.close()
+        metrics.close()
