@@ -454,7 +454,9 @@ class WorkerPool:
 
     def idle_workers(self) -> int:
         """Workers ready and without a job, less the jobs already queued for them."""
-        idle = sum(1 for w in self._workers if w.ready and w.job is None and not w.gone)
+        idle = sum(
+            1 for w in self._workers if w.ready and w.job is None and not w.gone and not w.retiring
+        )
         return max(0, idle - len(self._queue))
 
     def estimated_wait_s(self) -> float:
@@ -849,9 +851,8 @@ class WorkerPool:
         worker = future.result()
         if self._closed:  # started while the pool closed: nobody would stop it
             worker.process.kill()
-            worker.process.join(1)
             worker.conn.close()
-            worker.process.close()
+            self._reap(worker)
             return
         self.stats["respawns"] += 1
         self._workers.append(worker)
