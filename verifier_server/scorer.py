@@ -57,7 +57,7 @@ class Scorer:
         self, items: Sequence[Item], plan: Leaf, deadline: float | None, caller: str
     ) -> list[asyncio.Future[Result]]:
         name = plan.verifier.name
-        admitted = self.pool.admissible(plan.cost_key, len(items), deadline)
+        admitted = self.pool.admissible(plan.cost_key, len(items), deadline, caller)
         admitted = min(admitted, max(0, self.max_queued_items - self._queued))
         futures = self.pool.submit(
             name, plan.params, items[:admitted], plan.timeout_s, deadline, plan.cost_key, caller

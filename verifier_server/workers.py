@@ -32,7 +32,7 @@ import resource
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -49,6 +49,7 @@ _INITIAL_ITEM_COST_S = 0.01  # admission estimate before a verifier has been mea
 _RETIRE_GROWTH_MB = 512  # see _retire_threshold_mb
 _CAPACITY_GRACE_S = 1.0  # no ready worker for this long: the pool reports it has no capacity
 _RESPAWN_BACKOFF_MAX_S = 5.0
+_MAX_COST_KEYS = 10_000  # per-item cost estimates kept (see _learn_cost)
 
 
 # --------------------------------------------------------------------------- worker side
@@ -375,7 +376,10 @@ class WorkerPool:
         self._ctx = multiprocessing.get_context("forkserver")
         self._workers: list[_Worker] = []
         self._queue = _FairQueue()
-        self._backlog_s = 0.0  # estimated seconds of queued + running work, all workers
+        # Items queued or running, by caller and cost key: the backlog is priced at the latest
+        # learned costs (a cold verifier's items queued at the initial guess are re-priced as
+        # soon as some have run; the backlog used to keep the guess, and admitted far too much).
+        self._pending: defaultdict[str, Counter[str]] = defaultdict(Counter)  # by caller
         self._item_cost_s: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -459,20 +463,59 @@ class WorkerPool:
         )
         return max(0, idle - len(self._queue))
 
+    def _settle(self, job: _Job, n_items: int) -> None:
+        """`n_items` of `job` no longer queued or running."""
+        pending = self._pending[job.caller]
+        left = pending[job.cost_key] - n_items
+        if left:
+            pending[job.cost_key] = left
+        else:  # keys are callers' params, and callers come and go: keep none unused
+            del pending[job.cost_key]
+            if not pending:
+                del self._pending[job.caller]
+
+    def _backlog_of(self, caller: str) -> float:
+        pending = self._pending.get(caller, {})
+        return sum(n * self.item_cost_s(key) for key, n in pending.items())
+
+    @property
+    def _backlog_s(self) -> float:
+        """Estimated seconds of queued and running work, all workers together."""
+        return sum(self._backlog_of(caller) for caller in self._pending)
+
     def estimated_wait_s(self) -> float:
         return self._backlog_s / self.n_workers
 
     def item_cost_s(self, cost_key: str) -> float:
         return self._item_cost_s.get(cost_key, _INITIAL_ITEM_COST_S)
 
-    def admissible(self, cost_key: str, n_items: int, deadline: float | None) -> int:
-        """How many of `n_items` can finish before `deadline`, by the current backlog."""
+    def admissible(
+        self, cost_key: str, n_items: int, deadline: float | None, caller: str = ""
+    ) -> int:
+        """How many of `n_items` of `caller` can finish before `deadline`. Callers take turns
+        (see _FairQueue): before the last of the caller's work, each other caller runs at
+        most as much work as the caller has, so the wait counts the caller's own backlog
+        and, of each other caller's, no more than that."""
         if deadline is None:
             return n_items
-        room_s = (deadline - time.monotonic()) * 0.9 * self.n_workers - self._backlog_s
-        return max(0, min(n_items, math.floor(room_s / self.item_cost_s(cost_key))))
+        room_s = (deadline - time.monotonic()) * 0.9 * self.n_workers
+        own_s = self._backlog_of(caller)
+        others_s = [self._backlog_of(c) for c in self._pending if c != caller]
+        cost_s = self.item_cost_s(cost_key)
 
-    def admits_job(self, cost_key: str, n_items: int, deadline: float | None) -> bool:
+        def fits(n: int) -> bool:
+            mine_s = own_s + n * cost_s
+            return mine_s + sum(min(other, mine_s) for other in others_s) <= room_s
+
+        low, high = 0, n_items  # the most that fit: the wait only grows with n
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        return low
+
+    def admits_job(
+        self, cost_key: str, n_items: int, deadline: float | None, caller: str = ""
+    ) -> bool:
         """Whether a job of `n_items` that runs on one worker (a bulk job) can finish before
         `deadline`: the backlog leaves room for it, and it fits the time left on its own."""
         if deadline is None:
@@ -480,7 +523,7 @@ class WorkerPool:
         alone_s = self.item_cost_s(cost_key) * n_items
         return (
             alone_s <= (deadline - time.monotonic()) * 0.9
-            and self.admissible(cost_key, n_items, deadline) == n_items
+            and self.admissible(cost_key, n_items, deadline, caller) == n_items
         )
 
     def submit(
@@ -514,7 +557,7 @@ class WorkerPool:
             queued = _Items(
                 job, futures[start : start + size], timeout_s, deadline, cost, cost_key, caller
             )
-            self._backlog_s += cost * queued.n_items
+            self._pending[caller][cost_key] += queued.n_items
             self._queue.append(queued)
         self._pump()
         return futures
@@ -540,7 +583,7 @@ class WorkerPool:
         cost_key = cost_key or job.verifier
         cost = self.item_cost_s(cost_key)
         queued = _Bulk(job, future, timeout_s, deadline, cost, cost_key, caller)
-        self._backlog_s += cost * queued.n_items
+        self._pending[caller][cost_key] += queued.n_items
         self._queue.append(queued)
         self._pump()
         return future
@@ -602,7 +645,7 @@ class WorkerPool:
         while self._queue:
             job = self._queue.popleft()
             if job.abandoned:
-                self._backlog_s -= job.cost_s * job.n_items
+                self._settle(job, job.n_items)
                 continue
             if job.deadline is not None and time.monotonic() >= job.deadline:
                 self._fail(job, 0, Status.OVERLOADED, "deadline_exceeded_in_queue")
@@ -648,7 +691,7 @@ class WorkerPool:
                 self._queue.appendleft(job.rest(reply.next_index))
             self._finish(worker)
         elif isinstance(reply, BulkDone):
-            self._backlog_s -= job.cost_s * job.n_items
+            self._settle(job, job.n_items)
             per_item_s = reply.elapsed_s / max(1, job.n_items)
             held_s = time.monotonic() - worker.started_at  # see _on_item_done
             self._learn_cost(job.cost_key, max(reply.elapsed_s, held_s) / max(1, job.n_items))
@@ -664,7 +707,7 @@ class WorkerPool:
             self._finish(worker)
 
     def _on_item_done(self, worker: _Worker, job: _Items, reply: ItemDone) -> None:
-        self._backlog_s -= job.cost_s
+        self._settle(job, 1)
         if reply.ran:  # a refusal at 0 s would teach admission that items cost nothing
             # What admission needs is how fast a worker gets through items as seen from here:
             # with the job's transfer and the loop's latency, not only the verifier's time.
@@ -825,7 +868,7 @@ class WorkerPool:
             how = "" if code is None else f" with code {code}"
             why = f"worker exited{how} while scoring {what}"
             status, reason = Status.VERIFIER_ERROR, "worker_died"
-        self._backlog_s -= job.cost_s * (stop - start)
+        self._settle(job, stop - start)
         job.fail(start, stop, status, reason, why)
         if isinstance(job, _Items) and stop < job.n_items:
             self._queue.appendleft(job.rest(stop))
@@ -862,11 +905,15 @@ class WorkerPool:
         """Fails the job's items from `start` on (a bulk job: all of them)."""
         stop = job.n_items
         start = 0 if isinstance(job, _Bulk) else start
-        self._backlog_s -= job.cost_s * (stop - start)
+        self._settle(job, stop - start)
         job.fail(start, stop, status, reason, message)
 
     def _learn_cost(self, cost_key: str, seconds: float) -> None:
-        previous = self._item_cost_s.get(cost_key)
+        # Most recently learned last; past _MAX_COST_KEYS the stalest estimate is forgotten
+        # (a key is a verifier and its params, which callers choose).
+        previous = self._item_cost_s.pop(cost_key, None)
+        if previous is None and len(self._item_cost_s) >= _MAX_COST_KEYS:
+            del self._item_cost_s[next(iter(self._item_cost_s))]
         self._item_cost_s[cost_key] = (
             seconds if previous is None else 0.8 * previous + 0.2 * seconds
         )

@@ -328,3 +328,50 @@ def test_idle_connections_to_the_metrics_port_are_bounded_and_time_out() -> None
         for conn in idle:
             conn.close()
         metrics.close()
+
+
+async def test_queued_work_is_priced_at_what_the_pool_has_learned_since() -> None:
+    pool = WorkerPool(1, plugins=["testing_verifiers"], chunk_items=1)
+    pool.start(asyncio.get_running_loop())
+    try:
+        # A cold verifier: 20 items queued at the initial guess of 10 ms each (0.2 s).
+        futures = pool.submit("sleepy", SleepParams(seconds=0.1), items(20), 5.0)
+        await wait_for(lambda: sum(f.done() for f in futures) >= 2)
+        assert pool.item_cost_s("sleepy") > 0.05  # learned: ~0.1 s
+        # ~1.8 s of work is queued; nothing more can finish within a second. The backlog
+        # used to keep the guess it was queued at (~0.18 s) and admit six more items, which
+        # then came back TIMEOUT.
+        assert pool.estimated_wait_s() > 1.0
+        assert pool.admissible("sleepy", 10, time.monotonic() + 1.0) == 0
+        await asyncio.gather(*futures)
+    finally:
+        await pool.close()
+
+
+async def test_cost_estimates_are_bounded_however_many_distinct_params_callers_send() -> None:
+    from verifier_server import workers
+
+    pool = WorkerPool(1, plugins=["testing_verifiers"])
+    pool.start(asyncio.get_running_loop())
+    try:
+        # A cost is learned per (verifier, params): a caller varying a param every request
+        # (a random regex, say) grew this table, and the params' text in it, without bound.
+        for n in range(workers._MAX_COST_KEYS + 500):
+            pool._learn_cost(f"sleepy:{n}", 0.001)
+        assert len(pool._item_cost_s) <= workers._MAX_COST_KEYS
+        assert pool.item_cost_s(f"sleepy:{workers._MAX_COST_KEYS + 499}") == 0.001  # latest kept
+    finally:
+        await pool.close()
+
+
+def test_the_cost_key_of_a_plan_does_not_hold_its_params_text() -> None:
+    from verifier_server.config import ServerConfig
+    from verifier_server.registry import Registry
+    from verifier_server.resolver import Resolver
+    from verifier_server.types import RewardSpec
+
+    resolver = Resolver(Registry.load(["testing_verifiers"]), ServerConfig())
+    plan = resolver.resolve(RewardSpec("sleepy", {"log_path": "x" * 100_000}))
+    assert len(plan.cost_key) < 100  # a digest of the params: distinct params, distinct keys
+    other = resolver.resolve(RewardSpec("sleepy", {"log_path": "x" * 99_999}))
+    assert other.cost_key != plan.cost_key and other.cost_key.startswith("sleepy:")
