@@ -325,6 +325,11 @@ class _FairQueue:
         self.items -= job.n_items
         return job
 
+    def head(self, caller: str) -> _Job | None:
+        """The caller's next job, if it has one queued."""
+        jobs = self._by_caller.get(caller)
+        return jobs[0] if jobs else None
+
     def _queue_of(self, caller: str, front: bool) -> deque[_Job]:
         jobs = self._by_caller.get(caller)
         if jobs is None:
@@ -478,6 +483,10 @@ class WorkerPool:
         pending = self._pending.get(caller, {})
         return sum(n * self.item_cost_s(key) for key, n in pending.items())
 
+    def _head_s(self, caller: str) -> float:
+        head = self._queue.head(caller)
+        return 0.0 if head is None else head.n_items * self.item_cost_s(head.cost_key)
+
     @property
     def _backlog_s(self) -> float:
         """Estimated seconds of queued and running work, all workers together."""
@@ -493,19 +502,20 @@ class WorkerPool:
         self, cost_key: str, n_items: int, deadline: float | None, caller: str = ""
     ) -> int:
         """How many of `n_items` of `caller` can finish before `deadline`. Callers take turns
-        (see _FairQueue): before the last of the caller's work, each other caller runs at
-        most as much work as the caller has, so the wait counts the caller's own backlog
-        and, of each other caller's, no more than that."""
+        by jobs (see _FairQueue): before the last of the caller's work, each other caller runs
+        at most as much work as the caller has, plus the job at its head; so the wait counts
+        the caller's own backlog and, of each other caller's, no more than that."""
         if deadline is None:
             return n_items
         room_s = (deadline - time.monotonic()) * 0.9 * self.n_workers
         own_s = self._backlog_of(caller)
-        others_s = [self._backlog_of(c) for c in self._pending if c != caller]
+        others = [(self._backlog_of(c), self._head_s(c)) for c in self._pending if c != caller]
         cost_s = self.item_cost_s(cost_key)
 
         def fits(n: int) -> bool:
             mine_s = own_s + n * cost_s
-            return mine_s + sum(min(other, mine_s) for other in others_s) <= room_s
+            before_s = sum(min(total_s, mine_s + head_s) for total_s, head_s in others)
+            return mine_s + before_s <= room_s
 
         low, high = 0, n_items  # the most that fit: the wait only grows with n
         while low < high:
@@ -693,8 +703,9 @@ class WorkerPool:
         elif isinstance(reply, BulkDone):
             self._settle(job, job.n_items)
             per_item_s = reply.elapsed_s / max(1, job.n_items)
-            held_s = time.monotonic() - worker.started_at  # see _on_item_done
-            self._learn_cost(job.cost_key, max(reply.elapsed_s, held_s) / max(1, job.n_items))
+            # The worker's own time: a bulk job's transfer is the event loop's work, not the
+            # worker's, and counting it made cheap items look dear whenever the loop was busy.
+            self._learn_cost(job.cost_key, per_item_s)
             if self.observer is not None:
                 wait_s = worker.started_at - job.queued_at
                 self.observer.observe_job(job.job.verifier, wait_s, per_item_s)
