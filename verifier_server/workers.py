@@ -199,6 +199,14 @@ def _run_items(conn: Connection, verifier: Any, job: ItemsJob, retire_above_mb: 
     return True
 
 
+def _exited(process: multiprocessing.process.BaseProcess) -> bool:
+    """Whether the process's exit code is known (without waiting for it)."""
+    try:
+        return process.exitcode is not None
+    except ValueError:  # closed: its exit code was known
+        return True
+
+
 def _rss_mb() -> float:
     """This process's resident memory now (not its peak)."""
     with open("/proc/self/statm", "rb") as statm:
@@ -439,13 +447,17 @@ class WorkerPool:
         for worker in list(self._workers):
             worker.outbox.put(None)
         end = time.monotonic() + timeout_s
-        for worker in list(self._workers):
+        workers = list(self._workers)
+        for worker in workers:
             # A worker that exits meanwhile is reaped (and its handle closed) by _on_exit.
             while not worker.gone and worker.process.is_alive() and time.monotonic() < end:
                 await asyncio.sleep(0.01)
             if not worker.gone and worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(1)
+        # Returns once the forkserver has reaped them (told their exit codes; see _reap).
+        while not all(_exited(w.process) for w in workers) and time.monotonic() < end + 1.0:
+            await asyncio.sleep(0.01)
 
     @property
     def pids(self) -> list[int]:
