@@ -1,14 +1,15 @@
 """Soak: mixed load with random worker kills and bad input for N minutes; does anything leak?
 
     .venv/bin/python benchmarks/soak.py [--minutes 10] [--workers 2] [--clients 4]
-                                        [--kill-every-s 5]
+                                        [--kill-every-s 5] [--forkserver-every 0]
 
 Starts a real `verifier-server` subprocess. `--clients` threads each send, back to back,
 requests of a random mix (format and string_check in bulk, math, json_schema), with a
 deadline; one in ten requests carries bad items (unknown verifier, bad params, a reference
 that does not parse), and one in fifty is bytes that are not a request. Every
-`--kill-every-s` a random worker is SIGKILLed. At the end it prints items/s, RPC latency
-percentiles, how items ended (OK, and each non-OK status), "lost" items (a wrong verdict for
+`--kill-every-s` a random worker is SIGKILLed (with `--forkserver-every N`, every Nth kill is
+the forkserver's: all workers die with it and it restarts). At the end it prints items/s, RPC
+latency percentiles, how items ended (OK, and each non-OK status), "lost" items (a wrong verdict for
 a good item, or a non-OK status that neither a kill, the bad input nor overload explains), and
 the server's fds, threads and RSS at start and end.
 """
@@ -16,6 +17,7 @@ the server's fds, threads and RSS at start and end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import signal
@@ -97,6 +99,21 @@ def worker_pids(server_pid: int) -> list[int]:
     return [pid for fs in forkservers for pid in children.get(fs, [])]
 
 
+def forkserver_pids(server_pid: int) -> list[int]:
+    """The server's forkserver (the parent of its workers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"forkserver" in cmdline and int(stat.rsplit(")", 1)[1].split()[1]) == server_pid:
+                found.append(int(entry))
+    return found
+
+
 class Tally:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -159,6 +176,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--kill-every-s", type=float, default=5.0)
+    parser.add_argument(
+        "--forkserver-every", type=int, default=0,
+        help="every Nth kill is the forkserver's (its workers die with it); 0: never",
+    )  # fmt: skip
     args = parser.parse_args()
 
     process, address = start_server_process(["--workers", str(args.workers)])
@@ -177,8 +198,11 @@ def main() -> None:
         while time.monotonic() < end:
             time.sleep(min(args.kill_every_s, max(0.0, end - time.monotonic())))
             pids = worker_pids(process.pid)
+            if args.forkserver_every and (kills + 1) % args.forkserver_every == 0:
+                pids = forkserver_pids(process.pid)
             if pids and time.monotonic() < end:
-                os.kill(rng.choice(pids), signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(rng.choice(pids), signal.SIGKILL)
                 kills += 1
             done = sum(tally.statuses.values())
             print(f"  {time.monotonic() - started:6.0f} s  {done} items  {kills} kills", flush=True)

@@ -90,9 +90,10 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
     def caller(self, authorization: str | None) -> str | None:
         """The label of the token presented, or None. Compares with every token in constant
         time, so the time taken says nothing about which prefix matched."""
-        if not authorization or not authorization.startswith("Bearer "):
+        scheme, _, presented_text = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer":  # auth schemes are case-insensitive (RFC 9110 11.1)
             return None
-        presented = authorization[len("Bearer ") :].strip().encode()
+        presented = presented_text.strip().encode()
         found = None
         for token, label in self._tokens:
             if hmac.compare_digest(presented, token):

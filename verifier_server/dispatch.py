@@ -131,7 +131,7 @@ class Dispatcher:
             group = loop.create_future()
             ids = [messages[i].id for i in part]
             jobs.append((part, group))
-            if not self.pool.admits_job(leaf.cost_key, len(part), deadline):
+            if not self.pool.admits_job(leaf.cost_key, len(part), deadline, caller):
                 group.set_result(_refused(ids, self.pool.estimated_wait_s()))
                 continue
             if request_payload is not None and len(part) == len(messages):

@@ -14,14 +14,20 @@ Nothing is recorded when metrics are off.
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+MAX_SCRAPES = 16  # connections served at once; more are closed at once
+SCRAPE_TIMEOUT_S = 5.0  # a connection that sends no complete request in this long is closed
 _LATENCY_BUCKETS_S = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -96,14 +102,53 @@ class Metrics:
             self.run_time.labels(verifier).observe(run_s)
 
     def serve(self, port: int, host: str) -> int:
-        """Starts the HTTP endpoint (a thread); returns the port it listens on."""
-        self._http, _thread = start_http_server(port, addr=host, registry=self.registry)
+        """Starts the HTTP endpoint (a thread); returns the port it listens on.
+
+        Not prometheus_client's start_http_server: its thread per connection waits forever
+        for a request, so idle connections (a slowloris) added threads to the server's
+        process without bound. Here a connection gets SCRAPE_TIMEOUT_S to send its request,
+        and past MAX_SCRAPES at once, new ones are closed."""
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        server_class = type("_Server", (_ScrapeServer,), {"address_family": family[0][0]})
+        app = make_wsgi_app(self.registry)
+        self._http = make_server(host, port, app, server_class, handler_class=_ScrapeHandler)
+        threading.Thread(
+            target=self._http.serve_forever, name="verifier-metrics", daemon=True
+        ).start()
         return self._http.server_port
 
     def close(self) -> None:
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
+
+
+class _ScrapeHandler(WSGIRequestHandler):
+    timeout = SCRAPE_TIMEOUT_S  # set on the connection's socket by StreamRequestHandler
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged."""
+
+
+class _ScrapeServer(ThreadingWSGIServer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_SCRAPES)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # over the cap: closed at once
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that timed out or went away: nothing to print a traceback for."""
 
 
 class _PoolCollector(Collector):

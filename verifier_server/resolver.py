@@ -7,6 +7,7 @@ caller can be told exactly what to fix.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -137,5 +138,8 @@ class Resolver:
                 f"{where}.params.timeout_s",
                 f"{timeout_s:g} s is above the server's limit of {limits.max_item_timeout_s:g} s",
             )
-        cost_key = f"{name}:{validated.model_dump_json()}"
+        # A digest, not the params' text: the pool keeps up to 10,000 keys, and params can be
+        # long (a rubric, a pattern).
+        digest = hashlib.blake2b(validated.model_dump_json().encode(), digest_size=12)
+        cost_key = f"{name}:{digest.hexdigest()}"
         return Leaf(self.registry.instance(name), validated, timeout_s, cost_key)

@@ -57,7 +57,7 @@ class Scorer:
         self, items: Sequence[Item], plan: Leaf, deadline: float | None, caller: str
     ) -> list[asyncio.Future[Result]]:
         name = plan.verifier.name
-        admitted = self.pool.admissible(plan.cost_key, len(items), deadline)
+        admitted = self.pool.admissible(plan.cost_key, len(items), deadline, caller)
         admitted = min(admitted, max(0, self.max_queued_items - self._queued))
         futures = self.pool.submit(
             name, plan.params, items[:admitted], plan.timeout_s, deadline, plan.cost_key, caller
@@ -132,7 +132,21 @@ class Scorer:
                 if not future.done():
                     future.set_result(result)
 
-        self._loop.create_task(coro).add_done_callback(done)
+        task = self._loop.create_task(coro)
+        task.add_done_callback(done)
+        waiting = len(futures)
+
+        def cancel_if_abandoned(future: asyncio.Future[Result]) -> None:
+            # Every caller of the batch has gone (a cancelled RPC, a deadline's cut-off): a
+            # judge would go on spending its budget for nobody. Threads stop between chunks.
+            nonlocal waiting
+            if future.cancelled():
+                waiting -= 1
+                if waiting == 0:
+                    task.cancel()
+
+        for future in futures:
+            future.add_done_callback(cancel_if_abandoned)
         return futures
 
     def _schedule_composite(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
@@ -212,15 +212,21 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                 f"items: {len(request.items)} items in one request, over the server's cap of "
                 f"{cap}; split the batch (the Python client does this for you)",
             )
-        remaining = context.time_remaining()
+        # Work is admitted and started against the cut-off, not the deadline itself: a job
+        # admitted to finish just before the deadline finished after the response had left
+        # (its items came back TIMEOUT instead of OVERLOADED at once).
+        remaining = _cut_off(context)
         deadline = None if remaining is None else time.monotonic() + remaining
         caller = caller_var.get()
         if self.quotas.active:
             refused = self.quotas.admit(caller, len(request.items))
             if refused is not None:
                 return _refused(request.items, refused)
+        # Callers take turns for workers: by token, or when there are none, by connection
+        # (anonymous callers used to share one first-in first-out queue).
+        turn = caller or f"peer:{context.peer()}"
         try:
-            slots = self.dispatcher.dispatch(request.items, deadline, payload, caller)
+            slots = self.dispatcher.dispatch(request.items, deadline, payload, turn)
         except DuplicateIdError as exc:
             if self.quotas.active:
                 self.quotas.release(caller, len(request.items))
@@ -264,6 +270,56 @@ def add_servicer(servicer: VerifierServicer, server: grpc.aio.Server) -> None:
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+def add_standard_services(
+    health: HealthServicer, service_names: Sequence[str], server: grpc.aio.Server
+) -> None:
+    """Health and reflection, registered as their generated code would, except that requests
+    arrive as bytes and are parsed here: bytes that are not the request message get
+    INVALID_ARGUMENT, not UNKNOWN and an ERROR traceback in the log (health needs no token,
+    so anyone who reaches the port could write those)."""
+    from grpc_reflection.v1alpha import _async as reflection_aio
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    check, response = health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
+    reflector = reflection_aio.ReflectionServicer(service_names)
+
+    async def watch(payload: bytes, context: grpc.aio.ServicerContext) -> None:
+        await health.Watch(await _parse(check, payload, context), context)  # context.write()s
+
+    async def reflect(
+        payloads: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        async def requests() -> AsyncIterator[Any]:
+            async for payload in payloads:
+                yield await _parse(reflection_pb2.ServerReflectionRequest, payload, context)
+
+        async for message in reflector.ServerReflectionInfo(requests(), context):
+            yield message
+
+    async def health_check(payload: bytes, context: grpc.aio.ServicerContext) -> Any:
+        return await health.Check(await _parse(check, payload, context), context)
+
+    services = {
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name: {
+            "Check": grpc.unary_unary_rpc_method_handler(
+                health_check, response_serializer=response.SerializeToString
+            ),
+            "Watch": grpc.unary_stream_rpc_method_handler(
+                watch, response_serializer=response.SerializeToString
+            ),
+        },
+        reflection.SERVICE_NAME: {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                reflect,
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            )
+        },
+    }
+    for name, handlers in services.items():
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+        server.add_registered_method_handlers(name, handlers)
 
 
 _CUT_OFF_MARGIN_S = 0.5  # the response leaves this long (at most a tenth of the time) early
@@ -413,16 +469,15 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
     )
     servicer = VerifierServicer(registry, config, dispatcher, Quotas(settings.auth), metrics)
     add_servicer(servicer, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     service_names = [
         SERVICE_NAME,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ]
-    reflection.enable_server_reflection(service_names, server)
+    add_standard_services(health, service_names, server)
     bound = []
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    where = f"{host}:{settings.port}"
+    where = f"{host}:{settings.port}"  # what could not be bound, for the error
     try:
         if settings.port is not None:
             port = (

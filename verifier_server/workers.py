@@ -17,7 +17,8 @@ Guarantees:
 - Workers ignore SIGINT and die with their parent (PR_SET_PDEATHSIG), so none outlive it.
 
 Not guaranteed: memory isolation beyond `memory_mb` (RLIMIT_AS per worker), fairness beyond
-first-in first-out, or any isolation of untrusted *code*: that is the job of `sandboxes`.
+turns between callers (jobs, not items: first-in first-out within a caller), or any isolation
+of untrusted *code*: that is the job of `sandboxes`.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ import resource
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -54,6 +56,7 @@ _RESPAWN_BACKOFF_MAX_S = 5.0
 # Deaths a completion can cause in C code (a parser's stack overflow, an abort); a SIGKILL
 # from outside (an operator, the OOM killer) is not counted as the completion's doing.
 _CRASHES = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL})
+_MAX_COST_KEYS = 10_000  # per-item cost estimates kept (see _learn_cost)
 
 
 # --------------------------------------------------------------------------- worker side
@@ -92,6 +95,7 @@ class Ready:
 class ItemDone:
     index: int  # in the job's items
     result: Result
+    ran: bool = True  # False: refused unstarted (its deadline had passed); costs say nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,17 +201,27 @@ def _run_items(conn: Connection, verifier: Any, job: ItemsJob, retire_above_mb: 
         if job.deadline is not None and time.monotonic() >= job.deadline:
             why = "the caller's deadline passed before this item started"
             result = Result.failed(item.id, Status.OVERLOADED, "deadline_exceeded_in_queue", why)
+            ran = False
         else:
             result = run_one(verifier, item, job.params)
+            ran = True
         rss_mb = _rss_mb()
         if rss_mb > retire_above_mb:  # said first, so the parent gives it no more work
             conn.send(Retiring(rss_mb))
-        conn.send(ItemDone(index, result))
+        conn.send(ItemDone(index, result, ran))
         if rss_mb > retire_above_mb:
             if index + 1 < len(job.items):
                 conn.send(JobStopped(index + 1))
             return False
     return True
+
+
+def _exited(process: multiprocessing.process.BaseProcess) -> bool:
+    """Whether the process's exit code is known (without waiting for it)."""
+    try:
+        return process.exitcode is not None
+    except ValueError:  # closed: its exit code was known
+        return True
 
 
 def _rss_mb() -> float:
@@ -344,6 +358,11 @@ class _FairQueue:
         self.items -= job.n_items
         return job
 
+    def head(self, caller: str) -> _Job | None:
+        """The caller's next job, if it has one queued."""
+        jobs = self._by_caller.get(caller)
+        return jobs[0] if jobs else None
+
     def _queue_of(self, caller: str, front: bool) -> deque[_Job]:
         jobs = self._by_caller.get(caller)
         if jobs is None:
@@ -396,7 +415,10 @@ class WorkerPool:
         self._ctx = multiprocessing.get_context("forkserver")
         self._workers: list[_Worker] = []
         self._queue = _FairQueue()
-        self._backlog_s = 0.0  # estimated seconds of queued + running work, all workers
+        # Items queued or running, by caller and cost key: the backlog is priced at the latest
+        # learned costs (a cold verifier's items queued at the initial guess are re-priced as
+        # soon as some have run; the backlog used to keep the guess, and admitted far too much).
+        self._pending: defaultdict[str, Counter[str]] = defaultdict(Counter)  # by caller
         self._item_cost_s: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -406,6 +428,8 @@ class WorkerPool:
         self._has_capacity = True
         self._failed_starts = 0  # workers in a row that died before they were ready
         self._capacity_timer: asyncio.TimerHandle | None = None
+        # Replacements are started on this thread (see _replace); one is enough.
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="verifier-worker-spawner")
 
     # ---- lifecycle
 
@@ -423,6 +447,7 @@ class WorkerPool:
         self._ctx.set_forkserver_preload(
             ["verifier_server.workers", "verifier_server.registry", *FORKSERVER_PRELOAD]
         )
+        self._spawner.submit(int).result()  # its thread now, not at the first death
         workers = [self._spawn() for _ in range(self.n_workers)]
         for worker in workers:
             if not worker.conn.poll(ready_timeout_s):
@@ -442,18 +467,23 @@ class WorkerPool:
     async def close(self, timeout_s: float = 2.0) -> None:
         """Stops all workers; items still queued come back STATUS_OVERLOADED."""
         self._closed = True
+        self._spawner.shutdown(wait=False, cancel_futures=True)
         while self._queue:
             self._fail(self._queue.popleft(), 0, Status.OVERLOADED, "shutting_down")
         for worker in list(self._workers):
             worker.outbox.put(None)
         end = time.monotonic() + timeout_s
-        for worker in list(self._workers):
+        workers = list(self._workers)
+        for worker in workers:
             # A worker that exits meanwhile is reaped (and its handle closed) by _on_exit.
             while not worker.gone and worker.process.is_alive() and time.monotonic() < end:
                 await asyncio.sleep(0.01)
             if not worker.gone and worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(1)
+        # Returns once the forkserver has reaped them (told their exit codes; see _reap).
+        while not all(_exited(w.process) for w in workers) and time.monotonic() < end + 1.0:
+            await asyncio.sleep(0.01)
 
     @property
     def pids(self) -> list[int]:
@@ -471,8 +501,34 @@ class WorkerPool:
 
     def idle_workers(self) -> int:
         """Workers ready and without a job, less the jobs already queued for them."""
-        idle = sum(1 for w in self._workers if w.ready and w.job is None and not w.gone)
+        idle = sum(
+            1 for w in self._workers if w.ready and w.job is None and not w.gone and not w.retiring
+        )
         return max(0, idle - len(self._queue))
+
+    def _settle(self, job: _Job, n_items: int) -> None:
+        """`n_items` of `job` no longer queued or running."""
+        pending = self._pending[job.caller]
+        left = pending[job.cost_key] - n_items
+        if left:
+            pending[job.cost_key] = left
+        else:  # keys are callers' params, and callers come and go: keep none unused
+            del pending[job.cost_key]
+            if not pending:
+                del self._pending[job.caller]
+
+    def _backlog_of(self, caller: str) -> float:
+        pending = self._pending.get(caller, {})
+        return sum(n * self.item_cost_s(key) for key, n in pending.items())
+
+    def _head_s(self, caller: str) -> float:
+        head = self._queue.head(caller)
+        return 0.0 if head is None else head.n_items * self.item_cost_s(head.cost_key)
+
+    @property
+    def _backlog_s(self) -> float:
+        """Estimated seconds of queued and running work, all workers together."""
+        return sum(self._backlog_of(caller) for caller in self._pending)
 
     def estimated_wait_s(self) -> float:
         return self._backlog_s / self.n_workers
@@ -480,14 +536,34 @@ class WorkerPool:
     def item_cost_s(self, cost_key: str) -> float:
         return self._item_cost_s.get(cost_key, _INITIAL_ITEM_COST_S)
 
-    def admissible(self, cost_key: str, n_items: int, deadline: float | None) -> int:
-        """How many of `n_items` can finish before `deadline`, by the current backlog."""
+    def admissible(
+        self, cost_key: str, n_items: int, deadline: float | None, caller: str = ""
+    ) -> int:
+        """How many of `n_items` of `caller` can finish before `deadline`. Callers take turns
+        by jobs (see _FairQueue): before the last of the caller's work, each other caller runs
+        at most as much work as the caller has, plus the job at its head; so the wait counts
+        the caller's own backlog and, of each other caller's, no more than that."""
         if deadline is None:
             return n_items
-        room_s = (deadline - time.monotonic()) * 0.9 * self.n_workers - self._backlog_s
-        return max(0, min(n_items, math.floor(room_s / self.item_cost_s(cost_key))))
+        room_s = (deadline - time.monotonic()) * 0.9 * self.n_workers
+        own_s = self._backlog_of(caller)
+        others = [(self._backlog_of(c), self._head_s(c)) for c in self._pending if c != caller]
+        cost_s = self.item_cost_s(cost_key)
 
-    def admits_job(self, cost_key: str, n_items: int, deadline: float | None) -> bool:
+        def fits(n: int) -> bool:
+            mine_s = own_s + n * cost_s
+            before_s = sum(min(total_s, mine_s + head_s) for total_s, head_s in others)
+            return mine_s + before_s <= room_s
+
+        low, high = 0, n_items  # the most that fit: the wait only grows with n
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        return low
+
+    def admits_job(
+        self, cost_key: str, n_items: int, deadline: float | None, caller: str = ""
+    ) -> bool:
         """Whether a job of `n_items` that runs on one worker (a bulk job) can finish before
         `deadline`: the backlog leaves room for it, and it fits the time left on its own."""
         if deadline is None:
@@ -495,7 +571,7 @@ class WorkerPool:
         alone_s = self.item_cost_s(cost_key) * n_items
         return (
             alone_s <= (deadline - time.monotonic()) * 0.9
-            and self.admissible(cost_key, n_items, deadline) == n_items
+            and self.admissible(cost_key, n_items, deadline, caller) == n_items
         )
 
     def submit(
@@ -529,7 +605,7 @@ class WorkerPool:
             queued = _Items(
                 job, futures[start : start + size], timeout_s, deadline, cost, cost_key, caller
             )
-            self._backlog_s += cost * queued.n_items
+            self._pending[caller][cost_key] += queued.n_items
             self._queue.append(queued)
         self._pump()
         return futures
@@ -555,7 +631,7 @@ class WorkerPool:
         cost_key = cost_key or job.verifier
         cost = self.item_cost_s(cost_key)
         queued = _Bulk(job, future, timeout_s, deadline, cost, cost_key, caller)
-        self._backlog_s += cost * queued.n_items
+        self._pending[caller][cost_key] += queued.n_items
         self._queue.append(queued)
         self._pump()
         return future
@@ -610,14 +686,14 @@ class WorkerPool:
         for worker in self._workers:
             if not self._queue:
                 return
-            if worker.job is None and worker.ready and not worker.gone:
-                self._assign(worker)
+            if worker.job is None and worker.ready and not worker.gone and not worker.retiring:
+                self._assign(worker)  # a retiring worker exits without reading another job
 
     def _assign(self, worker: _Worker) -> None:
         while self._queue:
             job = self._queue.popleft()
             if job.abandoned:
-                self._backlog_s -= job.cost_s * job.n_items
+                self._settle(job, job.n_items)
                 continue
             if job.deadline is not None and time.monotonic() >= job.deadline:
                 self._fail(job, 0, Status.OVERLOADED, "deadline_exceeded_in_queue")
@@ -666,8 +742,10 @@ class WorkerPool:
                 self._queue.appendleft(job.rest(reply.next_index))
             self._finish(worker)
         elif isinstance(reply, BulkDone):
-            self._backlog_s -= job.cost_s * job.n_items
+            self._settle(job, job.n_items)
             per_item_s = reply.elapsed_s / max(1, job.n_items)
+            # The worker's own time: a bulk job's transfer is the event loop's work, not the
+            # worker's, and counting it made cheap items look dear whenever the loop was busy.
             self._learn_cost(job.cost_key, per_item_s)
             if self.observer is not None:
                 wait_s = worker.started_at - job.queued_at
@@ -681,9 +759,13 @@ class WorkerPool:
             self._finish(worker)
 
     def _on_item_done(self, worker: _Worker, job: _Items, reply: ItemDone) -> None:
-        self._backlog_s -= job.cost_s
-        self._learn_cost(job.cost_key, reply.result.elapsed_ms / 1000)
-        if self.observer is not None:
+        self._settle(job, 1)
+        if reply.ran:  # a refusal at 0 s would teach admission that items cost nothing
+            # What admission needs is how fast a worker gets through items as seen from here:
+            # with the job's transfer and the loop's latency, not only the verifier's time.
+            held_s = time.monotonic() - worker.started_at
+            self._learn_cost(job.cost_key, max(reply.result.elapsed_ms / 1000, held_s))
+        if self.observer is not None and reply.ran:
             wait_s = worker.started_at - job.queued_at
             self.observer.observe_job(job.job.verifier, wait_s, reply.result.elapsed_ms / 1000)
         future = job.futures[reply.index]
@@ -731,17 +813,23 @@ class WorkerPool:
         if worker.timer is not None:
             worker.timer.cancel()
         worker.outbox.put(None)  # ends the writer thread (the reader has ended: it saw EOF)
-        worker.process.join(1)
         if not worker.timed_out and not worker.retiring and not self._closed:
             self.stats["worker_deaths"] += 1
         with contextlib.suppress(ValueError):
             self._workers.remove(worker)
+        told: Callable[[], None] | None = None
         if worker.job is not None:
-            self._fail_running(worker, worker.job)
+            job = worker.job
+            if worker.in_completion and not worker.timed_out and worker.process.exitcode is None:
+                # A crash in the completion phase is the completion's doing, a kill from
+                # outside is not: settle the item once the forkserver has told the exit code
+                # (waiting for it here would stall the loop).
+                told = functools.partial(self._after_death, worker, job)
+            else:
+                self._after_death(worker, job)
         with contextlib.suppress(OSError):
             worker.conn.close()
-        if not worker.process.is_alive():
-            worker.process.close()  # its sentinel fd
+        self._reap(worker, told)
         self._check_capacity()
         if self._closed:
             return
@@ -754,6 +842,36 @@ class WorkerPool:
             assert self._loop is not None
             delay_s = min(_RESPAWN_BACKOFF_MAX_S, 0.05 * 2**self._failed_starts)
             self._loop.call_later(delay_s, self._replace)
+
+    def _after_death(self, worker: _Worker, job: _Job) -> None:
+        self._fail_running(worker, job)
+        if self._closed:  # what went back to the queue will not run
+            while self._queue:
+                self._fail(self._queue.popleft(), 0, Status.OVERLOADED, "shutting_down")
+        else:
+            self._pump()  # what went back to the queue, to an idle worker
+
+    def _reap(self, worker: _Worker, then: Callable[[], None] | None = None) -> None:
+        """Once the forkserver has told a dead worker's exit code: calls `then` (which may read
+        it), and closes the process handle (its sentinel fd). Waiting for that here (join)
+        stalled the loop for as long as the forkserver was slow, stopped or restarting."""
+        process = worker.process
+        if process.exitcode is not None:  # does not block
+            if then is not None:
+                then()
+            process.close()
+            return
+        assert self._loop is not None
+        sentinel = process.sentinel
+
+        def told() -> None:
+            self._loop.remove_reader(sentinel)  # type: ignore[union-attr]
+            if then is not None:
+                then()  # with exitcode None when the forkserver itself died: not a crash
+            if process.exitcode is not None:  # 255 when the forkserver itself died
+                process.close()
+
+        self._loop.add_reader(sentinel, told)
 
     def _check_capacity(self) -> None:
         """Tells `on_capacity` when the pool loses its last ready worker for longer than
@@ -792,6 +910,12 @@ class WorkerPool:
     def _fail_running(self, worker: _Worker, job: _Job) -> None:
         """A worker died while running `job`: the running item (for a bulk job, the whole job)
         fails; an _Items job's later items go back to the front of the queue."""
+        if worker.retiring and not worker.timed_out:
+            # It said Retiring after its last item and runs nothing now (killed before it
+            # could exit, say): what it had not answered goes back, nothing fails.
+            requeued = job if isinstance(job, _Bulk) else job.rest(worker.index)
+            self._queue.appendleft(requeued)
+            return
         if isinstance(job, _Bulk) and not worker.timed_out and not job.retried:
             # A bulk job's items are all "running": a worker killed from outside would cost
             # up to 512 of them. Linear-time verifiers do not kill workers, so try once more.
@@ -803,7 +927,7 @@ class WorkerPool:
         else:
             start, stop = worker.index, worker.index + 1
             what = "this item"
-        self._backlog_s -= job.cost_s * (stop - start)
+        self._settle(job, stop - start)
         crashed = -(worker.process.exitcode or 0) in _CRASHES
         if isinstance(job, _Items) and worker.in_completion and (worker.timed_out or crashed):
             # The reference was already checked: the completion alone stopped the worker.
@@ -818,20 +942,36 @@ class WorkerPool:
             why = f"{what} exceeded its {job.timeout_s:g} s limit; its worker was killed"
             job.fail(start, stop, Status.TIMEOUT, "timeout", why)
         else:
-            why = f"worker exited with code {worker.process.exitcode} while scoring {what}"
+            code = worker.process.exitcode  # None while the forkserver has not told it
+            how = "" if code is None else f" with code {code}"
+            why = f"worker exited{how} while scoring {what}"
             job.fail(start, stop, Status.VERIFIER_ERROR, "worker_died", why)
         if isinstance(job, _Items) and stop < job.n_items:
             self._queue.appendleft(job.rest(stop))
 
     def _replace(self) -> None:
+        """Starts a replacement worker. The forkserver's answer is awaited on the spawner
+        thread, not here: a forkserver that is stopped, or that restarts after being killed
+        (it loads the built-in verifiers first, seconds), must not stall the event loop."""
         if self._closed:
             return
-        try:
-            worker = self._spawn()
-        except Exception:
-            log.exception("could not start a replacement worker; retrying in 1 s")
-            assert self._loop is not None
-            self._loop.call_later(1.0, self._replace)
+        assert self._loop is not None
+        self._loop.run_in_executor(self._spawner, self._spawn).add_done_callback(self._spawned)
+
+    def _spawned(self, future: asyncio.Future[_Worker]) -> None:
+        if future.cancelled():  # the pool closed while it waited for the spawner
+            return
+        if (error := future.exception()) is not None:
+            if not self._closed:
+                log.error("could not start a replacement worker; retrying in 1 s", exc_info=error)
+                assert self._loop is not None
+                self._loop.call_later(1.0, self._replace)
+            return
+        worker = future.result()
+        if self._closed:  # started while the pool closed: nobody would stop it
+            worker.process.kill()
+            worker.conn.close()
+            self._reap(worker)
             return
         self.stats["respawns"] += 1
         self._workers.append(worker)
@@ -841,11 +981,15 @@ class WorkerPool:
         """Fails the job's items from `start` on (a bulk job: all of them)."""
         stop = job.n_items
         start = 0 if isinstance(job, _Bulk) else start
-        self._backlog_s -= job.cost_s * (stop - start)
+        self._settle(job, stop - start)
         job.fail(start, stop, status, reason, message)
 
     def _learn_cost(self, cost_key: str, seconds: float) -> None:
-        previous = self._item_cost_s.get(cost_key)
+        # Most recently learned last; past _MAX_COST_KEYS the stalest estimate is forgotten
+        # (a key is a verifier and its params, which callers choose).
+        previous = self._item_cost_s.pop(cost_key, None)
+        if previous is None and len(self._item_cost_s) >= _MAX_COST_KEYS:
+            del self._item_cost_s[next(iter(self._item_cost_s))]
         self._item_cost_s[cost_key] = (
             seconds if previous is None else 0.8 * previous + 0.2 * seconds
         )

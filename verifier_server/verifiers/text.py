@@ -24,12 +24,12 @@ import re2
 ExtractMethod = Literal["raw", "answer_tag", "fenced", "auto"]
 
 EXTRACT_DESCRIPTION = (
-    "Which part of the completion to check, after its reasoning (text up to the last "
-    "</think> never counts; an unclosed <think> leaves nothing). 'raw': all of it; "
-    "'answer_tag': the "
+    "Which part of the completion to check. 'raw': the whole completion; 'answer_tag': the "
     "content of the last complete <answer>…</answer>; 'fenced': the content of the last "
     "complete ``` code fence (its info string, e.g. 'json', dropped); 'auto': the last fence if "
-    "there is one, else the last <answer> tag if there is one, else the whole completion."
+    "there is one, else the last <answer> tag if there is one, else the whole completion. "
+    "Fences and tags count only after the reasoning (after the last </think>; none while a "
+    "<think> is left open)."
 )
 
 
@@ -98,17 +98,18 @@ _MISSING_REASONS = {"answer_tag": "missing_answer_tag", "fenced": "missing_fence
 
 
 def extract_answer(completion: str, method: ExtractMethod) -> Extraction | None:
-    """The part of `completion` that `method` selects, or None when it is absent; only the
-    text after the reasoning is searched (see `answer_region`)."""
-    completion = answer_region(completion)
+    """The part of `completion` that `method` selects, or None when it is absent. Fences and
+    tags are searched only after the reasoning (see `answer_region`): an answer written inside
+    `<think>` and contradicted after it earns nothing. `raw` is the whole completion, as asked."""
+    region = answer_region(completion)
     if method in ("fenced", "auto"):
-        block = last_fenced_block(completion)
+        block = last_fenced_block(region)
         if block is not None:
             return Extraction(block, "fenced")
         if method == "fenced":
             return None
     if method in ("answer_tag", "auto"):
-        content = last_tag_content(completion, "answer")
+        content = last_tag_content(region, "answer")
         if content is not None:
             return Extraction(content, "answer_tag")
         if method == "answer_tag":

