@@ -2,7 +2,8 @@
 
 In order: die with the zygote; a private mount namespace (and System V IPC and network
 namespaces, loopback up) with fresh size-capped tmpfs on /work, /tmp and /dev/shm and a /proc
-of the run's own pid namespace; the program's files; then, in the forked program (pid 2; the
+of the run's own pid namespace holding only its pid directories (subset=pid: no host-wide
+counter); the program's files; then, in the forked program (pid 2; the
 first process stays as the namespace's init and reports the program's status): the OOM
 killer's first choice; stdio on the host's pipes and every other descriptor closed; rlimits;
 the unprivileged uid (all capabilities gone); no_new_privs and the seccomp filter; then exec,
@@ -137,8 +138,11 @@ def _fresh_mounts(limits: dict[str, Any]) -> None:
     sc.mount("tmpfs", WORK_DIR, "tmpfs", flags, f"{options},mode=0755,{owner}")
     sc.mount("tmpfs", "/tmp", "tmpfs", flags, f"{options},mode=1777")
     sc.mount("tmpfs", "/dev/shm", "tmpfs", flags | sc.MS_NOEXEC, f"{options},mode=1777")
-    # this process is pid 1 of the run's pid namespace: its /proc shows the run alone
-    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    # This process is pid 1 of the run's pid namespace: its /proc shows the run alone, and
+    # with subset=pid only the run's pid directories, self and thread-self: none of the
+    # host-wide counters a run could move and a later run read (/proc/stat's fork count,
+    # meminfo, loadavg, vmstat, interrupts, pressure/*, sys/kernel/random/*, sys/fs/*-nr).
+    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "subset=pid")
 
 
 def _write_files(files: dict[str, bytes]) -> None:
