@@ -10,8 +10,9 @@
 What every run gets (all layers on, failing closed: a layer that cannot be set up makes the
 run a SANDBOX_ERROR, never an unsandboxed run):
 - its slot's user, uts and cgroup namespaces, and its own pid, mount, System V IPC and
-  network (loopback only) namespaces (it sees no process, pid, shared memory or socket state
-  of any other run);
+  network namespaces, no interface up, not even loopback (it sees no process, pid, shared
+  memory or socket state of any other run, and sends no packet: loopback packets count in
+  the host-wide /proc/self/net/softnet_stat);
 - a fresh root: the host's /bin, /lib* and the /usr subtrees programs use (not /usr/local)
   read-only, fresh /dev, no /sys, a fresh /proc with only the run's pid directories (mounted
   subset=pid: no /proc/stat, meminfo, loadavg or other host-wide counter a run could move

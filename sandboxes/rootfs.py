@@ -96,7 +96,8 @@ def _bind(source: str, target: str, directory: bool) -> None:
 
 
 def bring_up_loopback() -> None:
-    """A new network namespace (the slot's, each run's) has only `lo`, and it starts down."""
+    """A new network namespace (the slot's) has only `lo`, and it starts down. Each run's
+    own stays down (sandboxes.child)."""
     import fcntl
     import socket
     import struct

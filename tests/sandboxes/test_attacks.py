@@ -25,12 +25,15 @@ def test_an_artifact_over_its_cap_is_output_limit_not_a_truncated_file(
 
 LEAVES_TIME_WAIT = """
 import socket
-listener = socket.socket()
-listener.bind(('127.0.0.1', 40123))
-listener.listen(1)
-client = socket.create_connection(('127.0.0.1', 40123))
-server, _ = listener.accept()
-client.close(); server.close(); listener.close()
+try:
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 40123))
+    listener.listen(1)
+    client = socket.create_connection(('127.0.0.1', 40123))
+    server, _ = listener.accept()
+    client.close(); server.close(); listener.close()
+except OSError as exc:
+    print(exc.errno)
 print(open('/proc/self/net/tcp').read().count(' 06 '))
 """
 COUNTS_TIME_WAIT = "print(open('/proc/self/net/tcp').read().count(' 06 '))"
@@ -38,10 +41,11 @@ COUNTS_TIME_WAIT = "print(open('/proc/self/net/tcp').read().count(' 06 '))"
 
 def test_socket_state_of_a_run_is_not_seen_by_the_next() -> None:
     """Each run has its own network namespace: a port left in TIME_WAIT (what a program used
-    to tell the slot's later runs which of its answers passed) dies with the run."""
+    to tell the slot's later runs which of its answers passed) dies with the run. Its
+    loopback is down, so there is no port to leave either."""
     with SandboxPool(slots=1) as pool:
         leaves = pool.run(_python(LEAVES_TIME_WAIT))
-        assert leaves.stdout == b"1\n", leaves  # the writer sees its own
+        assert leaves.stdout == b"101\n0\n", leaves  # ENETUNREACH: loopback is down
         later = pool.run(_python(COUNTS_TIME_WAIT))
         assert later.stdout == b"0\n", later
 
@@ -139,3 +143,33 @@ def test_runtimes_work_with_only_the_pid_part_of_proc(pool: SandboxPool) -> None
         limits,
     )
     assert node.stdout == b"true true true 0 number\n", node
+
+
+# Loopback packets count in the host-wide per-CPU totals of /proc/self/net/softnet_stat, which
+# every network namespace shows and subset=pid keeps (it is under the run's own pid).
+READS_SOFTNET = "print(sum(int(row.split()[0], 16) for row in open('/proc/self/net/softnet_stat')))"
+SENDS_ON_LOOPBACK = """
+import socket
+sent = 0
+for family, address in ((socket.AF_INET, ('127.0.0.1', 5000)), (socket.AF_INET6, ('::1', 5000))):
+    sender = socket.socket(family, socket.SOCK_DGRAM)
+    for _ in range(20_000):
+        try:
+            sent += sender.sendto(b'x', address)
+        except OSError:
+            pass
+print(sent)
+"""
+
+
+def test_loopback_packets_are_no_channel_between_runs() -> None:
+    """A run's loopback is down: it sends no packet, and the packets the next run counts
+    moved by the host's own traffic only. With loopback up, the sender's 40,000 packets moved
+    the count by 40,000 (and 50,000 by exactly 50,000 on an idle host)."""
+    with SandboxPool(slots=1) as pool:
+        before = pool.run(_python(READS_SOFTNET))
+        sent = pool.run(_python(SENDS_ON_LOOPBACK), Limits(cpu_s=5, wall_s=10))
+        assert sent.stdout == b"0\n", sent
+        after = pool.run(_python(READS_SOFTNET))
+        assert before.outcome is Outcome.OK and after.outcome is Outcome.OK, (before, after)
+        assert int(after.stdout) - int(before.stdout) < 4_000, (before, after)
