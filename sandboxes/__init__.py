@@ -10,10 +10,13 @@
 What every run gets (all layers on, failing closed: a layer that cannot be set up makes the
 run a SANDBOX_ERROR, never an unsandboxed run):
 - its slot's user, uts and cgroup namespaces, and its own pid, mount, System V IPC and
-  network (loopback only) namespaces (it sees no process, pid, shared memory or socket state
-  of any other run);
+  network namespaces, no interface up, not even loopback (it sees no process, pid, shared
+  memory or socket state of any other run, and sends no packet: loopback packets count in
+  the host-wide /proc/self/net/softnet_stat);
 - a fresh root: the host's /bin, /lib* and the /usr subtrees programs use (not /usr/local)
-  read-only, fresh /proc and /dev, and fresh size-capped tmpfs on /work (the working
+  read-only, fresh /dev, no /sys, a fresh /proc with only the run's pid directories (mounted
+  subset=pid: no /proc/stat, meminfo, loadavg or other host-wide counter a run could move
+  for a later run to read), and fresh size-capped tmpfs on /work (the working
   directory), /tmp and /dev/shm; the environment reduced to PATH, HOME, TMPDIR, LANG plus what
   the Program sets;
 - an unprivileged outside uid per slot (so RLIMIT_NPROC counts), no capabilities, and
@@ -34,7 +37,9 @@ slots) by their stdin/stdout, for a program and a judge that must not share a pr
 
 What it does not give: protection from kernel bugs in allowed system calls (this is not a
 VM); hiding of the host's programs and libraries under /usr (readable);
-determinism of timing on a loaded machine. runner="python" runs share the zygote's hash seed
+determinism of timing on a loaded machine; freedom from channels to later runs through host-wide
+kernel state outside /proc (inode numbers of new pipes and sockets, sysinfo(2)'s free memory
+and load averages, the page cache). runner="python" runs share the zygote's hash seed
 and already-imported standard modules, unlike separate interpreter starts. Needs root on the
 host, user namespaces, and cgroup memory and pids controllers; x86-64 only.
 """

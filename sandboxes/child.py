@@ -1,9 +1,10 @@
 """One run, from the zygote's fork to the program: the layers applied to every run.
 
 In order: die with the zygote; a private mount namespace (and System V IPC and network
-namespaces, loopback up) with fresh size-capped tmpfs on /work, /tmp and /dev/shm and a /proc
-of the run's own pid namespace; the program's files; then, in the forked program (pid 2; the
-first process stays as the namespace's init and reports the program's status): the OOM
+namespaces; no interface up, not even loopback) with fresh size-capped tmpfs on /work, /tmp
+and /dev/shm and a /proc of the run's own pid namespace holding only its pid directories
+(subset=pid: no host-wide counter); the program's files; then, in the forked program (pid 2;
+the first process stays as the namespace's init and reports the program's status): the OOM
 killer's first choice; stdio on the host's pipes and every other descriptor closed; rlimits;
 the unprivileged uid (all capabilities gone); no_new_privs and the seccomp filter; then exec,
 or the Python runner.
@@ -125,20 +126,25 @@ def _read_request(fd: int) -> dict[str, Any]:
 def _fresh_mounts(limits: dict[str, Any]) -> None:
     # A System V IPC namespace of its own: shared memory, semaphores and queues a run leaves
     # behind die with it, unseen by the next run and uncharged to the slot. A network
-    # namespace of its own (loopback only): socket state a run leaves (a port in TIME_WAIT,
-    # the counters in /proc/net) is no channel to later runs. A function test's program
-    # learns whether its last answer passed from whether the next call comes; through the
-    # slot's shared namespace it used to tell later runs, which then passed (issue 12 attack).
+    # namespace of its own: socket state a run leaves (a port in TIME_WAIT, the counters in
+    # /proc/self/net) is no channel to later runs. A function test's program learns whether
+    # its last answer passed from whether the next call comes; through the slot's shared
+    # namespace it used to tell later runs, which then passed (issue 12 attack). Its loopback
+    # stays down: every packet over it counts in the host-wide per-CPU totals of
+    # /proc/self/net/softnet_stat (50,000 UDP packets moved the next run's reading by exactly
+    # 50,000; idle runs moved it by 0), and that file is in every network namespace.
     sc.unshare(sc.CLONE_NEWNS | sc.CLONE_NEWIPC | sc.CLONE_NEWNET)
-    rootfs.bring_up_loopback()
     options = f"size={limits['tmpfs_mb']}m,nr_inodes={limits['tmpfs_inodes']}"
     owner = f"uid={rootfs.SANDBOX_UID},gid={rootfs.SANDBOX_GID}"
     flags = sc.MS_NOSUID | sc.MS_NODEV
     sc.mount("tmpfs", WORK_DIR, "tmpfs", flags, f"{options},mode=0755,{owner}")
     sc.mount("tmpfs", "/tmp", "tmpfs", flags, f"{options},mode=1777")
     sc.mount("tmpfs", "/dev/shm", "tmpfs", flags | sc.MS_NOEXEC, f"{options},mode=1777")
-    # this process is pid 1 of the run's pid namespace: its /proc shows the run alone
-    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    # This process is pid 1 of the run's pid namespace: its /proc shows the run alone, and
+    # with subset=pid only the run's pid directories, self and thread-self: none of the
+    # host-wide counters a run could move and a later run read (/proc/stat's fork count,
+    # meminfo, loadavg, vmstat, interrupts, pressure/*, sys/kernel/random/*, sys/fs/*-nr).
+    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "subset=pid")
 
 
 def _write_files(files: dict[str, bytes]) -> None:

@@ -4,7 +4,8 @@
                             subtrees programs and their toolchains use (bin, sbin, lib*,
                             libexec, include, share), not /usr/local, /usr/etc or /usr/src
     /etc                    a few generated files (passwd, group, hosts) and ld.so.cache
-    /proc                   a fresh proc of the slot's own pid namespace
+    /proc                   a fresh proc of the slot's own pid namespace, subset=pid: only
+                            pid directories, self and thread-self (each run mounts its own)
     /dev                    tmpfs with null, zero, full, random, urandom; /dev/shm per run
     /work /tmp              mount points for each run's fresh tmpfs
 Everything else of the host (/root, /home, /etc/shadow, /var, /sys, the server's files) does
@@ -56,7 +57,8 @@ def build_root(new_root: str = "/tmp") -> None:
     if os.path.isdir("/etc/alternatives"):  # Debian's program symlinks (nodejs, cc, ...)
         _bind("/etc/alternatives", f"{new_root}/etc/alternatives", directory=True)
     os.mkdir(f"{new_root}/proc", 0o555)
-    sc.mount("proc", f"{new_root}/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    proc_flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    sc.mount("proc", f"{new_root}/proc", "proc", proc_flags, "subset=pid")
     _build_dev(f"{new_root}/dev")
     for mount_point in (WORK_DIR, "/tmp"):
         os.mkdir(f"{new_root}{mount_point}", 0o755)
@@ -94,7 +96,8 @@ def _bind(source: str, target: str, directory: bool) -> None:
 
 
 def bring_up_loopback() -> None:
-    """A new network namespace (the slot's, each run's) has only `lo`, and it starts down."""
+    """A new network namespace (the slot's) has only `lo`, and it starts down. Each run's
+    own stays down (sandboxes.child)."""
     import fcntl
     import socket
     import struct

@@ -17,8 +17,10 @@ without CAP_SYS_ADMIN: unshare with namespace flags only (sandboxes/zygote.py an
 sandboxes/child.py), and mount, umount2, pivot_root and sethostname, which the sandbox calls
 inside the user namespace it created: the kernel checks them against that namespace, so they
 reach nothing of the container's. Without CAP_SYS_ADMIN in the container, unshare of anything
-but a user namespace (or with one) fails anyway. clone with namespace flags, clone3, setns
-and the new mount API stay denied.
+but a user namespace (or with one) fails anyway. setns only into a pid namespace (the zygote
+returns to its own after forking a run into a new one, sandboxes/zygote.py; the kernel wants
+CAP_SYS_ADMIN over the target's user namespace, so only the sandbox's own qualify). clone
+with namespace flags, clone3, setns of other kinds and the new mount API stay denied.
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ SANDBOX_RULES: list[dict[str, Any]] = [
         "args": [{"index": 0, "value": OTHER_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
         "comment": "verifier-rl sandbox: unshare into new user, pid, mount, net, ipc, uts and "
         "cgroup namespaces",
+    },
+    {
+        "names": ["setns"],
+        "action": "SCMP_ACT_ALLOW",
+        "args": [{"index": 1, "value": syscalls.CLONE_NEWPID, "valueTwo": 0, "op": "SCMP_CMP_EQ"}],
+        "comment": "verifier-rl sandbox: the zygote back into its own pid namespace after "
+        "forking a run into a new one",
     },
     {
         "names": ["mount", "umount2", "pivot_root", "sethostname"],

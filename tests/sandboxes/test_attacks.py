@@ -25,26 +25,151 @@ def test_an_artifact_over_its_cap_is_output_limit_not_a_truncated_file(
 
 LEAVES_TIME_WAIT = """
 import socket
-listener = socket.socket()
-listener.bind(('127.0.0.1', 40123))
-listener.listen(1)
-client = socket.create_connection(('127.0.0.1', 40123))
-server, _ = listener.accept()
-client.close(); server.close(); listener.close()
-print(open('/proc/net/tcp').read().count(' 06 '))
+try:
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 40123))
+    listener.listen(1)
+    client = socket.create_connection(('127.0.0.1', 40123))
+    server, _ = listener.accept()
+    client.close(); server.close(); listener.close()
+except OSError as exc:
+    print(exc.errno)
+print(open('/proc/self/net/tcp').read().count(' 06 '))
 """
-COUNTS_TIME_WAIT = "print(open('/proc/net/tcp').read().count(' 06 '))"
+COUNTS_TIME_WAIT = "print(open('/proc/self/net/tcp').read().count(' 06 '))"
 
 
 def test_socket_state_of_a_run_is_not_seen_by_the_next() -> None:
     """Each run has its own network namespace: a port left in TIME_WAIT (what a program used
-    to tell the slot's later runs which of its answers passed) dies with the run."""
+    to tell the slot's later runs which of its answers passed) dies with the run. Its
+    loopback is down, so there is no port to leave either."""
     with SandboxPool(slots=1) as pool:
         leaves = pool.run(_python(LEAVES_TIME_WAIT))
-        assert leaves.stdout == b"1\n", leaves  # the writer sees its own
+        assert leaves.stdout == b"101\n0\n", leaves  # ENETUNREACH: loopback is down
         later = pool.run(_python(COUNTS_TIME_WAIT))
         assert later.stdout == b"0\n", later
 
 
 def _python(source: str) -> Program:
     return Program(("/work/main.py",), files={"main.py": source.encode()}, runner="python")
+
+
+# Host-wide counters a run could move and a later run read: a channel between runs of the
+# same item, as the TIME_WAIT ports above were. Each names its moving part in a comment.
+HOST_WIDE = (
+    "/proc/stat",  # processes (forks since boot), ctxt, intr, per-CPU times
+    "/proc/meminfo", "/proc/vmstat", "/proc/zoneinfo", "/proc/buddyinfo", "/proc/slabinfo",
+    "/proc/loadavg",  # the last pid and the running count
+    "/proc/uptime", "/proc/diskstats", "/proc/interrupts", "/proc/softirqs", "/proc/schedstat",
+    "/proc/pressure/cpu", "/proc/pressure/memory", "/proc/pressure/io", "/proc/locks",
+    "/proc/sys/kernel/random/entropy_avail", "/proc/sys/kernel/random/boot_id",
+    "/proc/sys/fs/file-nr", "/proc/sys/fs/inode-nr", "/proc/sys/fs/dentry-state",
+    "/proc/sys/kernel/pid_max", "/proc/cpuinfo", "/proc/mounts", "/proc/net/tcp",
+    "/proc/sysvipc/shm", "/sys/fs/cgroup", "/sys/devices/system/cpu/online",
+    "/sys/kernel/mm/transparent_hugepage/enabled", "/sys/block",
+)  # fmt: skip
+READS_HOST_WIDE = f"""
+import os
+for path in {HOST_WIDE!r}:
+    try:
+        with open(path) as f:
+            print(path, f.read()[:2000])
+    except OSError as exc:
+        print(path, type(exc).__name__)
+print(sorted(n for n in os.listdir('/proc') if not n.isdigit()))
+"""
+# What a sender does to move them: forks, memory touched, files opened, CPU burnt.
+MOVES_HOST_WIDE = """
+import os, time
+for _ in range(300):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+held = [open('/dev/null') for _ in range(200)]
+block = bytearray(64 << 20)
+end = time.monotonic() + 0.3
+while time.monotonic() < end:
+    pass
+print('moved')
+"""
+
+
+def test_a_run_reads_no_host_wide_counter_in_proc_or_sys(pool: SandboxPool) -> None:
+    """Its /proc (subset=pid) holds the run's own pid directories, self and thread-self, and
+    nothing else; /sys does not exist. It used to read all of these."""
+    result = pool.run(_python(READS_HOST_WIDE))
+    lines = result.stdout.decode().splitlines()
+    assert lines[:-1] == [f"{path} FileNotFoundError" for path in HOST_WIDE], result
+    assert lines[-1] == "['self', 'thread-self']", result
+
+
+def test_host_wide_counters_are_no_channel_between_runs() -> None:
+    """A receiver reads every counter above before and after a sender on the same slot moved
+    them (300 forks, 200 open files, 64 MB, 0.3 s of CPU): it reads the same both times.
+    Through /proc/stat's fork count alone it used to see the 300 forks."""
+    with SandboxPool(slots=1) as pool:
+        before = pool.run(_python(READS_HOST_WIDE))
+        sent = pool.run(_python(MOVES_HOST_WIDE), Limits(cpu_s=5, wall_s=10, memory_mb=256))
+        assert sent.stdout == b"moved\n", sent
+        after = pool.run(_python(READS_HOST_WIDE))
+        assert before.outcome is Outcome.OK and before.stdout == after.stdout, (before, after)
+
+
+RUNTIMES_WITHOUT_PROC = """
+import multiprocessing, os, resource
+with multiprocessing.Pool(2) as workers:
+    squares = workers.map(abs, [-1, -2])
+print(os.cpu_count() >= 1, len(os.sched_getaffinity(0)) >= 1, squares,
+      os.sysconf('SC_PHYS_PAGES') > 0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0,
+      'VmRSS' in open('/proc/self/status').read(), len(os.listdir('/proc/self/fd')) >= 3)
+"""
+NODE_WITHOUT_PROC = """
+const os = require('os');
+console.log(os.totalmem() > 0, os.freemem() > 0, os.availableParallelism() >= 1,
+            os.cpus().length, typeof os.loadavg()[0]);
+"""
+
+
+def test_runtimes_work_with_only_the_pid_part_of_proc(pool: SandboxPool) -> None:
+    """What Python and Node ask the system about: CPUs and memory come from sched_getaffinity
+    and sysinfo, the run's own figures from /proc/self. Node's os.cpus() reads /proc/stat and
+    /proc/cpuinfo: it is empty now (os.availableParallelism() is the count)."""
+    limits = Limits(cpu_s=5, wall_s=15, memory_mb=512)
+    python = pool.run(_python(RUNTIMES_WITHOUT_PROC), limits)
+    assert python.stdout == b"True True [1, 2] True True True True\n", python
+    node = pool.run(
+        Program(("/usr/bin/node", "/work/main.js"), files={"main.js": NODE_WITHOUT_PROC.encode()}),
+        limits,
+    )
+    assert node.stdout == b"true true true 0 number\n", node
+
+
+# Loopback packets count in the host-wide per-CPU totals of /proc/self/net/softnet_stat, which
+# every network namespace shows and subset=pid keeps (it is under the run's own pid).
+READS_SOFTNET = "print(sum(int(row.split()[0], 16) for row in open('/proc/self/net/softnet_stat')))"
+SENDS_ON_LOOPBACK = """
+import socket
+sent = 0
+for family, address in ((socket.AF_INET, ('127.0.0.1', 5000)), (socket.AF_INET6, ('::1', 5000))):
+    sender = socket.socket(family, socket.SOCK_DGRAM)
+    for _ in range(20_000):
+        try:
+            sent += sender.sendto(b'x', address)
+        except OSError:
+            pass
+print(sent)
+"""
+
+
+def test_loopback_packets_are_no_channel_between_runs() -> None:
+    """A run's loopback is down: it sends no packet, and the packets the next run counts
+    moved by the host's own traffic only. With loopback up, the sender's 40,000 packets moved
+    the count by 40,000 (and 50,000 by exactly 50,000 on an idle host)."""
+    with SandboxPool(slots=1) as pool:
+        before = pool.run(_python(READS_SOFTNET))
+        sent = pool.run(_python(SENDS_ON_LOOPBACK), Limits(cpu_s=5, wall_s=10))
+        assert sent.stdout == b"0\n", sent
+        after = pool.run(_python(READS_SOFTNET))
+        assert before.outcome is Outcome.OK and after.outcome is Outcome.OK, (before, after)
+        assert int(after.stdout) - int(before.stdout) < 4_000, (before, after)

@@ -140,7 +140,9 @@ def test_dockers_default_profile_fails_closed(tmp_path: Path) -> None:
     assert_failed_closed(*score_restricted(tmp_path, oci_profile(moby)))
 
 
-@pytest.mark.parametrize("name", ["unshare", "mount", "umount2", "pivot_root", "sethostname"])
+@pytest.mark.parametrize(
+    "name", ["unshare", "setns", "mount", "umount2", "pivot_root", "sethostname"]
+)
 def test_each_added_syscall_is_needed_and_its_absence_fails_closed(
     tmp_path: Path, name: str
 ) -> None:

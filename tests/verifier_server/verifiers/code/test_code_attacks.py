@@ -45,14 +45,14 @@ def test_a_binary_too_large_for_the_runs_is_a_compile_error(verifier: CodeVerifi
 # The program learns whether its last answer passed from whether the next call comes. It
 # guesses True for the first answer it does not know and leaves a port in TIME_WAIT saying
 # so (41000 + i), and one more (40000 + 2i + 1) once the next call shows the guess passed; a
-# later run reads /proc/net/tcp: a guess never confirmed was wrong. Through the network
+# later run reads /proc/self/net/tcp: a guess never confirmed was wrong. Through the network
 # namespace its slot's runs shared, the fourth run of this item knew all eight answers.
 LEARNS_ACROSS_RUNS = r"""
 import socket
 def _known():
     known, guessed = {}, set()
     try:
-        lines = open('/proc/net/tcp').read().splitlines()[1:]
+        lines = open('/proc/self/net/tcp').read().splitlines()[1:]
     except OSError:
         return known
     for line in lines:
