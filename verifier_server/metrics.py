@@ -1,8 +1,9 @@
 """Prometheus metrics of one server process, on their own HTTP port (`serve --metrics-port`).
 
 What is counted where:
-- items by reward (the request's reward name) and status, and refused items by reason: by
-  the servicer, from the results it sends;
+- items by reward (the request's reward name) and status, scored items by reward and reason
+  (for `code`, the sandboxes' outcomes), and refused items by reason: by the servicer, from
+  the results it sends;
 - per-item queue wait and run time by verifier: by the worker pool (a bulk job counts once,
   with its mean time per item);
 - queue depth, ready workers, timeouts, worker deaths, respawns and recycled workers: read
@@ -14,6 +15,7 @@ Nothing is recorded when metrics are off.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections import Counter as Tally
@@ -28,6 +30,8 @@ from prometheus_client.registry import Collector
 
 MAX_SCRAPES = 16  # connections served at once; more are closed at once
 SCRAPE_TIMEOUT_S = 5.0  # a connection that sends no complete request in this long is closed
+_REASON = re.compile(r"[a-z0-9_:.-]{0,64}")
+_MAX_REASON_LABELS = 1000
 _LATENCY_BUCKETS_S = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -51,6 +55,14 @@ class Metrics:
             "verifier_items", "Items answered, by reward and status.", ["reward", "status"],
             registry=self.registry,
         )  # fmt: skip
+        self.reasons = Counter(
+            "verifier_item_reasons",
+            "Items scored (status OK) by reward and reason: for `code`, the sandbox's outcome "
+            "(time_limit, memory_limit, runtime_error, compile_error, wrong_answer, ...).",
+            ["reward", "reason"],
+            registry=self.registry,
+        )
+        self._reason_labels: set[tuple[str, str]] = set()
         self.refused = Counter(
             "verifier_refused_items",
             "Items answered OVERLOADED without being run, by reason.",
@@ -86,14 +98,28 @@ class Metrics:
         """`entries`: (reward name, status name, reason) of each item answered."""
         statuses: Tally[tuple[str, str]] = Tally()
         refused: Tally[str] = Tally()
+        reasons: Tally[tuple[str, str]] = Tally()
         for reward, status, reason in entries:
             statuses[(reward, status)] += 1
             if status == "OVERLOADED":
                 refused[reason] += 1
+            elif status == "OK":
+                reasons[(reward, reason)] += 1
         for (reward, status), n in statuses.items():
             self.items.labels(reward, status).inc(n)
         for reason, n in refused.items():
             self.refused.labels(reason).inc(n)
+        for (reward, reason), n in reasons.items():
+            self.reasons.labels(*self._reason_label(reward, reason)).inc(n)
+
+    def _reason_label(self, reward: str, reason: str) -> tuple[str, str]:
+        """Reasons are short codes, but a plugin may write anything: past
+        `_MAX_REASON_LABELS` distinct pairs, or for a reason that is not a code, "other"."""
+        key = (reward, reason if _REASON.fullmatch(reason) else "other")
+        if key in self._reason_labels or len(self._reason_labels) < _MAX_REASON_LABELS:
+            self._reason_labels.add(key)
+            return key
+        return reward, "other"
 
     def observe_job(self, verifier: str, queue_wait_s: float, run_s: float | None) -> None:
         """One item's (or a bulk job's mean per item) queue wait and run time."""

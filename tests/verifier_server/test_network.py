@@ -164,13 +164,23 @@ def test_metrics_count_items_by_reward_and_status_and_show_the_pool() -> None:
     try:
         with RewardClient(server.address) as client:
             client.score([fmt(f"f{n}") for n in range(3)])
+            client.score([Item(id="untagged", completion="x", reward=RewardSpec("format"))])
+            loop = Item(
+                id="loop",
+                completion="```python\nwhile True: pass\n```",
+                reward=RewardSpec("code", {"time_limit_s": 0.5}),
+                reference={"tests": [{"stdin": "", "stdout": "1"}]},
+            )
+            assert client.score([loop])[0].reason == "time_limit"
             client.score([Item(id="bad", completion="x", reward=RewardSpec("nope"))])
             client.score([sleepy("s", 0.0)])
         url = f"http://127.0.0.1:{port}/metrics"
         text = urllib.request.urlopen(url, timeout=5).read().decode()
     finally:
         server.stop()
-    assert 'verifier_items_total{reward="format",status="OK"} 3.0' in text
+    assert 'verifier_items_total{reward="format",status="OK"} 4.0' in text
+    assert 'verifier_item_reasons_total{reason="missing_tag",reward="format"} 1.0' in text
+    assert 'verifier_item_reasons_total{reason="time_limit",reward="code"} 1.0' in text
     assert 'verifier_items_total{reward="nope",status="INVALID_REQUEST"} 1.0' in text
     assert 'verifier_item_run_seconds_count{verifier="sleepy"} 1.0' in text
     assert "verifier_workers_ready 1.0" in text and "verifier_worker_deaths_total 0.0" in text
