@@ -81,26 +81,8 @@ def server_usage(pid: int) -> tuple[int, int, float]:
     return fds, int(fields["Threads"]), int(fields["VmRSS"].split()[0]) / 1024
 
 
-def worker_pids(server_pid: int) -> list[int]:
-    """The pool's workers: children of the server's forkserver child."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry))
-            if b"forkserver" in cmdline:
-                children.setdefault(-parent, []).append(int(entry))  # forkservers by parent
-    forkservers = children.get(-server_pid, [])
-    return [pid for fs in forkservers for pid in children.get(fs, [])]
-
-
-def forkserver_pids(server_pid: int) -> list[int]:
-    """The server's forkserver (the parent of its workers)."""
+def processes() -> list[tuple[int, int, bytes]]:
+    """(pid, parent pid, command line) of every process still there."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -109,9 +91,21 @@ def forkserver_pids(server_pid: int) -> list[int]:
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"forkserver" in cmdline and int(stat.rsplit(")", 1)[1].split()[1]) == server_pid:
-                found.append(int(entry))
+            found.append((int(entry), int(stat.rsplit(")", 1)[1].split()[1]), cmdline))
     return found
+
+
+def forkserver_pids(server_pid: int) -> list[int]:
+    """The server's forkserver (the parent of its workers)."""
+    return [
+        pid for pid, parent, cmd in processes() if parent == server_pid and b"forkserver" in cmd
+    ]
+
+
+def worker_pids(server_pid: int) -> list[int]:
+    """The pool's workers: children of the server's forkserver child."""
+    forkservers = set(forkserver_pids(server_pid))
+    return [pid for pid, parent, _ in processes() if parent in forkservers]
 
 
 class Tally:

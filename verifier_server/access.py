@@ -120,53 +120,33 @@ def _wrap(handler: grpc.RpcMethodHandler, caller: str | None, request_id: str) -
     """The same handler, run with the caller and request id set, or refused when the caller
     is None (no valid token)."""
 
-    def enter(context: grpc.aio.ServicerContext) -> Awaitable[None] | None:
-        caller_var.set(caller or "")
+    async def enter(context: grpc.aio.ServicerContext) -> None:
+        caller_var.set(caller or "")  # in the handler's own context: its tasks inherit them
         request_id_var.set(request_id)
         if caller is None:
-            return context.abort(
+            await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "a valid token is required: send metadata 'authorization: Bearer <token>'",
             )
-        return None
 
-    if handler.unary_unary is not None:
-        behavior = handler.unary_unary
+    for kind in ("unary_unary", "stream_unary"):  # one response
+        behavior = getattr(handler, kind)
+        if behavior is not None:
 
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if (refused := enter(context)) is not None:
-                await refused
-            return await behavior(request, context)
+            async def respond(request: Any, context: Any, behavior: Any = behavior) -> Any:
+                await enter(context)
+                return await behavior(request, context)
 
-        return handler._replace(unary_unary=unary_unary)
-    if handler.unary_stream is not None:
-        unary_stream_behavior = handler.unary_stream
+            return handler._replace(**{kind: respond})
+    kind = "unary_stream" if handler.unary_stream is not None else "stream_stream"
+    streaming = getattr(handler, kind)
 
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if (refused := enter(context)) is not None:
-                await refused
-            async for response in unary_stream_behavior(request, context):
-                yield response
-
-        return handler._replace(unary_stream=unary_stream)
-    if handler.stream_unary is not None:
-        stream_unary_behavior = handler.stream_unary
-
-        async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            if (refused := enter(context)) is not None:
-                await refused
-            return await stream_unary_behavior(requests, context)
-
-        return handler._replace(stream_unary=stream_unary)
-    stream_stream_behavior = handler.stream_stream
-
-    async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-        if (refused := enter(context)) is not None:
-            await refused
-        async for response in stream_stream_behavior(requests, context):
+    async def stream(request: Any, context: Any) -> Any:  # a stream of responses
+        await enter(context)
+        async for response in streaming(request, context):
             yield response
 
-    return handler._replace(stream_stream=stream_stream)
+    return handler._replace(**{kind: stream})
 
 
 @dataclass

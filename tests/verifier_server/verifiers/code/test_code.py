@@ -3,8 +3,6 @@ must not pass. Programs run in real sandboxes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from sandboxes import SandboxConfig, SandboxPool
@@ -80,14 +78,6 @@ def test_judge_verdict_is_exactly_one_known_line(stdout: bytes, verdict: str) ->
 # ---- real runs
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def verifier() -> Iterator[CodeVerifier]:
-    verifier = CodeVerifier()
-    verifier.warm_up()
-    yield verifier
-    verifier.pool().close()
 
 
 def fenced(code: str, tag: str = "python") -> str:

@@ -4,22 +4,12 @@ completion alone. Each now ends with status OK and score 0 (or the honest score)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from verifier_server.types import Item, Result, Status
 from verifier_server.verifiers.code.verifier import CodeParams, CodeVerifier
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def verifier() -> Iterator[CodeVerifier]:
-    verifier = CodeVerifier()
-    verifier.warm_up()
-    yield verifier
-    verifier.pool().close()
 
 
 def score_raw(verifier: CodeVerifier, completion: str, reference: dict, **params: object) -> Result:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ from verifier_server.verifiers.code.verifier import CodeParams, CodeVerifier
 pytestmark = pytest.mark.integration
 
 HUMANEVAL = Path(__file__).parents[3] / "data" / "humaneval" / "HumanEval.jsonl.gz"
-
-
-@pytest.fixture(scope="module")
-def verifier() -> Iterator[CodeVerifier]:
-    verifier = CodeVerifier()
-    verifier.warm_up()
-    yield verifier
-    verifier.pool().close()
 
 
 def score_raw(verifier: CodeVerifier, completion: str, reference: dict, **params: object) -> Result:
