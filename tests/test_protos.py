@@ -160,9 +160,8 @@ def test_node_library_sends_the_bearer_token(tmp_path) -> None:
             "finally { c.close(); }"
         )
         denied = node_script(script % ("{}", request), proc.address)
-        allowed = node_script(
-            script % ("{metadata: {authorization: 'Bearer s3cret-token-0123456789'}}", request), proc.address
-        )
+        with_token = "{metadata: {authorization: 'Bearer s3cret-token-0123456789'}}"
+        allowed = node_script(script % (with_token, request), proc.address)
     finally:
         proc.stop()
     assert denied["code"] == 16  # UNAUTHENTICATED
