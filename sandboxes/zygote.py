@@ -29,7 +29,10 @@ import time
 import traceback
 from typing import Any
 
-from sandboxes import child, rootfs
+# Imported here, by the launcher while it is still the host's root: after it becomes the slot's
+# unprivileged uid, a package installed under a directory only root may enter (a venv in /root,
+# pytest's 0700 tmp) can no longer be read.
+from sandboxes import child, rootfs, seccomp
 from sandboxes import syscalls as sc
 
 HEADER = struct.Struct("<IQd")
@@ -110,8 +113,6 @@ def _zygote_main(sock: socket.socket, config: dict[str, Any], stdlib_path: list[
         import io  # noqa: F401
         import site
         import types  # noqa: F401
-
-        from sandboxes import seccomp
 
         bpf = seccomp.deny_list_filter()
         site.setquit()  # exit() and quit(), which -S leaves out
