@@ -23,18 +23,8 @@ def held_pairs(base: int) -> set[str]:
 
 
 def test_flags_reach_every_workers_sandboxes() -> None:
-    server = ServerProcess(
-        [
-            "--port",
-            "0",
-            "--workers",
-            "2",
-            "--sandbox-uid-base",
-            str(BASE),
-            "--sandbox-uid-count",
-            "8",
-        ]  # fmt: skip
-    )
+    flags = ["--sandbox-uid-base", str(BASE), "--sandbox-uid-count", "8"]
+    server = ServerProcess(["--port", "0", "--workers", "2", *flags])
     try:
         with RewardClient(server.address) as client:
             item = Item(
