@@ -5,13 +5,14 @@ This machine mounts the memory, pids and cpu controllers on cgroup v1, so the re
 case runs on v1: a subtree is made in each controller (under this process's memory cgroup,
 so the machine's own limit still applies), a child server process moves itself into a leaf
 of it, and its pool runs programs that break the memory and process limits. The v2 takeover
-(moving the parent's processes to a leaf, then enabling controllers) runs against a fake
-cgroupfs directory, as in test_cgroups_v2.py: the kernel's v2 hierarchy here has no memory
-or pids controller to delegate.
+(moving the parent's processes to a leaf, then enabling controllers) runs against the kernel
+on this machine's v2 hierarchy with hugetlb standing in for memory, pids and cpu (bound to
+v1 here), and against a fake cgroupfs directory for the rest of the v2 path.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from sandboxes import SandboxConfig, SandboxError, SandboxPool
+from sandboxes import SandboxConfig, SandboxError, SandboxPool, cgroups
 from sandboxes.cgroups import ROOT, SERVER_LEAF, CgroupV2, delegate, detect, own_paths
 
 REPO = Path(__file__).resolve().parents[2]
@@ -136,3 +137,55 @@ def test_v2_parent_without_delegated_controllers_names_the_key(tmp_path: Path) -
     fake_v2_parent(tmp_path, controllers="cpu io")
     with pytest.raises(SandboxError, match=r"cgroup_parent='/pod'.*not delegated"):
         delegate("/pod", tmp_path)
+
+
+# ---- the cgroup v2 takeover against the kernel's own rule
+
+UNIFIED = Path("/sys/fs/cgroup/unified")
+
+
+@pytest.fixture
+def v2_parent_with_a_process() -> Iterator[tuple[Path, int]]:
+    """A cgroup in this machine's v2 hierarchy, with a process in it. Only hugetlb is on v2
+    here (memory, pids and cpu are bound to v1), so it stands in for them: the kernel's
+    no-internal-processes rule is the same for every domain controller. hugetlb is enabled
+    at the hierarchy's root only for the test, when it was not."""
+    if "hugetlb" not in (UNIFIED / "cgroup.controllers").read_text().split():
+        pytest.fail("this test needs hugetlb on the v2 hierarchy at /sys/fs/cgroup/unified")
+    enabled_here = "hugetlb" not in (UNIFIED / "cgroup.subtree_control").read_text().split()
+    if enabled_here:
+        (UNIFIED / "cgroup.subtree_control").write_text("+hugetlb")
+    parent = UNIFIED / f"verifier-rl-test-{os.getpid()}"
+    parent.mkdir()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        (parent / "cgroup.procs").write_text(str(sleeper.pid))
+        yield parent, sleeper.pid
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        for child in parent.iterdir():
+            if child.is_dir():
+                child.rmdir()
+        parent.rmdir()
+        if enabled_here:
+            (UNIFIED / "cgroup.subtree_control").write_text("-hugetlb")
+
+
+def test_v2_takeover_moves_the_parents_processes_so_the_kernel_enables_controllers(
+    v2_parent_with_a_process: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parent, pid = v2_parent_with_a_process
+    with pytest.raises(OSError) as refused:  # the rule: no controllers for a cgroup's children
+        (parent / "cgroup.subtree_control").write_text("+hugetlb")  # while it holds a process
+    assert refused.value.errno == errno.EBUSY
+    monkeypatch.setattr(cgroups, "CONTROLLERS", ("hugetlb",))
+    assert delegate(f"/{parent.name}", UNIFIED) == parent
+    assert (parent / "cgroup.procs").read_text() == ""
+    assert (parent / SERVER_LEAF / "cgroup.procs").read_text().split() == [str(pid)]
+    assert (parent / "cgroup.subtree_control").read_text().split() == ["hugetlb"]
+    slot = parent / "verifier-rl-slot"
+    slot.mkdir()  # a slot's cgroup beside the leaf gets the controller's files
+    assert any(name.name.startswith("hugetlb.") for name in slot.iterdir())
+    assert delegate(f"/{parent.name}", UNIFIED) == parent  # again (another worker): no change
+    (parent / "cgroup.subtree_control").write_text("-hugetlb")  # so the fixture can clean up
