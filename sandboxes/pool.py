@@ -17,6 +17,9 @@ Guarantees:
   replaced before the next run; runs' memory limits count from the baseline.
 - stdout and stderr are read as they are written and capped; past a cap the run is killed.
 - Slots die with the process that started them, and a killed slot is replaced on next use.
+- Each slot's outside uid and gid pair comes from SandboxConfig's range, checked against this
+  user namespace when the pool is made, and is held by no other live slot of this network
+  namespace (sandboxes.uids).
 - Launchers are started with posix_spawn (subprocess), never by forking this process, so a
   pool may live in a process with threads; but start pools before a gRPC server exists in
   the same process, as with any child process.

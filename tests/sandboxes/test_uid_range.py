@@ -61,11 +61,12 @@ def test_gids_are_checked_too() -> None:
 
 
 def test_pairs_are_distinct_until_released_and_run_out() -> None:
-    ids = UidRange(2_000_000_000, 4)  # two pairs (an unused base: no other test holds them)
+    base = 2_000_000_000 + 4 * os.getpid()  # two pairs no other process claims
+    ids = UidRange(base, 4)
     first, second = claim(ids), claim(ids)
     assert {(first.zygote, first.run), (second.zygote, second.run)} == {
-        (2_000_000_000, 2_000_000_001),
-        (2_000_000_002, 2_000_000_003),
+        (base, base + 1),
+        (base + 2, base + 3),
     }
     with pytest.raises(SandboxError, match="raise uid_count"):
         claim(ids)

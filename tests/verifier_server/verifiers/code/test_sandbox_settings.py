@@ -3,6 +3,7 @@ that cannot work stops the server at start with an error naming the key."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from verifier_server.client import RewardClient
 from verifier_server.types import Status
 
 pytestmark = pytest.mark.integration
-BASE = 1_500_000_000  # a range no other test uses
+BASE = 1_500_000_000 + 64 * os.getpid()  # a range no other test run uses
 
 
 def held_pairs(base: int) -> set[str]:
@@ -64,6 +65,4 @@ def test_config_and_environment_must_not_disagree(tmp_path: Path) -> None:
     env = {**server_env(), "VERIFIER_RL_SANDBOX_UID_BASE": "7"}
     done = run_cli("serve", "--port", "0", "--config", str(config), env=env)
     assert done.returncode == 2
-    assert "sandbox.uid_base=1500000000 and VERIFIER_RL_SANDBOX_UID_BASE='7' disagree" in (
-        done.stderr
-    )
+    assert f"sandbox.uid_base={BASE} and VERIFIER_RL_SANDBOX_UID_BASE='7' disagree" in done.stderr
