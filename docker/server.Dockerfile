@@ -48,10 +48,11 @@ ENV PATH=/opt/verifier-rl/bin:$PATH \
 
 # Root inside the container: the sandbox writes uid/gid maps for unprivileged outside uids
 # (CAP_SETUID, CAP_SETGID) and creates per-slot cgroups, and refuses to start otherwise.
-# It needs no CAP_SYS_ADMIN, but a seccomp profile, security settings and (today) a writable
-# cgroup that unprivileged containers do not get: docker/README.md, "The sandbox in a
-# container". Without them, or with `--user 65534:65534`, everything but code rewards works
-# and code items fail closed (VERIFIER_ERROR, reason sandbox_error).
+# It needs no CAP_SYS_ADMIN, but a seccomp profile, security settings and a writable cgroup
+# named as sandbox.cgroup_parent (e.g. Docker >= 28: --cgroupns private --security-opt
+# writable-cgroups=true -e VERIFIER_RL_SANDBOX_CGROUP_PARENT=/): docker/README.md, "The
+# sandbox in a container". Without them, or with `--user 65534:65534`, everything but code
+# rewards works and code items fail closed (VERIFIER_ERROR, reason sandbox_error).
 USER root
 WORKDIR /var/lib/verifier-rl
 EXPOSE 50051

@@ -1,15 +1,21 @@
 """Per-slot cgroups for memory, process count and CPU bandwidth, on cgroup v1 or v2.
 
 Each slot gets its own cgroup, created under the cgroup the host process is in (so the host's
-own limits still apply) and named `verifier-rl-<pid namespace>-<host pid>-<slot>` (a pid is
-only meaningful in its namespace: another container sharing the hierarchy must not take a
-live slot's cgroup for a dead one's). The slot's launcher joins
-it once at start; every run is forked from inside, so no run pays for joining a cgroup.
-Before each run the host sets the memory limit (the slot's baseline, its resident memory
-before its first run, plus the run's `memory_mb`: never more because an earlier run left
-something behind; the pool recycles a slot that does not come back to its baseline) and
-resets the peak; after it, it reads the peak and the OOM-kill counter, which
-is how a memory-limit kill is told apart from any other SIGKILL.
+own limits still apply) or under a configured parent, and named
+`verifier-rl-<pid namespace>-<host pid>-<slot>` (a pid is only meaningful in its namespace:
+another container sharing the hierarchy must not take a live slot's cgroup for a dead
+one's). The slot's launcher joins it once at start; every run is forked from inside, so no
+run pays for joining a cgroup. Before each run the host sets the memory limit (the slot's
+baseline, its resident memory before its first run, plus the run's `memory_mb`: never more
+because an earlier run left something behind; the pool recycles a slot that does not come
+back to its baseline) and resets the peak; after it, it reads the peak and the OOM-kill
+counter, which is how a memory-limit kill is told apart from any other SIGKILL.
+
+A configured parent on cgroup v2 is taken over (`delegate`): the kernel enables controllers
+for a cgroup's children only while it holds no process ("no internal processes"), so every
+process in it is moved to its leaf `verifier-rl-server` first, as systemd and container
+engines do with a cgroup delegated to them. Use a cgroup this server owns: a container's own
+cgroup (with a private cgroup namespace, "/"), or a systemd unit's with Delegate=yes.
 
 Not guaranteed: the peak includes page cache the run caused to be charged; on v2 without
 `memory.peak` (kernels before 5.19) the peak is unknown.
@@ -28,6 +34,8 @@ from sandboxes.limits import SandboxError
 
 ROOT = Path("/sys/fs/cgroup")
 PREFIX = "verifier-rl-"
+SERVER_LEAF = "verifier-rl-server"  # where a delegated v2 parent's own processes go
+CONTROLLERS = ("memory", "pids", "cpu")
 _PERIOD_US = 100_000
 
 
@@ -62,15 +70,20 @@ def own_paths(proc_cgroup: str) -> dict[str, str]:
 class CgroupV1:
     """memory, pids and cpu hierarchies, each with the slot's directory."""
 
-    CONTROLLERS = ("memory", "pids", "cpu")
-
-    def __init__(self, name: str, root: Path = ROOT, proc_cgroup: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        root: Path = ROOT,
+        proc_cgroup: str | None = None,
+        parent: str | None = None,
+    ) -> None:
         paths = own_paths(proc_cgroup or Path("/proc/self/cgroup").read_text())
         self.dirs: dict[str, Path] = {}
-        for controller in self.CONTROLLERS:
-            parent = root / controller / paths.get(controller, "/").lstrip("/")
-            _sweep_stale(parent)
-            self.dirs[controller] = _make(parent / name)
+        for controller in CONTROLLERS:
+            path = parent if parent is not None else paths.get(controller, "/")
+            parent_dir = _existing(root / controller / path.lstrip("/"), parent)
+            _sweep_stale(parent_dir)
+            self.dirs[controller] = _make(parent_dir / name)
         memory = self.dirs["memory"]
         self._write(memory / "memory.swappiness", "0")
         self._write(self.dirs["cpu"] / "cpu.cfs_period_us", str(_PERIOD_US))
@@ -121,19 +134,28 @@ class CgroupV1:
 class CgroupV2:
     """One directory in the unified hierarchy with memory, pids and cpu enabled."""
 
-    def __init__(self, name: str, root: Path = ROOT, proc_cgroup: str | None = None) -> None:
-        paths = own_paths(proc_cgroup or Path("/proc/self/cgroup").read_text())
-        parent = root / paths.get("", "/").lstrip("/")
+    def __init__(
+        self,
+        name: str,
+        root: Path = ROOT,
+        proc_cgroup: str | None = None,
+        parent_path: str | None = None,
+    ) -> None:
+        if parent_path is not None:
+            parent = delegate(parent_path, root)
+        else:
+            paths = own_paths(proc_cgroup or Path("/proc/self/cgroup").read_text())
+            parent = root / paths.get("", "/").lstrip("/")
         enabled = set((parent / "cgroup.subtree_control").read_text().split())
-        missing = {"memory", "pids", "cpu"} - enabled
+        missing = set(CONTROLLERS) - enabled
         if missing:
             try:
                 _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
             except SandboxError as exc:
                 raise SandboxError(
                     f"cgroup v2: cannot enable {sorted(missing)} for children of {parent} "
-                    "(a cgroup with processes in it cannot; run the server in a cgroup whose "
-                    f"controllers are delegated, e.g. systemd Delegate=yes): {exc}"
+                    "(a cgroup with processes in it cannot; set cgroup_parent to a cgroup "
+                    f"delegated to this server, e.g. the container's own, '/'): {exc}"
                 ) from None
         _sweep_stale(parent)
         self.dir = _make(parent / name)
@@ -183,8 +205,55 @@ class CgroupV2:
 Cgroup = CgroupV1 | CgroupV2
 
 
-def create(name: str) -> Cgroup:
-    return CgroupV2(name) if detect() == "v2" else CgroupV1(name)
+def create(name: str, parent: str | None = None) -> Cgroup:
+    """The slot cgroup `name`, under `parent` (a cgroup path) or this process's cgroup."""
+    if detect() == "v2":
+        return CgroupV2(name, parent_path=parent)
+    return CgroupV1(name, parent=parent)
+
+
+def check_parent(parent: str) -> None:
+    """Fails now, not at the first slot, when `parent` cannot hold slot cgroups (on v2 this
+    takes it over: see `delegate`). Raises SandboxError naming cgroup_parent."""
+    if detect() == "v2":
+        delegate(parent)
+        return
+    for controller in CONTROLLERS:
+        _existing(ROOT / controller / parent.lstrip("/"), parent)
+
+
+def delegate(parent_path: str, root: Path = ROOT, attempts: int = 20) -> Path:
+    """Makes the v2 cgroup `parent_path` ready for slot cgroups: its processes moved to its
+    SERVER_LEAF child, memory, pids and cpu enabled for its children. Idempotent (every
+    worker may call it). Raises SandboxError naming cgroup_parent."""
+    parent = _existing(root / parent_path.lstrip("/"), parent_path)
+    available = set((parent / "cgroup.controllers").read_text().split())
+    if not available >= set(CONTROLLERS):
+        raise SandboxError(
+            f"cgroup_parent={parent_path!r}: {parent} offers controllers {sorted(available)}, "
+            f"not all of {list(CONTROLLERS)}: they are not delegated to it"
+        )
+    wanted = " ".join(f"+{c}" for c in CONTROLLERS)
+    leaf = _make(parent / SERVER_LEAF)
+    for _ in range(attempts):
+        for pid in (parent / "cgroup.procs").read_text().split():
+            try:
+                with open(leaf / "cgroup.procs", "w") as f:
+                    f.write(pid)
+            except ProcessLookupError:
+                pass  # exited meanwhile
+            except OSError as exc:
+                raise SandboxError(
+                    f"cgroup_parent={parent_path!r}: cannot move process {pid} from {parent} "
+                    f"to {leaf}: {exc.strerror}"
+                ) from None
+        try:
+            _write(parent / "cgroup.subtree_control", wanted)
+            return parent
+        except SandboxError as exc:  # a process joined in between (an exec): move it too
+            last = exc
+            time.sleep(0.01)
+    raise SandboxError(f"cgroup_parent={parent_path!r}: {last}")
 
 
 def _keyed(text: str) -> dict[str, int]:
@@ -194,6 +263,14 @@ def _keyed(text: str) -> dict[str, int]:
         with contextlib.suppress(ValueError):
             values[key] = int(value)
     return values
+
+
+def _existing(path: Path, parent: str | None) -> Path:
+    """`path` if it is a cgroup directory; a configured parent that is not one is named."""
+    if not (path / "cgroup.procs").is_file():
+        where = f"cgroup_parent={parent!r}: " if parent is not None else ""
+        raise SandboxError(f"{where}{path} is not a cgroup directory")
+    return path
 
 
 def _make(path: Path) -> Path:

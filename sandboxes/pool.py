@@ -17,6 +17,9 @@ Guarantees:
   replaced before the next run; runs' memory limits count from the baseline.
 - stdout and stderr are read as they are written and capped; past a cap the run is killed.
 - Slots die with the process that started them, and a killed slot is replaced on next use.
+- Each slot's outside uid and gid pair comes from SandboxConfig's range, checked against this
+  user namespace when the pool is made, and is held by no other live slot of this network
+  namespace (sandboxes.uids).
 - Launchers are started with posix_spawn (subprocess), never by forking this process, so a
   pool may live in a process with threads; but start pools before a gRPC server exists in
   the same process, as with any child process.
@@ -47,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandboxes import cgroups, rootfs
+from sandboxes import cgroups, rootfs, uids
 from sandboxes.limits import Limits, Outcome, Program, RunResult, SandboxError
 from sandboxes.zygote import HEADER, KIND_KILL, KIND_RUN
 
@@ -59,7 +62,6 @@ _BOOT = (
     "sys.path.insert(0, c['package_parent']); "
     "from sandboxes.zygote import launcher_main; launcher_main(p, c)"
 )
-_UIDS_PER_PROCESS = 256  # outside uids: base + pid * 256 + k; k = 0 for zygotes, 1.. for slots
 _BACKSTOP_S = 10.0  # past wall_s + this, a silent slot is considered broken
 _LEFTOVER_BYTES = 32 << 20  # a slot this far above its baseline between runs is recycled
 _READ_CHUNK = 1 << 16
@@ -75,16 +77,36 @@ class SandboxConfig:
     python: str = "/usr/bin/python3"
     """The interpreter of launchers and zygotes, and of runner="python" runs: it must live
     under /usr (the only host tree visible inside) and use only its standard library."""
-    uid_base: int = 1_000_000_000
-    """Outside uids are uid_base + 256 * host pid + k: unique per slot, never a real user."""
+    uid_base: int | None = None
+    """First outside uid (and gid) of the slots' range; None: 1,000,000,000 where this user
+    namespace maps it (a host), else the top `uid_count` ids below 65534 (a container that
+    maps 65,536 uids). Never a real user's: each slot's runs and zygote have their own."""
+    uid_count: int = 4096
+    """Outside ids in the range, shared by every process of this network namespace that uses
+    the same uid_base (the server's workers); each live slot holds 2."""
+    cgroup_parent: str | None = None
+    """The cgroup (a path in the hierarchy, as in /proc/self/cgroup) under which slot cgroups
+    are made; None: the cgroup this process is in. On cgroup v2 its processes are moved to
+    its `verifier-rl-server` leaf first, so that controllers can be enabled for slots."""
     start_timeout_s: float = 30.0
+
+
+def check_config(config: SandboxConfig, slots: int) -> None:
+    """Checks `config` for a pool of `slots` in this process, as a server does at start: the
+    uid range against this user namespace, the cgroup parent (taken over on cgroup v2).
+    Raises SandboxError naming the field."""
+    uids.resolve(config.uid_base, config.uid_count, slots)
+    if config.cgroup_parent is not None:
+        cgroups.check_parent(config.cgroup_parent)
 
 
 class Slot:
     """One launcher + zygote pair. Not thread-safe; owned by a SandboxPool."""
 
-    def __init__(self, config: SandboxConfig) -> None:
+    def __init__(self, config: SandboxConfig, ids: uids.UidRange) -> None:
         self.config = config
+        self.ids = ids
+        self.claim: uids.UidClaim | None = None
         self.number = _take_slot_number()
         self.process: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
@@ -103,14 +125,12 @@ class Slot:
         """Starts the launcher and waits for the zygote's "ready". Raises SandboxError."""
         if os.geteuid() != 0:
             raise SandboxError("sandboxes need root on the host (uid maps, cgroups)")
-        base = self.config.uid_base + _UIDS_PER_PROCESS * os.getpid()
-        zygote_uid, slot_uid = base, base + self.number
-        if slot_uid >= 2**31 - 1:
-            raise SandboxError(f"SandboxConfig.uid_base {self.config.uid_base} is too large")
         host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock = host_sock
         try:
-            self.cgroup = cgroups.create(cgroups.slot_name(self.number))
+            self.claim = claim = uids.claim(self.ids)
+            zygote_uid, slot_uid = claim.zygote, claim.run
+            self.cgroup = cgroups.create(cgroups.slot_name(self.number), self.config.cgroup_parent)
             launcher_config = {
                 "fd": child_sock.fileno(), "host_pid": os.getpid(),
                 "package_parent": _PACKAGE_PARENT,
@@ -249,6 +269,9 @@ class Slot:
         if self.cgroup is not None:
             self.cgroup.destroy()
             self.cgroup = None
+        if self.claim is not None:  # after the kill: no process of the slot has these uids
+            self.claim.release()
+            self.claim = None
         self.zygote_pid = None
         self.process = None
         self._buffer = b""
@@ -312,7 +335,8 @@ class SandboxPool:
         if slots < 1:
             raise ValueError("slots must be >= 1")
         self.config = config or SandboxConfig()
-        self.slots = [Slot(self.config) for _ in range(slots)]
+        ids = uids.resolve(self.config.uid_base, self.config.uid_count, slots)
+        self.slots = [Slot(self.config, ids) for _ in range(slots)]
         # Runs at exit also in multiprocessing children (which leave through os._exit), so the
         # slots' cgroups are removed even when nobody calls close().
         self._finalizer = multiprocessing.util.Finalize(
@@ -714,12 +738,13 @@ def _write_proc(pid: int, name: str, text: str) -> None:
 
 
 def _take_slot_number() -> int:
+    """The lowest number no live slot of this process has (it names the slot's cgroup)."""
     with _slot_numbers_lock:
-        for number in range(1, _UIDS_PER_PROCESS):
-            if number not in _slot_numbers_in_use:
-                _slot_numbers_in_use.add(number)
-                return number
-    raise SandboxError(f"more than {_UIDS_PER_PROCESS - 1} sandbox slots in one process")
+        number = 1
+        while number in _slot_numbers_in_use:
+            number += 1
+        _slot_numbers_in_use.add(number)
+        return number
 
 
 def _release_slot_number(number: int) -> None:

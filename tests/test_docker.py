@@ -43,6 +43,9 @@ def test_compose_sidecar_has_the_tested_security_settings(tmp_path: Path) -> Non
     assert (DOCKER / seccomp.removeprefix("seccomp=")).exists()
     assert verifier["cap_drop"] == ["ALL"] and sorted(verifier["cap_add"]) == CAPS
     assert "privileged" not in verifier
+    # the container's own cgroup, writable, is the slots' parent
+    assert verifier["cgroup"] == "private" and "writable-cgroups=true" in verifier["security_opt"]
+    assert verifier["environment"]["VERIFIER_RL_SANDBOX_CGROUP_PARENT"] == "/"
     assert compose["networks"]["rl"]["internal"] is True
     train = load_config(TrainConfig, DOCKER / "compose" / "train.yaml")
     assert train.reward.address == "verifier:50051"
@@ -63,6 +66,10 @@ def test_k8s_sidecar_probes_its_grpc_port_and_runs_unprivileged(tmp_path: Path) 
     assert context["capabilities"]["drop"] == ["ALL"]
     assert sorted(context["capabilities"]["add"]) == CAPS
     assert Path(context["seccompProfile"]["localhostProfile"]).name == OCI_OUT.name
+    # an unmasked /proc, which Kubernetes allows only in a user namespace, whose 65,536 uids
+    # the sandbox's default range fits; a writable cgroup from the runtime class
+    assert context["procMount"] == "Unmasked" and pod["spec"]["hostUsers"] is False
+    assert pod["spec"]["runtimeClassName"] == docs["RuntimeClass"]["metadata"]["name"]
     policy = docs["NetworkPolicy"]["spec"]  # no ingress rules: nothing may connect
     assert policy["podSelector"]["matchLabels"] == pod["metadata"]["labels"]
     assert policy["policyTypes"] == ["Ingress"] and "ingress" not in policy
@@ -70,4 +77,4 @@ def test_k8s_sidecar_probes_its_grpc_port_and_runs_unprivileged(tmp_path: Path) 
     train = load_config(TrainConfig, tmp_path / "train.yaml")
     assert train.reward.address == f"127.0.0.1:{port}"
     (tmp_path / "server.yaml").write_text(config_map["data"]["server.yaml"])
-    load_server_config(tmp_path / "server.yaml")
+    assert load_server_config(tmp_path / "server.yaml").sandbox.cgroup_parent == "/"

@@ -38,6 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["text", "json"],
         help="json: one JSON object a line, with request ids",
     )
+    serve.add_argument(
+        "--sandbox-slots", type=int, help="warm sandbox slots per worker (sandbox.slots)"
+    )
+    serve.add_argument(
+        "--sandbox-uid-base", type=int, help="first outside uid/gid of sandboxes (sandbox.uid_base)"
+    )
+    serve.add_argument(
+        "--sandbox-uid-count", type=int, help="outside uids/gids for sandboxes (sandbox.uid_count)"
+    )
+    serve.add_argument(
+        "--sandbox-cgroup-parent",
+        metavar="CGROUP",
+        help="cgroup under which sandbox cgroups are made, e.g. / (sandbox.cgroup_parent)",
+    )
     _common(serve)
 
     listing = commands.add_parser("list", help="print the verifiers, named rewards and params")
@@ -113,8 +127,14 @@ def _with_overrides(config: ServerConfig, args: argparse.Namespace) -> ServerCon
         previous = config.server.auth.model_dump() if config.server.auth else {}
         server["auth"] = {**previous, "tokens_file": args.auth_tokens_file, "tokens_env": None}
     plugins = [*config.plugins, *[p for p in args.plugin if p not in config.plugins]]
+    sandbox = {
+        key: getattr(args, f"sandbox_{key}")
+        for key in ("slots", "uid_base", "uid_count", "cgroup_parent")
+        if getattr(args, f"sandbox_{key}", None) is not None
+    }
     updated = config.model_dump()
     updated["server"].update(server)
+    updated["sandbox"].update(sandbox)
     updated["plugins"] = plugins
     try:
         return ServerConfig.model_validate(updated)

@@ -4,6 +4,7 @@ problem with its location.
 
     server:   {host: 127.0.0.1, port: 50051, workers: 2}
     limits:   {max_items_per_request: 4096, max_completion_bytes: 1048576}
+    sandbox:  {uid_base: 61438, uid_count: 4096, cgroup_parent: /}   # code verifier's sandboxes
     verifiers:                       # defaults merged under each request's params
       json_schema: {timeout_s: 3}
     verifier_settings:               # server-side settings of stateful verifiers (never
@@ -117,9 +118,38 @@ class Limits(_Strict):
     )
 
 
+class SandboxSettings(_Strict):
+    """The code verifier's sandboxes, in every worker (sandboxes.SandboxConfig). Each key is
+    also a `--sandbox-*` flag (which wins) and a VERIFIER_RL_SANDBOX_* environment variable
+    (used when the key is unset here); unset everywhere, the sandbox's default applies."""
+
+    slots: int | None = Field(
+        default=None, ge=2, description="Warm sandbox slots per worker (default 2)."
+    )
+    uid_base: int | None = Field(
+        default=None,
+        ge=1,
+        description="First outside uid/gid of the slots (default: 1,000,000,000 where the "
+        "server's user namespace maps it, else the top uid_count ids below 65534).",
+    )
+    uid_count: int | None = Field(
+        default=None,
+        ge=2,
+        description="Outside uids/gids for all workers' slots, 2 per slot (default 4096).",
+    )
+    cgroup_parent: str | None = Field(
+        default=None,
+        pattern=r"^/",
+        description="cgroup path (as in /proc/self/cgroup) under which slot cgroups are made; "
+        "on cgroup v2 the server moves its processes to its leaf `verifier-rl-server` "
+        "(default: the server's own cgroup).",
+    )
+
+
 class ServerConfig(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     limits: Limits = Field(default_factory=Limits)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     plugins: list[str] = Field(default_factory=list, description="Modules to load as plugins.")
     verifiers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-verifier default params, by verifier name."

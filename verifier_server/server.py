@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -44,6 +45,7 @@ from verifier_server.registry import Registry
 from verifier_server.resolver import Resolver
 from verifier_server.scorer import Scorer
 from verifier_server.types import Result, Status
+from verifier_server.verifiers.code import sandbox_env
 
 if TYPE_CHECKING:
     from verifier_server.metrics import Metrics
@@ -433,8 +435,15 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
     tokens = load_tokens(settings.auth) if settings.auth else None
     _warn_if_exposed(settings)
     resolver = Resolver(registry, config)
+    sandbox_vars = sandbox_env.worker_env(config.sandbox, os.environ)
+    sandbox_env.check_at_start({**os.environ, **sandbox_vars}, settings.workers)
     loop = asyncio.get_running_loop()
-    pool = WorkerPool(settings.workers, plugins=config.plugins, memory_mb=settings.worker_memory_mb)
+    pool = WorkerPool(
+        settings.workers,
+        plugins=config.plugins,
+        memory_mb=settings.worker_memory_mb,
+        env=sandbox_vars,
+    )
     pool.start(loop)  # before any gRPC object exists: gRPC forbids fork afterwards
     metrics = None
     if settings.metrics_port is not None:

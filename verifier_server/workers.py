@@ -37,7 +37,7 @@ import signal
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
@@ -144,8 +144,11 @@ class JobObserver(Protocol):
     def observe_job(self, verifier: str, queue_wait_s: float, run_s: float | None) -> None: ...
 
 
-def _worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None) -> None:
+def _worker_main(
+    conn: Connection, plugins: Sequence[str], memory_mb: int | None, env: Mapping[str, str]
+) -> None:
     """Entry point of a worker process: score the jobs the parent sends, one item at a time."""
+    os.environ.update(env)  # before any verifier reads its settings (the sandbox's)
     with contextlib.suppress(OSError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -405,12 +408,15 @@ class WorkerPool:
         plugins: Sequence[str] = (),
         memory_mb: int | None = None,
         chunk_items: int = 16,
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """`env`: variables set in each worker before its verifiers load (sandbox settings)."""
         if n_workers < 1:
             raise ValueError("n_workers must be >= 1")
         self.n_workers = n_workers
         self.plugins = tuple(plugins)
         self.memory_mb = memory_mb
+        self.env = dict(env or {})
         self.chunk_items = chunk_items
         self._ctx = multiprocessing.get_context("forkserver")
         self._workers: list[_Worker] = []
@@ -642,7 +648,7 @@ class WorkerPool:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=_worker_main,
-            args=(child_conn, self.plugins, self.memory_mb),
+            args=(child_conn, self.plugins, self.memory_mb, self.env),
             name="verifier-worker",
             daemon=True,
         )

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandboxes import Limits, Program, SandboxPool
-from sandboxes.pool import _UIDS_PER_PROCESS
 
 
 def python(source: str, stdin: bytes = b"") -> Program:
@@ -17,8 +16,9 @@ def python(source: str, stdin: bytes = b"") -> Program:
 
 
 def slot_uids(pool: SandboxPool) -> set[int]:
-    base = pool.config.uid_base + _UIDS_PER_PROCESS * os.getpid()
-    return {base + slot.number for slot in pool.slots}
+    """The outside uids runs of the pool's live slots have (a dead slot's processes died
+    with its pid namespace)."""
+    return {slot.claim.run for slot in pool.slots if slot.claim is not None}
 
 
 def processes_of(uids: set[int]) -> list[int]:

@@ -15,7 +15,8 @@ compile_error, not_run (after a failure with `stop_at_first_failure`). A sandbox
 not run the program makes the item STATUS_VERIFIER_ERROR, never a score of 0.
 
 Runs in the worker pool ("process"): each worker owns a pool of warm sandbox slots (default
-2, or VERIFIER_RL_SANDBOX_SLOTS), started by `warm_up` before the server accepts requests.
+2, or the config's `sandbox` section / VERIFIER_RL_SANDBOX_* variables: see sandbox_env),
+started by `warm_up` before the server accepts requests.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from sandboxes import Limits, Outcome, Program, RunResult, SandboxError, Sandbox
 from sandboxes.languages import CompileLimits, Language, get_language
 from verifier_server.types import Item, Result, Status, truncate
 from verifier_server.verifiers.base import InvalidItem, TimedParams, Verifier
+from verifier_server.verifiers.code import sandbox_env
 from verifier_server.verifiers.code.compare import CompareMode, outputs_match
 from verifier_server.verifiers.code.reference import (
     CodeReference,
@@ -112,7 +114,7 @@ class CodeVerifier(Verifier):
     execution = "process"
 
     def __init__(self) -> None:
-        self.slots = int(os.environ.get("VERIFIER_RL_SANDBOX_SLOTS", "2"))
+        self.slots = sandbox_env.slots_from_env(os.environ)
         self._pool: SandboxPool | None = None
         self._harness: dict[str, bytes] | None = None
 
@@ -136,7 +138,9 @@ class CodeVerifier(Verifier):
 
     def pool(self) -> SandboxPool:
         if self._pool is None:
-            self._pool = SandboxPool(max(2, self.slots))  # a function test's pair needs two
+            self._pool = SandboxPool(
+                max(sandbox_env.DEFAULT_SLOTS, self.slots), sandbox_env.config_from_env(os.environ)
+            )
         return self._pool
 
     def score_one(self, item: Item, params: CodeParams) -> Result:
