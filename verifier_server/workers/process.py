@@ -58,8 +58,11 @@ def worker_main(conn: Connection, plugins: Sequence[str], memory_mb: int | None)
         if isinstance(job, Cancel):  # arrived after its job finished: nothing to stop
             continue
         verifier = registry.instance(job.verifier)
-        run = _run_items if isinstance(job, ItemsJob) else _run_bulk
-        if not run(conn, verifier, job, retire_above_mb):  # type: ignore[arg-type]
+        if isinstance(job, ItemsJob):
+            carry_on = _run_items(conn, verifier, job, retire_above_mb)
+        else:
+            carry_on = _run_bulk(conn, verifier, job, retire_above_mb)
+        if not carry_on:
             return
 
 
