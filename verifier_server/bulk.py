@@ -2,8 +2,8 @@
 
 For linear-time ("bulk") verifiers the per-item cost of converting protobuf to dataclasses
 and back is as large as the verification itself; doing both in the worker keeps that work off
-the server's event loop and its GIL. Besides the servicer, convert and the client, this is the
-one module that touches the generated protobuf code.
+the server's event loop and its GIL. So this module, like the servicer, the dispatcher,
+convert and the client, touches the generated protobuf code.
 """
 
 from __future__ import annotations

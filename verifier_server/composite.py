@@ -73,47 +73,32 @@ def combine(spec: CompositeParams, item_id: str, parts: Sequence[Result]) -> Res
     other parts could not be verified. Otherwise any part that is not OK makes the whole
     reward not OK, with that part's status: a missing part would bias the sum.
     """
-    components: dict[str, float] = {}
-    details: dict[str, Any] = {}
-    for component, part in zip(spec.components, parts, strict=True):
-        if part.ok:
-            components[component.key] = part.score
-        details[component.key] = {"status": part.status.name, "reason": part.reason, **part.details}
+    pairs = list(zip(spec.components, parts, strict=True))
+    components = {c.key: p.score for c, p in pairs if p.ok}
+    details: dict[str, Any] = {
+        c.key: {"status": p.status.name, "reason": p.reason, **p.details} for c, p in pairs
+    }
     elapsed_ms = sum(p.elapsed_ms for p in parts)
-    for component, part in zip(spec.components, parts, strict=True):
+
+    def verdict(score: float, status: Status, reason: str = "") -> Result:
+        return Result(
+            id=item_id,
+            score=score,
+            status=status,
+            reason=reason,
+            components=components,
+            details=details,
+            elapsed_ms=elapsed_ms,
+        )
+
+    for component, part in pairs:
         if component.gate and part.ok and part.score < component.gate_threshold:
-            return Result(
-                id=item_id,
-                score=0.0,
-                status=Status.OK,
-                reason=f"gate_failed:{component.key}",
-                components=components,
-                details=details,
-                elapsed_ms=elapsed_ms,
-            )
-    for component, part in zip(spec.components, parts, strict=True):
+            return verdict(0.0, Status.OK, f"gate_failed:{component.key}")
+    for component, part in pairs:
         if not part.ok:
-            return Result(
-                id=item_id,
-                score=0.0,
-                status=part.status,
-                reason=f"component_failed:{component.key}:{part.reason}",
-                components=components,
-                details=details,
-                elapsed_ms=elapsed_ms,
-            )
-    scored = [(c, p) for c, p in zip(spec.components, parts, strict=True) if not c.gate]
+            return verdict(0.0, part.status, f"component_failed:{component.key}:{part.reason}")
+    scored = [(c.weight, p.score) for c, p in pairs if not c.gate]
     if spec.combine == "sum":
-        score = sum(c.weight * p.score for c, p in scored)
-    elif spec.combine == "min":
-        score = min(p.score for _, p in scored)
-    else:
-        score = max(p.score for _, p in scored)
-    return Result(
-        id=item_id,
-        score=score,
-        status=Status.OK,
-        components=components,
-        details=details,
-        elapsed_ms=elapsed_ms,
-    )
+        return verdict(sum(weight * score for weight, score in scored), Status.OK)
+    pick = min if spec.combine == "min" else max
+    return verdict(pick(score for _, score in scored), Status.OK)

@@ -1,6 +1,8 @@
 """Protobuf <-> plain dataclasses, and validation of items as they arrive.
 
-The only module besides the servicer and the client that imports the generated code.
+Every conversion between the two lives here; besides this module only the servicer, the
+client, the dispatcher and bulk.py (which keep bulk items serialized) import the generated
+code, and they convert through it.
 """
 
 from __future__ import annotations

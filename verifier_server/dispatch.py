@@ -131,8 +131,8 @@ class Dispatcher:
             group = loop.create_future()
             ids = [messages[i].id for i in part]
             jobs.append((part, group))
-            if not self.pool.admits_job(leaf.cost_key, len(part), deadline, caller):
-                group.set_result(_refused(ids, self.pool.estimated_wait_s()))
+            if not self.pool.admission.admits_job(leaf.cost_key, len(part), deadline, caller):
+                group.set_result(_refused(ids, self.pool.admission.estimated_wait_s()))
                 continue
             if request_payload is not None and len(part) == len(messages):
                 payload = request_payload  # the whole request: forwarded as it came

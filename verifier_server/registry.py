@@ -27,7 +27,7 @@ BUILTIN_MODULES = (
     "verifier_server.verifiers.format",
     "verifier_server.verifiers.string_check",
     "verifier_server.verifiers.length",
-    "verifier_server.verifiers.json_schema",
+    "verifier_server.verifiers.json_schema.verifier",
     "verifier_server.verifiers.math.verifier",
     "verifier_server.verifiers.code.verifier",
     "verifier_server.verifiers.judge.verifier",

@@ -57,7 +57,7 @@ class Scorer:
         self, items: Sequence[Item], plan: Leaf, deadline: float | None, caller: str
     ) -> list[asyncio.Future[Result]]:
         name = plan.verifier.name
-        admitted = self.pool.admissible(plan.cost_key, len(items), deadline, caller)
+        admitted = self.pool.admission.admissible(plan.cost_key, len(items), deadline, caller)
         admitted = min(admitted, max(0, self.max_queued_items - self._queued))
         futures = self.pool.submit(
             name, plan.params, items[:admitted], plan.timeout_s, deadline, plan.cost_key, caller
@@ -67,7 +67,7 @@ class Scorer:
             future.add_done_callback(self._dequeued)
         for item in items[admitted:]:
             rejected = self._loop.create_future()
-            queued_s = self.pool.estimated_wait_s()
+            queued_s = self.pool.admission.estimated_wait_s()
             why = (
                 f"the queue would not finish within the deadline (~{queued_s:.2f} s of work queued)"
             )

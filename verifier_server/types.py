@@ -1,6 +1,8 @@
 """The plain data that verifiers, the server and the client exchange.
 
-Only the conversion module and the client touch protobuf; everything else sees these.
+Protobuf stays at the edges: the servicer (server.py), the dispatcher (dispatch.py, which
+routes bulk items still serialized), bulk.py (which scores them in a worker), convert.py and
+the client. Verifiers, the scorer and the worker pool see only these.
 `reference`, `params` and `details` hold JSON values (dict, list, str, float, bool, None).
 """
 

@@ -86,14 +86,14 @@ async def test_items_refused_for_their_deadline_do_not_teach_the_pool_they_cost_
     try:
         params = SleepParams(seconds=0.2)
         await asyncio.gather(*pool.submit("sleepy", params, items(2, "learn"), 5.0))
-        learned = pool.item_cost_s("sleepy")
+        learned = pool.admission.item_cost_s("sleepy")
         assert learned == pytest.approx(0.2, abs=0.05)
         deadline = time.monotonic() + 0.3
         results = await asyncio.gather(*pool.submit("sleepy", params, items(8), 5.0, deadline))
         assert [r.status for r in results].count(Status.OVERLOADED) >= 5
         # Six refusals at 0 s each used to drag the estimate to ~0.05 s: admission then let
         # in four times the work a deadline allows, and the excess came back TIMEOUT.
-        assert pool.item_cost_s("sleepy") == pytest.approx(learned, abs=0.05)
+        assert pool.admission.item_cost_s("sleepy") == pytest.approx(learned, abs=0.05)
     finally:
         await pool.close()
 
@@ -277,7 +277,7 @@ async def test_a_retiring_worker_is_given_no_more_work() -> None:
 
 
 async def test_a_worker_killed_after_it_said_retiring_costs_no_item(tmp_path) -> None:
-    from verifier_server.workers import Retiring
+    from verifier_server.workers.messages import Retiring
 
     pool = WorkerPool(1, plugins=["testing_verifiers"], chunk_items=4)
     pool.start(asyncio.get_running_loop())
@@ -337,29 +337,29 @@ async def test_queued_work_is_priced_at_what_the_pool_has_learned_since() -> Non
         # A cold verifier: 20 items queued at the initial guess of 10 ms each (0.2 s).
         futures = pool.submit("sleepy", SleepParams(seconds=0.1), items(20), 5.0)
         await wait_for(lambda: sum(f.done() for f in futures) >= 2)
-        assert pool.item_cost_s("sleepy") > 0.05  # learned: ~0.1 s
+        assert pool.admission.item_cost_s("sleepy") > 0.05  # learned: ~0.1 s
         # ~1.8 s of work is queued; nothing more can finish within a second. The backlog
         # used to keep the guess it was queued at (~0.18 s) and admit six more items, which
         # then came back TIMEOUT.
-        assert pool.estimated_wait_s() > 1.0
-        assert pool.admissible("sleepy", 10, time.monotonic() + 1.0) == 0
+        assert pool.admission.estimated_wait_s() > 1.0
+        assert pool.admission.admissible("sleepy", 10, time.monotonic() + 1.0) == 0
         await asyncio.gather(*futures)
     finally:
         await pool.close()
 
 
 async def test_cost_estimates_are_bounded_however_many_distinct_params_callers_send() -> None:
-    from verifier_server import workers
+    from verifier_server.workers.admission import MAX_COST_KEYS
 
     pool = WorkerPool(1, plugins=["testing_verifiers"])
     pool.start(asyncio.get_running_loop())
     try:
         # A cost is learned per (verifier, params): a caller varying a param every request
         # (a random regex, say) grew this table, and the params' text in it, without bound.
-        for n in range(workers._MAX_COST_KEYS + 500):
-            pool._learn_cost(f"sleepy:{n}", 0.001)
-        assert len(pool._item_cost_s) <= workers._MAX_COST_KEYS
-        assert pool.item_cost_s(f"sleepy:{workers._MAX_COST_KEYS + 499}") == 0.001  # latest kept
+        for n in range(MAX_COST_KEYS + 500):
+            pool.admission.learn_cost(f"sleepy:{n}", 0.001)
+        assert len(pool.admission._item_cost_s) <= MAX_COST_KEYS
+        assert pool.admission.item_cost_s(f"sleepy:{MAX_COST_KEYS + 499}") == 0.001  # latest
     finally:
         await pool.close()
 

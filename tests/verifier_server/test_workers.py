@@ -136,9 +136,9 @@ async def test_items_past_their_deadline_are_not_started(pool: WorkerPool) -> No
 
 async def test_admission_counts_what_fits_before_the_deadline(pool: WorkerPool) -> None:
     await score(pool, "sleepy", SleepParams(seconds=0.1), items("a", "b"))  # learn ~0.1 s per item
-    assert pool.admissible("sleepy", 100, None) == 100
-    assert pool.admissible("sleepy", 100, time.monotonic() - 1) == 0
-    fits = pool.admissible("sleepy", 100, time.monotonic() + 1.0)
+    assert pool.admission.admissible("sleepy", 100, None) == 100
+    assert pool.admission.admissible("sleepy", 100, time.monotonic() - 1) == 0
+    fits = pool.admission.admissible("sleepy", 100, time.monotonic() + 1.0)
     assert 5 <= fits <= 25  # 2 workers x 0.9 s / ~0.1 s per item
 
 

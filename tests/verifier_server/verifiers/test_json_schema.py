@@ -11,7 +11,8 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from verifier_server.types import JSON, Item, Result, Status
-from verifier_server.verifiers.json_schema import JsonSchemaVerifier, nesting_exceeds
+from verifier_server.verifiers.json_schema.parse import nesting_exceeds
+from verifier_server.verifiers.json_schema.verifier import JsonSchemaVerifier
 
 DRAFT7 = "http://json-schema.org/draft-07/schema#"
 PERSON = {
@@ -583,9 +584,9 @@ def test_exponential_validation_is_a_verdict_before_the_time_limit() -> None:
 
 
 def test_the_validator_cache_is_bounded_by_schema_size_not_count() -> None:
-    from verifier_server.verifiers.json_schema import _ValidatorCache
+    from verifier_server.verifiers.json_schema.schema import ValidatorCache
 
-    cache = _ValidatorCache(max_total_chars=1000, max_entry_chars=400)
+    cache = ValidatorCache(max_total_chars=1000, max_entry_chars=400)
     schemas = [json.dumps({"description": "x" * 300, "minimum": n}) for n in range(5)]
     compiled = [cache.get(schema, True) for schema in schemas]
     assert all(v.schema["minimum"] == n for n, v in enumerate(compiled))

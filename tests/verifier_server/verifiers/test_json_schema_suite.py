@@ -24,7 +24,7 @@ import pytest
 
 from verifier_server.client import RewardClient
 from verifier_server.types import JSON, Item, Result, RewardSpec, Status
-from verifier_server.verifiers.json_schema import JsonSchemaVerifier
+from verifier_server.verifiers.json_schema.verifier import JsonSchemaVerifier
 
 SUITE = Path(__file__).parent / "data" / "json_schema_test_suite"
 DRAFT_URIS = {

@@ -64,20 +64,17 @@ def is_uuid(value: str) -> bool:
 
 
 def is_ipv4(value: str) -> bool:
-    if not value.isascii():
-        return False
-    try:
-        ipaddress.IPv4Address(value)
-    except ValueError:
-        return False
-    return True
+    return value.isascii() and _parses_as(ipaddress.IPv4Address, value)
 
 
 def is_ipv6(value: str) -> bool:
-    if not value.isascii() or "%" in value:  # "%eth0": a zone id is not part of the format
-        return False
+    # "%eth0": a zone id is not part of the format
+    return value.isascii() and "%" not in value and _parses_as(ipaddress.IPv6Address, value)
+
+
+def _parses_as(address: Callable[[str], object], value: str) -> bool:
     try:
-        ipaddress.IPv6Address(value)
+        address(value)
     except ValueError:
         return False
     return True
