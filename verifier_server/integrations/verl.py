@@ -1,14 +1,17 @@
 """verl: a custom reward function backed by the server, per sample or per batch.
 
-Per sample (verl's naive manager and its reward loop call it once per response):
+verl 0.9's reward loop calls the function once per response, all of a batch's calls at once
+(one asyncio task each). `compute_score_async` gathers the calls that arrive within
+`linger_s` of each other on one event loop into one request:
 
-    custom_reward_function.path=pkg://verifier_server.integrations.verl
-    custom_reward_function.name=compute_score
-    +custom_reward_function.reward_kwargs.reward=math
+    reward.custom_reward_function.path=pkg://verifier_server.integrations.verl
+    reward.custom_reward_function.name=compute_score_async
+    +reward.custom_reward_function.reward_kwargs.reward=math
 
-Per batch, one request for the whole batch (verl's `batch` reward manager):
-
-    reward_model.reward_manager=batch custom_reward_function.name=compute_score_batch
+`compute_score` is the same per sample, blocking, one request per call (verl's sync
+signature, for the naive manager of older releases); `compute_score_batch` is the batch form
+of older releases' `batch` reward manager (`reward_model.reward_manager=batch`), one request
+per batch.
 
 `ground_truth` becomes the item's `reference`. verl cannot mask a sample: every result is a
 dict `{"score", "verified"}`; an item the server could not verify has score 0.0 and verified
@@ -19,10 +22,13 @@ was trained on an unverified 0.0.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from verifier_server.integrations.connection import reward_spec, shared_client
+from verifier_server.client import AsyncRewardClient
+from verifier_server.integrations.connection import ADDRESS_ENV, TOKEN_ENV, reward_spec, shared_client
 from verifier_server.types import Item, Result, RewardSpec, Status
 
 
@@ -76,6 +82,70 @@ def compute_score_batch(
     ]
     results = shared_client(address, token).score(items, timeout_s=timeout_s)
     return [_verl_score(result) for result in results]
+
+
+async def compute_score_async(
+    data_source: str,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: Mapping[str, Any] | None = None,
+    *,
+    reward: str | Mapping[str, Any] | None = None,
+    address: str | None = None,
+    token: str | None = None,
+    timeout_s: float = 120.0,
+    linger_s: float = 0.05,
+    **_: Any,
+) -> dict[str, float]:
+    """verl's async `compute_score`: the same result as `compute_score`, but the calls that
+    reach one event loop within `linger_s` of the first go to the server as one request."""
+    item = Item(id="", completion=solution_str, reward=reward_spec(reward, "reward"),
+                reference=_jsonable(ground_truth))  # fmt: skip
+    address = address or os.environ.get(ADDRESS_ENV) or "127.0.0.1:50051"
+    token = token or os.environ.get(TOKEN_ENV) or None
+    loop = asyncio.get_running_loop()
+    key = (id(loop), address, token)
+    batcher = _batchers.get(key)
+    if batcher is None or batcher.loop is not loop:
+        batcher = _batchers[key] = _Batcher(loop, AsyncRewardClient(address, token=token, max_batch_items=4096))
+    return _verl_score(await batcher.score(item, timeout_s, linger_s))
+
+
+class _Batcher:
+    """Items awaited on one event loop, sent together: the first arrival starts a window of
+    `linger_s`, and everything that arrived by its end is one request."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: AsyncRewardClient) -> None:
+        self.loop = loop
+        self.client = client
+        self.waiting: list[tuple[Item, asyncio.Future[Result]]] = []
+        self.timeout_s = 0.0
+
+    async def score(self, item: Item, timeout_s: float, linger_s: float) -> Result:
+        future: asyncio.Future[Result] = self.loop.create_future()
+        if not self.waiting:
+            self.loop.call_later(linger_s, lambda: self.loop.create_task(self._flush()))
+        self.waiting.append((item, future))
+        self.timeout_s = max(self.timeout_s, timeout_s)
+        return await future
+
+    async def _flush(self) -> None:
+        batch, self.waiting, timeout_s, self.timeout_s = self.waiting, [], self.timeout_s, 0.0
+        items = [Item(id=str(n), completion=i.completion, reward=i.reward, reference=i.reference)
+                 for n, (i, _) in enumerate(batch)]  # fmt: skip
+        try:
+            results = await self.client.score(items, timeout_s=timeout_s)
+        except Exception as exc:  # a rejected request: every caller sees the error
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
+_batchers: dict[tuple[int, str, str | None], _Batcher] = {}
 
 
 def _verl_score(result: Result) -> dict[str, float]:
