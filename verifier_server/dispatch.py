@@ -86,7 +86,7 @@ class Dispatcher:
                 raise DuplicateIdError(
                     f"items[{index}].id",
                     f"items[{index}].id {item_id!r} duplicates items[{seen[item_id]}].id; "
-                    "ids must be unique within a request"
+                    "ids must be unique within a request",
                 )
             seen[item_id] = index
             try:

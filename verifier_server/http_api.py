@@ -40,6 +40,7 @@ HealthLookup = Callable[[str], bool | None]
 """Service name -> serving (True), not serving (False), or unknown (None)."""
 
 _OPEN_PATHS = ("/healthz",)  # answered without a token, like gRPC health
+_NO_TOKEN = "a valid token is required: send 'Authorization: Bearer <token>'"
 
 
 class BadRequest(Exception):
@@ -69,10 +70,10 @@ def build_app(
             caller = access.caller(request.headers.get("Authorization"))
         try:
             if caller is None:
-                return _error(401, "authorization",
-                              "a valid token is required: send 'Authorization: Bearer <token>'")  # fmt: skip
-            caller_var.set(caller)
-            response = await handler(request)
+                response = _error(401, "authorization", _NO_TOKEN)
+            else:
+                caller_var.set(caller)
+                response = await handler(request)
         except BadRequest as exc:
             response = _error(400, exc.field, str(exc))
         except RequestError as exc:

@@ -245,7 +245,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             raise RequestError(
                 "items",
                 f"items: {len(request.items)} items in one request, over the server's cap of "
-                f"{cap}; split the batch (the Python client does this for you)"
+                f"{cap}; split the batch (the Python client does this for you)",
             )
         # Work is admitted and started against the cut-off, not the deadline itself: a job
         # admitted to finish just before the deadline finished after the response had left

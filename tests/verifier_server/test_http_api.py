@@ -18,7 +18,7 @@ import pytest
 from server_process import ServerProcess
 
 from verifier_server.client import RewardClient
-from verifier_server.types import Item, RewardSpec, Status
+from verifier_server.types import Item, RewardSpec
 
 pytestmark = pytest.mark.integration
 
@@ -262,7 +262,11 @@ def test_tokens_and_quotas_apply_over_http(tmp_path: Path) -> None:
     port = free_port()
     server = ServerProcess(["--config", str(tmp_path / "config.yaml"), "--http-port", str(port)])
     try:
-        anonymous, wrong, good = Http(port), Http(port, "wrong-token-00000000000"), Http(port, TOKEN)
+        anonymous, wrong, good = (
+            Http(port),
+            Http(port, "wrong-token-00000000000"),
+            Http(port, TOKEN),
+        )
         anonymous.wait_ready()  # health is open, as on gRPC
         for caller in (anonymous, wrong):
             for method, path, body in (("POST", "/v1/score", {"items": []}),
@@ -273,7 +277,9 @@ def test_tokens_and_quotas_apply_over_http(tmp_path: Path) -> None:
         status, answer = good.call("POST", "/v1/score", {"items": [json_item("a")]})
         assert status == 200 and answer["results"][0]["status"] == "STATUS_OK"
         # Five items in one request: over the token's in-flight quota of four, as on gRPC.
-        status, answer = good.call("POST", "/v1/score", {"items": [json_item(f"q{n}") for n in range(5)]})
+        status, answer = good.call(
+            "POST", "/v1/score", {"items": [json_item(f"q{n}") for n in range(5)]}
+        )
         assert {(r["status"], r["reason"]) for r in answer["results"]} == {
             ("STATUS_OVERLOADED", "quota_in_flight")
         }

@@ -49,7 +49,8 @@ def requests(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 def test_importing_the_adapters_imports_neither_torch_nor_a_trainer() -> None:
     code = (
         "import sys, verifier_server.integrations\n"
-        "print(sorted(m for m in ('torch', 'trl', 'verl', 'openrlhf', 'numpy') if m in sys.modules))"
+        "heavy = ('torch', 'trl', 'verl', 'openrlhf', 'numpy')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -210,7 +211,9 @@ def test_openrlhf_file_mode_loaded_as_openrlhf_loads_it(
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     prompt = "<|user|> capital? <|assistant|>"
-    out = module.reward_func([prompt + GOOD, prompt + "Paris"], [prompt, prompt], ["Paris", "Paris"])
+    out = module.reward_func(
+        [prompt + GOOD, prompt + "Paris"], [prompt, prompt], ["Paris", "Paris"]
+    )
     assert out["rewards"] == [1.0, 0.0] == out["scores"]
     assert out["extra_logs"] == {"verified": [1.0, 1.0]}
     assert out["statuses"] == ["OK", "OK"]

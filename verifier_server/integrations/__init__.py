@@ -1,6 +1,7 @@
 """Adapters that plug the server into RL trainers; none of them imports torch or the trainer.
 
-- `trl_reward(spec, address=...)`: a TRL `GRPOTrainer` reward function (verifier_server.integrations.trl).
+- `trl_reward(spec, address=...)`: a TRL `GRPOTrainer` reward function
+  (verifier_server.integrations.trl).
 - `compute_score_async` / `compute_score` / `compute_score_batch`: verl's custom reward
   function; the async one gathers a batch's calls into one request
   (verifier_server.integrations.verl).
@@ -14,6 +15,16 @@ where the trainer can tell: TRL gets None; verl and OpenRLHF, which cannot mask,
 
 from verifier_server.integrations.openrlhf import reward_func
 from verifier_server.integrations.trl import trl_reward
-from verifier_server.integrations.verl import compute_score, compute_score_async, compute_score_batch
+from verifier_server.integrations.verl import (
+    compute_score,
+    compute_score_async,
+    compute_score_batch,
+)
 
-__all__ = ["compute_score", "compute_score_async", "compute_score_batch", "reward_func", "trl_reward"]
+__all__ = [
+    "compute_score",
+    "compute_score_async",
+    "compute_score_batch",
+    "reward_func",
+    "trl_reward",
+]

@@ -28,17 +28,28 @@ _clients: dict[tuple[int, str, str | None], RewardClient] = {}
 _lock = threading.Lock()
 
 
+MAX_BATCH_ITEMS = 4096
+"""Items per request: one trainer call is one request up to the server's default cap."""
+
+
+def endpoint(address: str | None, token: str | None) -> tuple[str, str | None]:
+    """The address (default: $VERIFIER_SERVER_ADDRESS, else 127.0.0.1:50051) and token
+    (default: $VERIFIER_SERVER_TOKEN, else none) to use."""
+    return (
+        address or os.environ.get(ADDRESS_ENV) or "127.0.0.1:50051",
+        token or os.environ.get(TOKEN_ENV) or None,
+    )
+
+
 def shared_client(address: str | None = None, token: str | None = None) -> RewardClient:
-    """The process's client for `address` (default: $VERIFIER_SERVER_ADDRESS, else
-    127.0.0.1:50051), created on first use."""
-    address = address or os.environ.get(ADDRESS_ENV) or "127.0.0.1:50051"
-    token = token or os.environ.get(TOKEN_ENV) or None
+    """The process's client for the `endpoint`, created on first use."""
+    address, token = endpoint(address, token)
     key = (os.getpid(), address, token)
     with _lock:
         client = _clients.get(key)
         if client is None:
-            # One request per trainer call: the server's cap, not the client's default split.
-            client = _clients[key] = RewardClient(address, token=token, max_batch_items=4096)
+            client = RewardClient(address, token=token, max_batch_items=MAX_BATCH_ITEMS)
+            _clients[key] = client
         return client
 
 
@@ -58,12 +69,16 @@ def reward_spec(spec: str | RewardSpec | Mapping[str, Any] | None, where: str) -
     if isinstance(spec, Mapping):
         unknown = set(spec) - {"name", "params"}
         if unknown or not isinstance(spec.get("name"), str):
-            raise ValueError(f"{where}: expected {{'name': str, 'params': dict}}, got {dict(spec)!r}")
+            raise ValueError(
+                f"{where}: expected {{'name': str, 'params': dict}}, got {dict(spec)!r}"
+            )
         params = spec.get("params") or {}
         if not isinstance(params, Mapping):
             raise ValueError(f"{where}.params: expected a mapping, got {type(params).__name__}")
         return RewardSpec(spec["name"], dict(params))
-    raise ValueError(f"{where}: expected a name, a RewardSpec or a mapping, got {type(spec).__name__}")
+    raise ValueError(
+        f"{where}: expected a name, a RewardSpec or a mapping, got {type(spec).__name__}"
+    )
 
 
 def status_counts(results: Iterable[Result]) -> Counter[str]:

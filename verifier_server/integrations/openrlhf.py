@@ -18,7 +18,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from verifier_server.integrations.connection import describe, reward_spec, shared_client, status_counts
+from verifier_server.integrations.connection import (
+    describe,
+    reward_spec,
+    shared_client,
+    status_counts,
+)
 from verifier_server.types import Item, Result, RewardSpec, Status
 
 log = logging.getLogger(__name__)

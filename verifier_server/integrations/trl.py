@@ -15,32 +15,35 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from verifier_server.integrations.connection import describe, reward_spec, shared_client, status_counts
+from verifier_server.integrations.connection import (
+    describe,
+    reward_spec,
+    shared_client,
+    status_counts,
+)
 from verifier_server.types import ChatMessage, Item, RewardSpec, Status
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
 class TrlReward:
-    """A picklable reward function (TRL names it by `__name__`); see `trl_reward`."""
+    """A picklable reward function, named `name` for TRL (which reads `__name__`); see
+    `trl_reward`."""
 
-    def __init__(
-        self,
-        spec: RewardSpec,
-        address: str | None,
-        reference_column: str | None,
-        token: str | None,
-        timeout_s: float,
-        name: str,
-    ) -> None:
-        self.spec = spec
-        self.address = address
-        self.reference_column = reference_column
-        self.token = token
-        self.timeout_s = timeout_s
-        self.__name__ = name
+    spec: RewardSpec
+    address: str | None
+    reference_column: str | None
+    token: str | None
+    timeout_s: float
+    name: str
+
+    @property
+    def __name__(self) -> str:  # type: ignore[override]
+        return self.name
 
     def __call__(
         self,
@@ -77,7 +80,9 @@ class TrlReward:
         if self.reference_column is None:
             return [None] * n
         if self.reference_column not in columns:
-            available = sorted(k for k in columns if k not in ("trainer_state", "log_extra", "log_metric"))
+            available = sorted(
+                k for k in columns if k not in ("trainer_state", "log_extra", "log_metric")
+            )
             raise ValueError(
                 f"reference_column {self.reference_column!r} is not a dataset column; "
                 f"the columns TRL passed are {available}"
@@ -114,7 +119,9 @@ def _text(completion: Any, where: str) -> str:
         return completion
     if isinstance(completion, Sequence) and all(isinstance(m, Mapping) for m in completion):
         return "".join(str(m.get("content") or "") for m in completion)
-    raise ValueError(f"{where}: expected a string or a list of messages, got {type(completion).__name__}")
+    raise ValueError(
+        f"{where}: expected a string or a list of messages, got {type(completion).__name__}"
+    )
 
 
 def _prompt(prompt: Any, where: str) -> dict[str, Any]:
@@ -122,5 +129,11 @@ def _prompt(prompt: Any, where: str) -> dict[str, Any]:
     if isinstance(prompt, str):
         return {"prompt": prompt}
     if isinstance(prompt, Sequence) and all(isinstance(m, Mapping) for m in prompt):
-        return {"messages": tuple(ChatMessage(str(m["role"]), str(m.get("content") or "")) for m in prompt)}
-    raise ValueError(f"{where}: expected a string or a list of messages, got {type(prompt).__name__}")
+        return {
+            "messages": tuple(
+                ChatMessage(str(m["role"]), str(m.get("content") or "")) for m in prompt
+            )
+        }
+    raise ValueError(
+        f"{where}: expected a string or a list of messages, got {type(prompt).__name__}"
+    )

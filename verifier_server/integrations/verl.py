@@ -23,12 +23,16 @@ was trained on an unverified 0.0.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from verifier_server.client import AsyncRewardClient
-from verifier_server.integrations.connection import ADDRESS_ENV, TOKEN_ENV, reward_spec, shared_client
+from verifier_server.integrations.connection import (
+    MAX_BATCH_ITEMS,
+    endpoint,
+    reward_spec,
+    shared_client,
+)
 from verifier_server.types import Item, Result, RewardSpec, Status
 
 
@@ -101,13 +105,14 @@ async def compute_score_async(
     reach one event loop within `linger_s` of the first go to the server as one request."""
     item = Item(id="", completion=solution_str, reward=reward_spec(reward, "reward"),
                 reference=_jsonable(ground_truth))  # fmt: skip
-    address = address or os.environ.get(ADDRESS_ENV) or "127.0.0.1:50051"
-    token = token or os.environ.get(TOKEN_ENV) or None
+    address, token = endpoint(address, token)
     loop = asyncio.get_running_loop()
     key = (id(loop), address, token)
     batcher = _batchers.get(key)
     if batcher is None or batcher.loop is not loop:
-        batcher = _batchers[key] = _Batcher(loop, AsyncRewardClient(address, token=token, max_batch_items=4096))
+        batcher = _batchers[key] = _Batcher(
+            loop, AsyncRewardClient(address, token=token, max_batch_items=MAX_BATCH_ITEMS)
+        )
     return _verl_score(await batcher.score(item, timeout_s, linger_s))
 
 
