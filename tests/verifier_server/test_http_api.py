@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -283,5 +284,39 @@ def test_tokens_and_quotas_apply_over_http(tmp_path: Path) -> None:
         assert {(r["status"], r["reason"]) for r in answer["results"]} == {
             ("STATUS_OVERLOADED", "quota_in_flight")
         }
+    finally:
+        server.stop()
+
+
+def test_the_http_port_uses_the_grpc_ports_tls(tmp_path: Path) -> None:
+    # A self-signed certificate for 127.0.0.1, its own CA.
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(tmp_path / "server.key"), "-out", str(tmp_path / "server.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    server = ServerProcess([
+        "--workers", "1", "--http-port", str(port),
+        "--tls-cert", str(tmp_path / "server.pem"), "--tls-key", str(tmp_path / "server.key"),
+    ])  # fmt: skip
+    try:
+        context = ssl.create_default_context(cafile=str(tmp_path / "server.pem"))
+        body = json.dumps({"items": [json_item("t")]}).encode()
+        request = urllib.request.Request(f"https://127.0.0.1:{port}/v1/score", data=body)
+        end = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=30, context=context) as response:
+                    answer = json.loads(response.read())
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.2)
+        assert answer["results"][0]["status"] == "STATUS_OK"
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # plaintext is refused
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10)
     finally:
         server.stop()
