@@ -119,8 +119,8 @@ def build_app(
             message = convert.request_from_items(items)
         except openrlhf.ProtocolError as exc:
             raise BadRequest(exc.field, str(exc)) from None
-        except (json_format.ParseError, ValueError) as exc:  # a label that is not JSON
-            raise BadRequest("labels", str(exc)) from None
+        except (json_format.ParseError, ValueError) as exc:  # not UTF-8 (a lone surrogate)
+            raise BadRequest("<body>", str(exc)) from None
         cut_off = cut_off_after(_timeout_s(request, None))
         response = await servicer.score(message, cut_off, _peer(request))
         results = [convert.result_from_proto(r) for r in response.results]
@@ -167,13 +167,13 @@ def _parse_error_field(message: str) -> str:
     """The field protobuf's JSON parser complains about, from its message: the location it
     names (`at "ScoreRequest.items[0]"` + `no field named "x"`), else the chain of
     `Failed to parse items field: Failed to parse id field`."""
-    where = re.search(r'at "ScoreRequest\.?([^"]*)"', message)
+    where = re.search(r'at "?ScoreRequest\.?([\w\[\].]*?)\.*"?\.*\s*$', message.split("\n")[0])
     unknown = re.search(r'no field named "([^"]+)"', message)
-    if where is not None:
+    if where is not None and (where.group(1) or unknown is not None):
         path = where.group(1)
         if unknown is not None:
             path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
-        return path or "<body>"
+        return path
     chain = re.findall(r"Failed to parse (\w+) field", message)
     return ".".join(chain) or "<body>"
 

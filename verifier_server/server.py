@@ -5,6 +5,11 @@ a ScoreRequest -- is a gRPC status code), its items are routed by verifier_serve
 the slots it returns become the response. A bad *item* is data: it gets a non-OK result and
 its neighbours are scored. The event loop never runs verifier code: the worker pool is started
 before the gRPC server (gRPC forbids forking after).
+
+`VerifierServicer.score` and `list_verifiers` are the calls without gRPC's context (a bad
+request is a RequestError): the HTTP/JSON front end (verifier_server.http_api, started here
+on `server.http_port`) goes through them, so both ports share admission, quotas, limits and
+the cut-off before the deadline.
 """
 
 from __future__ import annotations

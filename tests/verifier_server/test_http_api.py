@@ -129,6 +129,7 @@ def test_score_over_http_equals_score_over_grpc(served: tuple[ServerProcess, Htt
         (b"{not json", "<body>"),
         (b"[1, 2]", "<body>"),
         (json.dumps({"items": [{"id": "a", "bogus": 1}]}).encode(), "items[0].bogus"),
+        (b'{"items": [{"id": "a", "completion": "\\ud800"}]}', "items[0].completion"),
         (json.dumps({"items": [{"id": 3}]}).encode(), "items.id"),
         (json.dumps({"items": [{"id": "a", "completion_tokens": "x"}]}).encode(),
          "items.completion_tokens"),
