@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_process import ServerProcess
+from server_process import ServerProcess, run_cli
 
 from verifier_server.client import RewardClient
 from verifier_server.types import Item, RewardSpec
@@ -321,3 +321,13 @@ def test_the_http_port_uses_the_grpc_ports_tls(tmp_path: Path) -> None:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10)
     finally:
         server.stop()
+
+
+def test_an_http_port_in_use_stops_the_server_with_the_port_named() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = run_cli("serve", "--port", "0", "--workers", "1", "--http-port", str(port))
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port} (HTTP)" in out.stderr
