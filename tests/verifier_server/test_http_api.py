@@ -8,6 +8,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -331,3 +332,23 @@ def test_an_http_port_in_use_stops_the_server_with_the_port_named() -> None:
         out = run_cli("serve", "--port", "0", "--workers", "1", "--http-port", str(port))
     assert out.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port} (HTTP)" in out.stderr
+
+
+def test_sigterm_drains_an_http_request_in_flight(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    port = free_port()
+    server = ServerProcess(["--config", str(tmp_path / "config.yaml"), "--http-port", str(port)])
+    http = Http(port)
+    http.wait_ready()
+    answers: list[tuple[int, Any]] = []
+    body = {"items": [{"id": "s", "completion": "x",
+                       "reward": {"name": "sleepy", "params": {"seconds": 3}}}]}  # fmt: skip
+    in_flight = threading.Thread(
+        target=lambda: answers.append(http.call("POST", "/v1/score", body))
+    )
+    in_flight.start()
+    time.sleep(1.5)  # the request is being scored
+    assert server.stop() == 0  # SIGTERM: drains for grace_s (10 s) before stopping
+    in_flight.join(30)
+    status, answer = answers[0]
+    assert status == 200 and answer["results"][0]["status"] == "STATUS_OK"
