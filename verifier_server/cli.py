@@ -17,7 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the gRPC server until SIGTERM")
+    serve = commands.add_parser(
+        "serve", help="run the gRPC server (and HTTP/JSON with --http-port) until SIGTERM"
+    )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1: loopback only)")
     serve.add_argument("--port", type=int, help="TCP port (default 50051; 0 picks a free port)")
     serve.add_argument("--unix", metavar="PATH", help="also listen on a Unix domain socket")
@@ -33,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="require a bearer token from FILE (one a line, `label token` or `token`)",
     )
     serve.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        help="also serve HTTP/JSON on this port (0 picks one): POST /v1/score, GET "
+        "/v1/verifiers, GET /healthz, POST /v1/openrlhf/REWARD (OpenRLHF --remote_rm_url); "
+        "same limits, TLS and tokens as gRPC; deadline from header X-Timeout-S",
+    )
     serve.add_argument(
         "--log-format",
         choices=["text", "json"],
@@ -114,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _with_overrides(config: ServerConfig, args: argparse.Namespace) -> ServerConfig:
     server: dict[str, object] = {
         key: getattr(args, key)
-        for key in ("host", "port", "unix", "workers", "metrics_port", "log_format")
+        for key in ("host", "port", "unix", "workers", "metrics_port", "http_port", "log_format")
         if getattr(args, key, None) is not None
     }
     tls_flags = [getattr(args, k, None) for k in ("tls_cert", "tls_key", "tls_client_ca")]

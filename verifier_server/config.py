@@ -93,6 +93,13 @@ class ServerSettings(_Strict):
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="Serve Prometheus metrics on this port (HTTP)."
     )
+    http_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Also serve the HTTP/JSON front end (POST /v1/score, GET /v1/verifiers, "
+        "GET /healthz, POST /v1/openrlhf/<reward>) on this port, with the same TLS and tokens.",
+    )
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object a line, with the RPC's request id."
     )

@@ -35,7 +35,12 @@ _BULK_MAX_ITEMS = 512
 
 
 class DuplicateIdError(Exception):
-    """Two items of one request share an id: their results could not be told apart."""
+    """Two items of one request share an id: their results could not be told apart.
+    `field` names the second one (`items[3].id`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class Dispatcher:
@@ -79,8 +84,9 @@ class Dispatcher:
             item_id = message.id
             if item_id in seen and item_id:
                 raise DuplicateIdError(
+                    f"items[{index}].id",
                     f"items[{index}].id {item_id!r} duplicates items[{seen[item_id]}].id; "
-                    "ids must be unique within a request"
+                    "ids must be unique within a request",
                 )
             seen[item_id] = index
             try:

@@ -5,6 +5,11 @@ a ScoreRequest -- is a gRPC status code), its items are routed by verifier_serve
 the slots it returns become the response. A bad *item* is data: it gets a non-OK result and
 its neighbours are scored. The event loop never runs verifier code: the worker pool is started
 before the gRPC server (gRPC forbids forking after).
+
+`VerifierServicer.score` and `list_verifiers` are the calls without gRPC's context (a bad
+request is a RequestError): the HTTP/JSON front end (verifier_server.http_api, started here
+on `server.http_port`) goes through them, so both ports share admission, quotas, limits and
+the cut-off before the deadline.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from aiohttp import web
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
@@ -55,6 +62,15 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VerifierService"].full_name
 
 
+class RequestError(Exception):
+    """A bad *request* (not a bad item): INVALID_ARGUMENT over gRPC, 400 over HTTP.
+    `field` names the part of the request at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class VerifierServicer(pb_grpc.VerifierServiceServicer):
     """A thin servicer: proto in, dispatch, proto out."""
 
@@ -79,9 +95,25 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         Answers before the caller's deadline: items unfinished at the cut-off get TIMEOUT
         (and their work is cancelled), so one late item never costs the whole response."""
         request = await _parse(pb.ScoreRequest, payload, context)
-        slots = await self._dispatch(request, context, payload)
         try:
-            finished = await _wait(slots, _cut_off(context))
+            return await self.score(request, _cut_off(context), f"peer:{context.peer()}", payload)
+        except RequestError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise  # unreachable: abort raises
+
+    async def score(
+        self,
+        request: pb.ScoreRequest,
+        cut_off: float | None,
+        peer: str,
+        payload: bytes | None = None,
+    ) -> pb.ScoreResponse:
+        """The transport-neutral Score, shared with the HTTP front end: `cut_off` is the
+        monotonic time by which the response must be assembled (None: no deadline), `peer`
+        the connection that takes turns when the caller has no token. Raises RequestError."""
+        slots = self._dispatch(request, cut_off, peer, payload)
+        try:
+            finished = await _wait(slots, None if cut_off is None else cut_off - time.monotonic())
         except asyncio.CancelledError:  # the caller has gone: so has the reason to work
             _cancel(slots)
             raise
@@ -141,7 +173,10 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                                 f"items[{index}].id {message.id!r} is already in flight on this "
                                 "stream; ids must be unique among the stream's unanswered items",
                             )
-                    slots = await self._dispatch(request, context)
+                    try:
+                        slots = self._dispatch(request, _cut_off(context), f"peer:{context.peer()}")
+                    except RequestError as exc:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
                     all_slots.extend(slots)
                     pending += len(slots)
                     in_flight.update((m.id, m.reward.name) for m in request.items if m.id)
@@ -185,6 +220,10 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         self, payload: bytes, context: grpc.aio.ServicerContext
     ) -> pb.ListVerifiersResponse:
         await _parse(pb.ListVerifiersRequest, payload, context)
+        return self.list_verifiers()
+
+    def list_verifiers(self) -> pb.ListVerifiersResponse:
+        """The verifiers, `composite` and the named rewards (shared with the HTTP front end)."""
         response = pb.ListVerifiersResponse()
         for name, cls in self.registry.items():
             info = response.verifiers.add(name=name, description=cls.description, kind="verifier")
@@ -200,25 +239,24 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             info.params_schema.update({"type": "object", "additionalProperties": False})
         return response
 
-    async def _dispatch(
+    def _dispatch(
         self,
         request: pb.ScoreRequest,
-        context: grpc.aio.ServicerContext,
+        cut_off: float | None,
+        peer: str,
         payload: bytes | None = None,
     ) -> list[Slot]:
-        """The request's items scheduled, or the call aborted for a bad request."""
+        """The request's items scheduled; RequestError for a bad request."""
         cap = self.config.limits.max_items_per_request
         if len(request.items) > cap:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
+            raise RequestError(
+                "items",
                 f"items: {len(request.items)} items in one request, over the server's cap of "
                 f"{cap}; split the batch (the Python client does this for you)",
             )
         # Work is admitted and started against the cut-off, not the deadline itself: a job
         # admitted to finish just before the deadline finished after the response had left
         # (its items came back TIMEOUT instead of OVERLOADED at once).
-        remaining = _cut_off(context)
-        deadline = None if remaining is None else time.monotonic() + remaining
         caller = caller_var.get()
         if self.quotas.active:
             refused = self.quotas.admit(caller, len(request.items))
@@ -226,14 +264,13 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                 return _refused(request.items, refused)
         # Callers take turns for workers: by token, or when there are none, by connection
         # (anonymous callers used to share one first-in first-out queue).
-        turn = caller or f"peer:{context.peer()}"
+        turn = caller or peer
         try:
-            slots = self.dispatcher.dispatch(request.items, deadline, payload, turn)
+            slots = self.dispatcher.dispatch(request.items, cut_off, payload, turn)
         except DuplicateIdError as exc:
             if self.quotas.active:
                 self.quotas.release(caller, len(request.items))
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise  # unreachable: abort raises
+            raise RequestError(exc.field, str(exc)) from None
         if self.quotas.active:
             self._release_when_done(slots, caller)
         return slots
@@ -324,6 +361,7 @@ def add_standard_services(
         server.add_registered_method_handlers(name, handlers)
 
 
+_SERVING = health_pb2.HealthCheckResponse.SERVING
 _CUT_OFF_MARGIN_S = 0.5  # the response leaves this long (at most a tenth of the time) early
 _STATUS_NAMES = {value: name.removeprefix("STATUS_") for name, value in pb.Status.items()}
 
@@ -339,11 +377,16 @@ async def _parse(message_type: Any, payload: bytes, context: grpc.aio.ServicerCo
 
 
 def _cut_off(context: grpc.aio.ServicerContext) -> float | None:
-    """Seconds until the response must be assembled so it reaches the caller in time."""
-    remaining = context.time_remaining()
-    if remaining is None:
+    """The monotonic time by which the response must be assembled to reach the caller in
+    time, from the RPC's deadline (None: no deadline)."""
+    return cut_off_after(context.time_remaining())
+
+
+def cut_off_after(remaining_s: float | None) -> float | None:
+    """The cut-off of a call with `remaining_s` left (None: no deadline)."""
+    if remaining_s is None:
         return None
-    return max(0.0, remaining - min(_CUT_OFF_MARGIN_S, remaining / 10))
+    return time.monotonic() + max(0.0, remaining_s - min(_CUT_OFF_MARGIN_S, remaining_s / 10))
 
 
 async def _wait(slots: Sequence[Slot], timeout_s: float | None) -> bool:
@@ -412,11 +455,16 @@ class RunningServer:
     registry: Registry
     verifiers: ServerVerifiers | None = None
     metrics: Metrics | None = None
+    http: web.AppRunner | None = None
 
     async def stop(self, grace_s: float) -> None:
-        """Health NOT_SERVING, drain in-flight RPCs for `grace_s`, then stop the workers."""
+        """Health NOT_SERVING, drain in-flight RPCs (and HTTP requests) for `grace_s`, then
+        stop the workers."""
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace_s)
+        if self.http is None:
+            await self.server.stop(grace_s)
+        else:
+            await asyncio.gather(self.server.stop(grace_s), self.http.cleanup())
         if self.verifiers is not None:
             await self.verifiers.close()
         await self.pool.close()  # type: ignore[attr-defined]
@@ -485,6 +533,7 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
     ]
     add_standard_services(health, service_names, server)
     bound = []
+    http: web.AppRunner | None = None
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     where = f"{host}:{settings.port}"  # what could not be bound, for the error
     try:
@@ -499,12 +548,18 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
             where = f"unix:{settings.unix}"
             server.add_insecure_port(where)
             bound.append(where)
+        if settings.http_port is not None:
+            where = f"{host}:{settings.http_port} (HTTP)"
+            http = await _start_http(servicer, health, tokens, settings, max_bytes)
+            bound.append(f"{'https' if settings.tls else 'http'}://{host}:{http.addresses[0][1]}")
         if metrics is not None:
             assert settings.metrics_port is not None
             where = f"{host}:{settings.metrics_port} (metrics)"
             port = metrics.serve(settings.metrics_port, settings.host)
             bound.append(f"http://{host}:{port}/metrics")
     except (RuntimeError, OSError) as exc:
+        if http is not None:
+            await http.cleanup()
         await verifiers.close()
         await pool.close()
         raise RuntimeError(f"cannot listen on {where}: {exc}") from None
@@ -515,7 +570,40 @@ async def start_server(config: ServerConfig, registry: Registry) -> RunningServe
         if f"{SERVICE_NAME}/{name}" not in verifiers.reported:  # a verifier's own word wins
             await health.set(f"{SERVICE_NAME}/{name}", serving)
     pool.on_capacity = _capacity_reporter(health, registry, config, verifiers.reported)
-    return RunningServer(server, health, pool, threads, bound, registry, verifiers, metrics)
+    return RunningServer(server, health, pool, threads, bound, registry, verifiers, metrics, http)
+
+
+async def _start_http(
+    servicer: VerifierServicer,
+    health: _Health,
+    tokens: dict[str, str] | None,
+    settings: ServerSettings,
+    max_bytes: int,
+) -> web.AppRunner:
+    """The HTTP/JSON front end (verifier_server.http_api) on `settings.http_port`, with the
+    gRPC port's TLS and tokens."""
+    from verifier_server.http_api import build_app
+
+    ssl_context = None
+    if settings.tls is not None:
+        tls = settings.tls
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(tls.cert_file, tls.key_file)
+        if tls.client_ca_file:
+            ssl_context.load_verify_locations(tls.client_ca_file)
+            ssl_context.verify_mode = ssl.CERT_REQUIRED
+    runner = web.AppRunner(build_app(servicer, health.serving, tokens, max_bytes), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, settings.host, settings.http_port, ssl_context=ssl_context,
+        shutdown_timeout=settings.grace_s, reuse_port=False,
+    )  # fmt: skip
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
 
 
 class _Health(HealthServicer):
@@ -524,8 +612,21 @@ class _Health(HealthServicer):
     def __init__(self, metrics: Metrics | None) -> None:
         super().__init__()
         self._metrics = metrics
+        self._statuses: dict[str, Any] = {}
+        self._shutting_down = False
+
+    def serving(self, service: str) -> bool | None:
+        """Whether `service` is SERVING; None for a name never set (for the HTTP /healthz)."""
+        if service not in self._statuses:
+            return None
+        return not self._shutting_down and self._statuses[service] == _SERVING
+
+    async def enter_graceful_shutdown(self) -> None:
+        self._shutting_down = True
+        await super().enter_graceful_shutdown()
 
     async def set(self, service: str, status: Any) -> None:
+        self._statuses[service] = status
         await super().set(service, status)
         if self._metrics is not None:
             serving = status == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,190 @@
+"""The HTTP/JSON front end (`serve --http-port`): the gRPC service's calls for clients that
+speak JSON -- curl, a Node program without generated code, OpenRLHF's `--remote_rm_url`.
+
+    POST /v1/score                 body: ScoreRequest in protobuf's JSON mapping, plus an
+                                   optional "timeout_s"; answer: ScoreResponse as JSON
+    GET  /v1/verifiers             ListVerifiersResponse as JSON
+    GET  /healthz                  {"status": "SERVING"} (200) or NOT_SERVING (503);
+                                   ?service=NAME asks about one verifier, as gRPC health does
+    POST /v1/openrlhf/{reward}     OpenRLHF's remote reward protocol, scored with {reward}
+
+It runs on the server's event loop and goes through the servicer's own path (admission,
+quotas, limits, cut-off before the deadline, status per item), so an item gets the same
+result over either port. Request-level errors map as on gRPC: INVALID_ARGUMENT -> 400 with
+`{"error", "field"}`, UNAUTHENTICATED -> 401; a body over `limits.max_message_mb` -> 413.
+The deadline comes from the `X-Timeout-S` header or the body's "timeout_s" (not both).
+Tokens, when configured, are checked as on gRPC (`Authorization: Bearer ...`, health open).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from google.protobuf import json_format
+
+from verifier_server import convert
+from verifier_server._proto.verifier.v1 import verifier_pb2 as pb
+from verifier_server.access import AccessInterceptor, caller_var, request_id_var
+from verifier_server.integrations import openrlhf
+from verifier_server.integrations.connection import reward_spec
+from verifier_server.server import RequestError, VerifierServicer, cut_off_after
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+HealthLookup = Callable[[str], bool | None]
+"""Service name -> serving (True), not serving (False), or unknown (None)."""
+
+_OPEN_PATHS = ("/healthz",)  # answered without a token, like gRPC health
+_NO_TOKEN = "a valid token is required: send 'Authorization: Bearer <token>'"
+
+
+class BadRequest(Exception):
+    """A request the front end refuses before scoring: 400, naming the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def build_app(
+    servicer: VerifierServicer,
+    health: HealthLookup,
+    tokens: dict[str, str] | None,
+    max_body_bytes: int,
+) -> web.Application:
+    """The aiohttp application over `servicer`; `tokens` as for the gRPC port."""
+    access = AccessInterceptor(tokens)
+    checking = bool(tokens)
+
+    @web.middleware
+    async def errors_and_access(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = (request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16])[:64]
+        request_id_var.set(request_id)  # each request runs in its own task: its own context
+        caller: str | None = ""
+        if checking and request.path not in _OPEN_PATHS:
+            caller = access.caller(request.headers.get("Authorization"))
+        try:
+            if caller is None:
+                response = _error(401, "authorization", _NO_TOKEN)
+            else:
+                caller_var.set(caller)
+                response = await handler(request)
+        except BadRequest as exc:
+            response = _error(400, exc.field, str(exc))
+        except RequestError as exc:
+            response = _error(400, exc.field, str(exc))
+        except web.HTTPRequestEntityTooLarge:
+            response = _error(413, "<body>", f"over the server's {max_body_bytes}-byte cap")
+        response.headers["X-Request-Id"] = request_id
+        return response
+
+    async def score(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise BadRequest("<body>", f"expected a JSON object, got {type(body).__name__}")
+        cut_off = cut_off_after(_timeout_s(request, body.pop("timeout_s", None)))
+        try:
+            message = json_format.ParseDict(body, pb.ScoreRequest())
+        except json_format.ParseError as exc:
+            raise BadRequest(_parse_error_field(str(exc)), str(exc)) from None
+        response = await servicer.score(message, cut_off, _peer(request))
+        return _json(json_format.MessageToDict(
+            response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        ))  # fmt: skip
+
+    async def verifiers(request: web.Request) -> web.Response:
+        return _json(json_format.MessageToDict(
+            servicer.list_verifiers(), preserving_proto_field_name=True
+        ))  # fmt: skip
+
+    async def healthz(request: web.Request) -> web.Response:
+        service = request.query.get("service", "")
+        name = f"{_SERVICE}/{service}" if service else ""
+        serving = health(name)
+        if serving is None:
+            return _json({"status": "SERVICE_UNKNOWN", "service": service}, status=404)
+        status = "SERVING" if serving else "NOT_SERVING"
+        return _json({"status": status, "service": service}, status=200 if serving else 503)
+
+    async def openrlhf_reward(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        try:
+            spec = reward_spec(request.match_info["reward"], "reward")
+            items = openrlhf.items_from_request(body, spec)
+            message = convert.request_from_items(items)
+        except openrlhf.ProtocolError as exc:
+            raise BadRequest(exc.field, str(exc)) from None
+        except (json_format.ParseError, ValueError) as exc:  # not UTF-8 (a lone surrogate)
+            raise BadRequest("<body>", str(exc)) from None
+        cut_off = cut_off_after(_timeout_s(request, None))
+        response = await servicer.score(message, cut_off, _peer(request))
+        results = [convert.result_from_proto(r) for r in response.results]
+        return _json(openrlhf.response_from_results(results))
+
+    app = web.Application(middlewares=[errors_and_access], client_max_size=max_body_bytes)
+    app.router.add_post("/v1/score", score)
+    app.router.add_get("/v1/verifiers", verifiers)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/v1/openrlhf/{reward}", openrlhf_reward)
+    return app
+
+
+_SERVICE = pb.DESCRIPTOR.services_by_name["VerifierService"].full_name
+
+
+async def _json_body(request: web.Request) -> Any:
+    text = await request.text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest("<body>", f"not valid JSON: {exc}") from None
+
+
+def _timeout_s(request: web.Request, from_body: Any) -> float | None:
+    """The call's deadline in seconds, from the header or the body (None: no deadline)."""
+    header = request.headers.get("X-Timeout-S")
+    if header is not None and from_body is not None:
+        raise BadRequest("timeout_s", "given both as the X-Timeout-S header and in the body; "
+                         "set it in only one place")  # fmt: skip
+    raw, field = (header, "X-Timeout-S") if header is not None else (from_body, "timeout_s")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise BadRequest(field, f"expected a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0 or isinstance(raw, bool):
+        raise BadRequest(field, f"expected a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _parse_error_field(message: str) -> str:
+    """The field protobuf's JSON parser complains about, from its message: the location it
+    names (`at "ScoreRequest.items[0]"` + `no field named "x"`), else the chain of
+    `Failed to parse items field: Failed to parse id field`."""
+    where = re.search(r'at "?ScoreRequest\.?([\w\[\].]*?)\.*"?\.*\s*$', message.split("\n")[0])
+    unknown = re.search(r'no field named "([^"]+)"', message)
+    if where is not None and (where.group(1) or unknown is not None):
+        path = where.group(1)
+        if unknown is not None:
+            path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+        return path
+    chain = re.findall(r"Failed to parse (\w+) field", message)
+    return ".".join(chain) or "<body>"
+
+
+def _peer(request: web.Request) -> str:
+    return f"http:{request.remote}"
+
+
+def _json(value: Any, status: int = 200) -> web.Response:
+    return web.json_response(value, status=status, dumps=lambda v: json.dumps(v, allow_nan=False))
+
+
+def _error(status: int, field: str, message: str) -> web.Response:
+    return _json({"error": message, "field": field}, status=status)

@@ -1,0 +1,93 @@
+"""OpenRLHF: the `--remote_rm_url` protocol, over HTTP (served by verifier_server.http_api at
+`/v1/openrlhf/<reward>`) or as a Python file (`reward_func` here).
+
+OpenRLHF sends `{"query": [...], "prompts": [...], "labels": [...]}`: each query is the prompt
+and the response decoded together (special tokens kept), each label the dataset's label for
+the prompt. It reads `rewards` (for advantages), `scores` (for dynamic filtering) and
+`extra_logs` (logged per sample) from the answer. The completion scored is the query with its
+prompt removed from the front; the label is the item's `reference`.
+
+OpenRLHF has no way to mask a sample, so an item the server could not verify gets reward and
+score 0.0, `extra_logs.verified` 0.0 (1.0 when verified), and its status in `statuses` (a
+key OpenRLHF ignores, for people reading the JSON).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from verifier_server.integrations.connection import (
+    describe,
+    reward_spec,
+    shared_client,
+    status_counts,
+)
+from verifier_server.types import Item, Result, RewardSpec, Status
+
+log = logging.getLogger(__name__)
+
+
+class ProtocolError(ValueError):
+    """A request that does not follow OpenRLHF's protocol; `field` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def items_from_request(body: Any, spec: RewardSpec) -> list[Item]:
+    """OpenRLHF's request body -> one item per query. Raises ProtocolError naming the field."""
+    if not isinstance(body, Mapping):
+        raise ProtocolError("<body>", f"expected a JSON object, got {type(body).__name__}")
+    queries = body.get("query")
+    if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
+        raise ProtocolError("query", "expected a list of strings (prompt and response)")
+    prompts = body.get("prompts", [""] * len(queries))
+    labels = body.get("labels", [None] * len(queries))
+    for name, values in (("prompts", prompts), ("labels", labels)):
+        if not isinstance(values, list) or len(values) != len(queries):
+            raise ProtocolError(name, f"expected a list of {len(queries)} values, one per query")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise ProtocolError(f"prompts[{index}]", "expected a string")
+    return [
+        Item(
+            id=str(index),
+            completion=query[len(prompt) :] if prompt and query.startswith(prompt) else query,
+            reward=spec,
+            prompt=prompt,
+            reference=label,
+        )
+        for index, (query, prompt, label) in enumerate(zip(queries, prompts, labels, strict=True))
+    ]
+
+
+def response_from_results(results: Sequence[Result]) -> dict[str, Any]:
+    """Results -> OpenRLHF's answer: `rewards`, `scores`, `extra_logs.verified`, `statuses`."""
+    verified = [r.status == Status.OK for r in results]
+    rewards = [r.score if ok else 0.0 for r, ok in zip(results, verified, strict=True)]
+    counts = status_counts(results)
+    if counts["OK"] < len(results):
+        log.warning("openrlhf: %d of %d items not verified (%s)",
+                    len(results) - counts["OK"], len(results), describe(counts))  # fmt: skip
+    return {
+        "rewards": rewards,
+        "scores": rewards,
+        "extra_logs": {"verified": [1.0 if ok else 0.0 for ok in verified]},
+        "statuses": [r.status.name for r in results],
+    }
+
+
+def reward_func(
+    queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any], **_: Any
+) -> dict[str, Any]:
+    """OpenRLHF's file mode: `--remote_rm_url /path/to/verifier_server/integrations/openrlhf.py`
+    (print the path with `python -c "import verifier_server.integrations.openrlhf as m;
+    print(m.__file__)"`). OpenRLHF passes no settings, so the reward comes from
+    $VERIFIER_SERVER_REWARD and the server from $VERIFIER_SERVER_ADDRESS (and the token, if
+    any, from $VERIFIER_SERVER_TOKEN)."""
+    body = {"query": list(queries), "prompts": list(prompts), "labels": list(labels)}
+    items = items_from_request(body, reward_spec(None, "reward"))
+    return response_from_results(shared_client().score(items))
