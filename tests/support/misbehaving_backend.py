@@ -14,6 +14,8 @@ modes:
   biased     pairwise judge that always answers A (position bias)
   pattern    like scripted, but replies in prose ending with "SCORE: n"
   slow       sleeps `slow_s` (default 5) before answering
+  prefill    like scripted after a sleep that grows with the request: `per_char_s` (default
+             2e-5) per character of the body, as a real prefill does (60k characters: 1.2 s)
   ratelimit  answers 429 with Retry-After: 1 to the first request of each distinct body,
              then like scripted
   garbage    200 with a reply that holds no verdict
@@ -45,6 +47,7 @@ class MisbehavingBackend:
         )
         self.down = False
         self.slow_s = 5.0
+        self.per_char_s = 2e-5
         self._seen_ratelimit: set[str] = set()
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -81,6 +84,8 @@ class MisbehavingBackend:
         auth = request.headers.get("Authorization", "")
         if mode == "slow":
             await asyncio.sleep(self.slow_s)
+        elif mode == "prefill":
+            await asyncio.sleep(len(raw) * self.per_char_s)
         elif mode == "ratelimit" and raw not in self._seen_ratelimit:
             self._seen_ratelimit.add(raw)
             return web.json_response(
