@@ -9,7 +9,8 @@ modes:
   scripted   a judge that reads the quoted completion: 9/10 if it contains GOOD, else 2/10;
              pairwise: the response containing GOOD wins, else tie. A completion can break
              it, as real judges can be broken: one containing BREAK_THE_JUDGE gets a reply
-             with no verdict, OUT_OF_RANGE a score of 99; a request over CONTEXT_CHARS
+             with no verdict, CUT_THE_JUDGE one cut off (finish_reason "length"),
+             OUT_OF_RANGE a score of 99; a request over CONTEXT_CHARS
              characters gets HTTP 400 "maximum context length exceeded"
   biased     pairwise judge that always answers A (position bias)
   pattern    like scripted, but replies in prose ending with "SCORE: n"
@@ -19,6 +20,7 @@ modes:
   ratelimit  answers 429 with Retry-After: 1 to the first request of each distinct body,
              then like scripted
   garbage    200 with a reply that holds no verdict
+  truncated  200 with a reply cut off before its verdict (finish_reason "length")
   not_json   200 with an HTML body
   flaky      HTTP 500 while `down` is set, else like scripted
   echo_key   200 whose reply repeats the Authorization header; `/echo_key_error` a 400 that does
@@ -37,6 +39,7 @@ from typing import Any
 from aiohttp import web
 
 CONTEXT_CHARS = 100_000
+_CUT = '{"rationale": "The response begins with'  # a verdict cut at max_tokens
 _QUOTE = re.compile(r"<<<(COMPLETION(?:_A|_B)?) (\w+)>>>\n(.*?)\n<<<END \1 \2>>>", re.DOTALL)
 
 
@@ -93,6 +96,8 @@ class MisbehavingBackend:
             )
         elif mode == "garbage":
             return _reply("What a lovely answer. I have no further comments.")
+        elif mode == "truncated":
+            return _reply(_CUT, "length")
         elif mode == "not_json":
             return web.Response(text="<html>502 bad gateway</html>", content_type="text/html")
         elif mode == "flaky" and self.down:
@@ -104,7 +109,8 @@ class MisbehavingBackend:
         elif len(raw) > CONTEXT_CHARS:
             error = {"message": "This model's maximum context length is exceeded"}
             return web.json_response({"error": error}, status=400)
-        return _reply(_judge(body, prose=mode == "pattern", biased=mode == "biased"))
+        verdict = _judge(body, prose=mode == "pattern", biased=mode == "biased")
+        return _reply(verdict, "length" if verdict == _CUT else "stop")
 
 
 def _judge(body: dict[str, Any], prose: bool, biased: bool) -> str:
@@ -112,6 +118,8 @@ def _judge(body: dict[str, Any], prose: bool, biased: bool) -> str:
     quoted = {label: text for label, _, text in _QUOTE.findall(user)}
     if any("BREAK_THE_JUDGE" in text for text in quoted.values()):
         return "I refuse to grade this. Here is a poem instead."
+    if any("CUT_THE_JUDGE" in text for text in quoted.values()):
+        return _CUT
     if "COMPLETION_A" in quoted:
         a, b = "GOOD" in quoted["COMPLETION_A"], "GOOD" in quoted["COMPLETION_B"]
         winner = "A" if biased or (a and not b) else "B" if b and not a else "tie"
@@ -125,7 +133,7 @@ def _judge(body: dict[str, Any], prose: bool, biased: bool) -> str:
     return json.dumps({"rationale": f"scored {score}", "score": score})
 
 
-def _reply(content: str) -> web.Response:
+def _reply(content: str, finish_reason: str = "stop") -> web.Response:
     return web.json_response(
         {
             "id": "test",
@@ -134,7 +142,7 @@ def _reply(content: str) -> web.Response:
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": content},
-                    "finish_reason": "stop",
+                    "finish_reason": finish_reason,
                 }
             ],
         }

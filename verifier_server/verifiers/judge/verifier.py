@@ -246,7 +246,7 @@ class JudgeVerifier(Verifier):
             failure = _failure(item_id, exc, None)
             return await self._attribute(failure, backend, rubric, plain, parse, ends.probe)
         try:
-            verdict = parse(reply.text)
+            verdict = _read(parse, reply)
         except Unparseable as exc:
             failure = _failure(item_id, exc, reply)
             return await self._attribute(failure, backend, rubric, plain, parse, ends.probe)
@@ -274,7 +274,7 @@ class JudgeVerifier(Verifier):
         A probe that cannot be asked at all raises BackendError (TIMEOUT, unavailable)."""
         try:
             probe, _ = await self._ask(backend, rubric, plain, end)
-            parse(probe.text)
+            _read(parse, probe)
         except (Unparseable, RejectedRequest):
             return failure
         details = {**failure.details, "attributed_to": "completion"}
@@ -303,7 +303,7 @@ class JudgeVerifier(Verifier):
             failure = _failure(item_id, exc, None)
             return await self._attribute(failure, backend, rubric, plain, parse_winner, ends.probe)
         try:
-            verdict_1, verdict_2 = parse_winner(first.text), parse_winner(second.text)
+            verdict_1, verdict_2 = _read(parse_winner, first), _read(parse_winner, second)
         except Unparseable as exc:
             failure = _failure(item_id, exc, first if _fails(first.text) else second)
             return await self._attribute(failure, backend, rubric, plain, parse_winner, ends.probe)
@@ -365,6 +365,22 @@ def _values(item: Item, rubric: Rubric) -> dict[str, str]:
             item.reference if isinstance(item.reference, str) else json.dumps(item.reference)
         )
     return values
+
+
+def _read(parse: Callable[[str], Any], reply: Reply) -> Any:
+    """`parse(reply.text)`; a reply without a verdict that was cut at `max_tokens` says so
+    (`truncated_verdict`): the fix is a larger `max_tokens` or a shorter rationale, not the
+    judge's prompt."""
+    try:
+        return parse(reply.text)
+    except Unparseable as exc:
+        if reply.finish_reason != "length":
+            raise
+        raise Unparseable(
+            "truncated_verdict",
+            f"the judge's reply was cut at max_tokens (finish_reason 'length') before its "
+            f"verdict was complete ({exc.reason}: {exc.message})",
+        ) from None
 
 
 def _fails(text: str) -> bool:
