@@ -19,6 +19,9 @@ modes:
              2e-5) per character of the body, as a real prefill does (60k characters: 1.2 s)
   ratelimit  answers 429 with Retry-After: 1 to the first request of each distinct body,
              then like scripted
+  grader     an OpenAI score_model / label_model grader: {"result": ...} with the schema's
+             maximum (or last label) when the request holds GOOD, else its minimum (first
+             label); BREAK_THE_JUDGE: no verdict
   garbage    200 with a reply that holds no verdict
   truncated  200 with a reply cut off before its verdict (finish_reason "length")
   not_json   200 with an HTML body
@@ -96,6 +99,8 @@ class MisbehavingBackend:
             )
         elif mode == "garbage":
             return _reply("What a lovely answer. I have no further comments.")
+        elif mode == "grader":
+            return _reply(_grade(body))
         elif mode == "truncated":
             return _reply(_CUT, "length")
         elif mode == "not_json":
@@ -131,6 +136,17 @@ def _judge(body: dict[str, Any], prose: bool, biased: bool) -> str:
     if prose:
         return f"The response was read with care.\nSCORE: {score}"
     return json.dumps({"rationale": f"scored {score}", "score": score})
+
+
+def _grade(body: dict[str, Any]) -> str:
+    text = "\n".join(m["content"] for m in body["messages"])
+    if "BREAK_THE_JUDGE" in text:
+        return "No."
+    result = body["response_format"]["json_schema"]["schema"]["properties"]["result"]
+    good = "GOOD" in text
+    if "enum" in result:
+        return json.dumps({"result": result["enum"][-1 if good else 0]})
+    return json.dumps({"result": result["maximum" if good else "minimum"]})
 
 
 def _reply(content: str, finish_reason: str = "stop") -> web.Response:

@@ -61,7 +61,7 @@ from verifier_server.verifiers.judge.rubrics import (
 from verifier_server.verifiers.judge.verdicts import Unparseable, parse_score, parse_winner
 
 _RATIONALE_CHARS = 1000
-_PLAIN_ANSWER = "I don't know."  # the probe's stand-in for a completion that broke the judge
+PLAIN_ANSWER = "I don't know."  # the probe's stand-in for a completion that broke the judge
 _RAW_CHARS = 2000
 # The share of an item's time kept for the "I don't know." probe after a timed-out call: the
 # probe's input is short, so a backend that answers it at all answers it in a fraction.
@@ -237,11 +237,11 @@ class JudgeVerifier(Verifier):
         def parse(text: str) -> Any:
             return parse_score(text, rubric.min_score, rubric.max_score)
 
-        plain = {**values, "completion": _PLAIN_ANSWER}
+        plain = {**values, "completion": PLAIN_ANSWER}
         try:
             reply, cached = await self._ask(backend, rubric, values, ends.first)
         except BackendError as exc:
-            if not _probe_worthy(exc):
+            if not probe_worthy(exc):
                 raise
             failure = _failure(item_id, exc, None)
             return await self._attribute(failure, backend, rubric, plain, parse, ends.probe)
@@ -291,14 +291,14 @@ class JudgeVerifier(Verifier):
     ) -> Result:
         ours, theirs = values["completion_a"], values["completion_b"]
         swapped = {**values, "completion_a": theirs, "completion_b": ours}
-        plain = {**values, "completion_a": _PLAIN_ANSWER}
+        plain = {**values, "completion_a": PLAIN_ANSWER}
         try:
             (first, cached_1), (second, cached_2) = await asyncio.gather(
                 self._ask(backend, rubric, values, ends.first),
                 self._ask(backend, rubric, swapped, ends.first),
             )
         except BackendError as exc:
-            if not _probe_worthy(exc):
+            if not probe_worthy(exc):
                 raise
             failure = _failure(item_id, exc, None)
             return await self._attribute(failure, backend, rubric, plain, parse_winner, ends.probe)
@@ -336,12 +336,14 @@ class _Ends:
     probe: float
 
 
-def _probe_worthy(exc: BackendError) -> bool:
+def probe_worthy(exc: BackendError) -> bool:
     """A failure the completion may have caused: a refusal (4xx) or a timeout, of the whole
     item or of one attempt (a long prefill). Connection errors, 5xx, auth and an open breaker
     are the backend's whatever the input."""
-    return isinstance(exc, RejectedRequest) or exc.status == Status.TIMEOUT or (
-        exc.reason == "backend_timeout"
+    return (
+        isinstance(exc, RejectedRequest)
+        or exc.status == Status.TIMEOUT
+        or (exc.reason == "backend_timeout")
     )
 
 
