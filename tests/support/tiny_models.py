@@ -58,13 +58,7 @@ def word_tokenizer(words: Iterable[str] = BASIC_WORDS) -> PreTrainedTokenizerFas
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="[UNK]",
-        pad_token="<pad>",
-        eos_token="<eos>",
-        bos_token="<bos>",
-    )
+    tokenizer = _fast(backend)
     tokenizer.add_special_tokens(
         {"additional_special_tokens": ["<|system|>", "<|user|>", "<|assistant|>"]}
     )
@@ -79,15 +73,19 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     vocab = {t: i for i, t in enumerate([*specials, *chars])}
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="[UNK]"))
     backend.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = _fast(backend)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def _fast(backend: Tokenizer) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token="[UNK]",
         pad_token="<pad>",
         eos_token="<eos>",
         bos_token="<bos>",
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
 
 
 def _config(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int, **extra) -> LlamaConfig:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from misbehaving_backend import MisbehavingBackend
-from server_process import ServerProcess, run_cli, server_env
+from server_process import configured_client, run_cli
 
 from verifier_server.client import RewardClient
 from verifier_server.types import Item, Result, RewardSpec, Status
@@ -19,13 +19,6 @@ from verifier_server.types import Item, Result, RewardSpec, Status
 pytestmark = pytest.mark.integration
 
 OUT = "{{ sample.output_text }}"
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[MisbehavingBackend]:
-    double = MisbehavingBackend()
-    yield double
-    double.stop()
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +33,8 @@ def client(
         "server": {"workers": 1},
         "verifier_settings": {"openai_grader": {"backends": backends}},
     }
-    directory = tmp_path_factory.mktemp("openai_grader")
-    (directory / "config.yaml").write_text(json.dumps(config))
-    with (directory / "server.log").open("w") as stderr:
-        proc = ServerProcess(
-            ["--config", str(directory / "config.yaml")], env=server_env(), stderr=stderr
-        )
-        with RewardClient(proc.address, timeout_s=60) as c:
-            c.wait_ready()
-            yield c
-        proc.stop()
+    with configured_client(config, tmp_path_factory.mktemp("openai_grader")) as c:
+        yield c
 
 
 def grade(client: RewardClient, grader: dict, completion: str, reference: object = None,

@@ -23,7 +23,6 @@ the first 75% of the item's time, as the judge's does.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,7 +31,7 @@ from typing import Any
 
 from pydantic import Field
 
-from sandboxes import SandboxError, SandboxPool
+from sandboxes import Outcome, SandboxError, SandboxPool
 from verifier_server.types import Item, Result, Status
 from verifier_server.verifiers.base import (
     InvalidItem,
@@ -65,7 +64,6 @@ from verifier_server.verifiers.openai_grader.templates import (
 )
 from verifier_server.verifiers.string_check import StringCheckParams, check_string
 
-log = logging.getLogger(__name__)
 _OPERATIONS = {"eq": "eq", "ne": "ne", "like": "contains", "ilike": "icontains"}
 _WHERE = "reward.params.grader"
 
@@ -125,7 +123,6 @@ class OpenAIGraderVerifier(Verifier):
     def __init__(self) -> None:
         self._backends: dict[str, ChatBackend] = {}
         self._pool: SandboxPool | None = None
-        self._pool_error = ""
         self._sandbox = asyncio.Lock()  # a SandboxPool is used from one thread at a time
 
     async def setup(self, context: VerifierContext) -> None:
@@ -136,15 +133,9 @@ class OpenAIGraderVerifier(Verifier):
                 name, backend_settings, cache, lambda ok, n=name: context.set_serving(ok, n)
             )
         if settings.python_slots:
-            # Started here, before the gRPC server exists (a pool forks its slots).
-            pool = SandboxPool(settings.python_slots)
-            try:
-                pool.start()
-                self._pool = pool
-            except SandboxError as exc:
-                pool.close()
-                self._pool_error = str(exc)
-                log.warning("openai_grader: python graders unavailable: %s", exc)
+            # Slots start on first use (subprocess.Popen: fork+exec, safe beside gRPC), so a
+            # server that never sees a python grader never pays for them.
+            self._pool = SandboxPool(settings.python_slots)
 
     async def close(self) -> None:
         for backend in self._backends.values():
@@ -227,15 +218,20 @@ class OpenAIGraderVerifier(Verifier):
 
     async def _python(self, grader: PythonGrader, context: _Context) -> Graded:
         if self._pool is None:
-            reason = self._pool_error or "python_slots is 0 in verifier_settings.openai_grader"
+            reason = "python graders are off: python_slots is 0 in verifier_settings.openai_grader"
             raise GraderFailure(Status.VERIFIER_ERROR, "sandbox_error", reason, probe=False)
         program = python_grader.program(grader.source, context.sample, context.item)
         async with self._sandbox:
             wall_s = context.end - time.monotonic()
             if wall_s <= 0:
                 raise GraderFailure(Status.TIMEOUT, "grader_timeout", "no time left", True)
-            run = await asyncio.to_thread(self._pool.run, program, python_grader.limits(wall_s))
-        if run.outcome.value == "sandbox_error":
+            try:
+                run = await asyncio.to_thread(self._pool.run, program, python_grader.limits(wall_s))
+            except SandboxError as exc:
+                raise GraderFailure(
+                    Status.VERIFIER_ERROR, "sandbox_error", str(exc), False
+                ) from None
+        if run.outcome is Outcome.SANDBOX_ERROR:
             raise GraderFailure(Status.VERIFIER_ERROR, "sandbox_error", run.error, probe=False)
         try:
             score = python_grader.read_score(run)

@@ -29,13 +29,6 @@ def _closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def backend() -> Iterator[MisbehavingBackend]:
-    double = MisbehavingBackend()
-    yield double
-    double.stop()
-
-
-@pytest.fixture(scope="module")
 def judge_server(
     backend: MisbehavingBackend, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServerProcess, Path]]:

