@@ -6,6 +6,7 @@ real vLLM server."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -233,3 +234,17 @@ def test_validate_grader_cli(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert f"{bad}: operation: Input should be" in failed.stderr
     assert f"{bad}: input: {{{{ x }}}}: expected" in failed.stderr
+
+
+def test_python_graders_run_side_by_side_on_the_slots(client: RewardClient) -> None:
+    source = "import time\ndef grade(sample, item):\n    time.sleep(2)\n    return 1.0"
+    grader = {"type": "python", "name": "p", "source": source}
+    items = [
+        Item(id=str(i), completion="x", reward=RewardSpec("openai_grader", {"grader": grader}))
+        for i in range(2)
+    ]
+    client.score(items[:1])  # both slots may start cold; the second starts below
+    start = time.monotonic()
+    results = client.score(items)
+    assert [r.score for r in results] == [1.0, 1.0]
+    assert time.monotonic() - start < 3.8  # two 2 s sleeps one after the other take 4 s

@@ -26,6 +26,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,8 +123,11 @@ class OpenAIGraderVerifier(Verifier):
 
     def __init__(self) -> None:
         self._backends: dict[str, ChatBackend] = {}
-        self._pool: SandboxPool | None = None
-        self._sandbox = asyncio.Lock()  # a SandboxPool is used from one thread at a time
+        # One-slot pools, each lent to one thread at a time (a SandboxPool is not thread-safe):
+        # as many python graders run at once as there are pools.
+        self._pools: list[SandboxPool] = []
+        self._idle: asyncio.Queue[SandboxPool] = asyncio.Queue()
+        self._threads: ThreadPoolExecutor | None = None
 
     async def setup(self, context: VerifierContext) -> None:
         settings: OpenAIGraderSettings = context.settings
@@ -135,13 +139,18 @@ class OpenAIGraderVerifier(Verifier):
         if settings.python_slots:
             # Slots start on first use (subprocess.Popen: fork+exec, safe beside gRPC), so a
             # server that never sees a python grader never pays for them.
-            self._pool = SandboxPool(settings.python_slots)
+            self._pools = [SandboxPool(1) for _ in range(settings.python_slots)]
+            for pool in self._pools:
+                self._idle.put_nowait(pool)
+            self._threads = ThreadPoolExecutor(len(self._pools), "openai-grader-python")
 
     async def close(self) -> None:
         for backend in self._backends.values():
             await backend.close()
-        if self._pool is not None:
-            self._pool.close()
+        if self._threads is not None:
+            self._threads.shutdown(wait=True)
+        for pool in self._pools:
+            pool.close()
 
     async def ascore(self, items: Sequence[Item], params: OpenAIGraderParams) -> list[Result]:
         deadline = current_deadline()
@@ -217,20 +226,24 @@ class OpenAIGraderVerifier(Verifier):
         return Graded(score, "", details)
 
     async def _python(self, grader: PythonGrader, context: _Context) -> Graded:
-        if self._pool is None:
+        if not self._pools:
             reason = "python graders are off: python_slots is 0 in verifier_settings.openai_grader"
             raise GraderFailure(Status.VERIFIER_ERROR, "sandbox_error", reason, probe=False)
         program = python_grader.program(grader.source, context.sample, context.item)
-        async with self._sandbox:
-            wall_s = context.end - time.monotonic()
-            if wall_s <= 0:
-                raise GraderFailure(Status.TIMEOUT, "grader_timeout", "no time left", True)
-            try:
-                run = await asyncio.to_thread(self._pool.run, program, python_grader.limits(wall_s))
-            except SandboxError as exc:
-                raise GraderFailure(
-                    Status.VERIFIER_ERROR, "sandbox_error", str(exc), False
-                ) from None
+        pool = await self._idle.get()
+        wall_s = context.end - time.monotonic()
+        if wall_s <= 0:
+            self._idle.put_nowait(pool)
+            raise GraderFailure(Status.TIMEOUT, "grader_timeout", "no time left", True)
+        assert self._threads is not None
+        job = self._threads.submit(pool.run, program, python_grader.limits(wall_s))
+        # Back in the queue when the run has finished, not when a cancelled caller leaves.
+        loop = asyncio.get_running_loop()
+        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._idle.put_nowait, pool))
+        try:
+            run = await asyncio.wrap_future(job)
+        except SandboxError as exc:
+            raise GraderFailure(Status.VERIFIER_ERROR, "sandbox_error", str(exc), False) from None
         if run.outcome is Outcome.SANDBOX_ERROR:
             raise GraderFailure(Status.VERIFIER_ERROR, "sandbox_error", run.error, probe=False)
         try:
