@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -155,13 +156,15 @@ class MultiGrader(_Spec):
     graders: dict[str, Grader] = Field(min_length=1)
     calculate_output: str = Field(description="A formula over the graders' names.")
 
-    @model_validator(mode="after")
-    def _formula(self) -> MultiGrader:
-        try:
-            parse_formula(self.calculate_output, frozenset(self.graders))
-        except FormulaError as exc:
-            raise ValueError(f"calculate_output: {exc}") from None
-        return self
+    @field_validator("calculate_output")
+    @classmethod
+    def _formula(cls, value: str, info: ValidationInfo) -> str:
+        if "graders" in info.data:  # else the graders' own errors are reported
+            try:
+                parse_formula(value, frozenset(info.data["graders"]))
+            except FormulaError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 Grader = Annotated[
