@@ -150,9 +150,7 @@ def _format(metrics: dict[str, Any]) -> str:
     )
 
 
-def parse_args(
-    argv: Sequence[str] | None = None, prog: str = "rl-client rm"
-) -> TrainConfig:
+def parse_args(argv: Sequence[str] | None = None, prog: str = "rl-client rm") -> TrainConfig:
     """The command line -> TrainConfig, validated; each flag's help is the field's docstring."""
     parser = argparse.ArgumentParser(
         prog=prog,
