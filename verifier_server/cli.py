@@ -1,4 +1,4 @@
-"""`verifier-server serve|list|check|demo`."""
+"""`verifier-server serve|list|check|demo|validate-grader`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from verifier_server.config import ConfigError, ServerConfig, load_config
 from verifier_server.registry import Registry, RegistryError
+from verifier_server.verifiers.openai_grader.validate import add_command as add_validate_grader
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="start a server, score the bundled sample batch, print a table, stop"
     )
     demo.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    add_validate_grader(commands)
     return parser
 
 
@@ -101,6 +103,8 @@ def _common(parser: argparse.ArgumentParser, config_required: bool = False) -> N
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "run", None):  # commands that need no config: validate-grader
+        return int(args.run(args))
     if args.command == "demo":
         from verifier_server.demo import run_demo
 
