@@ -33,9 +33,10 @@ from verifier_server._proto.verifier.v1 import verifier_pb2 as pb
 from verifier_server.access import AccessInterceptor, caller_var, request_id_var
 from verifier_server.integrations import openrlhf
 from verifier_server.integrations.connection import reward_spec
-from verifier_server.server import RequestError, VerifierServicer, cut_off_after
+from verifier_server.server import SERVICE_NAME, RequestError, VerifierServicer, cut_off_after
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 HealthLookup = Callable[[str], bool | None]
 """Service name -> serving (True), not serving (False), or unknown (None)."""
 
@@ -58,6 +59,21 @@ def build_app(
     max_body_bytes: int,
 ) -> web.Application:
     """The aiohttp application over `servicer`; `tokens` as for the gRPC port."""
+    routes = _Routes(servicer, health)
+    app = web.Application(
+        middlewares=[_errors_and_access(tokens, max_body_bytes)], client_max_size=max_body_bytes
+    )
+    app.router.add_post("/v1/score", routes.score)
+    app.router.add_get("/v1/verifiers", routes.verifiers)
+    app.router.add_get("/healthz", routes.healthz)
+    app.router.add_post("/v1/openrlhf/{reward}", routes.openrlhf_reward)
+    return app
+
+
+def _errors_and_access(tokens: dict[str, str] | None, max_body_bytes: int) -> Middleware:
+    """The middleware round every request: its request id, its caller from the token
+    (401 without a valid one, except on the open paths), and request-level errors as
+    `{"error", "field"}` answers."""
     access = AccessInterceptor(tokens)
     checking = bool(tokens)
 
@@ -83,7 +99,17 @@ def build_app(
         response.headers["X-Request-Id"] = request_id
         return response
 
-    async def score(request: web.Request) -> web.Response:
+    return errors_and_access
+
+
+class _Routes:
+    """The handlers, each over the servicer's transport-neutral calls."""
+
+    def __init__(self, servicer: VerifierServicer, health: HealthLookup) -> None:
+        self._servicer = servicer
+        self._health = health
+
+    async def score(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         if not isinstance(body, dict):
             raise BadRequest("<body>", f"expected a JSON object, got {type(body).__name__}")
@@ -92,26 +118,26 @@ def build_app(
             message = json_format.ParseDict(body, pb.ScoreRequest())
         except json_format.ParseError as exc:
             raise BadRequest(_parse_error_field(str(exc)), str(exc)) from None
-        response = await servicer.score(message, cut_off, _peer(request))
+        response = await self._servicer.score(message, cut_off, _peer(request))
         return _json(json_format.MessageToDict(
             response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         ))  # fmt: skip
 
-    async def verifiers(request: web.Request) -> web.Response:
+    async def verifiers(self, request: web.Request) -> web.Response:
         return _json(json_format.MessageToDict(
-            servicer.list_verifiers(), preserving_proto_field_name=True
+            self._servicer.list_verifiers(), preserving_proto_field_name=True
         ))  # fmt: skip
 
-    async def healthz(request: web.Request) -> web.Response:
+    async def healthz(self, request: web.Request) -> web.Response:
         service = request.query.get("service", "")
-        name = f"{_SERVICE}/{service}" if service else ""
-        serving = health(name)
+        name = f"{SERVICE_NAME}/{service}" if service else ""
+        serving = self._health(name)
         if serving is None:
             return _json({"status": "SERVICE_UNKNOWN", "service": service}, status=404)
         status = "SERVING" if serving else "NOT_SERVING"
         return _json({"status": status, "service": service}, status=200 if serving else 503)
 
-    async def openrlhf_reward(request: web.Request) -> web.Response:
+    async def openrlhf_reward(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         try:
             spec = reward_spec(request.match_info["reward"], "reward")
@@ -122,19 +148,9 @@ def build_app(
         except (json_format.ParseError, ValueError) as exc:  # not UTF-8 (a lone surrogate)
             raise BadRequest("<body>", str(exc)) from None
         cut_off = cut_off_after(_timeout_s(request, None))
-        response = await servicer.score(message, cut_off, _peer(request))
+        response = await self._servicer.score(message, cut_off, _peer(request))
         results = [convert.result_from_proto(r) for r in response.results]
         return _json(openrlhf.response_from_results(results))
-
-    app = web.Application(middlewares=[errors_and_access], client_max_size=max_body_bytes)
-    app.router.add_post("/v1/score", score)
-    app.router.add_get("/v1/verifiers", verifiers)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_post("/v1/openrlhf/{reward}", openrlhf_reward)
-    return app
-
-
-_SERVICE = pb.DESCRIPTOR.services_by_name["VerifierService"].full_name
 
 
 async def _json_body(request: web.Request) -> Any:
