@@ -118,13 +118,16 @@ def build_app(
             items = openrlhf.items_from_request(body, spec)
             message = convert.request_from_items(items)
         except openrlhf.ProtocolError as exc:
-            raise BadRequest(exc.field, str(exc)) from None
+            raise BadRequest(exc.field, exc.message) from None
         except (json_format.ParseError, ValueError) as exc:  # not UTF-8 (a lone surrogate)
             raise BadRequest("<body>", str(exc)) from None
         cut_off = cut_off_after(_timeout_s(request, None))
         response = await servicer.score(message, cut_off, _peer(request))
         results = [convert.result_from_proto(r) for r in response.results]
-        return _json(openrlhf.response_from_results(results))
+        try:
+            return _json(openrlhf.response_from_results(results))
+        except ValueError as exc:  # the reward in the URL: unknown, or bad params
+            raise BadRequest("reward", str(exc)) from None
 
     app = web.Application(middlewares=[errors_and_access], client_max_size=max_body_bytes)
     app.router.add_post("/v1/score", score)
@@ -138,11 +141,13 @@ _SERVICE = pb.DESCRIPTOR.services_by_name["VerifierService"].full_name
 
 
 async def _json_body(request: web.Request) -> Any:
-    text = await request.text()
+    body = await request.read()
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return json.loads(body)  # bytes: UTF-8 (or -16/-32, detected), whatever the header says
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest("<body>", f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("<body>", "JSON nested too deeply") from None
 
 
 def _timeout_s(request: web.Request, from_body: Any) -> float | None:

@@ -138,6 +138,9 @@ def test_score_over_http_equals_score_over_grpc(served: tuple[ServerProcess, Htt
         (json.dumps({"items": [json_item("same"), json_item("same")]}).encode(), "items[1].id"),
         (json.dumps({"items": [], "timeout_s": "soon"}).encode(), "timeout_s"),
         (json.dumps({"items": [], "timeout_s": -1}).encode(), "timeout_s"),
+        # Found by attack: each of these was a 500 (RecursionError, UnicodeDecodeError).
+        (b'{"items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "<body>"),
+        ('{"items": [{"id": "\xff"}]}'.encode("latin-1"), "<body>"),
     ],
 )  # fmt: skip
 def test_a_bad_request_is_a_400_naming_the_field(
@@ -202,7 +205,11 @@ def test_openrlhf_remote_reward_protocol(served: tuple[ServerProcess, Http]) -> 
     # As OpenRLHF's SingleTurnAgentExecutor posts it: query = prompt + response, decoded.
     prompt = "<|user|> capital of france? <|assistant|>"
     body = {
-        "query": [prompt + "<answer>Paris</answer>", prompt + "<answer>Lyon</answer>", "unrelated"],
+        "query": [
+            prompt + "<answer>Paris</answer>",
+            prompt + "<answer>Lyon</answer>",
+            "<s>" + prompt + "Paris",
+        ],  # a BOS token before the prompt
         "prompts": [prompt, prompt, prompt],
         "labels": ["Paris", "Paris", "Paris"],
     }
@@ -214,7 +221,7 @@ def test_openrlhf_remote_reward_protocol(served: tuple[ServerProcess, Http]) -> 
         "query": [prompt + "Paris"], "prompts": [prompt], "labels": ["Paris"]})  # fmt: skip
     assert exact["rewards"] == [1.0]
     assert answer["statuses"] == ["OK", "OK", "OK"]
-    assert answer["rewards"] == [0.0, 0.0, 0.0] == answer["scores"]
+    assert answer["rewards"] == [0.0, 0.0, 1.0] == answer["scores"]
     assert answer["extra_logs"] == {"verified": [1.0, 1.0, 1.0]}
     # An item the server cannot verify: 0.0 (OpenRLHF cannot mask) and verified 0.0.
     status, failed = served[1].call("POST", "/v1/openrlhf/faulty", {
@@ -232,6 +239,15 @@ def test_openrlhf_remote_reward_protocol(served: tuple[ServerProcess, Http]) -> 
         ({"query": ["a", "b"], "prompts": ["a"]}, "prompts"),
         ({"query": ["a"], "labels": []}, "labels"),
         ({"query": ["a"], "prompts": [3]}, "prompts[0]"),
+        # A query without its prompt was scored whole: the prompt's own text (its format
+        # instructions, a worked example's answer) graded as if the policy had written it.
+        (
+            {
+                "query": ["<answer>x</answer>", "said nothing"],
+                "prompts": ["<answer>x</answer>", "Reply in <think></think><answer></answer>"],
+            },
+            "query[1]",
+        ),
     ],
 )
 def test_openrlhf_bad_request_is_a_400_naming_the_field(
@@ -239,6 +255,34 @@ def test_openrlhf_bad_request_is_a_400_naming_the_field(
 ) -> None:
     status, answer = served[1].call("POST", "/v1/openrlhf/format", body)
     assert (status, answer["field"]) == (400, field)
+
+
+def test_openrlhf_with_an_unknown_reward_is_a_400_not_all_zero_rewards(
+    served: tuple[ServerProcess, Http],
+) -> None:
+    # A typo in --remote_rm_url used to answer 200 with reward 0.0 for every sample.
+    status, answer = served[1].call("POST", "/v1/openrlhf/fromat", {"query": ["a", "b"]})
+    assert (status, answer["field"]) == (400, "reward")
+    assert "unknown verifier or reward 'fromat'" in answer["error"]
+
+
+def test_a_client_that_hangs_up_cancels_its_queued_work(served: tuple[ServerProcess, Http]) -> None:
+    # 3 workers, 8 items of 3 s: 3 run, 5 wait. The client hangs up after 1 s; the waiting
+    # items must be dropped (as for a cancelled RPC), so the next call waits only for the 3
+    # running ones (~2 s), not for all of them (~8 s).
+    assert served[1].call("POST", "/v1/score", {"items": [json_item("warm")]})[0] == 200
+    slow = {"name": "sleepy", "params": {"seconds": 3}}
+    body = json.dumps({"items": [
+        {"id": f"s{n}", "completion": "x", "reward": slow} for n in range(8)
+    ]}).encode()  # fmt: skip
+    with socket.create_connection(("127.0.0.1", int(served[1].base.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        time.sleep(1.0)
+    start = time.monotonic()
+    with RewardClient(served[0].address) as client:
+        [result] = client.score([Item(id="next", completion="x", reward=RewardSpec("sleepy"))])
+    assert result.ok and time.monotonic() - start < 5.0
 
 
 def test_curl_scores_an_item(served: tuple[ServerProcess, Http]) -> None:
