@@ -12,15 +12,18 @@ It runs on the server's event loop and goes through the servicer's own path (adm
 quotas, limits, cut-off before the deadline, status per item), so an item gets the same
 result over either port. Request-level errors map as on gRPC: INVALID_ARGUMENT -> 400 with
 `{"error", "field"}`, UNAUTHENTICATED -> 401; a body over `limits.max_message_mb` -> 413.
-The deadline comes from the `X-Timeout-S` header or the body's "timeout_s" (not both).
+The deadline comes from the `X-Timeout-S` header or the body's "timeout_s" (not both), and
+counts from the request's arrival; a body still uploading at the header's deadline gets 408.
 Tokens, when configured, are checked as on gRPC (`Authorization: Bearer ...`, health open).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -44,11 +47,12 @@ _NO_TOKEN = "a valid token is required: send 'Authorization: Bearer <token>'"
 
 
 class BadRequest(Exception):
-    """A request the front end refuses before scoring: 400, naming the field."""
+    """A request the front end refuses before scoring: 400 (or `status`), naming the field."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, status: int = 400) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.status = status
 
 
 def build_app(
@@ -75,7 +79,7 @@ def build_app(
                 caller_var.set(caller)
                 response = await handler(request)
         except BadRequest as exc:
-            response = _error(400, exc.field, str(exc))
+            response = _error(exc.status, exc.field, str(exc))
         except RequestError as exc:
             response = _error(400, exc.field, str(exc))
         except web.HTTPRequestEntityTooLarge:
@@ -84,10 +88,11 @@ def build_app(
         return response
 
     async def score(request: web.Request) -> web.Response:
-        body = await _json_body(request)
+        arrived, header_s = time.monotonic(), _header_timeout_s(request)
+        body = await _json_body(request, header_s)
         if not isinstance(body, dict):
             raise BadRequest("<body>", f"expected a JSON object, got {type(body).__name__}")
-        cut_off = cut_off_after(_timeout_s(request, body.pop("timeout_s", None)))
+        cut_off = _cut_off(arrived, _timeout_s(header_s, body.pop("timeout_s", None)))
         try:
             message = json_format.ParseDict(body, pb.ScoreRequest())
         except json_format.ParseError as exc:
@@ -112,7 +117,8 @@ def build_app(
         return _json({"status": status, "service": service}, status=200 if serving else 503)
 
     async def openrlhf_reward(request: web.Request) -> web.Response:
-        body = await _json_body(request)
+        arrived, header_s = time.monotonic(), _header_timeout_s(request)
+        body = await _json_body(request, header_s)
         try:
             spec = reward_spec(request.match_info["reward"], "reward")
             items = openrlhf.items_from_request(body, spec)
@@ -121,8 +127,7 @@ def build_app(
             raise BadRequest(exc.field, exc.message) from None
         except (json_format.ParseError, ValueError) as exc:  # not UTF-8 (a lone surrogate)
             raise BadRequest("<body>", str(exc)) from None
-        cut_off = cut_off_after(_timeout_s(request, None))
-        response = await servicer.score(message, cut_off, _peer(request))
+        response = await servicer.score(message, _cut_off(arrived, header_s), _peer(request))
         results = [convert.result_from_proto(r) for r in response.results]
         try:
             return _json(openrlhf.response_from_results(results))
@@ -140,8 +145,15 @@ def build_app(
 _SERVICE = pb.DESCRIPTOR.services_by_name["VerifierService"].full_name
 
 
-async def _json_body(request: web.Request) -> Any:
-    body = await request.read()
+async def _json_body(request: web.Request, within_s: float | None) -> Any:
+    """The body as JSON; it must arrive within `within_s` (the header's deadline, which, as a
+    gRPC deadline does, covers the upload: a body sent a byte a second held the call open)."""
+    try:
+        async with asyncio.timeout(within_s):
+            body = await request.read()
+    except TimeoutError:
+        raise BadRequest("X-Timeout-S", f"the body did not arrive within {within_s} s",
+                         status=408) from None  # fmt: skip
     try:
         return json.loads(body)  # bytes: UTF-8 (or -16/-32, detected), whatever the header says
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -150,15 +162,27 @@ async def _json_body(request: web.Request) -> Any:
         raise BadRequest("<body>", "JSON nested too deeply") from None
 
 
-def _timeout_s(request: web.Request, from_body: Any) -> float | None:
-    """The call's deadline in seconds, from the header or the body (None: no deadline)."""
+def _header_timeout_s(request: web.Request) -> float | None:
+    """The deadline in seconds from the X-Timeout-S header (None: not given)."""
     header = request.headers.get("X-Timeout-S")
-    if header is not None and from_body is not None:
+    return None if header is None else _seconds(header, "X-Timeout-S")
+
+
+def _timeout_s(header_s: float | None, from_body: Any) -> float | None:
+    """The call's deadline in seconds, from the header or the body (None: no deadline)."""
+    if header_s is not None and from_body is not None:
         raise BadRequest("timeout_s", "given both as the X-Timeout-S header and in the body; "
                          "set it in only one place")  # fmt: skip
-    raw, field = (header, "X-Timeout-S") if header is not None else (from_body, "timeout_s")
-    if raw is None:
-        return None
+    return header_s if from_body is None else _seconds(from_body, "timeout_s")
+
+
+def _cut_off(arrived: float, timeout_s: float | None) -> float | None:
+    """The cut-off of a call that arrived at monotonic time `arrived` (None: no deadline)."""
+    return None if timeout_s is None else cut_off_after(timeout_s - (time.monotonic() - arrived))
+
+
+def _seconds(raw: Any, field: str) -> float:
+    """A positive, finite number of seconds; BadRequest naming `field` otherwise."""
     try:
         value = float(raw)
     except (TypeError, ValueError):

@@ -191,6 +191,19 @@ def test_the_deadline_cuts_slow_items_to_timeout_and_keeps_fast_ones(
     assert by_id["fast"]["status"] == "STATUS_OK"
 
 
+def test_the_header_deadline_covers_the_upload(served: tuple[ServerProcess, Http]) -> None:
+    # A body sent slowly used to hold the call open past the deadline, which then counted from
+    # the body's end (a 2 s call answered after 5.8 s); as on gRPC, it counts from arrival.
+    port = int(served[1].base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        start = time.monotonic()
+        sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nX-Timeout-S: 1\r\n"
+                     b'Content-Length: 100\r\n\r\n{"items": [')  # fmt: skip
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 408") and time.monotonic() - start < 3.0
+    assert '"field": "X-Timeout-S"' in answer
+
+
 def test_verifiers_and_health(served: tuple[ServerProcess, Http]) -> None:
     http = served[1]
     status, answer = http.call("GET", "/v1/verifiers")
