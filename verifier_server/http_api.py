@@ -119,16 +119,23 @@ def build_app(
     async def openrlhf_reward(request: web.Request) -> web.Response:
         arrived, header_s = time.monotonic(), _header_timeout_s(request)
         body = await _json_body(request, header_s)
+        # OpenRLHF posts a whole rollout batch at once (every sample, with one server) and cannot
+        # split it: split here into requests of the server's cap, as the Python client does.
+        cap = servicer.config.limits.max_items_per_request
         try:
             spec = reward_spec(request.match_info["reward"], "reward")
             items = openrlhf.items_from_request(body, spec)
-            message = convert.request_from_items(items)
+            messages = [
+                convert.request_from_items(items[start : start + cap])
+                for start in range(0, len(items), cap)
+            ]
         except openrlhf.ProtocolError as exc:
             raise BadRequest(exc.field, exc.message) from None
         except (json_format.ParseError, ValueError) as exc:  # not UTF-8 (a lone surrogate)
             raise BadRequest("<body>", str(exc)) from None
-        response = await servicer.score(message, _cut_off(arrived, header_s), _peer(request))
-        results = [convert.result_from_proto(r) for r in response.results]
+        cut_off, peer = _cut_off(arrived, header_s), _peer(request)
+        responses = await asyncio.gather(*(servicer.score(m, cut_off, peer) for m in messages))
+        results = [convert.result_from_proto(r) for one in responses for r in one.results]
         try:
             return _json(openrlhf.response_from_results(results))
         except ValueError as exc:  # the reward in the URL: unknown, or bad params

@@ -270,6 +270,19 @@ def test_openrlhf_bad_request_is_a_400_naming_the_field(
     assert (status, answer["field"]) == (400, field)
 
 
+def test_openrlhf_splits_a_batch_over_the_servers_cap(served: tuple[ServerProcess, Http]) -> None:
+    # OpenRLHF posts a whole rollout batch and cannot split it; over the cap (8 here) it got a
+    # 400 telling it to split, retried 5 times, and stopped training.
+    queries = [
+        f"p{n}" + ("<think>t</think>\n<answer>a</answer>" if n % 2 else "x") for n in range(20)
+    ]
+    body = {"query": queries, "prompts": [f"p{n}" for n in range(20)]}
+    status, answer = served[1].call("POST", "/v1/openrlhf/format", body)
+    assert status == 200
+    assert answer["rewards"] == [float(n % 2) for n in range(20)]
+    assert answer["statuses"] == ["OK"] * 20
+
+
 def test_openrlhf_with_an_unknown_reward_is_a_400_not_all_zero_rewards(
     served: tuple[ServerProcess, Http],
 ) -> None:
