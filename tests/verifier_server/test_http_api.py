@@ -270,6 +270,20 @@ def test_openrlhf_bad_request_is_a_400_naming_the_field(
     assert (status, answer["field"]) == (400, field)
 
 
+def test_openrlhf_scores_the_response_without_its_trailing_special_tokens(
+    served: tuple[ServerProcess, Http],
+) -> None:
+    # OpenRLHF decodes with special tokens kept: every response ends with EOS (and, in older
+    # releases, right padding). Left in, `format` found text outside the tags and scored every
+    # well-formed response 0.0, verified.
+    prompt = "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+    tails = ["<|im_end|>", "<|endoftext|><|endoftext|>", "</s>", "", "<|im_end|> trailing"]
+    body = {"query": [prompt + GOOD + tail for tail in tails], "prompts": [prompt] * len(tails)}
+    status, answer = served[1].call("POST", "/v1/openrlhf/format", body)
+    assert status == 200
+    assert answer["rewards"] == [1.0, 1.0, 1.0, 1.0, 0.0]  # the policy's own text still counts
+
+
 def test_openrlhf_splits_a_batch_over_the_servers_cap(served: tuple[ServerProcess, Http]) -> None:
     # OpenRLHF posts a whole rollout batch and cannot split it; over the cap (8 here) it got a
     # 400 telling it to split, retried 5 times, and stopped training.
