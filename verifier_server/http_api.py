@@ -97,6 +97,8 @@ def build_app(
             message = json_format.ParseDict(body, pb.ScoreRequest())
         except json_format.ParseError as exc:
             raise BadRequest(_parse_error_field(str(exc)), str(exc)) from None
+        except OverflowError as exc:  # an integer beyond a double, in reference or params
+            raise BadRequest("<body>", f"a number too large for a double: {exc}") from None
         response = await servicer.score(message, cut_off, _peer(request))
         return _json(json_format.MessageToDict(
             response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
@@ -131,7 +133,8 @@ def build_app(
             ]
         except openrlhf.ProtocolError as exc:
             raise BadRequest(exc.field, exc.message) from None
-        except (json_format.ParseError, ValueError) as exc:  # not UTF-8 (a lone surrogate)
+        except (json_format.ParseError, ValueError, OverflowError) as exc:
+            # not UTF-8 (a lone surrogate); an integer beyond a double
             raise BadRequest("<body>", str(exc)) from None
         cut_off, peer = _cut_off(arrived, header_s), _peer(request)
         responses = await asyncio.gather(*(servicer.score(m, cut_off, peer) for m in messages))
@@ -163,7 +166,7 @@ async def _json_body(request: web.Request, within_s: float | None) -> Any:
                          status=408) from None  # fmt: skip
     try:
         return json.loads(body)  # bytes: UTF-8 (or -16/-32, detected), whatever the header says
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # also: not UTF-8, an integer of over 4300 digits
         raise BadRequest("<body>", f"not valid JSON: {exc}") from None
     except RecursionError:
         raise BadRequest("<body>", "JSON nested too deeply") from None
@@ -192,7 +195,7 @@ def _seconds(raw: Any, field: str) -> float:
     """A positive, finite number of seconds; BadRequest naming `field` otherwise."""
     try:
         value = float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadRequest(field, f"expected a number of seconds, got {raw!r}") from None
     if not math.isfinite(value) or value <= 0 or isinstance(raw, bool):
         raise BadRequest(field, f"expected a positive number of seconds, got {raw!r}")

@@ -138,9 +138,13 @@ def test_score_over_http_equals_score_over_grpc(served: tuple[ServerProcess, Htt
         (json.dumps({"items": [json_item("same"), json_item("same")]}).encode(), "items[1].id"),
         (json.dumps({"items": [], "timeout_s": "soon"}).encode(), "timeout_s"),
         (json.dumps({"items": [], "timeout_s": -1}).encode(), "timeout_s"),
-        # Found by attack: each of these was a 500 (RecursionError, UnicodeDecodeError).
+        # Found by attack: each of these was a 500 (RecursionError, UnicodeDecodeError,
+        # ValueError from int(), OverflowError from float()).
         (b'{"items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "<body>"),
         ('{"items": [{"id": "\xff"}]}'.encode("latin-1"), "<body>"),
+        (b'{"items": [], "x": 1' + b"0" * 5000 + b"}", "<body>"),  # over int's 4300 digits
+        (b'{"items": [], "timeout_s": 1' + b"0" * 400 + b"}", "timeout_s"),  # beyond a double
+        (b'{"items": [{"id": "a", "reference": 1' + b"0" * 400 + b"}]}", "<body>"),
     ],
 )  # fmt: skip
 def test_a_bad_request_is_a_400_naming_the_field(
@@ -252,6 +256,7 @@ def test_openrlhf_remote_reward_protocol(served: tuple[ServerProcess, Http]) -> 
         ({"query": ["a", "b"], "prompts": ["a"]}, "prompts"),
         ({"query": ["a"], "labels": []}, "labels"),
         ({"query": ["a"], "prompts": [3]}, "prompts[0]"),
+        ({"query": ["a"], "labels": [10**400]}, "<body>"),  # a 500 before
         # A query without its prompt was scored whole: the prompt's own text (its format
         # instructions, a worked example's answer) graded as if the policy had written it.
         (
