@@ -52,7 +52,8 @@ def compute_score(
     """verl's `compute_score` for one response: `{"score": float, "verified": 1.0 or 0.0}`.
 
     `reward`: the verifier or named reward (`"math"`, or `{"name", "params"}`; default
-    $VERIFIER_SERVER_REWARD), set with `+custom_reward_function.reward_kwargs.reward=...`;
+    $VERIFIER_SERVER_REWARD), set with `+reward.custom_reward_function.reward_kwargs.reward=...`
+    (verl 0.9; `+custom_reward_function.reward_kwargs.reward=...` in earlier releases);
     `address`, `token`: as for the client (defaults $VERIFIER_SERVER_ADDRESS,
     $VERIFIER_SERVER_TOKEN). Other keyword arguments verl adds are accepted and unused."""
     return compute_score_batch(
