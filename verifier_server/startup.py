@@ -218,7 +218,9 @@ async def _start_http(
             ssl_context.load_verify_locations(tls.client_ca_file)
             ssl_context.verify_mode = ssl.CERT_REQUIRED
     app = build_app(servicer, health.serving, tokens, _max_message_bytes(servicer.config))
-    runner = web.AppRunner(app, access_log=None)
+    # handler_cancellation: a client that hangs up cancels its request's work, as a cancelled
+    # RPC does (aiohttp's default lets the handler run on for nobody).
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(
         runner, settings.host, settings.http_port, ssl_context=ssl_context,
