@@ -120,6 +120,16 @@ def test_trl_reward_scores_the_policys_messages_not_the_tools_answers(
     assert scores == [0.0, 1.0]
 
 
+def test_trl_reward_names_a_prompt_message_without_a_role(server: ServerProcess) -> None:
+    reward = trl_reward("format", address=server.address, reference_column=None)
+    with pytest.raises(ValueError, match=r"prompts\[1\]\[0\]\.role: a message needs a string role"):
+        reward(
+            prompts=[[{"role": "user", "content": "hi"}], [{"content": "no role"}]],
+            completions=[GOOD, GOOD],
+            completion_ids=[[1], [2]],
+        )
+
+
 def test_trl_reward_names_a_missing_reference_column(server: ServerProcess) -> None:
     reward = trl_reward("format", address=server.address, reference_column="solution")
     with pytest.raises(ValueError, match=r"'solution' is not a dataset column.*\['answer'\]"):

@@ -144,7 +144,10 @@ def _prompt(prompt: Any, where: str) -> dict[str, Any]:
     if isinstance(prompt, str):
         return {"prompt": prompt}
     if isinstance(prompt, Sequence) and all(isinstance(m, Mapping) for m in prompt):
-        return {"messages": tuple(ChatMessage(str(m["role"]), _content(m)) for m in prompt)}
+        for n, message in enumerate(prompt):
+            if not isinstance(message.get("role"), str):
+                raise ValueError(f"{where}[{n}].role: a message needs a string role")
+        return {"messages": tuple(ChatMessage(m["role"], _content(m)) for m in prompt)}
     raise ValueError(
         f"{where}: expected a string or a list of messages, got {type(prompt).__name__}"
     )

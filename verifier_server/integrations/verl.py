@@ -130,14 +130,22 @@ class _Batcher:
         self.client = client
         self.waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self.timeout_s = 0.0
+        # The loop holds tasks weakly: a flush nobody references could be collected mid-run,
+        # leaving its callers waiting forever.
+        self.flushing: set[asyncio.Task[None]] = set()
 
     async def score(self, item: Item, timeout_s: float, linger_s: float) -> Result:
         future: asyncio.Future[Result] = self.loop.create_future()
         if not self.waiting:
-            self.loop.call_later(linger_s, lambda: self.loop.create_task(self._flush()))
+            self.loop.call_later(linger_s, self._start_flush)
         self.waiting.append((item, future))
         self.timeout_s = max(self.timeout_s, timeout_s)
         return await future
+
+    def _start_flush(self) -> None:
+        task = self.loop.create_task(self._flush())
+        self.flushing.add(task)
+        task.add_done_callback(self.flushing.discard)
 
     async def _flush(self) -> None:
         batch, self.waiting, timeout_s, self.timeout_s = self.waiting, [], self.timeout_s, 0.0
