@@ -21,35 +21,40 @@ import math
 import os
 import resource
 import signal
+import socket
 import sys
 from typing import Any, NoReturn
 
 from sandboxes import rootfs
 from sandboxes import syscalls as sc
+from sandboxes.seccomp import Filters
 from sandboxes.limits import WORK_DIR
 
 BASE_ENV = {"PATH": "/usr/bin:/bin", "HOME": WORK_DIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
 STATUS_SETUP_FAILED = 127
 
 
-def run_child(fds: list[int], status_fd: int, bpf: bytes) -> NoReturn:
+def run_child(fds: list[int], status_fd: int, filters: Filters, notify_fd: int) -> NoReturn:
     """Never returns. Runs as pid 1 of the run's own pid namespace: sets up the run's mounts
     and files, forks the program (pid 2) and waits for it, then writes its wait status to
     `status_fd` and exits, which kills whatever else of the run is left. fds: the request
     pipe, then stdin, stdout, stderr and an optional fourth pipe (fd 3: a collected file's,
-    or a linked pair's call pipe)."""
+    or a linked pair's call pipe). notify_fd: a socket to the zygote, which gets the pipe
+    budget's listener (or nothing, for a toolchain run)."""
     try:
         request = _read_request(fds[0])
         fds = fds[1:]
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
         _fresh_mounts(request["limits"])
         _write_files(request["files"])
+        _hand_over_pipe_budget(notify_fd, filters, toolchain=request["toolchain"])
         program = os.fork()
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.write(status_fd, f"{type(exc).__name__}: {exc}".encode(errors="replace")[:2000])
         os._exit(STATUS_SETUP_FAILED)
     if program == 0:
+        bpf = filters.toolchain if request["toolchain"] else filters.program
         _run_program(request, fds, status_fd, bpf)
     try:
         for fd in fds:
@@ -63,6 +68,22 @@ def run_child(fds: list[int], status_fd: int, bpf: bytes) -> NoReturn:
 
 
 STATUS_MARK = b"\0status "  # then the program's wait status, after any setup error text
+
+
+def _hand_over_pipe_budget(notify_fd: int, filters: Filters, *, toolchain: bool) -> None:
+    """A program run's pipe calls wait for the zygote (sandboxes.pipe_budget): this process
+    installs the notifying filter, which the program inherits, and sends its listener to the
+    zygote before the program exists, so the program never holds it. This process makes no
+    pipe afterwards. A compiler runs trusted code whose pipes do not depend on its input
+    (g++ -pipe: six), so a toolchain run has no budget: it sends b"T"."""
+    with socket.socket(fileno=notify_fd) as notify:
+        if toolchain:
+            notify.sendall(b"T")
+        else:
+            listener = sc.install_seccomp(filters.pipe_notify, listener=True)
+            assert listener is not None
+            socket.send_fds(notify, [b"L"], [listener])
+            os.close(listener)
 
 
 def _reap(program: int) -> int:

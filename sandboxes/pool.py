@@ -500,6 +500,7 @@ class SandboxPool:
             "env": dict(program.env),
             "runner": program.runner,
             "collect": program.collect,
+            "toolchain": program.toolchain,
             "limits": dataclasses.asdict(limits),
         }
         try:

@@ -42,10 +42,10 @@ COUNTS_TIME_WAIT = "print(open('/proc/self/net/tcp').read().count(' 06 '))"
 def test_socket_state_of_a_run_is_not_seen_by_the_next() -> None:
     """Each run has its own network namespace: a port left in TIME_WAIT (what a program used
     to tell the slot's later runs which of its answers passed) dies with the run. Its
-    loopback is down, so there is no port to leave either."""
+    loopback is down and a program cannot make a socket, so there is no port to leave."""
     with SandboxPool(slots=1) as pool:
         leaves = pool.run(_python(LEAVES_TIME_WAIT))
-        assert leaves.stdout == b"101\n0\n", leaves  # ENETUNREACH: loopback is down
+        assert leaves.stdout == b"1\n0\n", leaves  # EPERM: no socket in a program run
         later = pool.run(_python(COUNTS_TIME_WAIT))
         assert later.stdout == b"0\n", later
 
@@ -121,28 +121,29 @@ import multiprocessing, os, resource
 with multiprocessing.Pool(2) as workers:
     squares = workers.map(abs, [-1, -2])
 print(os.cpu_count() >= 1, len(os.sched_getaffinity(0)) >= 1, squares,
-      os.sysconf('SC_PHYS_PAGES') > 0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0,
+      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0,
       'VmRSS' in open('/proc/self/status').read(), len(os.listdir('/proc/self/fd')) >= 3)
 """
 NODE_WITHOUT_PROC = """
 const os = require('os');
-console.log(os.totalmem() > 0, os.freemem() > 0, os.availableParallelism() >= 1,
-            os.cpus().length, typeof os.loadavg()[0]);
+console.log(os.totalmem(), os.freemem(), os.availableParallelism() >= 1,
+            os.cpus().length, os.loadavg());
 """
 
 
 def test_runtimes_work_with_only_the_pid_part_of_proc(pool: SandboxPool) -> None:
-    """What Python and Node ask the system about: CPUs and memory come from sched_getaffinity
-    and sysinfo, the run's own figures from /proc/self. Node's os.cpus() reads /proc/stat and
-    /proc/cpuinfo: it is empty now (os.availableParallelism() is the count)."""
+    """What Python and Node ask the system about: CPUs come from sched_getaffinity, the run's
+    own figures from /proc/self. Node's os.cpus() reads /proc/stat and /proc/cpuinfo: it is
+    empty now (os.availableParallelism() is the count). sysinfo(2) fails with EPERM, so
+    Node's host memory and load read 0. multiprocessing.Pool fits in the pipe budget."""
     limits = Limits(cpu_s=5, wall_s=15, memory_mb=512)
     python = pool.run(_python(RUNTIMES_WITHOUT_PROC), limits)
-    assert python.stdout == b"True True [1, 2] True True True True\n", python
+    assert python.stdout == b"True True [1, 2] True True True\n", python
     node = pool.run(
         Program(("/usr/bin/node", "/work/main.js"), files={"main.js": NODE_WITHOUT_PROC.encode()}),
         limits,
     )
-    assert node.stdout == b"true true true 0 number\n", node
+    assert node.stdout == b"0 0 true 0 [ 0, 0, 0 ]\n", node
 
 
 # Loopback packets count in the host-wide per-CPU totals of /proc/self/net/softnet_stat, which
@@ -152,7 +153,10 @@ SENDS_ON_LOOPBACK = """
 import socket
 sent = 0
 for family, address in ((socket.AF_INET, ('127.0.0.1', 5000)), (socket.AF_INET6, ('::1', 5000))):
-    sender = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sender = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError:
+        continue  # EPERM: a program run makes no socket
     for _ in range(20_000):
         try:
             sent += sender.sendto(b'x', address)
@@ -163,7 +167,7 @@ print(sent)
 
 
 def test_loopback_packets_are_no_channel_between_runs() -> None:
-    """A run's loopback is down: it sends no packet, and the packets the next run counts
+    """A run's loopback is down (and it can make no socket): it sends no packet, and the packets the next run counts
     moved by the host's own traffic only. With loopback up, the sender's 40,000 packets moved
     the count by 40,000 (and 50,000 by exactly 50,000 on an idle host)."""
     with SandboxPool(slots=1) as pool:
