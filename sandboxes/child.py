@@ -27,8 +27,8 @@ from typing import Any, NoReturn
 
 from sandboxes import rootfs
 from sandboxes import syscalls as sc
-from sandboxes.seccomp import Filters
 from sandboxes.limits import WORK_DIR
+from sandboxes.seccomp import Filters
 
 BASE_ENV = {"PATH": "/usr/bin:/bin", "HOME": WORK_DIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
 STATUS_SETUP_FAILED = 127
@@ -104,6 +104,14 @@ def _run_program(request: dict[str, Any], fds: list[int], status_fd: int, bpf: b
         sc.prctl(sc.PR_SET_DUMPABLE, 1)  # else /proc/self belongs to the host's root
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")  # the run dies first, never the zygote
+        if not request["toolchain"]:
+            # Every /proc entry a process looks up for the first time takes a number from the
+            # host-wide inode counter (get_next_ino) that any pipe's inode shows: reopening an
+            # fd and looking up /proc/self/fd/N moved the next run's stdin inode by one each
+            # time, a fresh process's /proc/self by about ten. A program has no /proc: the
+            # run's and, under it, the slot's.
+            while os.path.ismount("/proc"):
+                sc.umount2("/proc", sc.MNT_DETACH)
         kept = [status_fd]
         artifact_fd = _setup_fds(fds, keep=kept)
         status_fd = kept[0]

@@ -5,8 +5,9 @@
                             libexec, include, share), not /usr/local, /usr/etc or /usr/src
     /etc                    a few generated files (passwd, group, hosts) and ld.so.cache
     /proc                   a fresh proc of the slot's own pid namespace, subset=pid: only
-                            pid directories, self and thread-self (each run mounts its own)
-    /dev                    tmpfs with null, zero, full, random, urandom; /dev/shm per run
+                            pid directories, self and thread-self (each run mounts its own;
+                            a program run's is gone before the program starts)
+    /dev                    tmpfs with null, full, random, urandom; /dev/shm per run
     /work /tmp              mount points for each run's fresh tmpfs
 Everything else of the host (/root, /home, /etc/shadow, /var, /sys, the server's files) does
 not exist inside. The root itself is a read-only tmpfs.
@@ -23,7 +24,9 @@ SANDBOX_UID = 1000  # the run's uid inside the user namespace (mapped to the slo
 SANDBOX_GID = 1000
 _SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _USR_SUBTREES = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "libexec", "include", "share")
-_DEVICES = ("null", "zero", "full", "random", "urandom")
+# No /dev/zero: a shared mapping of it is a new file on the kernel's internal shmem mount,
+# whose inode numbers are one host-wide count a later run could read (test_counters.py).
+_DEVICES = ("null", "full", "random", "urandom")
 _ETC_FILES = {
     "passwd": f"root:x:0:0::/:/usr/sbin/nologin\nsandbox:x:{SANDBOX_UID}:{SANDBOX_GID}::"
     f"{WORK_DIR}:/bin/sh\nnobody:x:65534:65534::/:/usr/sbin/nologin\n",

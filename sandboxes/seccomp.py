@@ -12,13 +12,16 @@ AF_VSOCK, which ignores network namespaces, or AF_NETLINK, get EAFNOSUPPORT).
 A program run (everything but a compiler, `Program.toolchain`) gets `program_filter`: the
 deny-list plus every call by which it could move a host-wide counter that a later run can
 read, all EPERM: socket and socketpair (each takes a number from the kernel's host-wide inode
-counter, get_next_ino, which the inode of any pipe, stdin included, shows), memfd_create,
-memfd_secret, shmget and mmap(MAP_SHARED|MAP_ANONYMOUS) (the internal shmem mount's host-wide
-inode counter, or get_next_ino), pidfd_open and clone(CLONE_PIDFD) (a pidfd's inode is the
-host-wide count of processes and threads ever made, and forks cannot be denied), and
-sysinfo (host-wide free memory, load and process count). pipe and pipe2 (Node's runtime needs
-four at start-up) go to the slot's zygote through `pipe_notify_filter`, which allows each run
-a fixed budget and tops every run up to it (sandboxes.pipe_budget).
+counter, get_next_ino, which the inode of any pipe, stdin included, shows), memfd_secret,
+io_setup (an AIO ring file), mq_open (a POSIX message queue) and mmap with MAP_HUGETLB (all
+get_next_ino too), memfd_create, shmget and mmap(MAP_SHARED|MAP_ANONYMOUS) (a new file on
+the internal shmem mount, whose inode counter is host-wide; so would a shared mapping of
+/dev/zero be, which the sandbox does not have), pidfd_open and clone(CLONE_PIDFD) (a pidfd's
+inode is the host-wide count of processes and threads ever made, and forks cannot be
+denied), and sysinfo (host-wide free memory, load and process count). pipe and pipe2
+(Node's runtime needs four at start-up) go to the slot's zygote through
+`pipe_notify_filter`, which allows each run a fixed budget and tops every run up to it
+(sandboxes.pipe_budget).
 
 Any other architecture's calling convention, including x32 on x86-64, kills the process.
 Only x86-64 is supported: on another machine `deny_list_filter` raises, and the sandbox fails
@@ -63,12 +66,13 @@ ALLOWED_SOCKET_FAMILIES = (1, 2, 10)  # AF_UNIX, AF_INET, AF_INET6
 # pidfd_open, reads) a host-wide counter that survives the run.
 PROGRAM_DENIED_SYSCALLS: dict[str, int] = {
     "socket": 41, "socketpair": 53, "memfd_create": 319, "memfd_secret": 447, "shmget": 29,
-    "pidfd_open": 434, "sysinfo": 99,
+    "pidfd_open": 434, "sysinfo": 99, "mq_open": 240, "io_setup": 206,
 }  # fmt: skip
 PIPE_SYSCALLS: dict[str, int] = {"pipe": 22, "pipe2": 293}
 SYS_MMAP = 9
 MAP_SHARED_BIT = 0x01  # set in MAP_SHARED and MAP_SHARED_VALIDATE, not in MAP_PRIVATE
 MAP_ANONYMOUS = 0x20
+MAP_HUGETLB = 0x40000
 
 # classic BPF opcodes
 _LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
@@ -126,15 +130,19 @@ def deny_list_filter(machine: str | None = None) -> bytes:
 
 def program_filter(machine: str | None = None) -> bytes:
     """A program run's filter: the deny-list and PROGRAM_DENIED_SYSCALLS, all sockets among
-    them, shared anonymous mappings and clone(CLONE_PIDFD)."""
+    them, shared and huge-page mappings and clone(CLONE_PIDFD)."""
     eperm = RET_ERRNO | errno.EPERM
     code = [*_prologue(machine), *_deny_list()]
     for number in sorted(PROGRAM_DENIED_SYSCALLS.values()):
         code += [_insn(_JEQ_K, number, jf=1), _insn(_RET_K, eperm)]
-    # mmap: shared anonymous memory is a file on the host-wide internal shmem mount
+    # mmap: shared anonymous memory is a new file on the internal shmem mount, whose inode
+    # numbers are host-wide (so is /dev/zero's shared mapping: the sandbox has no /dev/zero);
+    # MAP_HUGETLB takes a get_next_ino number even when it fails. Private anonymous memory
+    # and shared mappings of files (POSIX semaphores in /dev/shm) are not affected.
     code += [
-        _insn(_JEQ_K, SYS_MMAP, jf=5),
+        _insn(_JEQ_K, SYS_MMAP, jf=6),
         _insn(_LD_W_ABS, _OFF_ARG3_LO),
+        _insn(_JSET_K, MAP_HUGETLB, jt=2),
         _insn(_JSET_K, MAP_ANONYMOUS, jf=2),
         _insn(_JSET_K, MAP_SHARED_BIT, jf=1),
         _insn(_RET_K, eperm),

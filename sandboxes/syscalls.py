@@ -1,5 +1,6 @@
 """Thin ctypes wrappers over the Linux calls Python 3.11 lacks: unshare, mount, umount2,
-pivot_root, prctl, setns, sethostname, seccomp. Every failure raises OSError with errno, never returns -1."""
+pivot_root, prctl, setns, sethostname, seccomp. Every failure raises OSError with errno,
+never returns -1."""
 
 from __future__ import annotations
 

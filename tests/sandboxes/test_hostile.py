@@ -94,8 +94,8 @@ CASES = [
          lambda r, h: r.stdout == b"parent done\n" and r.wall_ms < 1000),
     Case("kill_parent", "import os\nfor pid in (os.getppid(), 1):\n    try: os.kill(pid, 9)\n"
          "    except OSError as e: print(e.errno)", prints(b"1\n1\n")),
-    Case("own_pid_namespace", "import os\nprint(os.getpid(), sorted(int(p) for p in "
-         "os.listdir('/proc') if p.isdigit()))", prints(b"2 [1, 2]\n")),  # its init and itself
+    Case("own_pid_namespace", "import os\nprint(os.getpid(), os.getppid(), os.listdir('/proc'))",
+         prints(b"2 1 []\n")),  # its init and itself; a program has no /proc (test_counters.py)
     Case("kill_minus_one", "import os\nos.kill(-1, 9)", outcome(Outcome.RUNTIME_ERROR)),
     Case("kill_host_pid", lambda h: f"import os\ntry: os.kill({h.sentinel.pid}, 9)\n"
          "except OSError as e: print(e.errno)",
@@ -151,7 +151,7 @@ CASES = [
     Case("read_etc_shadow", "try: print(open('/etc/shadow').read())\nexcept OSError as e: "
          "print(e.errno)", prints(b"2\n")),
     Case("read_proc_1_environ", "try: print(open('/proc/1/environ', 'rb').read())\n"
-         "except OSError as e: print(e.errno)", prints(b"13\n")),
+         "except OSError as e: print(e.errno)", prints(b"2\n")),  # no /proc at all
     Case("scan_all_environs", "import os\nfor p in os.listdir('/proc'):\n    try: print(open(f"
          "'/proc/{p}/environ','rb').read())\n    except OSError: pass",
          lambda r, h: ENV_SECRET.encode() not in r.stdout and b"VERIFIER" not in r.stdout),

@@ -97,10 +97,12 @@ def test_program_filter_denies_calls_that_move_host_wide_counters(name: str) -> 
     ("flags", "allowed"),
     [
         (0x01 | 0x20, False), (0x03 | 0x20, False),  # MAP_SHARED(_VALIDATE) | MAP_ANONYMOUS
-        (0x02 | 0x20, True), (0x01, True), (0x02, True),  # private anonymous; file mappings
+        (0x02 | 0x20 | 0x40000, False),  # MAP_HUGETLB takes an inode number even if it fails
+        (0x02 | 0x20, True), (0x02, True),  # private anonymous memory; private file mappings
+        (0x01, True),  # shared file mappings: a POSIX semaphore in the run's own /dev/shm
     ],
 )  # fmt: skip
-def test_program_filter_denies_only_shared_anonymous_mappings(flags: int, allowed: bool) -> None:
+def test_program_filter_denies_shared_and_huge_page_mappings(flags: int, allowed: bool) -> None:
     assert run_filter(program_filter("x86_64"), 9, arg3=flags) == (RET_ALLOW if allowed else EPERM)
 
 
