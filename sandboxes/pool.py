@@ -94,6 +94,7 @@ class Slot:
         self.pids_max = 0
         self.cpus = 0.0
         self.baseline_bytes: int | None = None  # resident memory before the first run
+        self.baseline_retained_bytes: int | None = None  # and its retained part
 
     @property
     def alive(self) -> bool:
@@ -253,7 +254,7 @@ class Slot:
         self.process = None
         self._buffer = b""
         self.pids_max, self.cpus = 0, 0.0
-        self.baseline_bytes = None
+        self.baseline_bytes = self.baseline_retained_bytes = None
 
     def release(self) -> None:
         _release_slot_number(self.number)
@@ -539,8 +540,8 @@ class SandboxPool:
         """Limits for the next run; a slot whose memory did not come back to its baseline
         (something of an earlier run outlived it) is replaced first."""
         snapshot = self._limit(slot, limits)
-        assert slot.baseline_bytes is not None
-        if snapshot.resident_bytes > slot.baseline_bytes + _LEFTOVER_BYTES:
+        assert slot.baseline_retained_bytes is not None
+        if snapshot.retained_bytes > slot.baseline_retained_bytes + _LEFTOVER_BYTES:
             slot.kill()
             self.stats["slots_recycled"] += 1
             slot.start()
@@ -554,6 +555,7 @@ class SandboxPool:
         snapshot = slot.cgroup.before_run(limits.memory_mb << 20, slot.baseline_bytes)
         if slot.baseline_bytes is None:
             slot.baseline_bytes = snapshot.resident_bytes
+            slot.baseline_retained_bytes = snapshot.retained_bytes
         return snapshot
 
     def _on_ready(self, run: _Run, role: str, fd: int, selector: selectors.BaseSelector) -> None:

@@ -383,8 +383,21 @@ def test_a_slot_above_its_memory_baseline_is_recycled(monkeypatch: pytest.Monkey
     with SandboxPool(slots=1) as pool:
         assert pool.run(python("print(1)")).stdout == b"1\n"
         slot = pool.slots[0]
-        zygote, slot.baseline_bytes = slot.zygote_pid, 0
+        zygote, slot.baseline_retained_bytes = slot.zygote_pid, 0
         assert pool.run(python("print(2)")).stdout == b"2\n"
         assert pool.stats["slots_recycled"] == 1 and slot.zygote_pid != zygote
         assert pool.run(python("print(3)")).stdout == b"3\n"
         assert pool.stats["slots_recycled"] == 1  # the fresh slot is at its own baseline
+
+
+def test_a_run_cannot_have_its_slot_recycled_at_will() -> None:
+    """Negative dentries (400,000 lookups of missing files) are reclaimable kernel memory,
+    not a leftover: counted, they had the slot recycled, an event later runs could see
+    (a new hash seed, the inode numbers its start took)."""
+    prefix = os.urandom(6).hex()  # names no earlier lookup left in the host's dentry cache
+    looks_up = f"import os\nfor i in range(400_000):\n    try: os.stat(f'/usr/lib/{prefix}{{i}}')\n" \
+        "    except OSError: pass\nprint('done')"  # fmt: skip
+    with SandboxPool(slots=1) as pool:
+        assert pool.run(python(looks_up), Limits(cpu_s=30, wall_s=60)).stdout == b"done\n"
+        assert pool.run(python("print(1)")).stdout == b"1\n"
+        assert pool.stats["slots_recycled"] == 0, pool.stats
