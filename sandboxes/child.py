@@ -3,11 +3,13 @@
 In order: die with the zygote; a private mount namespace (and System V IPC and network
 namespaces; no interface up, not even loopback) with fresh size-capped tmpfs on /work, /tmp
 and /dev/shm and a /proc of the run's own pid namespace holding only its pid directories
-(subset=pid: no host-wide counter); the program's files; then, in the forked program (pid 2;
-the first process stays as the namespace's init and reports the program's status): the OOM
-killer's first choice; stdio on the host's pipes and every other descriptor closed; rlimits;
-the unprivileged uid (all capabilities gone); no_new_privs and the seccomp filter; then exec,
-or the Python runner.
+(subset=pid: no host-wide counter); the program's files; for a program run, the pipe
+budget's notifying filter, its listener handed to the zygote; then, in the forked program
+(pid 2; the first process stays as the namespace's init and reports the program's status):
+the OOM killer's first choice; for a program run, no /proc at all; stdio on the host's pipes
+and every other descriptor closed; rlimits; the unprivileged uid (all capabilities gone);
+no_new_privs and the seccomp filter (the program's, or a compiler's); then exec, or the
+Python runner.
 A setup failure is written to `status_fd` (close-on-exec, so a successful exec writes nothing)
 and the zygote reports a sandbox error: a run never starts with a layer missing.
 """
