@@ -53,11 +53,12 @@ context = ctypes.c_ulong(0)
 def queue(result):
     if result >= 0:
         os.close(result)
-        libc.syscall(241, b"/q")  # mq_unlink: the next mq_open makes a new queue
+        libc.syscall(241, b"q")  # mq_unlink: the next mq_open makes a new queue
     return result
 def aio(result):
     if result == 0:
         libc.syscall(207, context)  # io_destroy
+    context.value = 0  # io_setup wants a zeroed context
     return result
 def dev_zero():
     try:
@@ -65,7 +66,10 @@ def dev_zero():
     except OSError as exc:
         ctypes.set_errno(exc.errno)
         return -1
-    return mapping(libc.mmap(None, 4096, 1, 0x01, fd, 0))
+    try:
+        return mapping(libc.mmap(None, 4096, 1, 0x01, fd, 0))
+    finally:
+        os.close(fd)
 def proc_fd():
     fd = os.open("/dev/null", os.O_RDONLY)
     os.close(fd)
@@ -92,7 +96,7 @@ calls = {{
     "shmget": lambda: shm(libc.shmget(0, 4096, 0o600)),  # IPC_PRIVATE
     "mmap_shared_anonymous": lambda: mapping(libc.mmap(None, 4096, 1, 0x01 | 0x20, -1, 0)),
     "mmap_hugetlb": lambda: mapping(libc.mmap(None, 2 << 20, 3, 0x22 | 0x40000, -1, 0), 2 << 20),
-    "mq_open": lambda: queue(libc.syscall(240, b"/q", os.O_CREAT | os.O_RDWR, 0o600, None)),
+    "mq_open": lambda: queue(libc.syscall(240, b"q", os.O_CREAT | os.O_RDWR, 0o600, None)),
     "io_setup": lambda: aio(libc.syscall(206, 1, ctypes.byref(context))),
     "proc_fd_lookup": proc_fd,
     "dev_zero": dev_zero,

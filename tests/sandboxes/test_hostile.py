@@ -395,8 +395,10 @@ def test_a_run_cannot_have_its_slot_recycled_at_will() -> None:
     not a leftover: counted, they had the slot recycled, an event later runs could see
     (a new hash seed, the inode numbers its start took)."""
     prefix = os.urandom(6).hex()  # names no earlier lookup left in the host's dentry cache
-    looks_up = f"import os\nfor i in range(400_000):\n    try: os.stat(f'/usr/lib/{prefix}{{i}}')\n" \
-        "    except OSError: pass\nprint('done')"  # fmt: skip
+    looks_up = (
+        f"import os\nfor i in range(400_000):\n    try: os.stat(f'/usr/lib/{prefix}{{i}}')\n"
+        "    except OSError: pass\nprint('done')"
+    )
     with SandboxPool(slots=1) as pool:
         assert pool.run(python(looks_up), Limits(cpu_s=30, wall_s=60)).stdout == b"done\n"
         assert pool.run(python("print(1)")).stdout == b"1\n"
