@@ -18,6 +18,9 @@ run a SANDBOX_ERROR, never an unsandboxed run):
   run has one with only its pid directories, subset=pid), and fresh size-capped tmpfs on
   /work (the working directory), /tmp and /dev/shm; the environment reduced to PATH, HOME,
   TMPDIR, LANG plus what the Program sets;
+- its stdin as a read-only file and its stdout and stderr as FIFOs on a fresh /dev/fd, which
+  /dev/stdin, /dev/stdout and /dev/stderr link to, relayed to the host by the run's init
+  (sandboxes.stdio; a linked pair's runs keep the host's pipes);
 - an unprivileged outside uid per slot (so RLIMIT_NPROC counts), no capabilities, and
   no_new_privs;
 - rlimits: CPU, file size, open files, stack, core 0, processes, and address space where the

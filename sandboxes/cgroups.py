@@ -6,9 +6,9 @@ only meaningful in its namespace: another container sharing the hierarchy must n
 live slot's cgroup for a dead one's). The slot's launcher joins
 it once at start; every run is forked from inside, so no run pays for joining a cgroup.
 Before each run the host sets the memory limit (the slot's baseline, its resident memory
-before its first run, plus the run's `memory_mb`: never more because an earlier run left
-something behind; the pool recycles a slot that does not come back to its baseline) and
-resets the peak; after it, it reads the peak and the OOM-kill counter, which
+before its first run, plus the run's `memory_mb` and its stdin file: never more because an
+earlier run left something behind; the pool recycles a slot that does not come back to its
+baseline) and resets the peak; after it, it reads the peak and the OOM-kill counter, which
 is how a memory-limit kill is told apart from any other SIGKILL.
 
 Not guaranteed: the peak includes page cache the run caused to be charged; on v2 without

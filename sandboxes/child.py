@@ -3,11 +3,13 @@
 In order: die with the zygote; a private mount namespace (and System V IPC and network
 namespaces; no interface up, not even loopback) with fresh size-capped tmpfs on /work, /tmp
 and /dev/shm and a /proc of the run's own pid namespace holding only its pid directories
-(subset=pid: no host-wide counter); the program's files; for a program run, the pipe
-budget's notifying filter, its listener handed to the zygote; then, in the forked program
-(pid 2; the first process stays as the namespace's init and reports the program's status):
-the OOM killer's first choice; for a program run, no /proc at all; stdio on the host's pipes
-and every other descriptor closed; rlimits; the unprivileged uid (all capabilities gone);
+(subset=pid: no host-wide counter); the program's files; its stdin as a file and its
+stdout and stderr as FIFOs on a fresh /dev/fd (sandboxes.stdio; a linked pair's runs keep
+the host's pipes); for a program run, the pipe budget's notifying filter, its listener
+handed to the zygote; then, in the forked program (pid 2; the first process stays as the
+namespace's init, relays the program's output to the host's pipes and reports its status):
+the OOM killer's first choice; for a program run, no /proc at all; stdio on 0, 1, 2 and
+every other descriptor closed; rlimits; the unprivileged uid (all capabilities gone);
 no_new_privs and the seccomp filter (the program's, or a compiler's); then exec, or the
 Python runner.
 A setup failure is written to `status_fd` (close-on-exec, so a successful exec writes nothing)
@@ -27,7 +29,7 @@ import socket
 import sys
 from typing import Any, NoReturn
 
-from sandboxes import rootfs
+from sandboxes import rootfs, stdio
 from sandboxes import syscalls as sc
 from sandboxes.limits import WORK_DIR
 from sandboxes.seccomp import Filters
@@ -41,14 +43,20 @@ def run_child(fds: list[int], status_fd: int, filters: Filters, notify_fd: int) 
     and files, forks the program (pid 2) and waits for it, then writes its wait status to
     `status_fd` and exits, which kills whatever else of the run is left. fds: the request
     pipe, then stdin, stdout, stderr and an optional fourth pipe (fd 3: a collected file's,
-    or a linked pair's call pipe). notify_fd: a socket to the zygote, which gets the pipe
-    budget's listener (or nothing, for a toolchain run)."""
+    or a linked pair's call pipe). Unless the request says otherwise (a linked pair's runs),
+    the program's stdin, stdout and stderr are /dev/fd/0, 1 and 2 (sandboxes.stdio), which
+    this process fills from and relays to the pipes. notify_fd: a socket to the zygote,
+    which gets the pipe budget's listener (or nothing, for a toolchain run)."""
     try:
         request = _read_request(fds[0])
         fds = fds[1:]
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
         _fresh_mounts(request["limits"])
         _write_files(request["files"])
+        relays: dict[int, int] = {}
+        if request["stdio_files"]:
+            program_fds, relays = stdio.mount_stdio(fds[:3], request["stdin_bytes"])
+            fds = [*program_fds, *fds[3:]]
         _hand_over_pipe_budget(notify_fd, filters, toolchain=request["toolchain"])
         program = os.fork()
     except BaseException as exc:
@@ -60,8 +68,9 @@ def run_child(fds: list[int], status_fd: int, filters: Filters, notify_fd: int) 
         _run_program(request, fds, status_fd, bpf)
     try:
         for fd in fds:
-            os.close(fd)  # the run's pipes close when the program's last process ends
-        os.write(status_fd, STATUS_MARK + str(_reap(program)).encode())
+            os.close(fd)  # the run's streams close when the program's last process ends
+        status = stdio.relay_until_exit(program, relays) if relays else stdio.wait_program(program)
+        os.write(status_fd, STATUS_MARK + str(status).encode())
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.write(status_fd, f"init: {type(exc).__name__}: {exc}".encode(errors="replace"))
@@ -86,14 +95,6 @@ def _hand_over_pipe_budget(notify_fd: int, filters: Filters, *, toolchain: bool)
             assert listener is not None
             socket.send_fds(notify, [b"L"], [listener])
             os.close(listener)
-
-
-def _reap(program: int) -> int:
-    """Reaps orphans (this is the namespace's init) until the program itself ends."""
-    while True:
-        pid, status = os.wait()
-        if pid == program:
-            return status
 
 
 def _run_program(request: dict[str, Any], fds: list[int], status_fd: int, bpf: bytes) -> NoReturn:

@@ -127,10 +127,10 @@ def test_runtimes_work_without_proc(pool: SandboxPool) -> None:
     own figures from getrusage. Node's os.cpus() reads /proc/stat and /proc/cpuinfo: it is
     empty (os.availableParallelism() is the count). sysinfo(2) fails with EPERM, so Node's
     host memory and load read 0. multiprocessing.Pool fits in the pipe budget. /dev/stdin
-    (a link into /proc/self/fd) does not resolve: read fd 0."""
+    resolves: it links to the run's own /dev/fd/0 (sandboxes.stdio), not into /proc."""
     limits = Limits(cpu_s=5, wall_s=15, memory_mb=512)
     python = pool.run(_python(RUNTIMES_WITHOUT_PROC), limits)
-    assert python.stdout == b"True True [1, 2] True False\n", python
+    assert python.stdout == b"True True [1, 2] True True\n", python
     node = pool.run(
         Program(("/usr/bin/node", "/work/main.js"), files={"main.js": NODE_WITHOUT_PROC.encode()}),
         limits,

@@ -175,7 +175,9 @@ def one_cpu() -> Iterator[None]:
         os.sched_setaffinity(0, cpus)
 
 
-PRINTS_STDIN_INODE = "import os, ctypes\nprint(os.fstat(0).st_ino)\n"
+# stdin is a file of the run's own /dev/fd now (sandboxes.stdio): a pipe of the budget shows
+# the counter
+PRINTS_PIPE_INODE = "import os, ctypes\nprint(os.fstat(os.pipe()[0]).st_ino)\n"
 MAKES_PIPES = """
 libc = ctypes.CDLL(None, use_errno=True)
 fds = (ctypes.c_int * 2)()
@@ -187,18 +189,44 @@ for _ in range({}):
 
 @pytest.mark.usefixtures("one_cpu")
 def test_every_program_run_takes_the_same_number_of_pipe_inodes() -> None:
-    """A run that makes no pipe, one that makes its whole budget and one that tries 2,000:
-    the next run's stdin inode is the same distance on. The minimum of five tries each, since
+    """A run that makes one pipe, one that makes its whole budget and one that tries 2,000:
+    the next run's first pipe's inode is the same distance on. The minimum of five tries each, since
     other processes on the CPU can only add to a distance."""
     kinds = {"none": 0, "budget": PIPE_BUDGET, "over": 2_000}
     distances: dict[str, list[int]] = {kind: [] for kind in kinds}
     with SandboxPool(slots=1) as pool:
         for _ in range(5):
             for kind, pipes in kinds.items():
-                first = pool.run(_python(PRINTS_STDIN_INODE + MAKES_PIPES.format(pipes)), LIMITS)
-                second = pool.run(_python(PRINTS_STDIN_INODE), LIMITS)
+                first = pool.run(_python(PRINTS_PIPE_INODE + MAKES_PIPES.format(pipes)), LIMITS)
+                second = pool.run(_python(PRINTS_PIPE_INODE), LIMITS)
                 distances[kind].append(int(second.stdout) - int(first.stdout))
     assert len({min(found) for found in distances.values()}) == 1, distances
+
+
+MAKES_TMPFS_FILES = """
+import os
+for directory in ('/tmp', '/work', '/dev/shm'):
+    for n in range(100_000 if directory == '/tmp' else 10_000):
+        os.close(os.open(f'{directory}/f', os.O_CREAT | os.O_WRONLY))
+        os.unlink(f'{directory}/f')
+print('made')
+"""
+PRINTS_TMPFS_INODES = """
+import os
+new = [os.fstat(os.open(f'{d}/probe', os.O_CREAT | os.O_WRONLY)).st_ino
+       for d in ('/tmp', '/work', '/dev/shm')]
+print(new, [os.fstat(fd).st_ino for fd in (0, 1, 2)])
+"""
+
+
+def test_a_runs_tmpfs_inode_numbers_start_over(pool: SandboxPool) -> None:
+    """/work, /tmp, /dev/shm and /dev/fd (the run's streams) are tmpfs mounted fresh for each
+    run, each numbering its inodes from its own counter: 120,000 files made and removed by one
+    run leave the next run's new files and its streams with the numbers they had before."""
+    before = pool.run(_python(PRINTS_TMPFS_INODES), LIMITS)
+    assert pool.run(_python(MAKES_TMPFS_FILES), LIMITS).stdout == b"made\n"
+    after = pool.run(_python(PRINTS_TMPFS_INODES), LIMITS)
+    assert before.outcome is Outcome.OK and before.stdout == after.stdout, (before, after)
 
 
 PIPE_BUDGET_EDGES = """

@@ -1,0 +1,81 @@
+"""A run's standard streams as the program sees them (sandboxes.stdio): /dev/fd/0 a read-only
+file holding its stdin, /dev/fd/1 and 2 FIFOs relayed to the host, /dev/stdin, /dev/stdout
+and /dev/stderr links to them; a linked pair's runs keep the host's pipes."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandboxes import Limits, Outcome, Program, SandboxPool
+
+pytestmark = pytest.mark.integration
+
+
+def _python(source: str, stdin: bytes = b"") -> Program:
+    return Program(("/work/main.py",), files={"main.py": source.encode()}, stdin=stdin,
+                   runner="python")  # fmt: skip
+
+
+STREAMS = """
+import errno, os, stat
+kinds = [stat.S_ISREG(os.fstat(0).st_mode), stat.S_ISFIFO(os.fstat(1).st_mode),
+         stat.S_ISFIFO(os.fstat(2).st_mode)]
+first = os.read(0, 3)
+again = open('/dev/stdin').read(), open('/dev/fd/0').read()  # a file: read from the start
+refused = []
+for attempt in (lambda: open('/dev/stdin', 'a'), lambda: os.unlink('/dev/fd/1'),
+                lambda: open('/dev/fd/3', 'w'), lambda: os.chmod('/dev/fd/0', 0o666)):
+    try:
+        attempt()
+        refused.append(0)
+    except OSError as exc:
+        refused.append(errno.errorcode[exc.errno])
+print(kinds, first, again, refused, end=' ', flush=True)
+with open('/dev/stdout', 'w') as out:  # O_TRUNC means nothing on a FIFO: this appends
+    out.write('appended')
+with open('/dev/stderr', 'w') as err:
+    err.write('to stderr')
+"""
+
+
+def test_streams_are_the_runs_own_files(pool: SandboxPool) -> None:
+    result = pool.run(_python(STREAMS, stdin=b"abcdef"))
+    assert result.outcome is Outcome.OK, result
+    assert result.stdout == (
+        b"[True, True, True] b'abc' ('abcdef', 'abcdef') "
+        b"['EACCES', 'EACCES', 'EACCES', 'EPERM'] appended"
+    ), result
+    assert result.stderr == b"to stderr", result
+
+
+def test_output_written_just_before_exit_arrives_whole(pool: SandboxPool) -> None:
+    """What the FIFOs hold when the program ends is relayed before the run reports; a
+    background process still holding stdout does not keep the run going."""
+    source = (
+        "import os, sys, time\nif os.fork() == 0:\n    time.sleep(30)\n"
+        "sys.stdout.write('x' * (3 << 20))\nsys.stdout.flush()\nos._exit(0)"
+    )
+    result = pool.run(_python(source), Limits(wall_s=10))
+    assert result.outcome is Outcome.OK and result.stdout == b"x" * (3 << 20), result.outcome
+    assert result.wall_ms < 3000, result.wall_ms
+
+
+def test_the_stdin_file_is_not_counted_as_the_programs_memory(pool: SandboxPool) -> None:
+    """80 MB of stdin with a 64 MB memory limit: the file the run's init writes is added to the
+    run's cgroup limit, so the program keeps its whole budget, as when stdin was a pipe."""
+    source = "import sys\nprint(len(sys.stdin.buffer.read(5)))"
+    result = pool.run(_python(source, stdin=b"1" * (80 << 20)), Limits(memory_mb=64))
+    assert (result.outcome, result.stdout) == (Outcome.OK, b"5\n"), result
+
+
+PAIR_SERVER = "import os\nprint(os.path.exists('/dev/stdin'), os.listdir('/dev/fd'), flush=True)"
+PAIR_CLIENT = "import os, sys\nprint(sys.stdin.readline().strip(), os.path.exists('/dev/stdin'))"
+
+
+def test_a_linked_pair_keeps_the_pipes_that_link_it(pool: SandboxPool) -> None:
+    """The server's stdin and stdout are the pair's call and reply channels: no stream files,
+    no /dev/stdin (the server's line, relayed by the client, says so)."""
+    limits = Limits()
+    [(_, client)] = pool.run_pairs([(_python(PAIR_SERVER), limits,
+                                     _python(PAIR_CLIENT), limits)])  # fmt: skip
+    assert client.stdout == b"False [] False\n", client
