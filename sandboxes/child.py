@@ -53,10 +53,10 @@ def run_child(fds: list[int], status_fd: int, filters: Filters, notify_fd: int) 
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
         _fresh_mounts(request["limits"])
         _write_files(request["files"])
-        relays: dict[int, int] = {}
+        streams = None
         if request["stdio_files"]:
-            program_fds, relays = stdio.mount_stdio(fds[:3], request["stdin_bytes"])
-            fds = [*program_fds, *fds[3:]]
+            streams = stdio.mount_stdio(fds[:3], request["stdin_bytes"])
+            fds = [*streams.program_fds, *fds[3:]]
         _hand_over_pipe_budget(notify_fd, filters, toolchain=request["toolchain"])
         program = os.fork()
     except BaseException as exc:
@@ -69,7 +69,10 @@ def run_child(fds: list[int], status_fd: int, filters: Filters, notify_fd: int) 
     try:
         for fd in fds:
             os.close(fd)  # the run's streams close when the program's last process ends
-        status = stdio.relay_until_exit(program, relays) if relays else stdio.wait_program(program)
+        if streams is None:
+            status = stdio.wait_program(program)
+        else:
+            status = stdio.relay_until_exit(program, streams)
         os.write(status_fd, STATUS_MARK + str(status).encode())
     except BaseException as exc:
         with contextlib.suppress(OSError):

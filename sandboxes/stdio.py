@@ -22,25 +22,39 @@ the host's pipes, which are their call and reply channels.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
+import signal
+import struct
+import termios
+from dataclasses import dataclass
 
 from sandboxes import syscalls as sc
 
 STDIO_DIR = "/dev/fd"
 _PAGE = 4096
 _CHUNK = 1 << 16
-# How often the relay looks whether the program ended while something it started still holds
-# /dev/fd/1 or 2 open (else the FIFOs' end of file says so at once).
-_POLL_MS = 50
 
 
-def mount_stdio(host_fds: list[int], stdin_bytes: int) -> tuple[list[int], dict[int, int]]:
+@dataclass(frozen=True, slots=True)
+class Streams:
+    """What mount_stdio made, for the program and for the run's init."""
+
+    program_fds: list[int]
+    """The program's descriptors 0, 1 and 2."""
+    relays: dict[int, int]
+    """The init's end of each output FIFO -> the host pipe it is relayed to."""
+    wakeup: int
+    """An unlinked FIFO that SIGCHLD writes to, so the relay wakes when a process ends."""
+
+
+def mount_stdio(host_fds: list[int], stdin_bytes: int) -> Streams:
     """Reads the host's stdin pipe (host_fds[0], closed here) to its end into /dev/fd/0 and
-    makes the FIFOs /dev/fd/1 and 2. Returns the program's descriptors for 0, 1 and 2 and the
-    relays (FIFO read end -> host pipe: host_fds[1] and [2]). The directory and the stdin file
-    belong to the run's root, so the program can read and write its streams but not replace
-    them. Must run as root of the slot's user namespace, in the run's own mount namespace."""
+    makes the FIFOs /dev/fd/1 and 2, relayed to host_fds[1] and [2]. The directory and the
+    stdin file belong to the run's root, so the program can read and write its streams but
+    not replace them. Must run as root of the slot's user namespace, in the run's own mount
+    namespace."""
     options = f"size={stdin_file_bytes(stdin_bytes)},nr_inodes=8,mode=0555"
     sc.mount("tmpfs", STDIO_DIR, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, options)
     stdin_path = f"{STDIO_DIR}/0"
@@ -56,9 +70,16 @@ def mount_stdio(host_fds: list[int], stdin_bytes: int) -> tuple[list[int], dict[
         path = f"{STDIO_DIR}/{number}"
         os.mkfifo(path)
         os.chmod(path, 0o666)
-        relays[os.open(path, os.O_RDONLY | os.O_NONBLOCK)] = host_pipe  # a reader first ...
-        program_fds.append(os.open(path, os.O_WRONLY))  # ... so this open does not block
-    return program_fds, relays
+        # Read and write: the FIFO always has a writer (this end), so the relay never sees an
+        # end of file while the program lives, and a reader, so the program's own opens never
+        # block: freopen("/dev/stdout") closes fd 1 before it reopens the path.
+        relays[os.open(path, os.O_RDWR | os.O_NONBLOCK)] = host_pipe
+        program_fds.append(os.open(path, os.O_WRONLY))
+    wakeup_path = f"{STDIO_DIR}/wakeup"
+    os.mkfifo(wakeup_path, 0o600)
+    wakeup = os.open(wakeup_path, os.O_RDWR | os.O_NONBLOCK)
+    os.unlink(wakeup_path)
+    return Streams(program_fds, relays, wakeup)
 
 
 def stdin_file_bytes(stdin_bytes: int) -> int:
@@ -67,26 +88,32 @@ def stdin_file_bytes(stdin_bytes: int) -> int:
     return (-(-stdin_bytes // _PAGE) + 1) * _PAGE
 
 
-def relay_until_exit(program: int, relays: dict[int, int]) -> int:
+def relay_until_exit(program: int, streams: Streams) -> int:
     """Forwards what the run writes to /dev/fd/1 and 2 to the host's pipes, reaping orphans
     (this is the namespace's init), until the program ends; returns its wait status. What the
-    FIFOs hold then is forwarded too; the host's pipes are closed."""
+    FIFOs hold then is forwarded too (not more: a process the program left could keep
+    writing), and the host's pipes are closed."""
+    relays = dict(streams.relays)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so that the wakeup fd is written
+    signal.set_wakeup_fd(streams.wakeup, warn_on_full_buffer=False)
     poller = select.poll()
-    for source in relays:
-        poller.register(source, select.POLLIN)
+    for fd in (streams.wakeup, *relays):
+        poller.register(fd, select.POLLIN)
     try:
-        while relays:
-            for source, _ in poller.poll(_POLL_MS):
-                if _forward(source, relays) is None:
-                    poller.unregister(source)
-            status = _reap(program, block=False)
-            if status is not None:
-                for source in list(relays):
-                    while _forward(source, relays):
-                        pass
-                return status
-        return wait_program(program)
+        while (status := _reap(program, block=False)) is None:  # also what ended before
+            for fd, _ in poller.poll():
+                if fd == streams.wakeup:
+                    os.read(fd, _CHUNK)
+                elif _forward(fd, relays, _CHUNK) is None:
+                    poller.unregister(fd)
+        for source in list(relays):
+            pending = _pending_bytes(source)
+            while pending > 0 and (moved := _forward(source, relays, pending)):
+                pending -= moved
+        return status
     finally:
+        signal.set_wakeup_fd(-1)
+        os.close(streams.wakeup)
         for source, sink in relays.items():
             os.close(source)
             os.close(sink)
@@ -99,26 +126,27 @@ def wait_program(program: int) -> int:
     return status
 
 
-def _forward(source: int, relays: dict[int, int]) -> int | None:
-    """Moves one chunk from a FIFO to its host pipe: the bytes moved (0: none waiting), or
-    None once the FIFO has no writer left or the host stopped reading (both then closed)."""
+def _forward(source: int, relays: dict[int, int], limit: int) -> int | None:
+    """Moves up to `limit` bytes from a FIFO to its host pipe: the bytes moved (0: none
+    waiting), or None once the host stopped reading (a cap was reached; both ends are then
+    closed, and the program's writes fail as they did on the host's pipe)."""
     try:
-        chunk = os.read(source, _CHUNK)
+        chunk = os.read(source, min(limit, _CHUNK))
     except BlockingIOError:
         return 0
-    sink = relays[source]
     try:
         view = memoryview(chunk)
         while view:
-            view = view[os.write(sink, view) :]
+            view = view[os.write(relays[source], view) :]
     except BrokenPipeError:
-        chunk = b""  # the host closed it (a cap was reached): the program's writes now fail
-    if not chunk:
-        del relays[source]
         os.close(source)
-        os.close(sink)
+        os.close(relays.pop(source))
         return None
     return len(chunk)
+
+
+def _pending_bytes(fd: int) -> int:
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
 
 
 def _reap(program: int, *, block: bool) -> int | None:

@@ -79,3 +79,40 @@ def test_a_linked_pair_keeps_the_pipes_that_link_it(pool: SandboxPool) -> None:
     [(_, client)] = pool.run_pairs([(_python(PAIR_SERVER), limits,
                                      _python(PAIR_CLIENT), limits)])  # fmt: skip
     assert client.stdout == b"False [] False\n", client
+
+
+REOPENS = """
+import os, sys
+os.close(1)
+os.close(2)
+with open('/dev/stdout', 'w') as out:  # what freopen does: close fd 1, then open the path
+    out.write('reopened\\n')
+print(os.path.exists('/dev/stderr'), file=open('/dev/stderr', 'w'))
+"""
+
+
+def test_closing_and_reopening_a_stream_neither_blocks_nor_loses_output(pool: SandboxPool) -> None:
+    """With no descriptor of the program left on a FIFO, reopening it still finds a reader
+    (the run's init holds both ends), so the open does not wait for one."""
+    result = pool.run(_python(REOPENS), Limits(wall_s=3))
+    assert (result.outcome, result.stdout, result.stderr) == (
+        Outcome.OK, b"reopened\n", b"True\n"), result  # fmt: skip
+
+
+ORPHANS = """
+import os, time
+for _ in range(200):
+    if os.fork() == 0:
+        if os.fork() == 0:
+            os._exit(0)  # an orphan: the run's init reaps it
+        os._exit(0)
+    os.wait()
+print('ok')
+"""
+
+
+def test_orphans_are_reaped_while_the_program_runs(pool: SandboxPool) -> None:
+    """200 orphans with a 64-process limit: each is reaped as it ends, not when the program
+    does (a zombie still counts)."""
+    result = pool.run(_python(ORPHANS), Limits(wall_s=10, processes=64))
+    assert (result.outcome, result.stdout) == (Outcome.OK, b"ok\n"), result
