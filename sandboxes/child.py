@@ -69,11 +69,14 @@ def run_child(fds: list[int], status_fd: int, filters: Filters, notify_fd: int) 
     try:
         for fd in fds:
             os.close(fd)  # the run's streams close when the program's last process ends
+        relay_cpu_ms = 0.0
         if streams is None:
             status = stdio.wait_program(program)
         else:
+            started = _own_cpu_ms()
             status = stdio.relay_until_exit(program, streams)
-        os.write(status_fd, STATUS_MARK + str(status).encode())
+            relay_cpu_ms = _own_cpu_ms() - started
+        os.write(status_fd, STATUS_MARK + f"{status} {relay_cpu_ms}".encode())
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.write(status_fd, f"init: {type(exc).__name__}: {exc}".encode(errors="replace"))
@@ -81,7 +84,14 @@ def run_child(fds: list[int], status_fd: int, filters: Filters, notify_fd: int) 
     os._exit(0)
 
 
-STATUS_MARK = b"\0status "  # then the program's wait status, after any setup error text
+# then the program's wait status and the CPU the relay took (not the program's: the zygote
+# takes it off the run's), after any setup error text
+STATUS_MARK = b"\0status "
+
+
+def _own_cpu_ms() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (usage.ru_utime + usage.ru_stime) * 1000
 
 
 def _hand_over_pipe_budget(notify_fd: int, filters: Filters, *, toolchain: bool) -> None:

@@ -22,12 +22,14 @@ the host's pipes, which are their call and reply channels.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
 import signal
 import struct
 import termios
+import time
 from dataclasses import dataclass
 
 from sandboxes import syscalls as sc
@@ -35,6 +37,12 @@ from sandboxes import syscalls as sc
 STDIO_DIR = "/dev/fd"
 _PAGE = 4096
 _CHUNK = 1 << 16
+# A FIFO as large as an unprivileged process may make one (/proc/sys/fs/pipe-max-size's
+# default), and a pause after each round of relaying: a program that writes line by line
+# then wakes the relay about once a millisecond, not once a line (100,000 flushed lines
+# took the relay 200 ms of CPU), and fills 1 MB before it waits for it.
+_FIFO_BYTES = 1 << 20
+_PAUSE_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +81,10 @@ def mount_stdio(host_fds: list[int], stdin_bytes: int) -> Streams:
         # Read and write: the FIFO always has a writer (this end), so the relay never sees an
         # end of file while the program lives, and a reader, so the program's own opens never
         # block: freopen("/dev/stdout") closes fd 1 before it reopens the path.
-        relays[os.open(path, os.O_RDWR | os.O_NONBLOCK)] = host_pipe
+        relay_end = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        with contextlib.suppress(OSError):  # a lower pipe-max-size: the default size
+            fcntl.fcntl(relay_end, fcntl.F_SETPIPE_SZ, _FIFO_BYTES)
+        relays[relay_end] = host_pipe
         program_fds.append(os.open(path, os.O_WRONLY))
     wakeup_path = f"{STDIO_DIR}/wakeup"
     os.mkfifo(wakeup_path, 0o600)
@@ -104,8 +115,13 @@ def relay_until_exit(program: int, streams: Streams) -> int:
             for fd, _ in poller.poll():
                 if fd == streams.wakeup:
                     os.read(fd, _CHUNK)
-                elif _forward(fd, relays, _CHUNK) is None:
+                    continue
+                while (moved := _forward(fd, relays, _CHUNK)) == _CHUNK:
+                    pass
+                if moved is None:
                     poller.unregister(fd)
+                else:
+                    time.sleep(_PAUSE_S)
         for source in list(relays):
             pending = _pending_bytes(source)
             while pending > 0 and (moved := _forward(source, relays, pending)):

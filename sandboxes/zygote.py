@@ -234,9 +234,12 @@ class Zygote:
         if budget is not None:
             budget.close_and_top_up()
         report = self._read_all(status_read)
-        setup_error, mark, program_status = report.partition(child.STATUS_MARK)
+        setup_error, mark, reported = report.partition(child.STATUS_MARK)
+        cpu_ms = (usage.ru_utime + usage.ru_stime) * 1000
         if mark and not (timed_out or killed):
+            program_status, relay_cpu_ms = reported.split()
             status = int(program_status)  # the program's own status, reported by the run's init
+            cpu_ms -= float(relay_cpu_ms)  # the init's relaying of its output is not its CPU
         setup_error = setup_error.decode(errors="replace")
         send(
             self.sock,
@@ -245,7 +248,7 @@ class Zygote:
                 "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                 "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
                 "wall_ms": wall_ms,
-                "cpu_ms": (usage.ru_utime + usage.ru_stime) * 1000,
+                "cpu_ms": cpu_ms,
                 "timed_out": timed_out,
                 "killed": killed,
                 "setup_error": setup_error,

@@ -116,3 +116,22 @@ def test_orphans_are_reaped_while_the_program_runs(pool: SandboxPool) -> None:
     does (a zombie still counts)."""
     result = pool.run(_python(ORPHANS), Limits(wall_s=10, processes=64))
     assert (result.outcome, result.stdout) == (Outcome.OK, b"ok\n"), result
+
+
+FLUSHES_LINES = """
+import resource, sys
+for i in range(100_000):
+    sys.stdout.write(f'{i}\\n')
+    sys.stdout.flush()
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print((usage.ru_utime + usage.ru_stime) * 1000, file=sys.stderr)
+"""
+
+
+def test_relaying_the_output_is_not_the_programs_cpu_time(pool: SandboxPool) -> None:
+    """100,000 flushed lines: the run's cpu_ms is what the program itself used (its own
+    figure, plus its exit). A relay woken once a line took 200 ms of CPU more; it now pauses
+    between rounds (about 10 ms in all) and that time is taken off the run's."""
+    result = pool.run(_python(FLUSHES_LINES), Limits(cpu_s=10, wall_s=20))
+    assert result.outcome is Outcome.OK and result.stdout.count(b"\n") == 100_000, result.outcome
+    assert result.cpu_ms < float(result.stderr) + 40, (result.cpu_ms, result.stderr)
