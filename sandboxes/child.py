@@ -123,9 +123,9 @@ def _run_program(request: dict[str, Any], fds: list[int], status_fd: int, bpf: b
         if not request["toolchain"]:
             # Every /proc entry a process looks up for the first time takes a number from the
             # host-wide inode counter (get_next_ino) that any pipe's inode shows: reopening an
-            # fd and looking up /proc/self/fd/N moved the next run's stdin inode by one each
+            # fd and looking up /proc/self/fd/N moved the next run's pipe inodes by one each
             # time, a fresh process's /proc/self by about ten. A program has no /proc: the
-            # run's and, under it, the slot's.
+            # run's and, under it, the slot's (its /dev/stdin and the like: sandboxes.stdio).
             while os.path.ismount("/proc"):
                 sc.umount2("/proc", sc.MNT_DETACH)
         kept = [status_fd]
