@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandboxes import cgroups, rootfs, uids
+from sandboxes import cgroups, rootfs, stdio, uids
 from sandboxes.limits import Limits, Outcome, Program, RunResult, SandboxError
 from sandboxes.zygote import HEADER, KIND_KILL, KIND_RUN
 
@@ -116,6 +116,7 @@ class Slot:
         self.pids_max = 0
         self.cpus = 0.0
         self.baseline_bytes: int | None = None  # resident memory before the first run
+        self.baseline_retained_bytes: int | None = None  # and its retained part
 
     @property
     def alive(self) -> bool:
@@ -276,7 +277,7 @@ class Slot:
         self.process = None
         self._buffer = b""
         self.pids_max, self.cpus = 0, 0.0
-        self.baseline_bytes = None
+        self.baseline_bytes = self.baseline_retained_bytes = None
 
     def release(self) -> None:
         _release_slot_number(self.number)
@@ -491,7 +492,8 @@ class SandboxPool:
                 if run.unit.attempts > 1 or self.stats["runs"]:
                     self.stats["slot_restarts"] += 1
                 slot.start()
-            run.snapshot = self._prepare(slot, run.limits)
+            extra_bytes = 0 if run.links else stdio.stdin_file_bytes(len(run.program.stdin))
+            run.snapshot = self._prepare(slot, run.limits, extra_bytes)
         except SandboxError as exc:
             run.done = {"setup_error": str(exc)}
             return False
@@ -524,7 +526,10 @@ class SandboxPool:
             "env": dict(program.env),
             "runner": program.runner,
             "collect": program.collect,
+            "toolchain": program.toolchain,
             "limits": dataclasses.asdict(limits),
+            "stdio_files": not run.links,  # a linked pair's stdin and stdout are its channels
+            "stdin_bytes": len(program.stdin),
         }
         try:
             slot.send_run(run.run_id, limits.wall_s, child_ends)
@@ -558,25 +563,28 @@ class SandboxPool:
         selector.register(slot.sock, selectors.EVENT_READ, (run, "control"))
         return True
 
-    def _prepare(self, slot: Slot, limits: Limits) -> cgroups.RunSnapshot:
-        """Limits for the next run; a slot whose memory did not come back to its baseline
-        (something of an earlier run outlived it) is replaced first."""
-        snapshot = self._limit(slot, limits)
-        assert slot.baseline_bytes is not None
-        if snapshot.resident_bytes > slot.baseline_bytes + _LEFTOVER_BYTES:
+    def _prepare(self, slot: Slot, limits: Limits, extra_bytes: int) -> cgroups.RunSnapshot:
+        """Limits for the next run (its memory limit raised by `extra_bytes`: its stdin file);
+        a slot whose memory did not come back to its baseline (something of an earlier run
+        outlived it) is replaced first."""
+        snapshot = self._limit(slot, limits, extra_bytes)
+        assert slot.baseline_retained_bytes is not None
+        if snapshot.retained_bytes > slot.baseline_retained_bytes + _LEFTOVER_BYTES:
             slot.kill()
             self.stats["slots_recycled"] += 1
             slot.start()
-            snapshot = self._limit(slot, limits)
+            snapshot = self._limit(slot, limits, extra_bytes)
         return snapshot
 
     @staticmethod
-    def _limit(slot: Slot, limits: Limits) -> cgroups.RunSnapshot:
+    def _limit(slot: Slot, limits: Limits, extra_bytes: int) -> cgroups.RunSnapshot:
         slot.configure(limits)
         assert slot.cgroup is not None
-        snapshot = slot.cgroup.before_run(limits.memory_mb << 20, slot.baseline_bytes)
+        memory_bytes = (limits.memory_mb << 20) + extra_bytes
+        snapshot = slot.cgroup.before_run(memory_bytes, slot.baseline_bytes)
         if slot.baseline_bytes is None:
             slot.baseline_bytes = snapshot.resident_bytes
+            slot.baseline_retained_bytes = snapshot.retained_bytes
         return snapshot
 
     def _on_ready(self, run: _Run, role: str, fd: int, selector: selectors.BaseSelector) -> None:
