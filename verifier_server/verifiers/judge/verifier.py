@@ -218,13 +218,20 @@ class JudgeVerifier(Verifier):
         return result
 
     async def _ask(
-        self, backend: ChatBackend, rubric: Rubric, values: dict[str, str], end: float
+        self,
+        backend: ChatBackend,
+        rubric: Rubric,
+        values: dict[str, str],
+        end: float,
+        probe: bool = False,
     ) -> tuple[Reply, bool]:
+        """The judge's reply; only a `probe` (no completion in it) has its timeouts counted
+        toward the backend's breaker."""
         json_reply = backend.settings.structured_output != "none"
         nonce = nonce_for(self._secret, [values[k] for k in sorted(values)])
         messages = render(rubric, values, nonce, json_reply=json_reply)
         body = backend.body(messages, verdict_schema(rubric) if json_reply else None)
-        return await backend.complete(body, end)
+        return await backend.complete(body, end, blame_timeouts=probe)
 
     async def _score(
         self,
@@ -273,7 +280,7 @@ class JudgeVerifier(Verifier):
         by a plain answer (`plain`): the judge's fault. Else the completion's: a verdict of 0.0.
         A probe that cannot be asked at all raises BackendError (TIMEOUT, unavailable)."""
         try:
-            probe, _ = await self._ask(backend, rubric, plain, end)
+            probe, _ = await self._ask(backend, rubric, plain, end, probe=True)
             _read(parse, probe)
         except (Unparseable, RejectedRequest):
             return failure

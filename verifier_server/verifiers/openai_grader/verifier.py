@@ -109,6 +109,7 @@ class _Context:
     sample: dict[str, Any]
     item: dict[str, Any]
     end: float
+    probe: bool = False  # the sample is the plain answer: a model's timeouts are the backend's
 
 
 class OpenAIGraderVerifier(Verifier):
@@ -187,7 +188,7 @@ class OpenAIGraderVerifier(Verifier):
         except GraderFailure as failure:
             if not failure.probe:
                 raise
-            plain = _Context({"output_text": PLAIN_ANSWER}, context.item, context.end)
+            plain = _Context({"output_text": PLAIN_ANSWER}, context.item, context.end, True)
             try:
                 await run(plain)
             except GraderFailure:
@@ -276,7 +277,7 @@ class OpenAIGraderVerifier(Verifier):
                   "additionalProperties": False}  # fmt: skip
         body = {**backend.body(messages, schema), **_sampling(grader)}
         try:
-            reply, cached = await backend.complete(body, context.end)
+            reply, cached = await backend.complete(body, context.end, blame_timeouts=context.probe)
             value = _result(reply.text, grader)
         except BackendError as exc:
             raise GraderFailure(exc.status, exc.reason, exc.message, probe_worthy(exc)) from None
