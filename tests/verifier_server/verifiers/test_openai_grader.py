@@ -207,6 +207,29 @@ def test_a_formula_undefined_for_these_scores_is_zero(client: RewardClient) -> N
     assert (result.status, result.score, result.reason) == (Status.OK, 0.0, "formula_undefined")
 
 
+def test_a_formula_undefined_for_one_item_leaves_its_neighbours_scored(
+    client: RewardClient,
+) -> None:
+    # range [-1, 1]: the double answers -1 without GOOD, and (-1) ^ 0.5 is not a real number.
+    model = {"type": "score_model", "name": "s", "model": "grader", "range": [-1, 1],
+             "input": [{"role": "user", "content": OUT}]}  # fmt: skip
+    grader = {"type": "multi", "name": "m", "calculate_output": "s ^ 0.5", "graders": {"s": model}}
+    spec = RewardSpec("openai_grader", {"grader": grader})
+    good, bad = client.score(
+        [Item(id=i, prompt="p", completion=i.upper(), reward=spec) for i in ("good", "bad")]
+    )
+    assert (good.status, good.score) == (Status.OK, 1.0)
+    assert (bad.status, bad.score, bad.reason) == (Status.OK, 0.0, "formula_undefined")
+
+
+def test_a_formula_nested_too_deep_is_an_invalid_request(client: RewardClient) -> None:
+    grader = {"type": "multi", "name": "m", "calculate_output": "-" * 999 + "a",
+              "graders": {"a": string_check("eq")}}  # fmt: skip
+    result = grade(client, grader, "x", {"answer": "x"})
+    assert result.status == Status.INVALID_REQUEST
+    assert "nested more than 200 deep" in result.details["error"]
+
+
 @pytest.mark.parametrize(
     ("grader", "reference", "field"),
     [
