@@ -222,6 +222,17 @@ def test_a_formula_undefined_for_one_item_leaves_its_neighbours_scored(
     assert (bad.status, bad.score, bad.reason) == (Status.OK, 0.0, "formula_undefined")
 
 
+def test_a_completion_nested_too_deep_for_json_is_text(client: RewardClient) -> None:
+    # json.loads raises RecursionError, not ValueError, past ~1000 levels: it must neither fail
+    # the batch nor the item; the completion is not JSON, so output_json renders "".
+    deep = "[" * 5000 + "]" * 5000
+    json_path = {**string_check("eq"), "input": "{{ sample.output_json }}"}
+    spec = RewardSpec("openai_grader", {"grader": json_path})
+    results = client.score([Item(id=c[:3], prompt="p", completion=c, reference={"answer": ""},
+                                 reward=spec) for c in ("[1]", deep)])  # fmt: skip
+    assert [(r.status, r.score) for r in results] == [(Status.OK, 0.0), (Status.OK, 1.0)]
+
+
 def test_a_formula_nested_too_deep_is_an_invalid_request(client: RewardClient) -> None:
     grader = {"type": "multi", "name": "m", "calculate_output": "-" * 999 + "a",
               "graders": {"a": string_check("eq")}}  # fmt: skip

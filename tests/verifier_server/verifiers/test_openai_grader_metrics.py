@@ -131,6 +131,13 @@ def test_formulas_outside_the_whitelist_are_refused(formula: str, message: str) 
         parse_formula(formula, frozenset({"a", "b"}))
 
 
+@pytest.mark.parametrize(("levels", "is_json"), [(200, True), (201, False), (5000, False)])
+def test_output_json_is_bounded_in_depth(levels: int, is_json: bool) -> None:
+    # 5000 levels: json.loads itself raises RecursionError (not ValueError)
+    sample = sample_namespace("[" * levels + "]" * levels)
+    assert ("output_json" in sample) is is_json
+
+
 def test_templates_render_sample_and_item_paths() -> None:
     sample = sample_namespace('{"answer": [1, "x"]}')
     item = item_namespace({"gold": {"list": ["p", "q"]}, "n": 3})
