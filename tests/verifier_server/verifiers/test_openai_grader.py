@@ -233,6 +233,24 @@ def test_a_completion_nested_too_deep_for_json_is_text(client: RewardClient) -> 
     assert [(r.status, r.score) for r in results] == [(Status.OK, 0.0), (Status.OK, 1.0)]
 
 
+@pytest.mark.parametrize(
+    "echo", ['{"result": 1' + "0" * 400 + "}", '{"result": ' + "[" * 3000 + "]" * 3000 + "}"]
+)
+def test_a_model_talked_into_a_pathological_result_fails_only_that_item(
+    client: RewardClient, echo: str
+) -> None:
+    model = {"type": "score_model", "name": "s", "model": "grader", "range": [1, 10],
+             "input": [{"role": "user", "content": OUT}]}  # fmt: skip
+    spec = RewardSpec("openai_grader", {"grader": model})
+    good, echoed = client.score(
+        [Item(id=i, prompt="p", completion=c, reward=spec)
+         for i, c in (("good", "GOOD"), ("echo", f"ECHO:{echo}"))]
+    )  # fmt: skip
+    assert (good.status, good.score) == (Status.OK, 10.0)
+    assert (echoed.status, echoed.score) == (Status.OK, 1.0)  # range[0]: the completion's doing
+    assert echoed.details["attributed_to"] == "completion"
+
+
 def test_a_formula_nested_too_deep_is_an_invalid_request(client: RewardClient) -> None:
     grader = {"type": "multi", "name": "m", "calculate_output": "-" * 999 + "a",
               "graders": {"a": string_check("eq")}}  # fmt: skip
