@@ -251,6 +251,19 @@ def test_a_model_talked_into_a_pathological_result_fails_only_that_item(
     assert echoed.details["attributed_to"] == "completion"
 
 
+def test_a_lone_surrogate_from_output_json_reaches_the_model_as_text(client: RewardClient) -> None:
+    # json.loads turns "\\ud800" into a lone surrogate, which no UTF-8 request body can hold.
+    model = {"type": "score_model", "name": "s", "model": "grader", "range": [1, 10],
+             "input": [{"role": "user", "content": "{{ sample.output_json.a }}"}]}  # fmt: skip
+    spec = RewardSpec("openai_grader", {"grader": model})
+    good, lone = client.score(
+        [Item(id=i, prompt="p", completion=c, reward=spec)
+         for i, c in (("good", '{"a": "GOOD"}'), ("lone", '{"a": "GOOD \\ud800"}'))]
+    )  # fmt: skip
+    assert (good.status, good.score) == (Status.OK, 10.0)
+    assert lone.status == Status.OK
+
+
 def test_a_formula_nested_too_deep_is_an_invalid_request(client: RewardClient) -> None:
     grader = {"type": "multi", "name": "m", "calculate_output": "-" * 999 + "a",
               "graders": {"a": string_check("eq")}}  # fmt: skip

@@ -6,7 +6,7 @@ deep), and `item`, the item's `reference` when it is a JSON object (else
 
 A missing `item` path is the caller's error; a missing `sample` path renders as "" (a
 completion that is not the JSON the template expected must score, not fail). Strings render
-as they are, other values as compact JSON.
+as they are, other values as compact JSON; a lone surrogate renders as U+FFFD.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import contextlib
 import json
 import re
 from typing import Any
+
+from verifier_server.verifiers.text import utf8_safe
 
 _TAG = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 _PATH = re.compile(r"(sample|item)((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])+)\Z")
@@ -50,7 +52,8 @@ def render(template: str, sample: dict[str, Any], item: dict[str, Any]) -> str:
             current = found
         return current if isinstance(current, str) else json.dumps(current, ensure_ascii=False)
 
-    return _TAG.sub(value, template)
+    # A lone surrogate (JSON's "\ud800" in output_json) cannot be sent as UTF-8 to a model.
+    return utf8_safe(_TAG.sub(value, template))
 
 
 def sample_namespace(completion: str) -> dict[str, Any]:
