@@ -42,6 +42,7 @@ from verifier_server.verifiers.base import (
     Verifier,
     VerifierContext,
     current_deadline,
+    gather_items,
 )
 from verifier_server.verifiers.judge.backend import (
     BackendError,
@@ -157,10 +158,8 @@ class JudgeVerifier(Verifier):
         except InvalidItem as exc:
             return [exc.to_result(item.id) for item in items]
         deadline = current_deadline()
-        return list(
-            await asyncio.gather(
-                *(self._judge(item, backend, rubric, params, deadline) for item in items)
-            )
+        return await gather_items(
+            items, lambda item: self._judge(item, backend, rubric, params, deadline)
         )
 
     def _backend(self, params: JudgeParams) -> ChatBackend:

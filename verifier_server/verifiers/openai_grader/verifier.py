@@ -40,6 +40,7 @@ from verifier_server.verifiers.base import (
     Verifier,
     VerifierContext,
     current_deadline,
+    gather_items,
 )
 from verifier_server.verifiers.judge.backend import BackendError, BackendSettings, ChatBackend
 from verifier_server.verifiers.judge.cache import ReplyCache
@@ -155,7 +156,7 @@ class OpenAIGraderVerifier(Verifier):
 
     async def ascore(self, items: Sequence[Item], params: OpenAIGraderParams) -> list[Result]:
         deadline = current_deadline()
-        return list(await asyncio.gather(*(self._item(i, params, deadline) for i in items)))
+        return await gather_items(items, lambda item: self._item(item, params, deadline))
 
     async def _item(self, item: Item, params: OpenAIGraderParams, deadline: float | None) -> Result:
         start = time.monotonic()
