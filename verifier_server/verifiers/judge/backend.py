@@ -14,7 +14,7 @@ Guarantees:
   NOT_SERVING; every `breaker_reset_s` a one-token probe request tries it again. A timed-out
   attempt counts only when the caller says its input cannot be to blame (`blame_timeouts`):
   a long completion slows a backend's prefill, and its timeouts must not open the breaker
-  for every other item.
+  for every other item (nor hold the half-open breaker's one trial).
 
 Not guaranteed: that the backend honours `response_format` (`transformers serve` ignores it;
 the verdict parser accepts a documented plain-text form too), or fresh samples for identical
@@ -304,6 +304,8 @@ class ChatBackend:
                     raise
                 if blame_timeouts:
                     self.breaker.record_failure()
+                else:
+                    self.breaker.release_trial()
                 raise _Retry(
                     "backend_timeout",
                     f"judge backend {self.name!r} did not answer within "
