@@ -116,6 +116,16 @@ def test_python_graders_run_in_the_sandbox(
         assert result.details["attributed_to"] == "completion"
 
 
+def test_breaking_a_grader_never_beats_a_non_answer(client: RewardClient) -> None:
+    # This grader scores a wrong answer -1: crashing it must not earn the 0 a "lowest score"
+    # of 0 would give, but what "I don't know." earns.
+    source = PYTHON.replace("else 0.25", "else -1.0")
+    grader = {"type": "python", "name": "p", "source": source}
+    result = grade(client, grader, "BOOM", {"answer": "Paris"}, timeout_s=4)
+    assert (result.status, result.score, result.reason) == (Status.OK, -1.0, "grader_runtime_error")
+    assert result.details["attributed_to"] == "completion"
+
+
 def test_a_python_grader_that_always_fails_is_a_verifier_error(client: RewardClient) -> None:
     grader = {"type": "python", "name": "p", "source": "def grade(sample, item):\n    return 1 / 0"}
     result = grade(client, grader, "Paris", {"answer": "Paris"})

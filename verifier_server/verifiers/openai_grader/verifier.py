@@ -15,9 +15,10 @@ Kinds and how they run (fields and score ranges as OpenAI documents them):
 A completion never earns a non-OK status: a leaf grader that fails in a way the completion
 could cause (a python grader raising or timing out, a model giving no verdict, refusing or
 timing out) is run again with the completion replaced by "I don't know."; if it succeeds then,
-the item scores the grader's lowest value (0, or range[0]) with the failure's reason and
-`details.attributed_to = "completion"`. Else it keeps the failure's status. The first try gets
-the first 75% of the item's time, as the judge's does.
+the item scores the grader's lowest value (0, or range[0]; lower still if "I don't know."
+scored lower) with the failure's reason and `details.attributed_to = "completion"`. Else it
+keeps the failure's status. The first try gets the first 75% of the item's time, as the
+judge's does.
 """
 
 from __future__ import annotations
@@ -191,11 +192,12 @@ class OpenAIGraderVerifier(Verifier):
                 raise
             plain = _Context({"output_text": PLAIN_ANSWER}, context.item, context.end, True)
             try:
-                await run(plain)
+                probe = await run(plain)
             except GraderFailure:
                 raise failure from None
+            # Never above what a non-answer earns: a python grader's scale may go below 0.
             return Graded(
-                _lowest(grader), failure.reason,
+                min(_lowest(grader), probe.score), failure.reason,
                 {"error": failure.message, "attributed_to": "completion"},
             )  # fmt: skip
 
