@@ -24,6 +24,7 @@ modes:
   grader     an OpenAI score_model / label_model grader: {"result": ...} with the schema's
              maximum (or last label) when the request holds GOOD, else its minimum (first
              label); BREAK_THE_JUDGE: no verdict; ECHO: as in scripted
+  grader_prefill  grader after prefill's sleep
   garbage    200 with a reply that holds no verdict
   truncated  200 with a reply cut off before its verdict (finish_reason "length")
   not_json   200 with an HTML body
@@ -93,8 +94,10 @@ class MisbehavingBackend:
         auth = request.headers.get("Authorization", "")
         if mode == "slow":
             await asyncio.sleep(self.slow_s)
-        elif mode == "prefill":
+        elif mode in ("prefill", "grader_prefill"):
             await asyncio.sleep(len(raw) * self.per_char_s)
+            if mode == "grader_prefill":
+                return _reply(_grade(body))
         elif mode == "ratelimit" and raw not in self._seen_ratelimit:
             self._seen_ratelimit.add(raw)
             return web.json_response(

@@ -29,7 +29,12 @@ def client(
     backends = {
         "grader": {"base_url": backend.url("grader"), "model": "gpt-4o-mini"},
         "slow": {"base_url": backend.url("slow"), "model": "slow-model"},
-    }
+        "prefill": {  # two timed-out attempts would open its breaker, were they counted
+            "base_url": backend.url("grader_prefill"), "model": "prefill-model",
+            "request_timeout_s": 0.5, "max_retries": 1, "breaker_failures": 2,
+            "breaker_reset_s": 60, "backoff_initial_s": 0.05,
+        },
+    }  # fmt: skip
     config = {
         "server": {"workers": 1},
         "verifier_settings": {"openai_grader": {"backends": backends}},
@@ -272,6 +277,23 @@ def test_a_lone_surrogate_from_output_json_reaches_the_model_as_text(client: Rew
     )  # fmt: skip
     assert (good.status, good.score) == (Status.OK, 10.0)
     assert lone.status == Status.OK
+
+
+def test_long_completions_timing_out_a_model_grader_never_open_its_breaker(
+    client: RewardClient,
+) -> None:
+    model = {"type": "score_model", "name": "s", "model": "prefill", "range": [1, 10],
+             "input": [{"role": "user", "content": OUT}]}  # fmt: skip
+    spec = RewardSpec("openai_grader", {"grader": model, "timeout_s": 5})
+    long = "word " * 12_000  # 60k characters: 1.2 s on this backend, over its 0.5 s per attempt
+    for n in range(3):
+        item = Item(id=f"long{n}", prompt="p", completion=f"{n} {long}", reward=spec)
+        result = client.score([item])[0]
+        assert (result.status, result.score, result.reason) == (Status.OK, 1.0, "backend_timeout")
+        assert result.details["attributed_to"] == "completion"
+    assert client.health("verifier.v1.VerifierService/openai_grader/prefill") == "SERVING"
+    good = client.score([Item(id="good", prompt="p", completion="GOOD", reward=spec)])[0]
+    assert (good.status, good.score) == (Status.OK, 10.0)
 
 
 def test_a_formula_nested_too_deep_is_an_invalid_request(client: RewardClient) -> None:

@@ -139,6 +139,7 @@ class OpenAIGraderVerifier(Verifier):
             self._backends[name] = ChatBackend(
                 name, backend_settings, cache, lambda ok, n=name: context.set_serving(ok, n)
             )
+            context.set_serving(True, name)  # …/openai_grader/<backend>, as the judge's
         if settings.python_slots:
             # Slots start on first use (subprocess.Popen: fork+exec, safe beside gRPC), so a
             # server that never sees a python grader never pays for them.
