@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from misbehaving_backend import MisbehavingBackend
-from server_process import configured_client, run_cli
+from server_process import ServerProcess, configured_server, run_cli
 
 from verifier_server.client import RewardClient
 from verifier_server.types import Item, Result, RewardSpec, Status
@@ -23,9 +25,9 @@ OUT = "{{ sample.output_text }}"
 
 
 @pytest.fixture(scope="module")
-def client(
+def server(
     backend: MisbehavingBackend, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RewardClient]:
+) -> Iterator[ServerProcess]:
     backends = {
         "grader": {"base_url": backend.url("grader"), "model": "gpt-4o-mini"},
         "slow": {"base_url": backend.url("slow"), "model": "slow-model"},
@@ -39,7 +41,14 @@ def client(
         "server": {"workers": 1},
         "verifier_settings": {"openai_grader": {"backends": backends}},
     }
-    with configured_client(config, tmp_path_factory.mktemp("openai_grader")) as c:
+    with configured_server(config, tmp_path_factory.mktemp("openai_grader")) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Iterator[RewardClient]:
+    with RewardClient(server.address, timeout_s=60) as c:
+        c.wait_ready()
         yield c
 
 
@@ -345,3 +354,34 @@ def test_python_graders_run_side_by_side_on_the_slots(client: RewardClient) -> N
     results = client.score(items)
     assert [r.score for r in results] == [1.0, 1.0]
     assert time.monotonic() - start < 3.8  # two 2 s sleeps one after the other take 4 s
+
+
+def test_waiting_for_a_python_slot_counts_toward_the_items_time(
+    client: RewardClient, server: ServerProcess
+) -> None:
+    sleeper = {
+        "type": "python",
+        "name": "p",
+        "source": "import time\ndef grade(sample, item):\n    time.sleep(6)\n    return 1.0",
+    }
+    quick = {"type": "python", "name": "q", "source": "def grade(s, i):\n    return 1.0"}
+    busy = [Item(id=f"busy{i}", completion="x",
+                 reward=RewardSpec("openai_grader", {"grader": sleeper, "timeout_s": 10}))
+            for i in range(2)]  # fmt: skip
+    item = Item(
+        id="quick",
+        completion="x",
+        reward=RewardSpec("openai_grader", {"grader": quick, "timeout_s": 1}),
+    )
+    client.score([replace(item, id=f"warm{i}") for i in range(2)])  # both slots started
+    with ThreadPoolExecutor(1) as pool, RewardClient(server.address) as other:
+        other.wait_ready()
+        held = pool.submit(client.score, busy)  # both slots, for 6 s
+        time.sleep(1)
+        start = time.monotonic()
+        waited = other.score([item], timeout_s=2)[0]  # the client retries OVERLOADED till then
+        waited_s = time.monotonic() - start
+        assert [r.score for r in held.result()] == [1.0, 1.0]
+    # No slot came free within its 1 s: the server's load, never a score nor a 5 s wait.
+    assert (waited.status, waited.reason) == (Status.OVERLOADED, "no_sandbox_slot")
+    assert waited_s < 3

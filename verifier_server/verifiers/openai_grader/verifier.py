@@ -235,7 +235,12 @@ class OpenAIGraderVerifier(Verifier):
             reason = "python graders are off: python_slots is 0 in verifier_settings.openai_grader"
             raise GraderFailure(Status.VERIFIER_ERROR, "sandbox_error", reason, probe=False)
         program = python_grader.program(grader.source, context.sample, context.item)
-        pool = await self._idle.get()
+        try:  # other items' graders hold the slots: the server's load, not this completion's
+            async with asyncio.timeout(context.end - time.monotonic()):
+                pool = await self._idle.get()
+        except TimeoutError:
+            message = "no python grader slot came free within the item's time (python_slots)"
+            raise GraderFailure(Status.OVERLOADED, "no_sandbox_slot", message, False) from None
         wall_s = context.end - time.monotonic()
         if wall_s <= 0:
             self._idle.put_nowait(pool)
