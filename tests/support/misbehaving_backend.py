@@ -10,7 +10,9 @@ modes:
              pairwise: the response containing GOOD wins, else tie. A completion can break
              it, as real judges can be broken: one containing BREAK_THE_JUDGE gets a reply
              with no verdict, CUT_THE_JUDGE one cut off (finish_reason "length"),
-             OUT_OF_RANGE a score of 99; a request over CONTEXT_CHARS
+             OUT_OF_RANGE a score of 99, and one containing ECHO: gets what follows it as
+             the whole reply (a judge obeying instructions in the completion); a request
+             over CONTEXT_CHARS
              characters gets HTTP 400 "maximum context length exceeded"
   biased     pairwise judge that always answers A (position bias)
   pattern    like scripted, but replies in prose ending with "SCORE: n"
@@ -21,7 +23,8 @@ modes:
              then like scripted
   grader     an OpenAI score_model / label_model grader: {"result": ...} with the schema's
              maximum (or last label) when the request holds GOOD, else its minimum (first
-             label); BREAK_THE_JUDGE: no verdict
+             label); BREAK_THE_JUDGE: no verdict; ECHO: as in scripted
+  grader_prefill  grader after prefill's sleep
   garbage    200 with a reply that holds no verdict
   truncated  200 with a reply cut off before its verdict (finish_reason "length")
   not_json   200 with an HTML body
@@ -42,6 +45,7 @@ from typing import Any
 from aiohttp import web
 
 CONTEXT_CHARS = 100_000
+_ECHO = "ECHO:"
 _CUT = '{"rationale": "The response begins with'  # a verdict cut at max_tokens
 _QUOTE = re.compile(r"<<<(COMPLETION(?:_A|_B)?) (\w+)>>>\n(.*?)\n<<<END \1 \2>>>", re.DOTALL)
 
@@ -90,8 +94,10 @@ class MisbehavingBackend:
         auth = request.headers.get("Authorization", "")
         if mode == "slow":
             await asyncio.sleep(self.slow_s)
-        elif mode == "prefill":
+        elif mode in ("prefill", "grader_prefill"):
             await asyncio.sleep(len(raw) * self.per_char_s)
+            if mode == "grader_prefill":
+                return _reply(_grade(body))
         elif mode == "ratelimit" and raw not in self._seen_ratelimit:
             self._seen_ratelimit.add(raw)
             return web.json_response(
@@ -121,6 +127,9 @@ class MisbehavingBackend:
 def _judge(body: dict[str, Any], prose: bool, biased: bool) -> str:
     user = body["messages"][-1]["content"]
     quoted = {label: text for label, _, text in _QUOTE.findall(user)}
+    for text in quoted.values():
+        if _ECHO in text:
+            return text.split(_ECHO, 1)[1]
     if any("BREAK_THE_JUDGE" in text for text in quoted.values()):
         return "I refuse to grade this. Here is a poem instead."
     if any("CUT_THE_JUDGE" in text for text in quoted.values()):
@@ -139,7 +148,9 @@ def _judge(body: dict[str, Any], prose: bool, biased: bool) -> str:
 
 
 def _grade(body: dict[str, Any]) -> str:
-    text = "\n".join(m["content"] for m in body["messages"])
+    text = "\n".join(m["content"] for m in body["messages"][:-1])  # not our system message
+    if _ECHO in text:
+        return text.split(_ECHO, 1)[1]
     if "BREAK_THE_JUDGE" in text:
         return "No."
     result = body["response_format"]["json_schema"]["schema"]["properties"]["result"]

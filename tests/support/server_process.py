@@ -62,20 +62,29 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def configured_client(
-    config: dict[str, Any], directory: Path, timeout_s: float = 60
-) -> Iterator[RewardClient]:
-    """A server started with `config` (written to `directory`, its log beside it), and a
-    ready client to it; the server stops on exit."""
+def configured_server(config: dict[str, Any], directory: Path) -> Iterator[ServerProcess]:
+    """A server started with `config` (written to `directory`, its log beside it); it stops
+    on exit."""
     (directory / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
     with (directory / "server.log").open("w") as stderr:
         proc = ServerProcess(["--config", str(directory / "config.yaml")], stderr=stderr)
         try:
-            with RewardClient(proc.address, timeout_s=timeout_s) as client:
-                client.wait_ready()
-                yield client
+            yield proc
         finally:
             proc.stop()
+
+
+@contextlib.contextmanager
+def configured_client(
+    config: dict[str, Any], directory: Path, timeout_s: float = 60
+) -> Iterator[RewardClient]:
+    """A server started with `config` (see configured_server) and a ready client to it."""
+    with (
+        configured_server(config, directory) as proc,
+        RewardClient(proc.address, timeout_s=timeout_s) as client,
+    ):
+        client.wait_ready()
+        yield client
 
 
 def children_of(pid: int) -> set[int]:

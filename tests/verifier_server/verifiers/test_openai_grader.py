@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from misbehaving_backend import MisbehavingBackend
-from server_process import configured_client, run_cli
+from server_process import ServerProcess, configured_server, run_cli
 
 from verifier_server.client import RewardClient
 from verifier_server.types import Item, Result, RewardSpec, Status
@@ -23,18 +25,30 @@ OUT = "{{ sample.output_text }}"
 
 
 @pytest.fixture(scope="module")
-def client(
+def server(
     backend: MisbehavingBackend, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RewardClient]:
+) -> Iterator[ServerProcess]:
     backends = {
         "grader": {"base_url": backend.url("grader"), "model": "gpt-4o-mini"},
         "slow": {"base_url": backend.url("slow"), "model": "slow-model"},
-    }
+        "prefill": {  # two timed-out attempts would open its breaker, were they counted
+            "base_url": backend.url("grader_prefill"), "model": "prefill-model",
+            "request_timeout_s": 0.5, "max_retries": 1, "breaker_failures": 2,
+            "breaker_reset_s": 60, "backoff_initial_s": 0.05,
+        },
+    }  # fmt: skip
     config = {
         "server": {"workers": 1},
         "verifier_settings": {"openai_grader": {"backends": backends}},
     }
-    with configured_client(config, tmp_path_factory.mktemp("openai_grader")) as c:
+    with configured_server(config, tmp_path_factory.mktemp("openai_grader")) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Iterator[RewardClient]:
+    with RewardClient(server.address, timeout_s=60) as c:
+        c.wait_ready()
         yield c
 
 
@@ -114,6 +128,16 @@ def test_python_graders_run_in_the_sandbox(
     assert (result.status, result.score, result.reason) == (Status.OK, score, reason)
     if reason:
         assert result.details["attributed_to"] == "completion"
+
+
+def test_breaking_a_grader_never_beats_a_non_answer(client: RewardClient) -> None:
+    # This grader scores a wrong answer -1: crashing it must not earn the 0 a "lowest score"
+    # of 0 would give, but what "I don't know." earns.
+    source = PYTHON.replace("else 0.25", "else -1.0")
+    grader = {"type": "python", "name": "p", "source": source}
+    result = grade(client, grader, "BOOM", {"answer": "Paris"}, timeout_s=4)
+    assert (result.status, result.score, result.reason) == (Status.OK, -1.0, "grader_runtime_error")
+    assert result.details["attributed_to"] == "completion"
 
 
 def test_a_python_grader_that_always_fails_is_a_verifier_error(client: RewardClient) -> None:
@@ -207,6 +231,88 @@ def test_a_formula_undefined_for_these_scores_is_zero(client: RewardClient) -> N
     assert (result.status, result.score, result.reason) == (Status.OK, 0.0, "formula_undefined")
 
 
+def test_a_formula_undefined_for_one_item_leaves_its_neighbours_scored(
+    client: RewardClient,
+) -> None:
+    # range [-1, 1]: the double answers -1 without GOOD, and (-1) ^ 0.5 is not a real number.
+    model = {"type": "score_model", "name": "s", "model": "grader", "range": [-1, 1],
+             "input": [{"role": "user", "content": OUT}]}  # fmt: skip
+    grader = {"type": "multi", "name": "m", "calculate_output": "s ^ 0.5", "graders": {"s": model}}
+    spec = RewardSpec("openai_grader", {"grader": grader})
+    good, bad = client.score(
+        [Item(id=i, prompt="p", completion=i.upper(), reward=spec) for i in ("good", "bad")]
+    )
+    assert (good.status, good.score) == (Status.OK, 1.0)
+    assert (bad.status, bad.score, bad.reason) == (Status.OK, 0.0, "formula_undefined")
+
+
+def test_a_completion_nested_too_deep_for_json_is_text(client: RewardClient) -> None:
+    # json.loads raises RecursionError, not ValueError, past ~1000 levels: it must neither fail
+    # the batch nor the item; the completion is not JSON, so output_json renders "".
+    deep = "[" * 5000 + "]" * 5000
+    json_path = {**string_check("eq"), "input": "{{ sample.output_json }}"}
+    spec = RewardSpec("openai_grader", {"grader": json_path})
+    results = client.score([Item(id=c[:3], prompt="p", completion=c, reference={"answer": ""},
+                                 reward=spec) for c in ("[1]", deep)])  # fmt: skip
+    assert [(r.status, r.score) for r in results] == [(Status.OK, 0.0), (Status.OK, 1.0)]
+
+
+@pytest.mark.parametrize(
+    "echo", ['{"result": 1' + "0" * 400 + "}", '{"result": ' + "[" * 3000 + "]" * 3000 + "}"]
+)
+def test_a_model_talked_into_a_pathological_result_fails_only_that_item(
+    client: RewardClient, echo: str
+) -> None:
+    model = {"type": "score_model", "name": "s", "model": "grader", "range": [1, 10],
+             "input": [{"role": "user", "content": OUT}]}  # fmt: skip
+    spec = RewardSpec("openai_grader", {"grader": model})
+    good, echoed = client.score(
+        [Item(id=i, prompt="p", completion=c, reward=spec)
+         for i, c in (("good", "GOOD"), ("echo", f"ECHO:{echo}"))]
+    )  # fmt: skip
+    assert (good.status, good.score) == (Status.OK, 10.0)
+    assert (echoed.status, echoed.score) == (Status.OK, 1.0)  # range[0]: the completion's doing
+    assert echoed.details["attributed_to"] == "completion"
+
+
+def test_a_lone_surrogate_from_output_json_reaches_the_model_as_text(client: RewardClient) -> None:
+    # json.loads turns "\\ud800" into a lone surrogate, which no UTF-8 request body can hold.
+    model = {"type": "score_model", "name": "s", "model": "grader", "range": [1, 10],
+             "input": [{"role": "user", "content": "{{ sample.output_json.a }}"}]}  # fmt: skip
+    spec = RewardSpec("openai_grader", {"grader": model})
+    good, lone = client.score(
+        [Item(id=i, prompt="p", completion=c, reward=spec)
+         for i, c in (("good", '{"a": "GOOD"}'), ("lone", '{"a": "GOOD \\ud800"}'))]
+    )  # fmt: skip
+    assert (good.status, good.score) == (Status.OK, 10.0)
+    assert lone.status == Status.OK
+
+
+def test_long_completions_timing_out_a_model_grader_never_open_its_breaker(
+    client: RewardClient,
+) -> None:
+    model = {"type": "score_model", "name": "s", "model": "prefill", "range": [1, 10],
+             "input": [{"role": "user", "content": OUT}]}  # fmt: skip
+    spec = RewardSpec("openai_grader", {"grader": model, "timeout_s": 5})
+    long = "word " * 12_000  # 60k characters: 1.2 s on this backend, over its 0.5 s per attempt
+    for n in range(3):
+        item = Item(id=f"long{n}", prompt="p", completion=f"{n} {long}", reward=spec)
+        result = client.score([item])[0]
+        assert (result.status, result.score, result.reason) == (Status.OK, 1.0, "backend_timeout")
+        assert result.details["attributed_to"] == "completion"
+    assert client.health("verifier.v1.VerifierService/openai_grader/prefill") == "SERVING"
+    good = client.score([Item(id="good", prompt="p", completion="GOOD", reward=spec)])[0]
+    assert (good.status, good.score) == (Status.OK, 10.0)
+
+
+def test_a_formula_nested_too_deep_is_an_invalid_request(client: RewardClient) -> None:
+    grader = {"type": "multi", "name": "m", "calculate_output": "-" * 999 + "a",
+              "graders": {"a": string_check("eq")}}  # fmt: skip
+    result = grade(client, grader, "x", {"answer": "x"})
+    assert result.status == Status.INVALID_REQUEST
+    assert "nested more than 200 deep" in result.details["error"]
+
+
 @pytest.mark.parametrize(
     ("grader", "reference", "field"),
     [
@@ -248,3 +354,34 @@ def test_python_graders_run_side_by_side_on_the_slots(client: RewardClient) -> N
     results = client.score(items)
     assert [r.score for r in results] == [1.0, 1.0]
     assert time.monotonic() - start < 3.8  # two 2 s sleeps one after the other take 4 s
+
+
+def test_waiting_for_a_python_slot_counts_toward_the_items_time(
+    client: RewardClient, server: ServerProcess
+) -> None:
+    sleeper = {
+        "type": "python",
+        "name": "p",
+        "source": "import time\ndef grade(sample, item):\n    time.sleep(6)\n    return 1.0",
+    }
+    quick = {"type": "python", "name": "q", "source": "def grade(s, i):\n    return 1.0"}
+    busy = [Item(id=f"busy{i}", completion="x",
+                 reward=RewardSpec("openai_grader", {"grader": sleeper, "timeout_s": 10}))
+            for i in range(2)]  # fmt: skip
+    item = Item(
+        id="quick",
+        completion="x",
+        reward=RewardSpec("openai_grader", {"grader": quick, "timeout_s": 1}),
+    )
+    client.score([replace(item, id=f"warm{i}") for i in range(2)])  # both slots started
+    with ThreadPoolExecutor(1) as pool, RewardClient(server.address) as other:
+        other.wait_ready()
+        held = pool.submit(client.score, busy)  # both slots, for 6 s
+        time.sleep(1)
+        start = time.monotonic()
+        waited = other.score([item], timeout_s=2)[0]  # the client retries OVERLOADED till then
+        waited_s = time.monotonic() - start
+        assert [r.score for r in held.result()] == [1.0, 1.0]
+    # No slot came free within its 1 s: the server's load, never a score nor a 5 s wait.
+    assert (waited.status, waited.reason) == (Status.OVERLOADED, "no_sandbox_slot")
+    assert waited_s < 3

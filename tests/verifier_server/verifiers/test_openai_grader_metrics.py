@@ -84,6 +84,33 @@ def test_formulas_evaluate_over_the_graders_scores(formula: str, expected: float
 
 
 @pytest.mark.parametrize(
+    "formula",
+    [
+        "n ^ 0.5",  # (-1) ** 0.5 is complex in Python, not a float
+        "(n - 1) ^ (1 / 3)",
+        "1 / (a - 1)",
+        "log(n)",
+        "floor(1e308 * 10)",
+    ],
+)
+def test_formulas_undefined_for_the_scores_raise_what_the_verifier_scores_as_undefined(
+    formula: str,
+) -> None:
+    # A sub-score can be negative (a score_model range [-1, 1]); any other exception would
+    # fail the whole batch.
+    tree = parse_formula(formula, frozenset({"a", "n"}))
+    with pytest.raises((ZeroDivisionError, ValueError, OverflowError)):
+        evaluate(tree, {"a": 1.0, "n": -1.0})
+
+
+def test_min_and_max_of_one_score_are_that_score() -> None:
+    tree = parse_formula("min(a) + max(b)", frozenset({"a", "b"}))
+    assert evaluate(tree, {"a": 1.0, "b": 0.5}) == 1.5
+    longest = parse_formula("a" + " + a" * 200, frozenset({"a"}))  # 200 deep: allowed
+    assert evaluate(longest, {"a": 0.5}) == 100.5
+
+
+@pytest.mark.parametrize(
     ("formula", "message"),
     [
         ('__import__("os")', "unknown function '__import__'"),
@@ -95,11 +122,20 @@ def test_formulas_evaluate_over_the_graders_scores(formula: str, expected: float
         ("sqrt(a, b)", "one argument"),
         ("True + a", "Constant is not allowed"),
         ("a +", "not a formula"),
+        ("-" * 999 + "a", "nested more than 200 deep"),  # not a RecursionError
+        ("a" + " + a" * 201, "nested more than 200 deep"),
     ],
 )
 def test_formulas_outside_the_whitelist_are_refused(formula: str, message: str) -> None:
     with pytest.raises(FormulaError, match=message):
         parse_formula(formula, frozenset({"a", "b"}))
+
+
+@pytest.mark.parametrize(("levels", "is_json"), [(200, True), (201, False), (5000, False)])
+def test_output_json_is_bounded_in_depth(levels: int, is_json: bool) -> None:
+    # 5000 levels: json.loads itself raises RecursionError (not ValueError)
+    sample = sample_namespace("[" * levels + "]" * levels)
+    assert ("output_json" in sample) is is_json
 
 
 def test_templates_render_sample_and_item_paths() -> None:

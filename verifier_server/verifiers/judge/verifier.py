@@ -42,6 +42,7 @@ from verifier_server.verifiers.base import (
     Verifier,
     VerifierContext,
     current_deadline,
+    gather_items,
 )
 from verifier_server.verifiers.judge.backend import (
     BackendError,
@@ -157,10 +158,8 @@ class JudgeVerifier(Verifier):
         except InvalidItem as exc:
             return [exc.to_result(item.id) for item in items]
         deadline = current_deadline()
-        return list(
-            await asyncio.gather(
-                *(self._judge(item, backend, rubric, params, deadline) for item in items)
-            )
+        return await gather_items(
+            items, lambda item: self._judge(item, backend, rubric, params, deadline)
         )
 
     def _backend(self, params: JudgeParams) -> ChatBackend:
@@ -218,13 +217,20 @@ class JudgeVerifier(Verifier):
         return result
 
     async def _ask(
-        self, backend: ChatBackend, rubric: Rubric, values: dict[str, str], end: float
+        self,
+        backend: ChatBackend,
+        rubric: Rubric,
+        values: dict[str, str],
+        end: float,
+        probe: bool = False,
     ) -> tuple[Reply, bool]:
+        """The judge's reply; only a `probe` (no completion in it) has its timeouts counted
+        toward the backend's breaker."""
         json_reply = backend.settings.structured_output != "none"
         nonce = nonce_for(self._secret, [values[k] for k in sorted(values)])
         messages = render(rubric, values, nonce, json_reply=json_reply)
         body = backend.body(messages, verdict_schema(rubric) if json_reply else None)
-        return await backend.complete(body, end)
+        return await backend.complete(body, end, blame_timeouts=probe)
 
     async def _score(
         self,
@@ -273,7 +279,7 @@ class JudgeVerifier(Verifier):
         by a plain answer (`plain`): the judge's fault. Else the completion's: a verdict of 0.0.
         A probe that cannot be asked at all raises BackendError (TIMEOUT, unavailable)."""
         try:
-            probe, _ = await self._ask(backend, rubric, plain, end)
+            probe, _ = await self._ask(backend, rubric, plain, end, probe=True)
             _read(parse, probe)
         except (Unparseable, RejectedRequest):
             return failure

@@ -15,9 +15,10 @@ Kinds and how they run (fields and score ranges as OpenAI documents them):
 A completion never earns a non-OK status: a leaf grader that fails in a way the completion
 could cause (a python grader raising or timing out, a model giving no verdict, refusing or
 timing out) is run again with the completion replaced by "I don't know."; if it succeeds then,
-the item scores the grader's lowest value (0, or range[0]) with the failure's reason and
-`details.attributed_to = "completion"`. Else it keeps the failure's status. The first try gets
-the first 75% of the item's time, as the judge's does.
+the item scores the grader's lowest value (0, or range[0]; lower still if "I don't know."
+scored lower) with the failure's reason and `details.attributed_to = "completion"`. Else it
+keeps the failure's status. The first try gets the first 75% of the item's time, as the
+judge's does.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from verifier_server.verifiers.base import (
     Verifier,
     VerifierContext,
     current_deadline,
+    gather_items,
 )
 from verifier_server.verifiers.judge.backend import BackendError, BackendSettings, ChatBackend
 from verifier_server.verifiers.judge.cache import ReplyCache
@@ -109,6 +111,7 @@ class _Context:
     sample: dict[str, Any]
     item: dict[str, Any]
     end: float
+    probe: bool = False  # the sample is the plain answer: a model's timeouts are the backend's
 
 
 class OpenAIGraderVerifier(Verifier):
@@ -136,6 +139,7 @@ class OpenAIGraderVerifier(Verifier):
             self._backends[name] = ChatBackend(
                 name, backend_settings, cache, lambda ok, n=name: context.set_serving(ok, n)
             )
+            context.set_serving(True, name)  # …/openai_grader/<backend>, as the judge's
         if settings.python_slots:
             # Slots start on first use (subprocess.Popen: fork+exec, safe beside gRPC), so a
             # server that never sees a python grader never pays for them.
@@ -154,7 +158,7 @@ class OpenAIGraderVerifier(Verifier):
 
     async def ascore(self, items: Sequence[Item], params: OpenAIGraderParams) -> list[Result]:
         deadline = current_deadline()
-        return list(await asyncio.gather(*(self._item(i, params, deadline) for i in items)))
+        return await gather_items(items, lambda item: self._item(item, params, deadline))
 
     async def _item(self, item: Item, params: OpenAIGraderParams, deadline: float | None) -> Result:
         start = time.monotonic()
@@ -187,13 +191,14 @@ class OpenAIGraderVerifier(Verifier):
         except GraderFailure as failure:
             if not failure.probe:
                 raise
-            plain = _Context({"output_text": PLAIN_ANSWER}, context.item, context.end)
+            plain = _Context({"output_text": PLAIN_ANSWER}, context.item, context.end, True)
             try:
-                await run(plain)
+                probe = await run(plain)
             except GraderFailure:
                 raise failure from None
+            # Never above what a non-answer earns: a python grader's scale may go below 0.
             return Graded(
-                _lowest(grader), failure.reason,
+                min(_lowest(grader), probe.score), failure.reason,
                 {"error": failure.message, "attributed_to": "completion"},
             )  # fmt: skip
 
@@ -230,7 +235,12 @@ class OpenAIGraderVerifier(Verifier):
             reason = "python graders are off: python_slots is 0 in verifier_settings.openai_grader"
             raise GraderFailure(Status.VERIFIER_ERROR, "sandbox_error", reason, probe=False)
         program = python_grader.program(grader.source, context.sample, context.item)
-        pool = await self._idle.get()
+        try:  # other items' graders hold the slots: the server's load, not this completion's
+            async with asyncio.timeout(context.end - time.monotonic()):
+                pool = await self._idle.get()
+        except TimeoutError:
+            message = "no python grader slot came free within the item's time (python_slots)"
+            raise GraderFailure(Status.OVERLOADED, "no_sandbox_slot", message, False) from None
         wall_s = context.end - time.monotonic()
         if wall_s <= 0:
             self._idle.put_nowait(pool)
@@ -276,7 +286,7 @@ class OpenAIGraderVerifier(Verifier):
                   "additionalProperties": False}  # fmt: skip
         body = {**backend.body(messages, schema), **_sampling(grader)}
         try:
-            reply, cached = await backend.complete(body, context.end)
+            reply, cached = await backend.complete(body, context.end, blame_timeouts=context.probe)
             value = _result(reply.text, grader)
         except BackendError as exc:
             raise GraderFailure(exc.status, exc.reason, exc.message, probe_worthy(exc)) from None
