@@ -120,11 +120,11 @@ DEV_STDIO_PROGRAMS = {
     # file opened with O_TRUNC would have dropped the "3")
     "python_mixed": "a, b = map(int, open('/dev/fd/0').read().split())\n"
     "print(a + b, end='', flush=True)\nopen('/dev/stdout', 'w').write('\\n')",
-    "cpp": "#include <cstdio>\nint main(){freopen(\"/dev/stdin\",\"r\",stdin); "
-    "freopen(\"/dev/stdout\",\"w\",stdout); long a,b; scanf(\"%ld %ld\",&a,&b); "
-    "printf(\"%ld\\n\",a+b);}",
-    "cpp_streams": "#include <fstream>\nint main(){std::ifstream in(\"/dev/stdin\"); "
-    "std::ofstream out(\"/dev/stdout\"); long a,b; in>>a>>b; out<<a+b<<std::endl;}",
+    "cpp": '#include <cstdio>\nint main(){freopen("/dev/stdin","r",stdin); '
+    'freopen("/dev/stdout","w",stdout); long a,b; scanf("%ld %ld",&a,&b); '
+    'printf("%ld\\n",a+b);}',
+    "cpp_streams": '#include <fstream>\nint main(){std::ifstream in("/dev/stdin"); '
+    'std::ofstream out("/dev/stdout"); long a,b; in>>a>>b; out<<a+b<<std::endl;}',
     "javascript": "const fs = require('fs');\nconst [a, b] = fs.readFileSync('/dev/stdin', "
     "'utf8').trim().split(/\\s+/).map(Number);\nfs.writeFileSync('/dev/stdout', `${a + b}\\n`);",
 }
