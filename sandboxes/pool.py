@@ -502,35 +502,9 @@ class SandboxPool:
         run.stdout.clear(), run.stderr.clear(), run.artifact.clear()
         run.over_output = run.kill_sent = False
         run.done = None
-        program, limits = run.program, run.limits
-        # The request travels through a pipe that the forked run reads itself: the zygote,
-        # which every later run of the slot is forked from, never holds a run's files.
-        host_ends: dict[int, str] = {}
-        child_ends: list[int] = []
-        roles = [("payload", False), ("stdin", False), ("stdout", True), ("stderr", True)]
-        if program.collect:
-            roles.append(("artifact", True))
-        for number, (role, child_writes) in enumerate(roles):
-            if number - 1 in run.links:  # child fd number - 1: the payload pipe comes first
-                child_ends.append(run.links[number - 1])
-                continue
-            read_end, write_end = os.pipe2(os.O_CLOEXEC)
-            child_ends.append(write_end if child_writes else read_end)
-            host_ends[read_end if child_writes else write_end] = role
-        if 3 in run.links:
-            child_ends.append(run.links[3])
+        limits = run.limits
+        host_ends, child_ends = self._pipes(run)
         own_child_ends = [fd for fd in child_ends if fd not in run.links.values()]
-        request = {
-            "argv": list(program.argv),
-            "files": dict(program.files),
-            "env": dict(program.env),
-            "runner": program.runner,
-            "collect": program.collect,
-            "toolchain": program.toolchain,
-            "limits": dataclasses.asdict(limits),
-            "stdio_files": not run.links,  # a linked pair's stdin and stdout are its channels
-            "stdin_bytes": len(program.stdin),
-        }
         try:
             slot.send_run(run.run_id, limits.wall_s, child_ends)
         except OSError as exc:
@@ -547,9 +521,52 @@ class SandboxPool:
         run.backstop = time.monotonic() + limits.wall_s + _BACKSTOP_S
         self.stats["runs"] += 1
         run.outgoing = {
-            "payload": memoryview(marshal.dumps(request)),
-            "stdin": memoryview(program.stdin),
+            "payload": memoryview(marshal.dumps(self._request(run))),
+            "stdin": memoryview(run.program.stdin),
         }
+        self._register(run, slot, selector)
+        return True
+
+    @staticmethod
+    def _pipes(run: _Run) -> tuple[dict[int, str], list[int]]:
+        """The run's pipes: the host's ends by role, and the child's ends in fd order (a linked
+        pair's stdin/stdout come from its partner instead of a new pipe)."""
+        # The request travels through a pipe that the forked run reads itself: the zygote,
+        # which every later run of the slot is forked from, never holds a run's files.
+        host_ends: dict[int, str] = {}
+        child_ends: list[int] = []
+        roles = [("payload", False), ("stdin", False), ("stdout", True), ("stderr", True)]
+        if run.program.collect:
+            roles.append(("artifact", True))
+        for number, (role, child_writes) in enumerate(roles):
+            if number - 1 in run.links:  # child fd number - 1: the payload pipe comes first
+                child_ends.append(run.links[number - 1])
+                continue
+            read_end, write_end = os.pipe2(os.O_CLOEXEC)
+            child_ends.append(write_end if child_writes else read_end)
+            host_ends[read_end if child_writes else write_end] = role
+        if 3 in run.links:
+            child_ends.append(run.links[3])
+        return host_ends, child_ends
+
+    @staticmethod
+    def _request(run: _Run) -> dict[str, Any]:
+        """What the forked run reads from its payload pipe."""
+        program = run.program
+        return {
+            "argv": list(program.argv),
+            "files": dict(program.files),
+            "env": dict(program.env),
+            "runner": program.runner,
+            "collect": program.collect,
+            "toolchain": program.toolchain,
+            "limits": dataclasses.asdict(run.limits),
+            "stdio_files": not run.links,  # a linked pair's stdin and stdout are its channels
+            "stdin_bytes": len(program.stdin),
+        }
+
+    def _register(self, run: _Run, slot: Slot, selector: selectors.BaseSelector) -> None:
+        """Puts the run's host ends (and its slot's control socket) in the selector."""
         for fd, role in list(run.fds.items()):
             os.set_blocking(fd, False)
             if role in run.outgoing:
@@ -561,7 +578,6 @@ class SandboxPool:
                 selector.register(fd, selectors.EVENT_READ, (run, role))
         assert slot.sock is not None
         selector.register(slot.sock, selectors.EVENT_READ, (run, "control"))
-        return True
 
     def _prepare(self, slot: Slot, limits: Limits, extra_bytes: int) -> cgroups.RunSnapshot:
         """Limits for the next run (its memory limit raised by `extra_bytes`: its stdin file);

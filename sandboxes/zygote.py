@@ -167,6 +167,50 @@ class Zygote:
         status_read, status_write = os.pipe2(os.O_CLOEXEC)
         notify, notify_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         started = time.monotonic()
+        pid = self._fork_run(fds, status_read, status_write, notify, notify_child)
+        timed_out, killed, handed_over, budget = self._supervise(
+            pid, run_id, started + wall_s, notify
+        )
+        if timed_out or killed:
+            os.kill(pid, signal.SIGKILL)
+        _, status, usage = os.wait4(pid, 0)
+        wall_ms = (time.monotonic() - started) * 1000
+        self._kill_all()
+        if not handed_over:
+            budget = self._receive_budget(notify)  # sent, or not, before the run ended
+        notify.close()
+        if budget is not None:
+            budget.close_and_top_up()
+        report = self._read_all(status_read)
+        setup_error, mark, reported = report.partition(child.STATUS_MARK)
+        cpu_ms = (usage.ru_utime + usage.ru_stime) * 1000
+        if mark and not (timed_out or killed):
+            program_status, relay_cpu_ms = reported.split()
+            status = int(program_status)  # the program's own status, reported by the run's init
+            cpu_ms -= float(relay_cpu_ms)  # the init's relaying of its output is not its CPU
+        send(
+            self.sock,
+            {
+                "done": run_id,
+                "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                "wall_ms": wall_ms,
+                "cpu_ms": cpu_ms,
+                "timed_out": timed_out,
+                "killed": killed,
+                "setup_error": setup_error.decode(errors="replace"),
+            },
+        )
+
+    def _fork_run(
+        self,
+        fds: list[int],
+        status_read: int,
+        status_write: int,
+        notify: socket.socket,
+        notify_child: socket.socket,
+    ) -> int:
+        """Forks the run's init (it never returns in the child); the parent keeps only its ends."""
         # Each run is forked into a fresh pid namespace (its first process is pid 1 there):
         # it sees no process and no pid counter of the slot or of earlier runs.
         sc.unshare(sc.CLONE_NEWPID)
@@ -185,10 +229,15 @@ class Zygote:
         for fd in (*fds, status_write):
             os.close(fd)
         notify_child.close()
+        return pid
+
+    def _supervise(
+        self, pid: int, run_id: int, deadline: float, notify: socket.socket
+    ) -> tuple[bool, bool, bool, PipeBudget | None]:
+        """Waits for the run to end, its wall-clock deadline or a kill from the host, answering
+        its pipe calls meanwhile; returns (timed out, killed, handed over, the budget)."""
         budget: PipeBudget | None = None
-        handed_over = False
-        timed_out = killed = False
-        deadline = started + wall_s
+        handed_over = timed_out = killed = False
         pidfd = os.pidfd_open(pid)
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
@@ -223,38 +272,8 @@ class Zygote:
                 if kind == KIND_KILL and target == run_id:
                     killed = True
                     break
-        if timed_out or killed:
-            os.kill(pid, signal.SIGKILL)
-        _, status, usage = os.wait4(pid, 0)
-        wall_ms = (time.monotonic() - started) * 1000
         os.close(pidfd)
-        self._kill_all()
-        if not handed_over:
-            budget = self._receive_budget(notify)  # sent, or not, before the run ended
-        notify.close()
-        if budget is not None:
-            budget.close_and_top_up()
-        report = self._read_all(status_read)
-        setup_error, mark, reported = report.partition(child.STATUS_MARK)
-        cpu_ms = (usage.ru_utime + usage.ru_stime) * 1000
-        if mark and not (timed_out or killed):
-            program_status, relay_cpu_ms = reported.split()
-            status = int(program_status)  # the program's own status, reported by the run's init
-            cpu_ms -= float(relay_cpu_ms)  # the init's relaying of its output is not its CPU
-        setup_error = setup_error.decode(errors="replace")
-        send(
-            self.sock,
-            {
-                "done": run_id,
-                "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-                "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                "wall_ms": wall_ms,
-                "cpu_ms": cpu_ms,
-                "timed_out": timed_out,
-                "killed": killed,
-                "setup_error": setup_error,
-            },
-        )
+        return timed_out, killed, handed_over, budget
 
     @staticmethod
     def _receive_budget(notify: socket.socket) -> PipeBudget | None:
