@@ -1,0 +1,233 @@
+"""`rl-client train|eval|sft` fail before writing or loading anything: exit code 2, one line
+per problem naming its key and the fix, no traceback unless --debug, no output dir created."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from rl_helpers import train_settings
+
+from rl_client.cli import main
+from rl_client.preflight import PreflightError
+
+
+def _write(tmp_path: Path, settings: dict) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _fails(
+    capsys: pytest.CaptureFixture[str], argv: list[str], output: Path, expected: str
+) -> None:
+    """Exit 2, exactly the expected error line, nothing created at `output`."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error: {expected}"], err
+    assert "Traceback" not in err
+    assert not output.exists()
+
+
+@pytest.fixture
+def settings(tiny_model: Path, toy_prompts: Path, tmp_path: Path) -> dict:
+    return train_settings(tiny_model, toy_prompts, tmp_path / "run")
+
+
+def test_missing_model_path(
+    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-model"
+    config = _write(tmp_path, settings)
+    _fails(
+        capsys,
+        ["train", "--config", str(config), f"model.path={missing}"],
+        tmp_path / "run",
+        f"model.path: {missing}: no such directory; set it to a local model directory "
+        "with config.json",
+    )
+
+
+def test_model_dir_without_config_json(
+    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    config = _write(tmp_path, settings)
+    _fails(
+        capsys,
+        ["train", "--config", str(config), f"model.path={empty}"],
+        tmp_path / "run",
+        f"model.path: {empty} has no config.json; point it at a directory saved by "
+        "save_pretrained",
+    )
+
+
+def test_hub_name_is_not_fetched_offline(
+    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = _write(tmp_path, settings)
+    _fails(
+        capsys,
+        ["train", "--config", str(config), "model.path=Qwen/NoSuchModel"],
+        tmp_path / "run",
+        "model.path: Qwen/NoSuchModel: no such directory; set it to a local model directory "
+        "with config.json (HF_HUB_OFFLINE is set, so hub names are not fetched)",
+    )
+
+
+def test_missing_data_path(
+    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "none.jsonl"
+    config = _write(tmp_path, settings)
+    _fails(
+        capsys,
+        ["train", "--config", str(config), f"data.path={missing}"],
+        tmp_path / "run",
+        f"data.path: {missing}: no such file or directory; set it to a dataset file or "
+        "directory",
+    )
+
+
+def test_eval_checks_its_own_model_and_eval_path(
+    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _write(tmp_path, settings)
+    argv = ["eval", "--config", str(config), "--model", str(tmp_path / "ckpt")]
+    assert main([*argv, f"data.eval_path={tmp_path / 'held_out.jsonl'}"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --model: {tmp_path / 'ckpt'}: no such directory; set it to a local model "
+        "directory with config.json",
+        f"error: data.eval_path: {tmp_path / 'held_out.jsonl'}: no such file or directory; "
+        "set it to a dataset file or directory",
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+def test_cuda_without_a_gpu(
+    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = _write(tmp_path, settings)
+    _fails(
+        capsys,
+        ["train", "--config", str(config), "train.device=cuda"],
+        tmp_path / "run",
+        "train.device: 'cuda' but torch sees no GPU; set train.device=cpu (or auto)",
+    )
+
+
+def test_unreachable_reward_replica_is_named(
+    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    config = _write(tmp_path, settings)
+    _fails(
+        capsys,
+        ["train", "--config", str(config), f"reward.address={address}"],
+        tmp_path / "run",
+        f"reward.address: {address} answers UNAVAILABLE; start verifier-server there, fix the "
+        "address, or leave reward.address unset to start a sidecar server",
+    )
+
+
+def test_missing_sidecar_config(
+    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _write(tmp_path, settings)
+    _fails(
+        capsys,
+        ["train", "--config", str(config), "reward.sidecar_config=server.yaml"],
+        tmp_path / "run",
+        "reward.sidecar_config: server.yaml: no such file or directory; set it to a server "
+        "config",
+    )
+
+
+def test_tracker_without_its_package(
+    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "wandb", None)  # find_spec then reports it absent
+    config = _write(tmp_path, settings)
+    _fails(
+        capsys,
+        ["train", "--config", str(config), "output.trackers=[tensorboard, wandb]"],
+        tmp_path / "run",
+        "output.trackers: 'wandb' needs the wandb package; install it (pip install wandb), "
+        "or remove wandb from output.trackers",
+    )
+
+
+def test_output_dir_that_is_a_file(
+    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    config = _write(tmp_path, settings)
+    assert main(["train", "--config", str(config), f"output.dir={taken}"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: output.dir: {taken} is a file; set it to a directory (created if missing)"
+    ]
+
+
+def test_every_problem_is_reported_on_its_own_line(
+    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _write(tmp_path, settings)
+    argv = ["train", "--config", str(config), "model.path=/no/model", "data.path=/no/data.jsonl"]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[1].strip() for line in lines] == ["model.path", "data.path"]
+
+
+def test_debug_shows_the_traceback(settings: dict, tmp_path: Path) -> None:
+    config = _write(tmp_path, settings)
+    with pytest.raises(PreflightError, match="model.path: /no/model: no such directory"):
+        main(["train", "--debug", "--config", str(config), "model.path=/no/model"])
+
+
+def test_sft_checks_its_paths(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sft = {
+        "model": {"path": str(tmp_path / "base")},
+        "data": {"path": str(tmp_path / "sft.jsonl")},
+        "output": {"dir": str(tmp_path / "sft")},
+    }
+    assert main(["sft", "--config", str(_write(tmp_path, sft))]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: model.path: {tmp_path / 'base'}: no such directory; set it to a local model "
+        "directory with config.json",
+        f"error: data.path: {tmp_path / 'sft.jsonl'}: no such file or directory; set it to a "
+        "dataset file or directory",
+    ]
+    assert not (tmp_path / "sft").exists()
+
+
+def test_sft_help_lists_sft_keys_not_train_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["sft", "--help"])
+    text = capsys.readouterr().out
+    assert "output.dir (required):" in text and "train.packing (False):" in text
+    assert "rollout." not in text and "algorithm." not in text and "output_dir" not in text
+
+
+def test_sft_output_dir_still_works_with_a_warning(tiny_model: Path, tmp_path: Path) -> None:
+    from rl_client.config import SFTConfig, build_config
+
+    raw = {"model": {"path": str(tiny_model)}, "data": {"path": "d.jsonl"}, "output_dir": "o"}
+    with pytest.warns(FutureWarning, match="output_dir is deprecated; write it as output.dir"):
+        config = build_config(SFTConfig, raw)
+    assert config.output.dir == "o"
