@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from verifier_server.client import AsyncRewardClient
+from verifier_server.client import AsyncRewardClient, RewardClientError
 from verifier_server.sidecar import start_server_process
 from verifier_server.types import Item, Result, RewardSpec
 
@@ -100,6 +100,9 @@ class RewardService:
         try:
             self._client: AsyncRewardClient = self._run(self._make_client()).result()
             self._run(self._client.wait_ready(timeout_s=60.0)).result()
+        except RewardClientError as exc:  # say which server: there may be several
+            self.close()
+            raise RewardClientError(f"{self.address}: {exc}", exc.code) from None
         except BaseException:
             self.close()
             raise

@@ -76,7 +76,12 @@ class MlflowTracker:
 
         directory = output_dir.resolve()
         uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        self.client = mlflow.MlflowClient(tracking_uri=uri or (directory / "mlruns").as_uri())
+        if uri is None:
+            uri = (directory / "mlruns").as_uri()
+            # MLflow >= 3.x refuses a file store unless opted in; the local default needs no
+            # database (mlflow-skinny has none).
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self.client = mlflow.MlflowClient(tracking_uri=uri)
         id_file = directory / MLFLOW_RUN_ID_FILE
         if id_file.exists():  # a resumed run logs into the run it started
             self.run_id = id_file.read_text().strip()
