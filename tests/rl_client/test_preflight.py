@@ -68,8 +68,7 @@ def test_model_dir_without_config_json(
         capsys,
         ["train", "--config", str(config), f"model.path={empty}"],
         tmp_path / "run",
-        f"model.path: {empty} has no config.json; point it at a directory saved by "
-        "save_pretrained",
+        f"model.path: {empty} has no config.json; point it at a directory saved by save_pretrained",
     )
 
 
@@ -96,8 +95,7 @@ def test_missing_data_path(
         capsys,
         ["train", "--config", str(config), f"data.path={missing}"],
         tmp_path / "run",
-        f"data.path: {missing}: no such file or directory; set it to a dataset file or "
-        "directory",
+        f"data.path: {missing}: no such file or directory; set it to a dataset file or directory",
     )
 
 
@@ -151,8 +149,7 @@ def test_missing_sidecar_config(
         capsys,
         ["train", "--config", str(config), "reward.sidecar_config=server.yaml"],
         tmp_path / "run",
-        "reward.sidecar_config: server.yaml: no such file or directory; set it to a server "
-        "config",
+        "reward.sidecar_config: server.yaml: no such file or directory; set it to a server config",
     )
 
 
@@ -194,7 +191,7 @@ def test_every_problem_is_reported_on_its_own_line(
 
 def test_debug_shows_the_traceback(settings: dict, tmp_path: Path) -> None:
     config = _write(tmp_path, settings)
-    with pytest.raises(PreflightError, match="model.path: /no/model: no such directory"):
+    with pytest.raises(PreflightError, match=r"model\.path: /no/model: no such directory"):
         main(["train", "--debug", "--config", str(config), "model.path=/no/model"])
 
 
