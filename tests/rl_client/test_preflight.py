@@ -28,75 +28,76 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _fails(
-    capsys: pytest.CaptureFixture[str], argv: list[str], output: Path, expected: str
-) -> None:
-    """Exit 2, exactly the expected error line, nothing created at `output`."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.splitlines() == [f"error: {expected}"], err
-    assert "Traceback" not in err
-    assert not output.exists()
-
-
 @pytest.fixture
 def settings(tiny_model: Path, toy_prompts: Path, tmp_path: Path) -> dict:
     return train_settings(tiny_model, toy_prompts, tmp_path / "run")
 
 
-def test_missing_model_path(
-    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    missing = tmp_path / "no-model"
-    config = _write(tmp_path, settings)
-    _fails(
-        capsys,
-        ["train", "--config", str(config), f"model.path={missing}"],
-        tmp_path / "run",
-        f"model.path: {missing}: no such directory; set it to a local model directory "
-        "with config.json",
-    )
-
-
-def test_model_dir_without_config_json(
-    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    config = _write(tmp_path, settings)
-    _fails(
-        capsys,
-        ["train", "--config", str(config), f"model.path={empty}"],
-        tmp_path / "run",
-        f"model.path: {empty} has no config.json; point it at a directory saved by save_pretrained",
-    )
-
-
-def test_hub_name_is_not_fetched_offline(
-    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
-) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    config = _write(tmp_path, settings)
-    _fails(
-        capsys,
-        ["train", "--config", str(config), "model.path=Qwen/NoSuchModel"],
-        tmp_path / "run",
+# (override, the error line); {tmp} is the test's directory, which holds an empty dir.
+# Every case runs with no GPU, no wandb package and the hub offline.
+CASES = [
+    (
+        "model.path={tmp}/no-model",
+        "model.path: {tmp}/no-model: no such directory; set it to a local model directory "
+        "with config.json (HF_HUB_OFFLINE is set, so hub names are not fetched)",
+    ),
+    (
+        "model.path={tmp}/empty",
+        "model.path: {tmp}/empty has no config.json; point it at a directory saved by "
+        "save_pretrained",
+    ),
+    (
+        "model.path=Qwen/NoSuchModel",
         "model.path: Qwen/NoSuchModel: no such directory; set it to a local model directory "
         "with config.json (HF_HUB_OFFLINE is set, so hub names are not fetched)",
-    )
+    ),
+    (
+        "data.path={tmp}/none.jsonl",
+        "data.path: {tmp}/none.jsonl: no such file or directory; set it to a dataset file or "
+        "directory",
+    ),
+    (
+        "train.device=cuda",
+        "train.device: 'cuda' but torch sees no GPU; set train.device=cpu (or auto)",
+    ),
+    (
+        "reward.sidecar_config=server.yaml",
+        "reward.sidecar_config: server.yaml: no such file or directory; set it to a server config",
+    ),
+    (
+        "output.trackers=[tensorboard, wandb]",
+        "output.trackers: 'wandb' needs the wandb package; install it (pip install wandb), "
+        "or remove wandb from output.trackers",
+    ),
+    (
+        "reward.address=127.0.0.1:{port}",
+        "reward.address: 127.0.0.1:{port} answers UNAVAILABLE; start verifier-server there, "
+        "fix the address, or leave reward.address unset to start a sidecar server",
+    ),
+]
 
 
-def test_missing_data_path(
-    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(("override", "expected"), CASES, ids=[c[0].split("=")[0] for c in CASES])
+def test_train_fails_fast_naming_the_key(
+    settings: dict,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    override: str,
+    expected: str,
 ) -> None:
-    missing = tmp_path / "none.jsonl"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setitem(sys.modules, "wandb", None)  # find_spec then reports it absent
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "empty").mkdir()
+    port = _free_port()  # nothing listens there
     config = _write(tmp_path, settings)
-    _fails(
-        capsys,
-        ["train", "--config", str(config), f"data.path={missing}"],
-        tmp_path / "run",
-        f"data.path: {missing}: no such file or directory; set it to a dataset file or directory",
-    )
+    argv = ["train", "--config", str(config), override.format(tmp=tmp_path, port=port)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error: {expected.format(tmp=tmp_path, port=port)}"], err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_eval_checks_its_own_model_and_eval_path(
@@ -112,59 +113,6 @@ def test_eval_checks_its_own_model_and_eval_path(
         "set it to a dataset file or directory",
     ]
     assert not (tmp_path / "run").exists()
-
-
-def test_cuda_without_a_gpu(
-    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
-) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    config = _write(tmp_path, settings)
-    _fails(
-        capsys,
-        ["train", "--config", str(config), "train.device=cuda"],
-        tmp_path / "run",
-        "train.device: 'cuda' but torch sees no GPU; set train.device=cpu (or auto)",
-    )
-
-
-def test_unreachable_reward_replica_is_named(
-    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    address = f"127.0.0.1:{_free_port()}"
-    config = _write(tmp_path, settings)
-    _fails(
-        capsys,
-        ["train", "--config", str(config), f"reward.address={address}"],
-        tmp_path / "run",
-        f"reward.address: {address} answers UNAVAILABLE; start verifier-server there, fix the "
-        "address, or leave reward.address unset to start a sidecar server",
-    )
-
-
-def test_missing_sidecar_config(
-    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = _write(tmp_path, settings)
-    _fails(
-        capsys,
-        ["train", "--config", str(config), "reward.sidecar_config=server.yaml"],
-        tmp_path / "run",
-        "reward.sidecar_config: server.yaml: no such file or directory; set it to a server config",
-    )
-
-
-def test_tracker_without_its_package(
-    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "wandb", None)  # find_spec then reports it absent
-    config = _write(tmp_path, settings)
-    _fails(
-        capsys,
-        ["train", "--config", str(config), "output.trackers=[tensorboard, wandb]"],
-        tmp_path / "run",
-        "output.trackers: 'wandb' needs the wandb package; install it (pip install wandb), "
-        "or remove wandb from output.trackers",
-    )
 
 
 def test_output_dir_that_is_a_file(
