@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--config", metavar="FILE", help="YAML config file")
         sub.add_argument(
-            "--debug", action="store_true", help="show the traceback of a config or data error"
+            "--debug", action="store_true", help="show tracebacks instead of one-line errors"
         )
         sub.add_argument(
             "overrides", nargs="*", metavar="KEY=VALUE", help=f"key=value overrides, e.g. {example}"

@@ -88,7 +88,8 @@ def check_train(config: TrainConfig, *, model_path: str | None = None, eval_run:
         problems.append(
             "rollout.engine: 'vllm' needs the vllm package; install it, or set rollout.engine=hf"
         )
-    for tracker, package in missing_packages(config.output.trackers).items():
+    trackers = [] if eval_run else config.output.trackers  # eval reports to no tracker
+    for tracker, package in missing_packages(trackers).items():
         problems.append(
             f"output.trackers: {tracker!r} needs the {package} package; install it "
             f"(pip install {package}), or remove {tracker} from output.trackers"
