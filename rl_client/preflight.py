@@ -88,6 +88,7 @@ def check_train(config: TrainConfig, *, model_path: str | None = None, eval_run:
         problems.append(
             "rollout.engine: 'vllm' needs the vllm package; install it, or set rollout.engine=hf"
         )
+    problems.append(_lora_problem(config.model.lora_r))
     trackers = [] if eval_run else config.output.trackers  # eval reports to no tracker
     for tracker, package in missing_packages(trackers).items():
         problems.append(
@@ -107,6 +108,7 @@ def check_sft(config: SFTConfig) -> None:
             _path_problem("data.path", config.data.path, DATASET, hub_names=True),
             _device_problem("train.device", config.train.device),
             _output_problem("output.dir", config.output.dir),
+            _lora_problem(config.model.lora_r),
         ]
     )
 
@@ -177,6 +179,12 @@ def _path_problem(key: str, path: str, what: str, *, hub_names: bool = False) ->
 def _device_problem(key: str, device: str) -> str | None:
     if device == "cuda" and not torch.cuda.is_available():
         return f"{key}: 'cuda' but torch sees no GPU; set {key}=cpu (or auto)"
+    return None
+
+
+def _lora_problem(lora_r: int) -> str | None:
+    if lora_r > 0 and importlib.util.find_spec("peft") is None:
+        return "model.lora_r: LoRA needs the peft package; install it, or set model.lora_r=0"
     return None
 
 

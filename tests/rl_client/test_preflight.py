@@ -34,7 +34,7 @@ def settings(tiny_model: Path, toy_prompts: Path, tmp_path: Path) -> dict:
 
 
 # (override, the error line); {tmp} is the test's directory, which holds an empty dir.
-# Every case runs with no GPU, no wandb package and the hub offline.
+# Every case runs with no GPU, no wandb or peft package and the hub offline.
 CASES = [
     (
         "model.path={tmp}/no-model",
@@ -70,6 +70,10 @@ CASES = [
         "or remove wandb from output.trackers",
     ),
     (
+        "model.lora_r=8",
+        "model.lora_r: LoRA needs the peft package; install it, or set model.lora_r=0",
+    ),
+    (
         "reward.address=127.0.0.1:{port}",
         "reward.address: 127.0.0.1:{port} answers UNAVAILABLE; start verifier-server there, "
         "fix the address, or leave reward.address unset to start a sidecar server",
@@ -87,7 +91,8 @@ def test_train_fails_fast_naming_the_key(
     expected: str,
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setitem(sys.modules, "wandb", None)  # find_spec then reports it absent
+    for package in ("wandb", "peft"):  # find_spec then reports it absent
+        monkeypatch.setitem(sys.modules, package, None)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "empty").mkdir()
     port = _free_port()  # nothing listens there
