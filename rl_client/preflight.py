@@ -3,8 +3,9 @@
 Each problem is one line that names the config key and says how to fix it; all problems are
 reported together (exit code 2). What is checked: model paths (a local directory with a
 config.json, or a hub name where the hub may be reached), data paths, the device, that each
-`reward.address` answers its health check, the sidecar's config file, the trackers'
-packages, the engine's package, and on resume that the config still fits the checkpoint.
+`reward.address` answers its health check, the sidecar's config file, the packages the
+config needs (vllm, peft, the trackers'), and on resume that the config still fits the
+checkpoint.
 
 Resume safety: a checkpoint resumes exactly (same prompts, same losses) only if the knobs
 that shape the computation are unchanged. `config_changes` lists the keys that differ from
@@ -147,7 +148,8 @@ def _raise(problems: list[str | None]) -> None:
 def _model_problem(key: str, path: str) -> str | None:
     local = Path(path).expanduser()
     if local.is_dir():
-        if (local / "config.json").exists():
+        # adapter_config.json: a LoRA checkpoint's policy/ dir, which eval's --model takes
+        if (local / "config.json").exists() or (local / "adapter_config.json").exists():
             return None
         return f"{key}: {path} has no config.json; point it at a directory saved by save_pretrained"
     if local.exists():

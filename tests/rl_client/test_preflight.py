@@ -181,3 +181,16 @@ def test_sft_output_dir_still_works_with_a_warning(tiny_model: Path, tmp_path: P
     with pytest.warns(FutureWarning, match="output_dir is deprecated; write it as output.dir"):
         config = build_config(SFTConfig, raw)
     assert config.output.dir == "o"
+
+
+def test_a_lora_checkpoint_passes_as_evals_model(settings: dict, tmp_path: Path) -> None:
+    from rl_client.config import TrainConfig, build_config
+    from rl_client.preflight import check_train
+
+    adapters = tmp_path / "checkpoints" / "step_000002" / "policy"
+    adapters.mkdir(parents=True)
+    (adapters / "adapter_config.json").write_text("{}")  # no config.json: base + adapters
+    config = build_config(TrainConfig, settings)
+    check_train(config, model_path=str(adapters), eval_run=True)
+    with pytest.raises(PreflightError, match=r"has no config\.json"):
+        check_train(config, model_path=str(adapters.parent), eval_run=True)
