@@ -116,7 +116,7 @@ def grade(sample, item):
         ("Paris", 1.0, ""),
         ("Lyon", 0.25, ""),
         # The completion made the grader raise or spin; on "I don't know." it runs: scored 0.
-        ("BOOM", 0.0, "grader_runtime_error"),
+        ("BOOM", 0.0, "grader_raised"),
         ("SPIN", 0.0, "grader_time_limit"),
     ],
 )
@@ -136,14 +136,58 @@ def test_breaking_a_grader_never_beats_a_non_answer(client: RewardClient) -> Non
     source = PYTHON.replace("else 0.25", "else -1.0")
     grader = {"type": "python", "name": "p", "source": source}
     result = grade(client, grader, "BOOM", {"answer": "Paris"}, timeout_s=4)
-    assert (result.status, result.score, result.reason) == (Status.OK, -1.0, "grader_runtime_error")
+    assert (result.status, result.score, result.reason) == (Status.OK, -1.0, "grader_raised")
     assert result.details["attributed_to"] == "completion"
 
 
-def test_a_python_grader_that_always_fails_is_a_verifier_error(client: RewardClient) -> None:
-    grader = {"type": "python", "name": "p", "source": "def grade(sample, item):\n    return 1 / 0"}
-    result = grade(client, grader, "Paris", {"answer": "Paris"})
-    assert (result.status, result.reason) == (Status.VERIFIER_ERROR, "grader_runtime_error")
+GRADE_JSON = "def grade(sample, item):\n    return float(sample['output_json']['answer'])"
+GRADE_FLOAT = "def grade(sample, item):\n    return float(sample['output_text'])"
+GRADE_RETURN = "def grade(sample, item):\n    return eval(sample['output_text'])"
+
+
+@pytest.mark.parametrize(
+    ("source", "completion", "error"),
+    [
+        # grade() raises on every non-JSON completion, "I don't know." included: still a
+        # verdict on the completion, never a masked VERIFIER_ERROR.
+        (GRADE_JSON, "not json", "KeyError: 'output_json'"),
+        (GRADE_JSON, '{"answer": "x"}', "ValueError: could not convert string to float"),
+        (GRADE_FLOAT, "nan", "grade() returned nan"),
+        (GRADE_FLOAT, "inf", "grade() returned inf"),
+        (GRADE_FLOAT, "-1e999", "grade() returned -inf"),
+        (GRADE_RETURN, "None", "TypeError: float() argument"),
+        (GRADE_RETURN, "10 ** 400", "OverflowError"),
+        (GRADE_RETURN, "exit(3)", "SystemExit: 3"),
+        (GRADE_RETURN, "'\\ud800' + 1", "TypeError"),  # a lone surrogate in the message
+    ],
+)
+def test_a_grader_raising_on_the_completion_scores_its_floor(
+    client: RewardClient, source: str, completion: str, error: str
+) -> None:
+    grader = {"type": "python", "name": "p", "source": source}
+    result = grade(client, grader, completion, {"answer": "1"}, timeout_s=4)
+    assert (result.status, result.score, result.reason) == (Status.OK, 0.0, "grader_raised")
+    assert error in result.details["error"]  # a buggy grader stays visible
+    assert result.details["attributed_to"] == "completion"
+    assert grade(client, grader, '{"answer": "0.5"}' if "json" in source else "0.5",
+                 {}).score == 0.5  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("def grade(s, i):\n    return 1\nreturn 2", "'return' outside function"),
+        ("def grade(sample):\n    return 1", "grade must accept two positional arguments"),
+        ("grade = 1", "must define a top-level function grade"),
+    ],
+)
+def test_grader_source_that_cannot_run_is_an_invalid_request(
+    client: RewardClient, source: str, message: str
+) -> None:
+    result = grade(client, {"type": "python", "name": "p", "source": source}, "x", {})
+    assert result.status == Status.INVALID_REQUEST
+    assert "grader.python.source: " in result.details["error"]
+    assert message in result.details["error"]
 
 
 def test_python_graders_cannot_reach_the_host(client: RewardClient) -> None:
@@ -152,7 +196,9 @@ def test_python_graders_cannot_reach_the_host(client: RewardClient) -> None:
         "    socket.create_connection(('127.0.0.1', 22), timeout=1)\n    return 1.0"
     )
     result = grade(client, {"type": "python", "name": "p", "source": source}, "x", {})
-    assert result.status == Status.VERIFIER_ERROR  # no network in the sandbox, for any input
+    # no network in the sandbox, for any input: grade() raises, and never returns its 1.0
+    assert (result.status, result.score, result.reason) == (Status.OK, 0.0, "grader_raised")
+    assert "Error" in result.details["error"]
 
 
 def score_model(model: str = "gpt-4o-mini", rng: list[float] | None = None) -> dict:

@@ -17,8 +17,9 @@ could cause (a python grader raising or timing out, a model giving no verdict, r
 timing out) is run again with the completion replaced by "I don't know."; if it succeeds then,
 the item scores the grader's lowest value (0, or range[0]; lower still if "I don't know."
 scored lower) with the failure's reason and `details.attributed_to = "completion"`. Else it
-keeps the failure's status. The first try gets the first 75% of the item's time, as the
-judge's does.
+keeps the failure's status, except that a python grade() raising (`grader_raised`) on either
+sample is a verdict, never a status: that sample scores the floor. The first try gets the
+first 75% of the item's time, as the judge's does.
 """
 
 from __future__ import annotations
@@ -92,11 +93,16 @@ class OpenAIGraderParams(Params):
 
 
 class GraderFailure(Exception):
-    """A grader that gave no score: the item's status unless the completion is to blame."""
+    """A grader that gave no score: the item's status unless the completion is to blame.
+    `raised`: a python grader's grade() raised on the sample (or returned a non-number, or a
+    non-finite one): that sample's verdict, the grader's floor, never a status."""
 
-    def __init__(self, status: Status, reason: str, message: str, probe: bool) -> None:
+    def __init__(
+        self, status: Status, reason: str, message: str, probe: bool, raised: bool = False
+    ) -> None:
         super().__init__(message)
         self.status, self.reason, self.message, self.probe = status, reason, message, probe
+        self.raised = raised
 
 
 @dataclass
@@ -193,12 +199,16 @@ class OpenAIGraderVerifier(Verifier):
                 raise
             plain = _Context({"output_text": PLAIN_ANSWER}, context.item, context.end, True)
             try:
-                probe = await run(plain)
-            except GraderFailure:
-                raise failure from None
+                probe_score = (await run(plain)).score
+            except GraderFailure as probe_failure:
+                # A grade() that raises is that sample's verdict, the floor: on the completion
+                # it is the completion's; on "I don't know." it is what a non-answer earns.
+                if not (failure.raised or probe_failure.raised):
+                    raise failure from None
+                probe_score = _lowest(grader)
             # Never above what a non-answer earns: a python grader's scale may go below 0.
             return Graded(
-                min(_lowest(grader), probe.score), failure.reason,
+                min(_lowest(grader), probe_score), failure.reason,
                 {"error": failure.message, "attributed_to": "completion"},
             )  # fmt: skip
 
@@ -259,7 +269,9 @@ class OpenAIGraderVerifier(Verifier):
         try:
             score = python_grader.read_score(run)
         except python_grader.PythonFailure as exc:
-            raise GraderFailure(Status.VERIFIER_ERROR, exc.reason, exc.message, True) from None
+            raise GraderFailure(
+                Status.VERIFIER_ERROR, exc.reason, exc.message, True, exc.raised
+            ) from None
         return Graded(score, "", _passed(score, grader.pass_threshold))
 
     async def _model(
