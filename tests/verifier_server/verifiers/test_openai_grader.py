@@ -5,6 +5,7 @@ real vLLM server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 from misbehaving_backend import MisbehavingBackend
 from server_process import ServerProcess, configured_server, run_cli
 
-from verifier_server.client import RewardClient
+from verifier_server.client import AsyncRewardClient, RewardClient
 from verifier_server.types import Item, Result, RewardSpec, Status
 
 pytestmark = pytest.mark.integration
@@ -420,12 +421,16 @@ def test_waiting_for_a_python_slot_counts_toward_the_items_time(
         reward=RewardSpec("openai_grader", {"grader": quick, "timeout_s": 1}),
     )
     client.score([replace(item, id=f"warm{i}") for i in range(2)])  # both slots started
-    with ThreadPoolExecutor(1) as pool, RewardClient(server.address) as other:
-        other.wait_ready()
+
+    async def once() -> list[Result]:  # a stream: no client retry of OVERLOADED
+        async with AsyncRewardClient(server.address) as other:
+            return [r async for r in other.score_stream([item], timeout_s=4)]
+
+    with ThreadPoolExecutor(1) as pool:
         held = pool.submit(client.score, busy)  # both slots, for 6 s
         time.sleep(1)
         start = time.monotonic()
-        waited = other.score([item], timeout_s=2)[0]  # the client retries OVERLOADED till then
+        [waited] = asyncio.run(once())
         waited_s = time.monotonic() - start
         assert [r.score for r in held.result()] == [1.0, 1.0]
     # No slot came free within its 1 s: the server's load, never a score nor a 5 s wait.
