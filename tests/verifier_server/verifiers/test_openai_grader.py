@@ -32,6 +32,10 @@ def server(
     backends = {
         "grader": {"base_url": backend.url("grader"), "model": "gpt-4o-mini"},
         "slow": {"base_url": backend.url("slow"), "model": "slow-model"},
+        "one_slot": {  # one call at a time: a long completion holds every other item
+            "base_url": backend.url("grader_prefill"), "model": "one-slot-model",
+            "max_concurrency": 1, "max_retries": 0, "breaker_failures": 1000,
+        },
         "prefill": {  # two timed-out attempts would open its breaker, were they counted
             "base_url": backend.url("grader_prefill"), "model": "prefill-model",
             "request_timeout_s": 0.5, "max_retries": 1, "breaker_failures": 2,
@@ -436,3 +440,33 @@ def test_waiting_for_a_python_slot_counts_toward_the_items_time(
     # No slot came free within its 1 s: the server's load, never a score nor a 5 s wait.
     assert (waited.status, waited.reason) == (Status.OVERLOADED, "no_sandbox_slot")
     assert waited_s < 3
+
+
+def test_time_queued_for_a_model_backend_slot_is_never_the_completions(
+    client: RewardClient, server: ServerProcess
+) -> None:
+    # As the judge's: a 250k-character completion holds the one slot for 5 s. `fair` (5.6 s,
+    # sent 0.5 s later) sees its first 75% end while it waits and is graded when the slot
+    # frees, not probed and scored 0; `starved` (1 s) never gets it: OVERLOADED.
+    def item(id: str, completion: str, answer: str, timeout_s: float) -> Item:
+        params = {"grader": score_model("one_slot"), "timeout_s": timeout_s}
+        return Item(id=id, completion=completion, reference={"answer": answer},
+                    reward=RewardSpec("openai_grader", params))  # fmt: skip
+
+    held = item("held", "GOOD " + "x" * 250_000, "Paris", 20)
+    fair = item("fair", "GOOD", "Paris", 5.6)
+    starved = item("starved", "GOOD", "Rome", 1)  # another item: not the same probe as fair's
+
+    async def stream(item: Item) -> Result:  # a stream: no client retry of OVERLOADED
+        async with AsyncRewardClient(server.address, timeout_s=20) as other:
+            return [r async for r in other.score_stream([item])].pop()
+
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(client.score, [held])
+        time.sleep(0.5)
+        waiting = [pool.submit(asyncio.run, stream(i)) for i in (fair, starved)]
+        fair_result, starved_result = (w.result() for w in waiting)
+        [held_result] = first.result()
+    assert (held_result.status, held_result.score) == (Status.OK, 1.0)
+    assert (fair_result.status, fair_result.score, fair_result.reason) == (Status.OK, 1.0, "")
+    assert (starved_result.status, starved_result.reason) == (Status.OVERLOADED, "no_backend_slot")
