@@ -600,7 +600,7 @@ def _format_errors(exc: ValidationError, cls: type[BaseModel]) -> str:
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key" + _suggestion(cls, [str(p) for p in error["loc"]])
-        elif error["type"] == "value_error" and not location:
+        elif error["type"] == "value_error":  # a validator's own message names its keys
             message = message.removeprefix("Value error, ")
         lines.append(f"  {location or '<config>'}: {message}")
     return "invalid config:\n" + "\n".join(lines)
