@@ -9,15 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from rl_client.config import TrainConfig
+from rl_client.data import PromptRow
 from rl_client.engines.factory import build_engine
 from rl_client.engines.versioned import VersionedEngine
 from rl_client.eval_metrics import SampleOutcome, prompt_report, summarize
 from rl_client.models import load_tokenizer
 from rl_client.optim import resolve_device
-from rl_client.rewards import status_counts
-from rl_client.rollout import Group, sample
+from rl_client.rewards import RewardService, status_counts
+from rl_client.rollout import Group, RolloutPlan, sample
 from rl_client.run import (
     check_reward_names,
     prompts_from_config,
@@ -52,7 +54,7 @@ def evaluate(
     try:
         with reward_service(config.reward) as rewards:
             check_reward_names(rows, rewards.verifier_names())
-            groups, _ = sample(engine, rewards, rows, prompt_ids, plan, tag="eval").finish()
+            groups = _sample_with_progress(engine, rewards, rows, prompt_ids, plan, config)
     finally:
         engine.close()
     threshold = settings.pass_threshold
@@ -73,6 +75,29 @@ def evaluate(
     if settings.save_samples is not None:
         _save_samples(Path(settings.save_samples), groups, threshold)
     return report
+
+
+def _sample_with_progress(
+    engine: VersionedEngine,
+    rewards: RewardService,
+    rows: list[PromptRow],
+    prompt_ids: list[list[int]],
+    plan: RolloutPlan,
+    config: TrainConfig,
+) -> list[Group]:
+    """Generates one engine call's worth of prompts at a time, for the progress bar; each
+    chunk's rewards are requested at once and collected at the end, so scoring still overlaps
+    generation."""
+    step = plan.chunk_prompts
+    bar = tqdm(total=len(rows), desc="eval", unit="prompt", disable=not config.output.progress)
+    pending = []
+    with bar:
+        for start in range(0, len(rows), step):
+            chunk = slice(start, start + step)
+            tag = f"eval{start}"
+            pending.append(sample(engine, rewards, rows[chunk], prompt_ids[chunk], plan, tag=tag))
+            bar.update(len(rows[chunk]))
+    return [group for batch in pending for group in batch.finish()[0]]
 
 
 def _load_model(path: str, device: torch.device) -> torch.nn.Module:

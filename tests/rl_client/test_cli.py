@@ -104,7 +104,8 @@ def test_sft_then_eval_from_the_command_line(
                     "columns": {"prompt": "question", "reference": "gold"},
                     "reward": {"name": "string_check", "params": {"operation": "contains"}},
                 },
-                "rollout": {"group_size": 2, "max_new_tokens": 12},
+                # batch_size 4 with 4 samples: one prompt per engine call, three calls
+                "rollout": {"group_size": 2, "max_new_tokens": 12, "batch_size": 4},
                 "reward": {"sidecar_workers": 1},
                 "output": {"dir": str(tmp_path / "eval")},
             }
