@@ -84,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "eval":
             sub.add_argument("--model", metavar="DIR", help="model to score (default model.path)")
             sub.add_argument("--limit", type=int, help="only the first N prompts")
+            sub.add_argument(
+                "--n-samples", type=int, metavar="N", help="samples per prompt (eval.n_samples)"
+            )
+            sub.add_argument(
+                "--k", metavar="K[,K...]", help="k of pass@k and maj@k, e.g. 1,4,8 (eval.k)"
+            )
+            sub.add_argument(
+                "--save-samples",
+                metavar="FILE",
+                help="write every sample as JSONL (eval.save_samples)",
+            )
     # Listed for --help only: main() hands `rm`'s own flags (--help too) to its parser untouched.
     commands.add_parser(
         "rm", help="train a Bradley-Terry reward model from preference pairs (rl-client rm --help)"
@@ -94,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default="runs/demo", help="where to put everything")
     demo.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the demo's)")
     return parser
+
+
+def eval_flags(args: argparse.Namespace) -> list[str]:
+    """`rl-client eval`'s flags as the config overrides they stand for."""
+    overrides = []
+    if args.n_samples is not None:
+        overrides.append(f"eval.n_samples={args.n_samples}")
+    if args.k is not None:
+        overrides.append(f"eval.k=[{args.k}]")
+    if args.save_samples is not None:
+        overrides.append(f"eval.save_samples={json.dumps(args.save_samples)}")
+    return overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,14 +152,18 @@ def _run(args: argparse.Namespace) -> int:
         check_sft(sft_config)
         run_sft(sft_config)
         return 0
-    config = load_config(TrainConfig, args.config, args.overrides)
     if args.command == "eval":
-        from rl_client.evaluate import evaluate
+        from rl_client.evaluate import evaluate, report_table
 
+        config = load_config(TrainConfig, args.config, [*args.overrides, *eval_flags(args)])
         check_train(config, model_path=args.model, eval_run=True)
-        print(json.dumps(evaluate(config, model_path=args.model, limit=args.limit), indent=2))
+        report = evaluate(config, model_path=args.model, limit=args.limit)
+        print(report_table(report, config.eval.k))
+        print(f"wrote {config.output.dir}/eval.json")
         return 0
     from rl_client.trainer import train
+
+    config = load_config(TrainConfig, args.config, args.overrides)
 
     check_train(config, eval_run=False)
     check_resume(config, allow_changes=args.allow_config_change)

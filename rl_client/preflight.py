@@ -48,6 +48,8 @@ RESUME_SAFE_KEYS = (
     "output.wandb",
     "output.mlflow",
     "data.eval_path",
+    "data.eval_split",
+    "eval",  # rl-client eval's settings
     "reward.address",
     "reward.sidecar_workers",
     "reward.timeout_s",
@@ -76,10 +78,11 @@ def check_train(config: TrainConfig, *, model_path: str | None = None, eval_run:
         _output_problem("output.dir", config.output.dir),
     ]
     data = config.data
-    if eval_run and data.eval_path is not None:
-        problems.append(_path_problem("data.eval_path", data.eval_path, DATASET, hub_names=True))
-    else:
-        problems.append(_path_problem("data.path", data.path, DATASET, hub_names=True))
+    if data.format != "hf":  # load_dataset also takes hub and builder names: not checked
+        if eval_run and data.eval_path is not None:
+            problems.append(_path_problem("data.eval_path", data.eval_path, DATASET))
+        else:
+            problems.append(_path_problem("data.path", data.path, DATASET))
     reward = config.reward
     if reward.sidecar_config is not None:
         problems.append(
@@ -106,7 +109,7 @@ def check_sft(config: SFTConfig) -> None:
     _raise(
         [
             _model_problem("model.path", config.model.path),
-            _path_problem("data.path", config.data.path, DATASET, hub_names=True),
+            _path_problem("data.path", config.data.path, DATASET),
             _device_problem("train.device", config.train.device),
             _output_problem("output.dir", config.output.dir),
             _lora_problem(config.model.lora_r),
@@ -169,12 +172,9 @@ def _hub_offline() -> bool:
     )
 
 
-def _path_problem(key: str, path: str, what: str, *, hub_names: bool = False) -> str | None:
-    local = Path(path).expanduser()
-    if local.exists():
+def _path_problem(key: str, path: str, what: str) -> str | None:
+    if Path(path).expanduser().exists():
         return None
-    if hub_names and _HUB_NAME.match(path) and not local.suffix and not _hub_offline():
-        return None  # a hub dataset name (org/name, no file suffix)
     return f"{key}: {path}: no such file or directory; set it to {what}"
 
 
