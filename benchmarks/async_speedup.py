@@ -59,7 +59,7 @@ def prepare(directory: Path, sft_steps: int, sleep_s: float) -> tuple[Path, Path
         "model": {"path": str(base)},
         "data": {"path": str(sft_data)},
         "train": {"steps": sft_steps, "batch_size": 16, "lr": 2e-3, "warmup_steps": 5},
-        "output_dir": str(directory / "sft"),
+        "output": {"dir": str(directory / "sft")},
     }
     run_sft(build_config(SFTConfig, settings))
     prompts = directory / "prompts.jsonl"
@@ -100,7 +100,7 @@ def run(model: Path, prompts: Path, output: Path, args: argparse.Namespace, *ext
             "resume": False,
             "save_every": args.steps + 1,
             "progress": False,
-            "tensorboard": False,
+            "trackers": [],
             "log_rollouts": False,
         },
     }

@@ -72,7 +72,7 @@ def run_ours(directory: Path, paths: dict[str, Path], args: argparse.Namespace) 
             f"output.dir={directory / 'ours'}",
             f"output.save_every={args.steps + 1}",
             "output.progress=false",
-            "output.tensorboard=false",
+            "output.trackers=[]",
             "output.log_rollouts=false",
             "reward.sidecar_workers=1",
             *([f"train.threads={args.threads}"] if args.threads else []),

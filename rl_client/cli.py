@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from rl_client.config import ConfigError, SFTConfig, TrainConfig, load_config
 from rl_client.data import DataError
+from rl_client.preflight import PreflightError, check_sft, check_train, config_changes
 from rl_client.rewards import SidecarError
 from verifier_server.client import RewardClientError
 
@@ -39,11 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rl-client", description="Online RL trainer with rewards from verifier-server."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    overrides_help = "key=value overrides, e.g. rollout.group_size=8 algorithm.preset=dapo"
-    for name, cls, text in (
-        ("train", TrainConfig, "RL training (resumes from the latest checkpoint in output.dir)"),
-        ("sft", SFTConfig, "supervised warm start: loss on the response tokens only"),
-        ("eval", TrainConfig, "sample and score a model on data.eval_path (or data.path)"),
+    for name, cls, text, example in (
+        (
+            "train",
+            TrainConfig,
+            "RL training (resumes from the latest checkpoint in output.dir)",
+            "rollout.group_size=8 algorithm.preset=dapo",
+        ),
+        (
+            "sft",
+            SFTConfig,
+            "supervised warm start: loss on the response tokens only",
+            "train.lr=1e-4 train.packing=true",
+        ),
+        (
+            "eval",
+            TrainConfig,
+            "sample and score a model on data.eval_path (or data.path)",
+            "rollout.group_size=4 data.eval_path=held_out.jsonl",
+        ),
     ):
         sub = commands.add_parser(
             name,
@@ -53,7 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         sub.add_argument("--config", metavar="FILE", help="YAML config file")
-        sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=overrides_help)
+        sub.add_argument(
+            "--debug", action="store_true", help="show tracebacks instead of one-line errors"
+        )
+        sub.add_argument(
+            "overrides", nargs="*", metavar="KEY=VALUE", help=f"key=value overrides, e.g. {example}"
+        )
+        if name == "train":
+            sub.add_argument(
+                "--allow-config-change",
+                action="store_true",
+                help="resume even where the config differs from the checkpoint's in keys that "
+                "break exact resume (the changes are printed)",
+            )
         if name == "eval":
             sub.add_argument("--model", metavar="DIR", help="model to score (default model.path)")
             sub.add_argument("--limit", type=int, help="only the first N prompts")
@@ -100,34 +127,64 @@ def main(argv: Sequence[str] | None = None) -> int:
         return train_reward_model(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            from rl_client.demo import run_demo
-
-            return run_demo(args.dir, steps=args.steps)
-        if args.command == "sft":
-            from rl_client.sft import run_sft
-
-            run_sft(load_config(SFTConfig, args.config, args.overrides))
-            return 0
-        if args.command == "eval":
-            from rl_client.evaluate import evaluate, report_table
-
-            config = load_config(TrainConfig, args.config, [*args.overrides, *eval_flags(args)])
-            report = evaluate(config, model_path=args.model, limit=args.limit)
-            print(report_table(report, config.eval.k))
-            print(f"wrote {config.output.dir}/eval.json")
-            return 0
-        config = load_config(TrainConfig, args.config, args.overrides)
-        from rl_client.trainer import train
-
-        train(config)
-        return 0
-    except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        return _run(args)
+    except (ConfigError, DataError, PreflightError) as exc:
+        if getattr(args, "debug", False):
+            raise
+        print("\n".join(f"error: {line}" for line in str(exc).splitlines()), file=sys.stderr)
         return 2
     except (RewardClientError, SidecarError) as exc:  # the reward server is unusable
+        if getattr(args, "debug", False):
+            raise
         print(f"error: reward server: {exc}", file=sys.stderr)
         return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from rl_client.demo import run_demo
+
+        return run_demo(args.dir, steps=args.steps)
+    if args.command == "sft":
+        from rl_client.sft import run_sft
+
+        sft_config = load_config(SFTConfig, args.config, args.overrides)
+        check_sft(sft_config)
+        run_sft(sft_config)
+        return 0
+    if args.command == "eval":
+        from rl_client.evaluate import evaluate, report_table
+
+        config = load_config(TrainConfig, args.config, [*args.overrides, *eval_flags(args)])
+        check_train(config, model_path=args.model, eval_run=True)
+        report = evaluate(config, model_path=args.model, limit=args.limit)
+        print(report_table(report, config.eval.k))
+        print(f"wrote {config.output.dir}/eval.json")
+        return 0
+    from rl_client.trainer import train
+
+    config = load_config(TrainConfig, args.config, args.overrides)
+
+    check_train(config, eval_run=False)
+    check_resume(config, allow_changes=args.allow_config_change)
+    train(config)
+    return 0
+
+
+def check_resume(config: TrainConfig, *, allow_changes: bool) -> None:
+    """Refuses to resume a checkpoint whose config differs in keys that break exact resume,
+    or, allowed, prints each change."""
+    changes = config_changes(config)
+    if changes and not allow_changes:
+        raise PreflightError(
+            f"output.dir {config.output.dir} holds a checkpoint whose config differs in keys "
+            "that break exact resume:\n"
+            + "\n".join(f"  {change}" for change in changes)
+            + "\nrerun with --allow-config-change to resume anyway, or start a fresh run "
+            "(another output.dir, or output.resume=false)"
+        )
+    for change in changes:
+        print(f"warning: config changed since {change} (--allow-config-change)", file=sys.stderr)
 
 
 if __name__ == "__main__":

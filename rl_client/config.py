@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
@@ -382,12 +383,41 @@ class TrainSettings(_Strict):
     )
 
 
+class WandbSettings(_Strict):
+    """`output.trackers: [wandb]`: Weights & Biases, offline unless asked otherwise."""
+
+    project: str = Field(default="rl-client", description="W&B project.")
+    entity: str | None = Field(default=None, description="W&B entity (team); None: yours.")
+    mode: Literal["online", "offline", "disabled"] | None = Field(
+        default=None,
+        description="None: the WANDB_MODE environment variable, else 'offline' (files under "
+        "dir/wandb; upload later with `wandb sync`).",
+    )
+
+
+class MlflowSettings(_Strict):
+    """`output.trackers: [mlflow]`: an MLflow run, in a local file store unless asked."""
+
+    tracking_uri: str | None = Field(
+        default=None,
+        description="None: the MLFLOW_TRACKING_URI environment variable, else file:<dir>/mlruns.",
+    )
+    experiment: str = Field(default="rl-client", description="MLflow experiment name.")
+
+
 class OutputConfig(_Strict):
     dir: str = Field(description="Run directory: metrics.jsonl, TensorBoard, checkpoints.")
     save_every: int = Field(default=50, ge=1, description="Checkpoint every N steps (and at end).")
     keep_checkpoints: int = Field(default=2, ge=1, description="Older checkpoints are deleted.")
     resume: bool = Field(default=True, description="Continue from the latest checkpoint in dir.")
-    tensorboard: bool = Field(default=True, description="Write TensorBoard events under dir/tb.")
+    trackers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="Experiment trackers, each fed the config once and the metrics of every "
+        "step: 'tensorboard' (events under dir/tb), 'wandb' (needs the wandb package), "
+        "'mlflow' (needs mlflow or mlflow-skinny). metrics.jsonl is always written.",
+    )
+    wandb: WandbSettings = Field(default_factory=WandbSettings, description="trackers: wandb.")
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="trackers: mlflow.")
     progress: bool = Field(default=True, description="Show a progress bar.")
     log_rollouts: bool = Field(
         default=True, description="Write every completion, score and status to rollouts.jsonl."
@@ -523,13 +553,34 @@ class SFTDataConfig(_Strict):
     system_prompt: str | None = Field(default=None, description="Prepended as a system message.")
 
 
+class SFTOutputConfig(_Strict):
+    dir: str = Field(description="Where the fine-tuned model and tokenizer are saved.")
+
+
 class SFTConfig(_Strict):
     """`rl-client sft`: supervised warm start, loss on the response tokens only."""
 
     model: ModelConfig
     data: SFTDataConfig
     train: SFTSettings = Field(default_factory=SFTSettings)
-    output_dir: str = Field(description="Where the fine-tuned model and tokenizer are saved.")
+    output: SFTOutputConfig
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_output_dir(cls, data: Any) -> Any:
+        """`output_dir` (before `output.dir`, the name train uses) still works, with a warning."""
+        if not isinstance(data, dict) or "output_dir" not in data:
+            return data
+        if "output" in data:
+            raise ValueError("output_dir and output are both set; keep only output.dir")
+        warnings.warn(
+            "sft config: output_dir is deprecated; write it as output.dir "
+            "(output: {dir: ...}), the name rl-client train uses",
+            FutureWarning,
+            stacklevel=2,
+        )
+        rest = {k: v for k, v in data.items() if k != "output_dir"}
+        return {**rest, "output": {"dir": data["output_dir"]}}
 
 
 C = TypeVar("C", bound=BaseModel)
@@ -622,3 +673,14 @@ def _suggestion(cls: type[BaseModel], loc: list[str]) -> str:
 def dump_config(config: BaseModel) -> str:
     """The resolved config as YAML (printed at start, saved beside every checkpoint)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 1e-6}} -> {'train.lr': 1e-6}: dotted keys, as in overrides."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

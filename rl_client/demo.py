@@ -44,7 +44,7 @@ def sft_config(directory: Path, paths: dict[str, Path], overrides: Sequence[str]
         "model": {"path": str(paths["base"])},
         "data": {"path": str(paths["sft_data"]), "system_prompt": toy.SYSTEM_PROMPT},
         "train": {"steps": 800, "batch_size": 32, "lr": 1e-3, "warmup_steps": 10},
-        "output_dir": str(directory / "sft"),
+        "output": {"dir": str(directory / "sft")},
     }
     return build_config(SFTConfig, settings, overrides)
 

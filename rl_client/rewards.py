@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from verifier_server.client import AsyncRewardClient
+from verifier_server.client import AsyncRewardClient, RewardClientError
 from verifier_server.sidecar import start_server_process
 from verifier_server.types import Item, Result, RewardSpec
 
@@ -80,7 +80,9 @@ class RewardService:
         sidecar_config: str | None = None,
         sidecar_workers: int = 2,
         timeout_s: float = 120.0,
+        ready_timeout_s: float = 60.0,
     ) -> None:
+        """`ready_timeout_s`: how long the server may take to answer SERVING at start."""
         self.timeout_s = timeout_s
         self.sidecar: subprocess.Popen[str] | None = None
         if address is None:
@@ -99,7 +101,11 @@ class RewardService:
         self._thread.start()
         try:
             self._client: AsyncRewardClient = self._run(self._make_client()).result()
-            self._run(self._client.wait_ready(timeout_s=60.0)).result()
+            self._run(self._client.wait_ready(timeout_s=ready_timeout_s)).result()
+        except RewardClientError as exc:  # say which server: there may be several
+            self.close()
+            named = address if isinstance(address, str) else ", ".join(address)
+            raise RewardClientError(f"{named}: {exc}", exc.code) from None
         except BaseException:
             self.close()
             raise

@@ -38,6 +38,7 @@ from rl_client.models import load_policy, load_reference, load_tokenizer, new_va
 from rl_client.rewards import Overlong, RewardService
 from rl_client.rollout import RolloutPlan
 from rl_client.run_log import RunLog
+from rl_client.trackers import build_trackers
 
 
 @dataclass
@@ -199,7 +200,9 @@ def _build_run(
         output_dir,
         total_steps=config.train.steps,
         first_step=start_step,
-        tensorboard=config.output.tensorboard,
+        trackers=build_trackers(
+            config.output, config.model_dump(mode="json"), first_step=start_step
+        ),
         progress=config.output.progress,
         log_rollouts=config.output.log_rollouts,
     )

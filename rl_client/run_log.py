@@ -1,6 +1,6 @@
 """What a run reports: metrics.jsonl (one object per step), rollouts.jsonl (every completion
-with its prompt, reference, score and status), TensorBoard scalars, a progress bar, and at the
-end a summary table and the reward curve."""
+with its prompt, reference, score and status), the experiment trackers (TensorBoard, W&B,
+MLflow), a progress bar, and at the end a summary table and the reward curve."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from rl_client.data import PromptRow
 from rl_client.rollout import Group
+from rl_client.trackers import Tracker
 
 # Printed in this order in the summary; all appear in metrics.jsonl.
 SUMMARY_FIELDS = (
@@ -39,7 +40,7 @@ class RunLog:
         *,
         total_steps: int,
         first_step: int,
-        tensorboard: bool,
+        trackers: Sequence[Tracker],
         progress: bool,
         log_rollouts: bool,
     ) -> None:
@@ -47,11 +48,7 @@ class RunLog:
         self.rollouts_path = output_dir / "rollouts.jsonl"
         self.log_rollouts = log_rollouts
         self.history: list[dict[str, Any]] = []
-        self.writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(output_dir / "tb"), purge_step=first_step + 1)
+        self.trackers = list(trackers)
         self.bar = None
         if progress:
             from tqdm import tqdm
@@ -64,10 +61,14 @@ class RunLog:
             f.write(json.dumps(metrics) + "\n")
         if self.log_rollouts:
             self._write_rollouts(metrics["step"], groups)
-        if self.writer is not None:
-            for name, value in metrics.items():
-                if isinstance(value, int | float) and name != "step":
-                    self.writer.add_scalar(name, value, metrics["step"])
+        # Trackers get numbers only (flags as 0/1); null metrics (no update this step) stay out.
+        scalars = {
+            name: float(value)
+            for name, value in metrics.items()
+            if isinstance(value, int | float) and name != "step"
+        }
+        for tracker in self.trackers:
+            tracker.log_metrics(scalars, metrics["step"])
         if self.bar is not None:
             self.bar.set_postfix(
                 reward=f"{metrics['reward_mean']:.3f}", s=f"{metrics['time_step_s']:.2f}"
@@ -93,8 +94,8 @@ class RunLog:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        if self.writer is not None:
-            self.writer.close()
+        for tracker in self.trackers:
+            tracker.close()
 
 
 def row_record(row: PromptRow) -> dict[str, Any]:

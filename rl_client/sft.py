@@ -88,7 +88,7 @@ def collate(
 
 
 def run_sft(config: SFTConfig) -> list[float]:
-    """Trains and saves model + tokenizer to `output_dir`; returns the loss per step."""
+    """Trains and saves model + tokenizer to `output.dir`; returns the loss per step."""
     print(dump_config(config))
     settings = config.train
     device = resolve_device(settings.device, settings.threads)
@@ -131,7 +131,7 @@ def run_sft(config: SFTConfig) -> list[float]:
         losses.append(loss.item())
         if step % max(1, settings.steps // 10) == 0 or step == settings.steps:
             print(f"sft step {step}/{settings.steps}  loss {loss.item():.4f}")
-    output = Path(config.output_dir)
+    output = Path(config.output.dir)
     if config.model.lora_r > 0:  # save a plain model the RL run can load as its base
         model = model.merge_and_unload()  # type: ignore[operator]
     model.save_pretrained(str(output))

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from rl_client.agentic.loop import episode_metrics
 from rl_client.algorithms.estimators import compute_advantages
 from rl_client.batch import build_batch
 from rl_client.config import TrainConfig, dump_config
@@ -117,6 +118,7 @@ def rollout_metrics(groups: Sequence[Group]) -> dict[str, Any]:
         **status_counts(results),
         "response_len_mean": statistics.fmean(len(c.token_ids) for c in completions),
         "truncated_fraction": sum(c.truncated for c in completions) / len(completions),
+        **episode_metrics(completions),
     }
     components: dict[str, list[float]] = {}
     for result in results:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +24,10 @@ from rl_client.data import PromptRow
 class Observation:
     text: str | None  # what the model sees next; None when done
     done: bool
+    # What the step's tools did, for the run's metrics (an environment without tools: 0).
+    tool_calls: int = 0
+    tool_errors: int = 0
+    tool_time_s: float = 0.0
 
 
 class Environment(Protocol):
@@ -55,13 +60,18 @@ class ToolEnvironment:
         if not calls:
             return Observation(None, done=True)
         self.calls += len(calls)
+        began = time.perf_counter()
         outputs = await asyncio.gather(
             *(run_tool_call(c, self.tools, self.timeout_s, self.max_chars) for c in calls)
         )
         names = [getattr(c, "name", "?") for c in calls]
+        shown = [{"name": n, "output": o.text} for n, o in zip(names, outputs, strict=True)]
         return Observation(
-            json.dumps([{"name": n, "output": o} for n, o in zip(names, outputs, strict=True)]),
+            json.dumps(shown),
             done=False,
+            tool_calls=len(calls),
+            tool_errors=sum(o.error for o in outputs),
+            tool_time_s=time.perf_counter() - began,
         )
 
 

@@ -10,13 +10,14 @@ endings (truncated), which `algorithm.mask_truncated` can keep out of the loss.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rl_client.agentic.env import Environment, EnvironmentFactory
+from rl_client.agentic.env import Environment, EnvironmentFactory, Observation
 from rl_client.agentic.tool_calls import CLOSE
 from rl_client.data import PromptRow
-from rl_client.engines.base import Completion, SamplingParams
+from rl_client.engines.base import Completion, EpisodeStats, SamplingParams
 from rl_client.engines.versioned import VersionedEngine
 
 
@@ -31,6 +32,9 @@ class Episode:
     truncated: bool = False
     done: bool = False
     turns: int = 0
+    tool_calls: int = 0
+    tool_errors: int = 0
+    tool_time_s: float = 0.0
 
     def add_turn(self, completion: Completion) -> None:
         self.context += completion.token_ids
@@ -54,7 +58,13 @@ class Episode:
             self.final_text,
             "length" if self.truncated else "stop",
             loss_mask=tuple(self.loss_mask),
+            episode=EpisodeStats(self.turns, self.tool_calls, self.tool_errors, self.tool_time_s),
         )
+
+    def count_tools(self, observation: Observation) -> None:
+        self.tool_calls += observation.tool_calls
+        self.tool_errors += observation.tool_errors
+        self.tool_time_s += observation.tool_time_s
 
 
 class AgentLoop:
@@ -102,6 +112,7 @@ class AgentLoop:
                 episode.add_turn(out[0])
             observations = asyncio.run(self._step_all(active))
             for episode, observation in zip(active, observations, strict=True):
+                episode.count_tools(observation)
                 self._advance(episode, observation.text, observation.done, turn)
         return [[e.completion() for e in group] for group in groups], min(versions)
 
@@ -130,3 +141,18 @@ class AgentLoop:
         close = getattr(self.factory, "close", None)
         if close is not None:
             close()
+
+
+def episode_metrics(completions: Sequence[Completion]) -> dict[str, float]:
+    """Means per episode of turns, tool calls, tool errors and tool time; {} for single-turn
+    completions."""
+    episodes = [c.episode for c in completions if c.episode is not None]
+    if not episodes:
+        return {}
+    count = len(episodes)
+    return {
+        "agent_turns_mean": sum(e.turns for e in episodes) / count,
+        "agent_tool_calls_mean": sum(e.tool_calls for e in episodes) / count,
+        "agent_tool_errors_mean": sum(e.tool_errors for e in episodes) / count,
+        "agent_tool_time_s_mean": sum(e.tool_time_s for e in episodes) / count,
+    }

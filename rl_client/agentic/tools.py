@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rl_client.agentic.tool_calls import BadToolCall, ToolCall
@@ -22,26 +23,34 @@ class Tool(Protocol):
     async def __call__(self, arguments: dict[str, Any]) -> str: ...
 
 
+@dataclass(frozen=True)
+class ToolOutput:
+    text: str  # what the model sees
+    error: bool  # the call produced no tool output (counted in the run's metrics)
+
+
 async def run_tool_call(
     call: ToolCall | BadToolCall, tools: dict[str, Tool], timeout_s: float, max_chars: int
-) -> str:
-    """The text the model sees for one call: the tool's output (truncated to `max_chars`) or
-    an error message. A tool's exception or timeout is reported to the model, never raised:
-    one bad call must not end the other episodes of the batch."""
+) -> ToolOutput:
+    """The tool's output for one call (truncated to `max_chars`), or an error message. A
+    tool's exception or timeout is reported to the model, never raised: one bad call must not
+    end the other episodes of the batch."""
     if isinstance(call, BadToolCall):
-        return f"error: {call.error}"
+        return ToolOutput(f"error: {call.error}", error=True)
     tool = tools.get(call.name)
     if tool is None:
-        return f"error: unknown tool {call.name!r}; tools: {', '.join(sorted(tools))}"
+        known = ", ".join(sorted(tools))
+        return ToolOutput(f"error: unknown tool {call.name!r}; tools: {known}", error=True)
     try:
         output = await asyncio.wait_for(tool(call.arguments), timeout_s)
     except TimeoutError:
-        return f"error: the tool {call.name!r} did not finish within {timeout_s:g} s"
+        text = f"error: the tool {call.name!r} did not finish within {timeout_s:g} s"
+        return ToolOutput(text, error=True)
     except (ValueError, KeyError, TypeError) as exc:  # bad arguments, by the tool's own check
-        return f"error: {call.name}: {exc}"
+        return ToolOutput(f"error: {call.name}: {exc}", error=True)
     if len(output) > max_chars:
         output = output[:max_chars] + f"\n[truncated: {len(output) - max_chars} more chars]"
-    return output
+    return ToolOutput(output, error=False)
 
 
 class PythonTool:

@@ -25,6 +25,16 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class EpisodeStats:
+    """What a multi-turn episode did (rl_client/agentic), for the run's metrics."""
+
+    turns: int  # model turns
+    tool_calls: int
+    tool_errors: int  # calls that produced no tool output: malformed, unknown tool, timeout
+    tool_time_s: float  # wall time of the episode's tool steps
+
+
+@dataclass(frozen=True)
 class Completion:
     token_ids: list[int]  # the sampled tokens, up to and including EOS or a stop string
     logprobs: list[float]  # the sampler's logprob of each token (after temperature, top-p)
@@ -33,6 +43,7 @@ class Completion:
     # Multi-turn episodes: 1 on the tokens the policy sampled, 0 on tool outputs (not in the
     # loss). None: every token is the policy's.
     loss_mask: tuple[int, ...] | None = None
+    episode: EpisodeStats | None = None  # multi-turn episodes only
 
     @property
     def truncated(self) -> bool:

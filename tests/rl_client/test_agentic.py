@@ -16,9 +16,9 @@ import torch
 from rl_helpers import train_settings, write_prompts
 
 from rl_client.agentic.env import MATH_PYTHON_SYSTEM_PROMPT, MathPython, ToolEnvironment
-from rl_client.agentic.loop import AgentLoop
+from rl_client.agentic.loop import AgentLoop, episode_metrics
 from rl_client.agentic.tool_calls import BadToolCall, ToolCall, parse_tool_calls
-from rl_client.agentic.tools import run_tool_call
+from rl_client.agentic.tools import ToolOutput, run_tool_call
 from rl_client.batch import build_batch
 from rl_client.config import TrainConfig, build_config
 from rl_client.data import PromptRow
@@ -65,16 +65,20 @@ class SlowTool:
 def test_tool_errors_and_timeouts_are_told_to_the_model() -> None:
     tools = {"slow": SlowTool()}
 
-    def call(c: ToolCall | BadToolCall, timeout_s: float = 0.2) -> str:
+    def call(c: ToolCall | BadToolCall, timeout_s: float = 0.2) -> ToolOutput:
         return asyncio.run(run_tool_call(c, tools, timeout_s, max_chars=10))
 
     began = time.monotonic()
-    assert call(ToolCall("slow", {"s": 30})) == "error: the tool 'slow' did not finish within 0.2 s"
+    assert call(ToolCall("slow", {"s": 30})) == ToolOutput(
+        "error: the tool 'slow' did not finish within 0.2 s", error=True
+    )
     assert time.monotonic() - began < 5
-    assert call(ToolCall("nope")) == "error: unknown tool 'nope'; tools: slow"
-    assert call(BadToolCall("bad json")) == "error: bad json"
-    assert (
-        call(ToolCall("slow", {"s": 0, "chars": 25})) == "x" * 10 + "\n[truncated: 15 more chars]"
+    assert call(ToolCall("nope")) == ToolOutput(
+        "error: unknown tool 'nope'; tools: slow", error=True
+    )
+    assert call(BadToolCall("bad json")) == ToolOutput("error: bad json", error=True)
+    assert call(ToolCall("slow", {"s": 0, "chars": 25})) == ToolOutput(
+        "x" * 10 + "\n[truncated: 15 more chars]", error=False
     )
 
 
@@ -189,6 +193,42 @@ def test_turn_limit_cuts_an_episode_that_keeps_calling_tools(tiny_model: Path) -
     assert episode.truncated and episode.finish_reason == "length"
 
 
+def test_episode_counts_turns_tool_calls_and_tool_errors(tiny_model: Path) -> None:
+    tokenizer = load_tokenizer(tiny_model)
+
+    class Echo:
+        name, description = "echo", "echoes"
+
+        async def __call__(self, arguments: dict[str, Any]) -> str:
+            return "again"
+
+    # Turn 1: one good call and one to a tool that does not exist; turn 2: two good calls
+    # and a malformed one; turn 3: the answer.
+    good = '<tool_call>{"name": "echo", "arguments": {}}</tool_call>'
+    unknown = '<tool_call>{"name": "nope", "arguments": {}}</tool_call>'
+    malformed = "<tool_call>{not json</tool_call>"
+    turns = [good + unknown, good + good + malformed, "\\boxed{1}"]
+    engine = ScriptedEngine(tokenizer, turns)
+    factory = lambda: ToolEnvironment({"echo": Echo()}, timeout_s=1, max_chars=100)  # noqa: E731
+    groups, _ = _loop(tokenizer, factory).generate(
+        VersionedEngine(engine, 0), [ROW], [[5, 6]], SamplingParams(n=1, max_new_tokens=100)
+    )
+    [episode] = groups[0]
+    assert episode.episode is not None
+    assert (episode.episode.turns, episode.episode.tool_calls, episode.episode.tool_errors) == (
+        3,
+        5,
+        2,
+    )
+    metrics = episode_metrics([episode, Completion([1], [0.0], "single turn")])
+    # The single-turn completion has no episode: the means are over the one episode.
+    assert metrics["agent_turns_mean"] == 3.0
+    assert metrics["agent_tool_calls_mean"] == 5.0
+    assert metrics["agent_tool_errors_mean"] == 2.0
+    assert metrics["agent_tool_time_s_mean"] >= 0.0
+    assert episode_metrics([Completion([1], [0.0], "single turn")]) == {}
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_training_with_the_math_python_environment(
@@ -208,3 +248,4 @@ def test_training_with_the_math_python_environment(
     assert [m["step"] for m in history] == [1, 2]
     assert all(m["masked_items"] == 0 for m in history)
     assert all(m["policy_lag_max"] <= 1 for m in history)
+    assert all(m["agent_turns_mean"] == 1.0 and m["agent_tool_calls_mean"] == 0 for m in history)

@@ -68,7 +68,7 @@ def test_sft_then_eval_from_the_command_line(
                     "packing": True,
                     "max_seq_len": 128,
                 },
-                "output_dir": str(tmp_path / "sft"),
+                "output": {"dir": str(tmp_path / "sft")},
             }
         )
     )

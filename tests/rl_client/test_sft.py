@@ -27,7 +27,7 @@ def test_sft_labels_cover_only_the_response_and_eos(tiny_model: Path, tmp_path: 
     data.write_text('{"prompt": "What is 2+2?", "completion": "\\\\boxed{4}"}\n')
     config = build_config(
         SFTConfig,
-        {"model": {"path": str(tiny_model)}, "data": {"path": str(data)}, "output_dir": "o"},
+        {"model": {"path": str(tiny_model)}, "data": {"path": str(data)}, "output": {"dir": "o"}},
     )
     tokenizer = load_tokenizer(tiny_model)
     [(ids, labels)] = sft_examples(config, tokenizer)

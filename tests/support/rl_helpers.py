@@ -27,7 +27,7 @@ def train_settings(model: Path, data: Path, output: Path) -> dict:
         "rollout": {"prompts_per_step": 2, "group_size": 4, "max_new_tokens": 6},
         "algorithm": {"preset": "grpo", "kl_coef": 0.0},
         "train": {"steps": 2, "lr": 1e-3, "micro_batch_size": 4},
-        "output": {"dir": str(output), "progress": False, "tensorboard": False},
+        "output": {"dir": str(output), "progress": False, "trackers": []},
     }
 
 
