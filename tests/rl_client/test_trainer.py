@@ -154,7 +154,7 @@ def test_lora_reference_is_the_base_without_adapters(
     assert (policy / "adapter_config.json").exists()
     # The adapter checkpoint loads back for evaluation (base from model.path + adapters).
     report = evaluate(build_config(TrainConfig, settings, overrides), model_path=str(policy))
-    assert report["prompts"] == 8 and report["masked_items"] == 0
+    assert report["prompts"] == 8 and report["masked_samples"] == 0
 
 
 def test_unknown_reward_name_is_an_error_before_training(
