@@ -275,7 +275,12 @@ class AlgorithmConfig(_Strict):
         description="PPO's c2 (arXiv:1707.06347, eq. 9): the policy's token entropy, "
         "aggregated like the loss, is subtracted from the loss times this; 0: off.",
     )
-    ppo_epochs: int = Field(default=1, ge=1, description="mu: optimiser passes over each batch.")
+    ppo_epochs: int = Field(
+        default=1,
+        ge=1,
+        description="mu: optimiser passes over each batch (rft, dpo: over a round's winners "
+        "or pairs), one optimiser step each.",
+    )
     behavior_logprobs: Literal["recompute", "sampler"] = Field(
         default="recompute",
         description="Ratio denominator: the learner's logprobs before the update "

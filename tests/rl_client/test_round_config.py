@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from rl_client.cli import build_parser
 from rl_client.config import ConfigError, TrainConfig, build_config
 
 BASE = {"model": {"path": "m"}, "data": {"path": "d.jsonl"}, "output": {"dir": "out"}}
@@ -69,3 +70,12 @@ def test_dpo_may_refill_groups_with_no_pair() -> None:
     # groups that give no pair
     overrides = ["algorithm.preset=online_dpo", "algorithm.dynamic_sampling=true"]
     assert build_config(TrainConfig, BASE, overrides).algorithm.dynamic_sampling
+
+
+def test_train_help_lists_the_presets_and_their_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "rejection-sampling fine-tuning (rft)" in text and "online_dpo" in text
+    for key in ("objective", "pass_threshold", "rft_max_per_prompt", "dpo_beta", "dpo_loss"):
+        assert f"algorithm.{key} (" in text
