@@ -32,8 +32,9 @@ import torch
 from torch import Tensor
 
 from rl_client.algorithms.dpo import dpo_loss, sequence_logprobs
-from rl_client.algorithms.losses import LossOutput, Normalizer, aggregate
+from rl_client.algorithms.losses import LossOutput, Normalizer
 from rl_client.algorithms.selection import PairIndex, preference_pairs, rejection_sampling_keep
+from rl_client.algorithms.sft import sft_loss
 from rl_client.batch import Batch, build_batch
 from rl_client.config import AlgorithmConfig
 from rl_client.learner import ForwardOutput
@@ -97,7 +98,11 @@ def rft_learn(run: Run, kept: Sequence[Group], sampled: Sequence[Group]) -> dict
     if winners:
         batch = _batch(run, winners)
         norm = Normalizer.of(batch.loss_mask, 1.0)
-        update = run.learner.fit(batch, lambda out, rows: sft_loss(out, batch, rows, norm))
+
+        def loss_of(out: ForwardOutput, rows: slice) -> LossOutput:
+            return sft_loss(out.logprobs, batch.loss_mask[rows].to(out.logprobs), norm)
+
+        update = run.learner.fit(batch, loss_of)
         metrics |= {"sft_loss": update.pop("loss"), **update}
     return metrics
 
@@ -210,10 +215,3 @@ def _members(group: Group, members: list[int]) -> Group:
         [group.results[i] for i in members],
         policy_version=group.policy_version,
     )
-
-
-def sft_loss(out: ForwardOutput, batch: Batch, rows: slice, norm: Normalizer) -> LossOutput:
-    """The SFT objective on sampled completions: the token mean of -log pi over the batch's
-    loss tokens (what `rl-client sft`'s cross-entropy is on its examples)."""
-    mask = batch.loss_mask[rows].to(out.logprobs)
-    return LossOutput(aggregate("token_mean", -out.logprobs, mask, norm))

@@ -14,13 +14,14 @@ from rl_helpers import VOLATILE_METRICS, train_settings, write_prompts
 from transformers import AutoModelForCausalLM
 
 from rl_client.algorithms.losses import Normalizer
+from rl_client.algorithms.sft import sft_loss
 from rl_client.batch import build_batch
 from rl_client.config import AlgorithmConfig, TrainConfig, TrainSettings, build_config
 from rl_client.data import PromptRow
 from rl_client.engines.base import Completion
 from rl_client.learner import Learner
 from rl_client.rollout import Group
-from rl_client.rounds import dpo_pairs, rejection_sampling_winners, sft_loss
+from rl_client.rounds import dpo_pairs, rejection_sampling_winners
 from rl_client.sft import IGNORE, collate
 from rl_client.trainer import train
 from verifier_server.types import Result, RewardSpec, Status
@@ -98,7 +99,7 @@ def test_the_rft_loss_is_the_sft_loss(tiny_model: Path) -> None:
     )
     rows = slice(0, batch.size)
     out = learner.forward(model, batch, rows, values=False)
-    ours = sft_loss(out, batch, rows, Normalizer.of(batch.loss_mask, 1.0)).loss
+    ours = sft_loss(out.logprobs, batch.loss_mask, Normalizer.of(batch.loss_mask, 1.0)).loss
     examples = [
         (p + c, [IGNORE] * len(p) + c, list(range(len(p) + len(c))))
         for p, c in zip(prompts, completions, strict=True)
