@@ -19,10 +19,11 @@ RUN apt-get update \
 # CA bundle as a build secret: --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt
 # (`make docker` does). Neither ends up in the final image.
 ARG PIP_OPTIONS=""
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md LICENSE /src/
 COPY verifier_server /src/verifier_server
 COPY sandboxes /src/sandboxes
 COPY rl_client /src/rl_client
+COPY rm_encoding /src/rm_encoding
 RUN --mount=type=secret,id=pip-ca \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
  && python3 -m venv /opt/verifier-rl \

@@ -26,10 +26,11 @@ RUN apt-get update \
 # pins the torch build the trainer then uses. pip fails the build on a conflict.
 ARG VLLM_VERSION=0.32.0
 ARG PIP_OPTIONS=""
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md LICENSE /src/
 COPY verifier_server /src/verifier_server
 COPY sandboxes /src/sandboxes
 COPY rl_client /src/rl_client
+COPY rm_encoding /src/rm_encoding
 RUN --mount=type=secret,id=pip-ca \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
  && python3 -m venv /opt/rl \

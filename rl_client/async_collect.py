@@ -39,18 +39,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rl_client.collect import (
-    Collected,
-    RolloutPlan,
-    TakePrompts,
-    close_plan,
-    generate_batch,
-    generate_rounds,
-)
+from rl_client.collect import Collected, TakePrompts, generate_rounds
 from rl_client.engines.versioned import VersionedEngine
+from rl_client.group_filter import DynamicSampling, filter_groups, trains
 from rl_client.rewards import RewardService
-from rl_client.rollout import Group, RolloutTimings, Scoring
-from rl_client.sampling import DynamicSampling, filter_groups, trains
+from rl_client.rollout import Group, PendingRewards, RolloutPlan, RolloutTimings, sample
 
 
 class RolloutThreadError(RuntimeError):
@@ -62,7 +55,7 @@ class StepBatch:
     """A step's batch: generated; scored once `finish` ran (checkpoints hold finished ones)."""
 
     step: int
-    scoring: Scoring | None  # rewards on their way
+    scoring: PendingRewards | None  # rewards on their way
     groups: list[Group] = field(default_factory=list)
     timings: RolloutTimings = field(default_factory=RolloutTimings)
     rounds: int = 1  # generation rounds (dynamic sampling goes back for more prompts)
@@ -157,7 +150,7 @@ class AsyncCollector:
         rows, prompt_ids = self.take_prompts(self.plan.prompts_per_step)
         return StepBatch(
             step,
-            generate_batch(self.engine, self.rewards, rows, prompt_ids, self.plan, f"{step}.0"),
+            sample(self.engine, self.rewards, rows, prompt_ids, self.plan, tag=f"{step}.0"),
         )
 
     # ---- the trainer's side
@@ -207,13 +200,13 @@ class AsyncCollector:
             return 0
         if self.on_stale == "wait":  # the thread waited for weights: this cannot happen
             raise RuntimeError(f"step {step}: a group older than max_staleness under 'wait'")
-        fresh, timings = generate_batch(
+        fresh, timings = sample(
             self.engine,
             self.rewards,
             [batch.groups[i].row for i in stale],
             [batch.groups[i].prompt_ids for i in stale],
             self.plan,
-            f"{step}.1",
+            tag=f"{step}.1",
         ).finish()
         for index, group in zip(stale, fresh, strict=True):
             batch.groups[index] = group
@@ -250,5 +243,5 @@ class AsyncCollector:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout=600)
-        close_plan(self.plan)
+        self.plan.close()
         self.engine.close()

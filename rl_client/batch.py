@@ -1,4 +1,6 @@
-"""The training batch as tensors, and the advantages over it.
+"""The training batch as tensors: the kept groups padded into rows. What the learner
+measures on it (`learner.prepare`) and the advantages (`algorithms/estimators.py`) are
+records of their own; the batch is never changed after `build_batch`.
 
 Only completions with a verified reward become rows: a masked item (non-OK status) takes no
 part in its group's statistics nor in the loss. A verified completion with no tokens is a row
@@ -6,7 +8,7 @@ too (its reward counts in its group's statistics; it has no token to train). Row
 (left-padded to P) followed by completion (right-padded to T):
 
     input_ids, attention_mask, position_ids: [N, P + T]
-    completion_mask, loss_mask, sampler_logprobs, advantages, ...: [N, T]
+    completion_mask, loss_mask, sampler_logprobs: [N, T]
 """
 
 from __future__ import annotations
@@ -17,21 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rl_client.algorithms.advantages import (
-    AdvantageOptions,
-    gae_advantages,
-    group_centered,
-    outcome_advantages,
-    outcome_token_rewards,
-    reward_to_go,
-    whiten,
-)
-from rl_client.algorithms.kl import kl_estimate
-from rl_client.config import AlgorithmConfig
 from rl_client.rollout import Group
 
 
-@dataclass
+@dataclass(frozen=True)
 class Batch:
     input_ids: Tensor
     attention_mask: Tensor
@@ -46,10 +37,6 @@ class Batch:
     truncated: Tensor  # [N] bool
     num_groups: int
     group_size: int
-    ref_logprobs: Tensor | None = None  # [N, T], from the frozen reference
-    old_values: Tensor | None = None  # [N, T], the value head before the update (gae)
-    advantages: Tensor | None = None  # [N, T]
-    returns: Tensor | None = None  # [N, T] (gae)
 
     @property
     def size(self) -> int:
@@ -101,76 +88,3 @@ def build_batch(groups: Sequence[Group], *, pad_token_id: int, mask_truncated: b
         num_groups=len(groups),
         group_size=max(len(g.completions) for g in groups),
     )
-
-
-def sequence_kl(batch: Batch, estimator: str, logprobs: Tensor) -> Tensor:
-    """Per-token KL of the sampled completions to the reference, 0 outside them. [N, T]."""
-    assert batch.ref_logprobs is not None
-    return kl_estimate(estimator, logprobs, batch.ref_logprobs) * batch.completion_mask
-
-
-def _grid(batch: Batch, rewards: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-row values [N] -> ([B, G] by group and member, valid [B, G]: which cells are rows)."""
-    grid = torch.zeros(batch.num_groups, batch.group_size, dtype=rewards.dtype)
-    valid = torch.zeros(batch.num_groups, batch.group_size, dtype=torch.bool)
-    grid[batch.group_index, batch.member_index] = rewards
-    valid[batch.group_index, batch.member_index] = True
-    return grid, valid
-
-
-def compute_advantages(batch: Batch, algo: AlgorithmConfig) -> tuple[Tensor, Tensor | None]:
-    """(advantages [N, T], returns [N, T] or None). With kl_placement 'reward' the k1 KL to
-    the reference (measured at the behaviour policy: `sampler_logprobs`) is subtracted from the
-    reward first: per token for gae and REINFORCE++'s token form, summed per sequence for the
-    outcome estimators. Either way its gradient is the score function of KL(pi || ref)."""
-    kl_in_reward = algo.kl_coef > 0 and algo.kl_placement == "reward"
-    kl_tokens = (
-        sequence_kl(batch, algo.kl_estimator, batch.sampler_logprobs) if kl_in_reward else None
-    )
-    if algo.uses_critic:
-        return _gae(batch, algo, kl_tokens)
-    if algo.advantage == "reinforce_pp" and algo.reinforce_pp_form == "token":
-        return _reinforce_pp_tokens(batch, algo, kl_tokens), None
-    rewards = batch.rewards
-    if kl_tokens is not None:
-        rewards = rewards - algo.kl_coef * kl_tokens.sum(dim=1)
-    grid, valid = _grid(batch, rewards)
-    options = AdvantageOptions(eps=algo.advantage_eps, group_baseline=algo.group_baseline)
-    per_group = outcome_advantages(algo.advantage, grid, valid, options)  # [B, G]
-    advantages = per_group[batch.group_index, batch.member_index]  # [N]
-    return advantages.unsqueeze(1) * batch.completion_mask, None
-
-
-def _gae(
-    batch: Batch, algo: AlgorithmConfig, kl_tokens: Tensor | None
-) -> tuple[Tensor, Tensor | None]:
-    """The critic branch: the reward on each row's last policy token, less the per-token KL."""
-    assert batch.old_values is not None
-    token_rewards = outcome_token_rewards(batch.rewards, batch.completion_mask)
-    if kl_tokens is not None:
-        token_rewards = token_rewards - algo.kl_coef * kl_tokens
-    advantages, returns = gae_advantages(
-        token_rewards,
-        batch.old_values,
-        batch.completion_mask,
-        gamma=algo.gamma,
-        lam=algo.gae_lambda,
-    )
-    if algo.whiten_advantages:
-        advantages = whiten(advantages, batch.loss_mask)
-    return advantages, returns
-
-
-def _reinforce_pp_tokens(batch: Batch, algo: AlgorithmConfig, kl_tokens: Tensor | None) -> Tensor:
-    """REINFORCE++ (arXiv:2501.03262, sec. 3): r(x, y) on the last policy token (less the
-    group mean with `group_baseline`: REINFORCE++-baseline), minus kl_coef * KL on every
-    token, summed to go, then whitened over all loss tokens of the batch."""
-    outcome = batch.rewards
-    if algo.group_baseline:
-        grid, valid = _grid(batch, batch.rewards)
-        outcome = group_centered(grid, valid)[batch.group_index, batch.member_index]
-    token_rewards = outcome_token_rewards(outcome, batch.completion_mask)
-    if kl_tokens is not None:
-        token_rewards = token_rewards - algo.kl_coef * kl_tokens
-    returns = reward_to_go(token_rewards, batch.completion_mask, gamma=algo.gamma)
-    return whiten(returns, batch.loss_mask)

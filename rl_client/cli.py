@@ -1,4 +1,4 @@
-"""`rl-client train|sft|eval|demo`. Config keys are listed by `rl-client train --help`."""
+"""`rl-client train|sft|eval|rm|demo`. Config keys are listed by `rl-client train --help`."""
 
 from __future__ import annotations
 
@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "eval":
             sub.add_argument("--model", metavar="DIR", help="model to score (default model.path)")
             sub.add_argument("--limit", type=int, help="only the first N prompts")
+    # Listed for --help only: main() hands `rm`'s own flags (--help too) to its parser untouched.
+    commands.add_parser(
+        "rm", help="train a Bradley-Terry reward model from preference pairs (rl-client rm --help)"
+    )
     demo = commands.add_parser(
         "demo", help="what `make run` does: tiny model, SFT warm start, GRPO on the toy task"
     )
@@ -81,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["rm"]:
+        from rl_client.reward_model.train import main as train_reward_model
+
+        return train_reward_model(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "demo":

@@ -3,37 +3,26 @@
 `SyncCollector` generates the step's batch when the step asks for it, going back for fresh
 prompts while dynamic sampling's budget lasts; it is the reference. `AsyncCollector`
 (`async_collect.py`) hands over a batch that was generated while earlier steps trained.
-Both return a `Collected` and take the new weights through `sync_weights`.
+Both are a `Collector`: they return a `Collected` and take the new weights through
+`sync_weights`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from rl_client.agentic.loop import AgentLoop
 from rl_client.data import PromptRow
-from rl_client.engines.base import SamplingParams
 from rl_client.engines.versioned import VersionedEngine
-from rl_client.rewards import Overlong, RewardService
-from rl_client.rollout import Group, RolloutTimings, Scoring, sample
-from rl_client.sampling import DynamicSampling, FilterStats, filter_groups, trains
+from rl_client.group_filter import DynamicSampling, FilterStats, filter_groups, trains
+from rl_client.rewards import RewardService
+from rl_client.rollout import Group, RolloutPlan, RolloutTimings, sample
 
 TakePrompts = Callable[[int], tuple[list[PromptRow], list[list[int]]]]
-
-
-@dataclass(frozen=True)
-class RolloutPlan:
-    """What one batch of rollouts is: B prompts, G samples each, how they are generated."""
-
-    prompts_per_step: int
-    sampling: SamplingParams
-    chunk_prompts: int  # prompts per engine call
-    overlong: Overlong | None
-    agent: AgentLoop | None = None  # multi-turn tool-calling episodes
 
 
 @dataclass
@@ -54,6 +43,30 @@ class Collected:
             "policy_lag_mean": sum(lags) / len(lags) if lags else None,
             "policy_lag_max": max(lags) if lags else None,
         }
+
+
+class Collector(Protocol):
+    """Stages 1-3 of a step (rollout, score, filter), and the engine they sample from."""
+
+    engine: VersionedEngine
+
+    def collect(self, step: int) -> Collected:
+        """Step `step`'s scored and filtered groups."""
+        ...
+
+    def sync_weights(self, model: torch.nn.Module, step: int) -> None:
+        """The engine samples from `model`'s weights (version `step`) from now on."""
+        ...
+
+    def paused(self) -> AbstractContextManager[None]:
+        """Holds any generation in the background (while a checkpoint is saved)."""
+        ...
+
+    def buffered(self) -> list[Any]:
+        """The batches generated ahead and not yet trained (saved with a checkpoint)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -82,40 +95,17 @@ class SyncCollector:
     def sync_weights(self, model: torch.nn.Module, step: int) -> None:
         self.engine.sync_weights(model, step)
 
+    def paused(self) -> AbstractContextManager[None]:
+        """Nothing runs in the background in sync mode."""
+        return nullcontext()
+
     def buffered(self) -> list[Any]:
         """Nothing is generated ahead in sync mode."""
         return []
 
     def close(self) -> None:
-        close_plan(self.plan)
+        self.plan.close()
         self.engine.close()
-
-
-def close_plan(plan: RolloutPlan) -> None:
-    if plan.agent is not None:
-        plan.agent.close()
-
-
-def generate_batch(
-    engine: VersionedEngine,
-    rewards: RewardService,
-    rows: list[PromptRow],
-    prompt_ids: list[list[int]],
-    plan: RolloutPlan,
-    tag: str,
-) -> Scoring:
-    """Generates the batch; its rewards are requested and still on their way."""
-    return sample(
-        engine,
-        rewards,
-        rows,
-        prompt_ids,
-        plan.sampling,
-        chunk_prompts=plan.chunk_prompts,
-        overlong=plan.overlong,
-        tag=tag,
-        agent=plan.agent,
-    )
 
 
 def generate_rounds(
@@ -136,8 +126,8 @@ def generate_rounds(
     kept = rounds = 0
     while True:
         rows, prompt_ids = take_prompts(plan.prompts_per_step - kept)
-        fresh, spent = generate_batch(
-            engine, rewards, rows, prompt_ids, plan, f"{step}.{rounds}"
+        fresh, spent = sample(
+            engine, rewards, rows, prompt_ids, plan, tag=f"{step}.{rounds}"
         ).finish()
         rounds += 1
         timings.add(spent)

@@ -16,12 +16,12 @@ from rl_client.engines.versioned import VersionedEngine
 from rl_client.models import load_tokenizer
 from rl_client.optim import resolve_device
 from rl_client.rewards import status_counts
-from rl_client.rollout import sample_and_score
+from rl_client.rollout import sample
 from rl_client.run import (
     check_reward_names,
     prompts_from_config,
     reward_service,
-    sampling_params,
+    rollout_plan,
     tokenize_prompts,
 )
 
@@ -47,25 +47,16 @@ def evaluate(
     else:
         model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
     engine = VersionedEngine(HFEngine(model, tokenizer, batch_size=rollout.batch_size), 0)
-    params = sampling_params(rollout)
+    plan = rollout_plan(rollout, overlong=None)
     with reward_service(config.reward) as rewards:
         check_reward_names(rows, rewards.verifier_names())
-        groups, _ = sample_and_score(
-            engine,
-            rewards,
-            rows,
-            prompt_ids,
-            params,
-            chunk_prompts=max(1, rollout.batch_size // params.n),
-            overlong=None,
-            tag="eval",
-        )
+        groups, _ = sample(engine, rewards, rows, prompt_ids, plan, tag="eval").finish()
     results = [r for g in groups for r in g.results]
     scores = [r.score for r in results if r.ok]
     report = {
         "model": path,
         "prompts": len(rows),
-        "samples_per_prompt": params.n,
+        "samples_per_prompt": plan.sampling.n,
         "reward_mean": statistics.fmean(scores) if scores else None,
         "reward_std": statistics.pstdev(scores) if scores else None,
         "masked_items": len(results) - len(scores),

@@ -10,24 +10,55 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from rl_client.algorithms.kl import kl_estimate
-from rl_client.algorithms.losses import (
-    LossOutput,
-    Normalizer,
-    aggregate,
-    ppo_clip_loss,
-    truncated_importance_weights,
-    value_loss,
-)
+from rl_client.algorithms.estimators import Advantages
+from rl_client.algorithms.losses import LossOutput, Normalizer, masked_mean
+from rl_client.algorithms.objective import LossInputs, total_loss
 from rl_client.batch import Batch
 from rl_client.config import AlgorithmConfig, TrainSettings
 from rl_client.optim import autocast, build_optimizer
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the learner measures on a batch before the update: [N, T], 0 off the
+    completion tokens."""
+
+    ref_logprobs: Tensor | None  # the frozen reference's (kl_coef > 0)
+    old_values: Tensor | None  # the value head's (gae)
+
+
+# Each micro-batch's loss carries its share of the batch denominator: these add up over
+# micro-batches (and are averaged over passes) instead of being token means.
+SUMMED_METRICS = ("loss", "policy_loss", "value_loss")
+
+
+@dataclass
+class StepMetrics:
+    """The metrics of one update: token diagnostics as means weighted by each micro-batch's
+    loss tokens, the loss terms summed over micro-batches and averaged over passes, the
+    rest (grad_norm, lr, drift) plain means."""
+
+    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    weights: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def add(self, values: dict[str, float], tokens: float = 1.0) -> None:
+        for name, value in values.items():
+            weight = 1.0 if name in SUMMED_METRICS else tokens
+            self.sums[name] += value * weight
+            self.weights[name] += weight
+
+    def means(self, passes: int) -> dict[str, float]:
+        means = {n: self.sums[n] / self.weights[n] for n in self.sums if self.weights[n] > 0}
+        for name in SUMMED_METRICS:
+            if name in self.sums:
+                means[name] = self.sums[name] / passes
+        return means
 
 
 @dataclass
@@ -123,162 +154,23 @@ class Learner:
         return ForwardOutput(logprobs, entropy, value)
 
     @torch.no_grad()
-    def prepare(self, batch: Batch) -> None:
-        """Fills `ref_logprobs` (when the KL coefficient is > 0) and `old_values` (gae)."""
-        if not self.has_reference and self.value_head is None:
-            return
-        ref, old_values = [], []
-        for rows in self._micro_batches(batch.size):
-            if self.has_reference:
-                ref.append(self._reference_logprobs(batch, rows))
-            if self.value_head is not None:
-                old_values.append(self.forward(self.model, batch, rows, values=True).values)
-        if ref:
-            batch.ref_logprobs = torch.cat(ref).cpu() * batch.completion_mask
-        if old_values:
-            batch.old_values = torch.cat(old_values).cpu() * batch.completion_mask
-
-    def _reference_logprobs(self, batch: Batch, rows: slice) -> Tensor:
-        if self.uses_adapter_reference:  # LoRA: the reference is the base without adapters
-            with self.model.disable_adapter():  # type: ignore[operator]
-                return self.forward(self.model, batch, rows, values=False).logprobs
-        assert self.reference is not None, "a reference model was not loaded"
-        return self.forward(self.reference, batch, rows, values=False).logprobs
-
-    # ---- the update
-
-    def update(self, batch: Batch) -> dict[str, float]:
-        """mu passes over the batch, one optimiser step each. Returns the step's metrics."""
-        algo = self.algo
-        assert batch.advantages is not None
-        norm = Normalizer.of(batch.loss_mask, self.seq_len_norm)
-        behavior = batch.sampler_logprobs.clone() if algo.behavior_logprobs == "sampler" else None
-        recomputed = torch.zeros_like(batch.sampler_logprobs)
-        sums: dict[str, float] = defaultdict(float)
-        weights: dict[str, float] = defaultdict(float)
-
-        def record(name: str, value: float, weight: float) -> None:
-            sums[name] += value * weight
-            weights[name] += weight
-
-        for epoch in range(algo.ppo_epochs):
-            self.optimizer.zero_grad(set_to_none=True)
+    def prepare(self, batch: Batch) -> Prepared:
+        """The reference's logprobs (when the KL coefficient is > 0) and the value head's
+        estimates (gae), both before the update."""
+        ref: list[Tensor] = []
+        old_values: list[Tensor] = []
+        if self.has_reference or self.value_head is not None:
             for rows in self._micro_batches(batch.size):
-                mask = batch.loss_mask[rows].to(self.device)
-                tokens = float(mask.sum())
-                out = self.forward(
-                    self.model,
-                    batch,
-                    rows,
-                    values=self.value_head is not None,
-                    entropy_grad=algo.entropy_coef > 0,
-                )
-                if epoch == 0:
-                    recomputed[rows] = out.logprobs.detach().cpu()
-                    record("entropy", _masked_mean(out.entropy.detach(), mask), tokens)
-                old = (behavior if behavior is not None else recomputed)[rows].to(self.device)
-                tis = None
-                if behavior is None and algo.tis_cap is not None:
-                    tis = truncated_importance_weights(
-                        old, batch.sampler_logprobs[rows].to(self.device), algo.tis_cap
-                    )
-                    if epoch == 0:
-                        record("tis_weight_mean", _masked_mean(tis, mask), tokens)
-                        truncated = (tis >= algo.tis_cap).float()
-                        record("tis_truncated_fraction", _masked_mean(truncated, mask), tokens)
-                policy = ppo_clip_loss(
-                    out.logprobs,
-                    old,
-                    batch.advantages[rows].to(self.device),
-                    mask,
-                    clip_low=algo.clip_low,
-                    clip_high=algo.clip_high,
-                    dual_clip=algo.dual_clip,
-                    aggregation=algo.loss_aggregation,
-                    norm=norm,
-                    token_weights=tis,
-                )
-                loss = policy.loss
-                record("policy_loss", policy.loss.item(), 1.0)
-                if algo.entropy_coef > 0:  # PPO's c2 * S (arXiv:1707.06347, eq. 9)
-                    entropy = aggregate(algo.loss_aggregation, out.entropy, mask, norm)
-                    loss = loss - algo.entropy_coef * entropy
-                for name, value in policy.metrics.items():
-                    record(name, value, tokens)
-                if batch.ref_logprobs is not None:
-                    kl = kl_estimate(
-                        algo.kl_estimator, out.logprobs, batch.ref_logprobs[rows].to(self.device)
-                    )
-                    if epoch == 0:
-                        record("kl", _masked_mean(kl.detach(), mask), tokens)
-                    if algo.kl_placement == "loss":
-                        kl_loss = aggregate(algo.loss_aggregation, kl, mask, norm)
-                        loss = loss + algo.kl_coef * kl_loss
-                if out.values is not None:
-                    assert batch.old_values is not None and batch.returns is not None
-                    values = value_loss(
-                        out.values,
-                        batch.old_values[rows].to(self.device),
-                        batch.returns[rows].to(self.device),
-                        mask,
-                        clip=algo.value_clip,
-                        aggregation=algo.loss_aggregation,
-                        norm=norm,
-                    )
-                    loss = loss + algo.value_coef * values.loss
-                    record("value_loss", values.loss.item(), 1.0)
-                    for name, value in values.metrics.items():
-                        record(name, value, tokens)
-                loss.backward()
-                record("loss", loss.item(), 1.0)
-            record("grad_norm", self._step(), 1.0)
-        record("lr", self.scheduler.get_last_lr()[0], 1.0)
-        self.scheduler.step()
-        # Sampler vs trainer logprobs of the same tokens (before the update): numerics of the
-        # engine, plus the policy lag in async mode.
-        drift = (recomputed - batch.sampler_logprobs).abs() * batch.completion_mask
-        record("logprob_drift", _masked_mean(drift, batch.completion_mask), 1.0)
-        record("logprob_drift_max", float(drift.max()), 1.0)
-        metrics = {name: sums[name] / weights[name] for name in sums if weights[name] > 0}
-        # Losses are summed over micro-batches (each already carries its share of the batch
-        # denominator) and averaged over passes.
-        for name in ("loss", "policy_loss", "value_loss"):
-            if name in sums:
-                metrics[name] = sums[name] / algo.ppo_epochs
-        return metrics
-
-    def fit(
-        self,
-        batch: Batch,
-        loss_of: Callable[[ForwardOutput, slice], LossOutput],
-        *,
-        rows_per_unit: int = 1,
-    ) -> dict[str, float]:
-        """mu passes over the batch, one optimiser step each, for the losses that need no
-        advantages (rft's SFT loss, DPO's): `loss_of(out, rows)` is the micro-batch's share
-        of the batch loss. Micro-batches hold whole units of `rows_per_unit` rows (a DPO
-        pair). The loss metrics are the first pass's: the policy of the round's start on its
-        fresh samples."""
-        sums: dict[str, float] = defaultdict(float)
-        weights: dict[str, float] = defaultdict(float)
-        for epoch in range(self.algo.ppo_epochs):
-            self.optimizer.zero_grad(set_to_none=True)
-            for rows in self._micro_batches(batch.size, rows_per_unit):
-                result = loss_of(self.forward(self.model, batch, rows, values=False), rows)
-                result.loss.backward()
-                sums["loss"] += result.loss.item()  # each carries its share of the batch's
-                if epoch == 0:
-                    units = (rows.stop - rows.start) / rows_per_unit
-                    for name, value in result.metrics.items():
-                        sums[name] += value * units
-                        weights[name] += units
-            sums["grad_norm"] += self._step()
-        metrics = {name: sums[name] / weights[name] for name in weights}
-        metrics["loss"] = sums["loss"] / self.algo.ppo_epochs
-        metrics["grad_norm"] = sums["grad_norm"] / self.algo.ppo_epochs
-        metrics["lr"] = self.scheduler.get_last_lr()[0]
-        self.scheduler.step()
-        return metrics
+                if self.has_reference:
+                    ref.append(self._reference_logprobs(batch, rows))
+                if self.value_head is not None:
+                    values = self.forward(self.model, batch, rows, values=True).values
+                    assert values is not None
+                    old_values.append(values)
+        return Prepared(
+            ref_logprobs=torch.cat(ref).cpu() * batch.completion_mask if ref else None,
+            old_values=torch.cat(old_values).cpu() * batch.completion_mask if old_values else None,
+        )
 
     @torch.no_grad()
     def start_logprobs(self, batch: Batch, *, initial: bool) -> Tensor:
@@ -291,6 +183,107 @@ class Learner:
             else:
                 parts.append(self.forward(self.model, batch, rows, values=False).logprobs)
         return torch.cat(parts).cpu()
+
+    def _reference_logprobs(self, batch: Batch, rows: slice) -> Tensor:
+        if self.uses_adapter_reference:  # LoRA: the reference is the base without adapters
+            with self.model.disable_adapter():  # type: ignore[operator]
+                return self.forward(self.model, batch, rows, values=False).logprobs
+        assert self.reference is not None, "a reference model was not loaded"
+        return self.forward(self.reference, batch, rows, values=False).logprobs
+
+    # ---- the update
+
+    def update(self, batch: Batch, prepared: Prepared, advantages: Advantages) -> dict[str, float]:
+        """mu passes over the batch, one optimiser step each. Returns the step's metrics."""
+        algo = self.algo
+        norm = Normalizer.of(batch.loss_mask, self.seq_len_norm)
+        behavior = batch.sampler_logprobs.clone() if algo.behavior_logprobs == "sampler" else None
+        recomputed = torch.zeros_like(batch.sampler_logprobs)
+        metrics = StepMetrics()
+        for epoch in range(algo.ppo_epochs):
+            self.optimizer.zero_grad(set_to_none=True)
+            for rows in self._micro_batches(batch.size):
+                out = self.forward(
+                    self.model,
+                    batch,
+                    rows,
+                    values=self.value_head is not None,
+                    entropy_grad=algo.entropy_coef > 0,
+                )
+                if epoch == 0:
+                    recomputed[rows] = out.logprobs.detach().cpu()
+                old = behavior if behavior is not None else recomputed
+                inputs = self._loss_inputs(batch, prepared, advantages, rows, out, old)
+                result = total_loss(inputs, algo, norm, diagnostics=epoch == 0)
+                result.loss.backward()
+                metrics.add(result.metrics, tokens=float(inputs.mask.sum()))
+            metrics.add({"grad_norm": self._step()})
+        metrics.add({"lr": self.scheduler.get_last_lr()[0]})
+        self.scheduler.step()
+        # Sampler vs trainer logprobs of the same tokens (before the update): numerics of the
+        # engine, plus the policy lag in async mode.
+        drift = (recomputed - batch.sampler_logprobs).abs() * batch.completion_mask
+        metrics.add(
+            {
+                "logprob_drift": masked_mean(drift, batch.completion_mask),
+                "logprob_drift_max": float(drift.max()),
+            }
+        )
+        return metrics.means(passes=algo.ppo_epochs)
+
+    def fit(
+        self,
+        batch: Batch,
+        loss_of: Callable[[ForwardOutput, slice], LossOutput],
+        *,
+        rows_per_unit: int = 1,
+    ) -> dict[str, float]:
+        """mu passes over the batch, one optimiser step each, for the losses that need no
+        advantages (rft's SFT loss, DPO's): `loss_of(out, rows)` is the micro-batch's share
+        of the batch loss. Micro-batches hold whole units of `rows_per_unit` rows (a DPO
+        pair). The loss's diagnostics are the first pass's: the policy of the round's start
+        on its fresh samples, weighted by units."""
+        metrics = StepMetrics()
+        for epoch in range(self.algo.ppo_epochs):
+            self.optimizer.zero_grad(set_to_none=True)
+            for rows in self._micro_batches(batch.size, rows_per_unit):
+                result = loss_of(self.forward(self.model, batch, rows, values=False), rows)
+                result.loss.backward()
+                diagnostics = result.metrics if epoch == 0 else {}
+                units = (rows.stop - rows.start) / rows_per_unit
+                metrics.add({"loss": result.loss.item(), **diagnostics}, tokens=units)
+            metrics.add({"grad_norm": self._step()})
+        metrics.add({"lr": self.scheduler.get_last_lr()[0]})
+        self.scheduler.step()
+        return metrics.means(passes=self.algo.ppo_epochs)
+
+    def _loss_inputs(
+        self,
+        batch: Batch,
+        prepared: Prepared,
+        advantages: Advantages,
+        rows: slice,
+        out: ForwardOutput,
+        old: Tensor,
+    ) -> LossInputs:
+        """The micro-batch `rows` of everything the loss reads, on the learner's device."""
+
+        def take(tensor: Tensor) -> Tensor:
+            return tensor[rows].to(self.device)
+
+        proximal = self.algo.behavior_logprobs != "sampler"  # old = the learner's own
+        return LossInputs(
+            logprobs=out.logprobs,
+            old_logprobs=take(old),
+            advantages=take(advantages.advantages),
+            mask=take(batch.loss_mask),
+            entropy=out.entropy,
+            sampler_logprobs=take(batch.sampler_logprobs) if proximal else None,
+            ref_logprobs=take(prepared.ref_logprobs) if prepared.ref_logprobs is not None else None,
+            values=out.values,
+            old_values=take(prepared.old_values) if prepared.old_values is not None else None,
+            returns=take(advantages.returns) if advantages.returns is not None else None,
+        )
 
     def _step(self) -> float:
         limit = self.settings.max_grad_norm
@@ -313,7 +306,3 @@ class Learner:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.value_head is not None:
             self.value_head.load_state_dict(state["value_head"])
-
-
-def _masked_mean(values: Tensor, mask: Tensor) -> float:
-    return float((values * mask).sum() / mask.sum().clamp(min=1))

@@ -73,8 +73,23 @@ def completion_item(
     )
 
 
+@dataclass(frozen=True)
+class RolloutPlan:
+    """What one batch of rollouts is: B prompts, G samples each, how they are generated."""
+
+    prompts_per_step: int
+    sampling: SamplingParams
+    chunk_prompts: int  # prompts per engine call
+    overlong: Overlong | None
+    agent: AgentLoop | None = None  # multi-turn tool-calling episodes
+
+    def close(self) -> None:
+        if self.agent is not None:
+            self.agent.close()
+
+
 @dataclass
-class Scoring:
+class PendingRewards:
     """A generated batch whose rewards are on their way: `finish` waits for them."""
 
     rows: Sequence[PromptRow]
@@ -110,18 +125,16 @@ def sample(
     rewards: RewardService,
     rows: Sequence[PromptRow],
     prompt_ids: Sequence[list[int]],
-    params: SamplingParams,
+    plan: RolloutPlan,
     *,
-    chunk_prompts: int,
-    overlong: Overlong | None,
     tag: str,
-    agent: AgentLoop | None = None,
-) -> Scoring:
-    """Generates `params.n` completions for each row, requesting rewards while it goes: a
-    streaming engine has each completion's reward requested the moment it finishes;
-    otherwise each chunk of `chunk_prompts` prompts is submitted as soon as it is generated,
-    while the next chunk generates. With an `agent`, each sample is a multi-turn episode.
-    Returns without waiting for the rewards."""
+) -> PendingRewards:
+    """Generates `plan.sampling.n` completions for each row, requesting rewards while it goes:
+    a streaming engine has each completion's reward requested the moment it finishes;
+    otherwise each chunk of `plan.chunk_prompts` prompts is submitted as soon as it is
+    generated, while the next chunk generates. With `plan.agent`, each sample is a multi-turn
+    episode. Returns without waiting for the rewards."""
+    params, chunk_prompts, agent = plan.sampling, plan.chunk_prompts, plan.agent
     completions: list[list[Completion | None]] = [[None] * params.n for _ in rows]
     versions = [0] * len(rows)
     pending: list[tuple[list[tuple[int, int]], Future[list[Result]]]] = []
@@ -133,7 +146,7 @@ def sample(
             completions[prompt][sample] = completion
             versions[prompt] = version
             items.append(
-                completion_item(rows[prompt], completion, f"{tag}.{prompt}/{sample}", overlong)
+                completion_item(rows[prompt], completion, f"{tag}.{prompt}/{sample}", plan.overlong)
             )
         pending.append(([(p, s) for p, s, _, _ in finished], rewards.submit(items)))
 
@@ -158,28 +171,4 @@ def sample(
             )
     timings = RolloutTimings(generate_s=time.perf_counter() - began)
     done = [[c for c in samples if c is not None] for samples in completions]
-    return Scoring(rows, prompt_ids, done, versions, pending, timings)
-
-
-def sample_and_score(
-    engine: VersionedEngine,
-    rewards: RewardService,
-    rows: Sequence[PromptRow],
-    prompt_ids: Sequence[list[int]],
-    params: SamplingParams,
-    *,
-    chunk_prompts: int,
-    overlong: Overlong | None,
-    tag: str,
-) -> tuple[list[Group], RolloutTimings]:
-    """`sample`, then wait for the rewards."""
-    return sample(
-        engine,
-        rewards,
-        rows,
-        prompt_ids,
-        params,
-        chunk_prompts=chunk_prompts,
-        overlong=overlong,
-        tag=tag,
-    ).finish()
+    return PendingRewards(rows, prompt_ids, done, versions, pending, timings)

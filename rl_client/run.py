@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from rl_client.checkpoint import (
     set_rng_state,
     truncate_log,
 )
-from rl_client.collect import RolloutPlan, SyncCollector, TakePrompts
+from rl_client.collect import Collector, SyncCollector, TakePrompts
 from rl_client.config import (
     AgentSettings,
     DataConfig,
@@ -33,11 +32,12 @@ from rl_client.data import DataError, PromptCursor, PromptRow, load_prompts, ren
 from rl_client.engines.base import SamplingParams
 from rl_client.engines.factory import build_engine
 from rl_client.engines.versioned import VersionedEngine
+from rl_client.group_filter import DynamicSampling
 from rl_client.learner import Learner
 from rl_client.models import load_policy, load_reference, load_tokenizer, new_value_head
 from rl_client.rewards import Overlong, RewardService
+from rl_client.rollout import RolloutPlan
 from rl_client.run_log import RunLog
-from rl_client.sampling import DynamicSampling
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Run:
     prompt_ids: list[list[int]]
     cursor: PromptCursor
     learner: Learner
-    collector: SyncCollector | AsyncCollector  # stages 1-3: rollout, score, filter
+    collector: Collector  # stages 1-3: rollout, score, filter
     rewards: RewardService
     log: RunLog
     start_step: int  # the last step already done (0 for a fresh run)
@@ -61,8 +61,7 @@ class Run:
     def save(self, step: int) -> Path:
         """Async mode: the rollout thread finishes its batch and waits; the batches generated
         ahead are saved with the cursor that stands right after them (lossless resume)."""
-        paused = getattr(self.collector, "paused", contextlib.nullcontext)
-        with paused():
+        with self.collector.paused():
             return save_checkpoint(
                 self.output_dir,
                 step=step,
@@ -109,13 +108,22 @@ def prompts_from_config(data: DataConfig, path: str) -> list[PromptRow]:
     )
 
 
-def sampling_params(rollout: RolloutConfig) -> SamplingParams:
-    return SamplingParams(
+def rollout_plan(
+    rollout: RolloutConfig, overlong: Overlong | None, agent: AgentLoop | None = None
+) -> RolloutPlan:
+    sampling = SamplingParams(
         n=rollout.group_size,
         temperature=rollout.temperature,
         top_p=rollout.top_p,
         max_new_tokens=rollout.max_new_tokens,
         stop_strings=tuple(rollout.stop_strings),
+    )
+    return RolloutPlan(
+        prompts_per_step=rollout.prompts_per_step,
+        sampling=sampling,
+        chunk_prompts=max(1, rollout.batch_size // sampling.n),
+        overlong=overlong,
+        agent=agent,
     )
 
 
@@ -178,39 +186,12 @@ def _build_run(
     checkpoint = latest_checkpoint(output_dir) if config.output.resume else None
     random.seed(config.train.seed)
     torch.manual_seed(config.train.seed)
-    algo = config.algorithm
     model = load_policy(
         config.model, device, checkpoint=checkpoint / "policy" if checkpoint else None
     )
-    reference = None
-    if algo.needs_reference_model and config.model.lora_r == 0:
-        reference = load_reference(config.model, device)
-    learner = Learner(
-        model,
-        algo=algo,
-        train=config.train,
-        # The policy gradient's ratio is of the sampler's (tempered) distribution; the SFT
-        # and DPO losses are of the model's own.
-        temperature=config.rollout.temperature if algo.objective == "policy_gradient" else 1.0,
-        seq_len_norm=float(config.response_budget),
-        device=device,
-        reference=reference,
-        value_head=new_value_head(model, device) if algo.uses_critic else None,
-    )
-    start_step = 0
-    rng = None
-    trainer_state: dict[str, Any] = {}
-    if checkpoint is not None:
-        start_step, cursor_state, trainer_state = load_checkpoint(checkpoint)
-        learner.load_state_dict(trainer_state)
-        cursor.load_state_dict(cursor_state)
-        rng = trainer_state["rng"]
-        for name in ("metrics.jsonl", "rollouts.jsonl"):
-            truncate_log(output_dir / name, start_step)
-        print(f"resuming from {checkpoint} (step {start_step})")
-    else:  # a fresh run: logs of an earlier run in the same dir would mix with this one's
-        for name in ("metrics.jsonl", "rollouts.jsonl"):
-            truncate_log(output_dir / name, 0)
+    learner = _learner(config, model, device)
+    start_step, trainer_state = _restore(checkpoint, output_dir, learner, cursor)
+    rng = trainer_state["rng"] if checkpoint is not None else None
 
     overlong = overlong_shaping(config)
     log = RunLog(
@@ -245,6 +226,44 @@ def _build_run(
         log=log,
         start_step=start_step,
     )
+
+
+def _learner(config: TrainConfig, model: torch.nn.Module, device: torch.device) -> Learner:
+    """The learner over `model`, with a frozen reference (KL, or DPO's initial reference;
+    without LoRA) and a value head (gae) when the algorithm needs them."""
+    algo = config.algorithm
+    reference = None
+    if algo.needs_reference_model and config.model.lora_r == 0:
+        reference = load_reference(config.model, device)
+    return Learner(
+        model,
+        algo=algo,
+        train=config.train,
+        # The policy gradient's ratio is of the sampler's (tempered) distribution; the SFT
+        # and DPO losses are of the model's own.
+        temperature=config.rollout.temperature if algo.objective == "policy_gradient" else 1.0,
+        seq_len_norm=float(config.response_budget),
+        device=device,
+        reference=reference,
+        value_head=new_value_head(model, device) if algo.uses_critic else None,
+    )
+
+
+def _restore(
+    checkpoint: Path | None, output_dir: Path, learner: Learner, cursor: PromptCursor
+) -> tuple[int, dict[str, Any]]:
+    """(the step the checkpoint holds, its trainer state); (0, {}) for a fresh run. The logs
+    are cut back to that step, so an earlier run's lines never mix with this one's."""
+    start_step = 0
+    trainer_state: dict[str, Any] = {}
+    if checkpoint is not None:
+        start_step, cursor_state, trainer_state = load_checkpoint(checkpoint)
+        learner.load_state_dict(trainer_state)
+        cursor.load_state_dict(cursor_state)
+        print(f"resuming from {checkpoint} (step {start_step})")
+    for name in ("metrics.jsonl", "rollouts.jsonl"):
+        truncate_log(output_dir / name, start_step)
+    return start_step, trainer_state
 
 
 def overlong_shaping(config: TrainConfig) -> Overlong | None:
@@ -293,21 +312,15 @@ def _collector(
     take_prompts: TakePrompts,
     overlong: Overlong | None,
     buffered: list[Any],
-) -> SyncCollector | AsyncCollector:
+) -> Collector:
     rollout, algo = config.rollout, config.algorithm
-    sampling = sampling_params(rollout)
     dynamic = (
         DynamicSampling(algo.dynamic_sampling_signal, algo.overlong_weight)
         if algo.dynamic_sampling
         else None
     )
-    plan = RolloutPlan(
-        prompts_per_step=rollout.prompts_per_step,
-        sampling=sampling,
-        chunk_prompts=max(1, rollout.batch_size // sampling.n),
-        overlong=overlong,
-        agent=agent_loop(rollout.agent, tokenizer) if rollout.agent is not None else None,
-    )
+    agent = agent_loop(rollout.agent, tokenizer) if rollout.agent is not None else None
+    plan = rollout_plan(rollout, overlong, agent)
     if rollout.mode == "sync":
         if buffered:
             raise ValueError(

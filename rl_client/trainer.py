@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from rl_client.algorithms.dispatch import lookup
-from rl_client.batch import build_batch, compute_advantages
+from rl_client.algorithms.estimators import compute_advantages
+from rl_client.batch import build_batch
 from rl_client.config import TrainConfig, dump_config
 from rl_client.optim import resolve_device
 from rl_client.rounds import round_step
@@ -53,14 +54,16 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     train_began = time.perf_counter()
     update: dict[str, Any] = {}
     if rollout.kept:  # else nothing verified this step: skip the update, never crash
-        # 4. advantages
+        # 4. advantages: the batch, the reference and value passes, the estimator
         batch = build_batch(
             rollout.kept, pad_token_id=run.engine.pad_token_id, mask_truncated=algo.mask_truncated
         )
-        run.learner.prepare(batch)
-        batch.advantages, batch.returns = compute_advantages(batch, algo)
+        prepared = run.learner.prepare(batch)
+        advantages = compute_advantages(
+            batch, algo, ref_logprobs=prepared.ref_logprobs, old_values=prepared.old_values
+        )
         # 5. update
-        update = run.learner.update(batch)
+        update = run.learner.update(batch, prepared, advantages)
     # 6. sync: the engine samples from the weights of this step (its version) from now on
     sync_began = time.perf_counter()
     run.collector.sync_weights(run.learner.model, step)

@@ -3,11 +3,15 @@
 In order: die with the zygote; a private mount namespace (and System V IPC and network
 namespaces; no interface up, not even loopback) with fresh size-capped tmpfs on /work, /tmp
 and /dev/shm and a /proc of the run's own pid namespace holding only its pid directories
-(subset=pid: no host-wide counter); the program's files; then, in the forked program (pid 2;
-the first process stays as the namespace's init and reports the program's status): the OOM
-killer's first choice; stdio on the host's pipes and every other descriptor closed; rlimits;
-the unprivileged uid (all capabilities gone); no_new_privs and the seccomp filter; then exec,
-or the Python runner.
+(subset=pid: no host-wide counter); the program's files; its stdin as a file and its
+stdout and stderr as FIFOs on a fresh /dev/fd (sandboxes.stdio; a linked pair's runs keep
+the host's pipes); for a program run, the pipe budget's notifying filter, its listener
+handed to the zygote; then, in the forked program (pid 2; the first process stays as the
+namespace's init, relays the program's output to the host's pipes and reports its status):
+the OOM killer's first choice; for a program run, no /proc at all; stdio on 0, 1, 2 and
+every other descriptor closed; rlimits; the unprivileged uid (all capabilities gone);
+no_new_privs and the seccomp filter (the program's, or a compiler's); then exec, or the
+Python runner.
 A setup failure is written to `status_fd` (close-on-exec, so a successful exec writes nothing)
 and the zygote reports a sandbox error: a run never starts with a layer missing.
 """
@@ -21,40 +25,58 @@ import math
 import os
 import resource
 import signal
+import socket
 import sys
 from typing import Any, NoReturn
 
-from sandboxes import rootfs
+from sandboxes import rootfs, stdio
 from sandboxes import syscalls as sc
 from sandboxes.limits import WORK_DIR
+from sandboxes.seccomp import Filters
 
 BASE_ENV = {"PATH": "/usr/bin:/bin", "HOME": WORK_DIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
 STATUS_SETUP_FAILED = 127
 
 
-def run_child(fds: list[int], status_fd: int, bpf: bytes) -> NoReturn:
+def run_child(fds: list[int], status_fd: int, filters: Filters, notify_fd: int) -> NoReturn:
     """Never returns. Runs as pid 1 of the run's own pid namespace: sets up the run's mounts
     and files, forks the program (pid 2) and waits for it, then writes its wait status to
     `status_fd` and exits, which kills whatever else of the run is left. fds: the request
     pipe, then stdin, stdout, stderr and an optional fourth pipe (fd 3: a collected file's,
-    or a linked pair's call pipe)."""
+    or a linked pair's call pipe). Unless the request says otherwise (a linked pair's runs),
+    the program's stdin, stdout and stderr are /dev/fd/0, 1 and 2 (sandboxes.stdio), which
+    this process fills from and relays to the pipes. notify_fd: a socket to the zygote,
+    which gets the pipe budget's listener (or nothing, for a toolchain run)."""
     try:
         request = _read_request(fds[0])
         fds = fds[1:]
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
         _fresh_mounts(request["limits"])
         _write_files(request["files"])
+        streams = None
+        if request["stdio_files"]:
+            streams = stdio.mount_stdio(fds[:3], request["stdin_bytes"])
+            fds = [*streams.program_fds, *fds[3:]]
+        _hand_over_pipe_budget(notify_fd, filters, toolchain=request["toolchain"])
         program = os.fork()
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.write(status_fd, f"{type(exc).__name__}: {exc}".encode(errors="replace")[:2000])
         os._exit(STATUS_SETUP_FAILED)
     if program == 0:
+        bpf = filters.toolchain if request["toolchain"] else filters.program
         _run_program(request, fds, status_fd, bpf)
     try:
         for fd in fds:
-            os.close(fd)  # the run's pipes close when the program's last process ends
-        os.write(status_fd, STATUS_MARK + str(_reap(program)).encode())
+            os.close(fd)  # the run's streams close when the program's last process ends
+        relay_cpu_ms = 0.0
+        if streams is None:
+            status = stdio.wait_program(program)
+        else:
+            started = _own_cpu_ms()
+            status = stdio.relay_until_exit(program, streams)
+            relay_cpu_ms = _own_cpu_ms() - started
+        os.write(status_fd, STATUS_MARK + f"{status} {relay_cpu_ms}".encode())
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.write(status_fd, f"init: {type(exc).__name__}: {exc}".encode(errors="replace"))
@@ -62,15 +84,30 @@ def run_child(fds: list[int], status_fd: int, bpf: bytes) -> NoReturn:
     os._exit(0)
 
 
-STATUS_MARK = b"\0status "  # then the program's wait status, after any setup error text
+# then the program's wait status and the CPU the relay took (not the program's: the zygote
+# takes it off the run's), after any setup error text
+STATUS_MARK = b"\0status "
 
 
-def _reap(program: int) -> int:
-    """Reaps orphans (this is the namespace's init) until the program itself ends."""
-    while True:
-        pid, status = os.wait()
-        if pid == program:
-            return status
+def _own_cpu_ms() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def _hand_over_pipe_budget(notify_fd: int, filters: Filters, *, toolchain: bool) -> None:
+    """A program run's pipe calls wait for the zygote (sandboxes.pipe_budget): this process
+    installs the notifying filter, which the program inherits, and sends its listener to the
+    zygote before the program exists, so the program never holds it. This process makes no
+    pipe afterwards. A compiler runs trusted code whose pipes do not depend on its input
+    (g++ -pipe: six), so a toolchain run has no budget: it sends b"T"."""
+    with socket.socket(fileno=notify_fd) as notify:
+        if toolchain:
+            notify.sendall(b"T")
+        else:
+            listener = sc.install_seccomp(filters.pipe_notify, listener=True)
+            assert listener is not None
+            socket.send_fds(notify, [b"L"], [listener])
+            os.close(listener)
 
 
 def _run_program(request: dict[str, Any], fds: list[int], status_fd: int, bpf: bytes) -> NoReturn:
@@ -83,6 +120,14 @@ def _run_program(request: dict[str, Any], fds: list[int], status_fd: int, bpf: b
         sc.prctl(sc.PR_SET_DUMPABLE, 1)  # else /proc/self belongs to the host's root
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")  # the run dies first, never the zygote
+        if not request["toolchain"]:
+            # Every /proc entry a process looks up for the first time takes a number from the
+            # host-wide inode counter (get_next_ino) that any pipe's inode shows: reopening an
+            # fd and looking up /proc/self/fd/N moved the next run's pipe inodes by one each
+            # time, a fresh process's /proc/self by about ten. A program has no /proc: the
+            # run's and, under it, the slot's (its /dev/stdin and the like: sandboxes.stdio).
+            while os.path.ismount("/proc"):
+                sc.umount2("/proc", sc.MNT_DETACH)
         kept = [status_fd]
         artifact_fd = _setup_fds(fds, keep=kept)
         status_fd = kept[0]

@@ -96,6 +96,11 @@ class Program:
     collect: str | None = None
     """A file under /work to return as RunResult.artifact when the command exits 0 (a
     compiler's output): it travels over a pipe, the host never touches the sandbox's files."""
+    toolchain: bool = False
+    """A trusted compiler on untrusted input: it runs under the base seccomp filter, which
+    lets it make pipes and sockets and call sysinfo (g++ needs them). Every other run is a
+    program run, under `seccomp.program_filter` and the pipe budget. Never set it for code
+    whose behaviour the untrusted input chooses."""
 
     def __post_init__(self) -> None:
         if not self.argv or not all(isinstance(a, str) and "\0" not in a for a in self.argv):

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandboxes import cgroups, rootfs, uids
+from sandboxes import cgroups, rootfs, stdio, uids
 from sandboxes.limits import Limits, Outcome, Program, RunResult, SandboxError
 from sandboxes.zygote import HEADER, KIND_KILL, KIND_RUN
 
@@ -116,6 +116,7 @@ class Slot:
         self.pids_max = 0
         self.cpus = 0.0
         self.baseline_bytes: int | None = None  # resident memory before the first run
+        self.baseline_retained_bytes: int | None = None  # and its retained part
 
     @property
     def alive(self) -> bool:
@@ -276,7 +277,7 @@ class Slot:
         self.process = None
         self._buffer = b""
         self.pids_max, self.cpus = 0, 0.0
-        self.baseline_bytes = None
+        self.baseline_bytes = self.baseline_retained_bytes = None
 
     def release(self) -> None:
         _release_slot_number(self.number)
@@ -491,7 +492,8 @@ class SandboxPool:
                 if run.unit.attempts > 1 or self.stats["runs"]:
                     self.stats["slot_restarts"] += 1
                 slot.start()
-            run.snapshot = self._prepare(slot, run.limits)
+            extra_bytes = 0 if run.links else stdio.stdin_file_bytes(len(run.program.stdin))
+            run.snapshot = self._prepare(slot, run.limits, extra_bytes)
         except SandboxError as exc:
             run.done = {"setup_error": str(exc)}
             return False
@@ -500,32 +502,9 @@ class SandboxPool:
         run.stdout.clear(), run.stderr.clear(), run.artifact.clear()
         run.over_output = run.kill_sent = False
         run.done = None
-        program, limits = run.program, run.limits
-        # The request travels through a pipe that the forked run reads itself: the zygote,
-        # which every later run of the slot is forked from, never holds a run's files.
-        host_ends: dict[int, str] = {}
-        child_ends: list[int] = []
-        roles = [("payload", False), ("stdin", False), ("stdout", True), ("stderr", True)]
-        if program.collect:
-            roles.append(("artifact", True))
-        for number, (role, child_writes) in enumerate(roles):
-            if number - 1 in run.links:  # child fd number - 1: the payload pipe comes first
-                child_ends.append(run.links[number - 1])
-                continue
-            read_end, write_end = os.pipe2(os.O_CLOEXEC)
-            child_ends.append(write_end if child_writes else read_end)
-            host_ends[read_end if child_writes else write_end] = role
-        if 3 in run.links:
-            child_ends.append(run.links[3])
+        limits = run.limits
+        host_ends, child_ends = self._pipes(run)
         own_child_ends = [fd for fd in child_ends if fd not in run.links.values()]
-        request = {
-            "argv": list(program.argv),
-            "files": dict(program.files),
-            "env": dict(program.env),
-            "runner": program.runner,
-            "collect": program.collect,
-            "limits": dataclasses.asdict(limits),
-        }
         try:
             slot.send_run(run.run_id, limits.wall_s, child_ends)
         except OSError as exc:
@@ -542,9 +521,52 @@ class SandboxPool:
         run.backstop = time.monotonic() + limits.wall_s + _BACKSTOP_S
         self.stats["runs"] += 1
         run.outgoing = {
-            "payload": memoryview(marshal.dumps(request)),
-            "stdin": memoryview(program.stdin),
+            "payload": memoryview(marshal.dumps(self._request(run))),
+            "stdin": memoryview(run.program.stdin),
         }
+        self._register(run, slot, selector)
+        return True
+
+    @staticmethod
+    def _pipes(run: _Run) -> tuple[dict[int, str], list[int]]:
+        """The run's pipes: the host's ends by role, and the child's ends in fd order (a linked
+        pair's stdin/stdout come from its partner instead of a new pipe)."""
+        # The request travels through a pipe that the forked run reads itself: the zygote,
+        # which every later run of the slot is forked from, never holds a run's files.
+        host_ends: dict[int, str] = {}
+        child_ends: list[int] = []
+        roles = [("payload", False), ("stdin", False), ("stdout", True), ("stderr", True)]
+        if run.program.collect:
+            roles.append(("artifact", True))
+        for number, (role, child_writes) in enumerate(roles):
+            if number - 1 in run.links:  # child fd number - 1: the payload pipe comes first
+                child_ends.append(run.links[number - 1])
+                continue
+            read_end, write_end = os.pipe2(os.O_CLOEXEC)
+            child_ends.append(write_end if child_writes else read_end)
+            host_ends[read_end if child_writes else write_end] = role
+        if 3 in run.links:
+            child_ends.append(run.links[3])
+        return host_ends, child_ends
+
+    @staticmethod
+    def _request(run: _Run) -> dict[str, Any]:
+        """What the forked run reads from its payload pipe."""
+        program = run.program
+        return {
+            "argv": list(program.argv),
+            "files": dict(program.files),
+            "env": dict(program.env),
+            "runner": program.runner,
+            "collect": program.collect,
+            "toolchain": program.toolchain,
+            "limits": dataclasses.asdict(run.limits),
+            "stdio_files": not run.links,  # a linked pair's stdin and stdout are its channels
+            "stdin_bytes": len(program.stdin),
+        }
+
+    def _register(self, run: _Run, slot: Slot, selector: selectors.BaseSelector) -> None:
+        """Puts the run's host ends (and its slot's control socket) in the selector."""
         for fd, role in list(run.fds.items()):
             os.set_blocking(fd, False)
             if role in run.outgoing:
@@ -556,27 +578,29 @@ class SandboxPool:
                 selector.register(fd, selectors.EVENT_READ, (run, role))
         assert slot.sock is not None
         selector.register(slot.sock, selectors.EVENT_READ, (run, "control"))
-        return True
 
-    def _prepare(self, slot: Slot, limits: Limits) -> cgroups.RunSnapshot:
-        """Limits for the next run; a slot whose memory did not come back to its baseline
-        (something of an earlier run outlived it) is replaced first."""
-        snapshot = self._limit(slot, limits)
-        assert slot.baseline_bytes is not None
-        if snapshot.resident_bytes > slot.baseline_bytes + _LEFTOVER_BYTES:
+    def _prepare(self, slot: Slot, limits: Limits, extra_bytes: int) -> cgroups.RunSnapshot:
+        """Limits for the next run (its memory limit raised by `extra_bytes`: its stdin file);
+        a slot whose memory did not come back to its baseline (something of an earlier run
+        outlived it) is replaced first."""
+        snapshot = self._limit(slot, limits, extra_bytes)
+        assert slot.baseline_retained_bytes is not None
+        if snapshot.retained_bytes > slot.baseline_retained_bytes + _LEFTOVER_BYTES:
             slot.kill()
             self.stats["slots_recycled"] += 1
             slot.start()
-            snapshot = self._limit(slot, limits)
+            snapshot = self._limit(slot, limits, extra_bytes)
         return snapshot
 
     @staticmethod
-    def _limit(slot: Slot, limits: Limits) -> cgroups.RunSnapshot:
+    def _limit(slot: Slot, limits: Limits, extra_bytes: int) -> cgroups.RunSnapshot:
         slot.configure(limits)
         assert slot.cgroup is not None
-        snapshot = slot.cgroup.before_run(limits.memory_mb << 20, slot.baseline_bytes)
+        memory_bytes = (limits.memory_mb << 20) + extra_bytes
+        snapshot = slot.cgroup.before_run(memory_bytes, slot.baseline_bytes)
         if slot.baseline_bytes is None:
             slot.baseline_bytes = snapshot.resident_bytes
+            slot.baseline_retained_bytes = snapshot.retained_bytes
         return snapshot
 
     def _on_ready(self, run: _Run, role: str, fd: int, selector: selectors.BaseSelector) -> None:

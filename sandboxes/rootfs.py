@@ -5,8 +5,11 @@
                             libexec, include, share), not /usr/local, /usr/etc or /usr/src
     /etc                    a few generated files (passwd, group, hosts) and ld.so.cache
     /proc                   a fresh proc of the slot's own pid namespace, subset=pid: only
-                            pid directories, self and thread-self (each run mounts its own)
-    /dev                    tmpfs with null, zero, full, random, urandom; /dev/shm per run
+                            pid directories, self and thread-self (each run mounts its own;
+                            a program run's is gone before the program starts)
+    /dev                    tmpfs with null, full, random, urandom; /dev/shm per run;
+                            /dev/fd per run (sandboxes.stdio), stdin, stdout and stderr
+                            links to fd/0, fd/1 and fd/2
     /work /tmp              mount points for each run's fresh tmpfs
 Everything else of the host (/root, /home, /etc/shadow, /var, /sys, the server's files) does
 not exist inside. The root itself is a read-only tmpfs.
@@ -23,7 +26,9 @@ SANDBOX_UID = 1000  # the run's uid inside the user namespace (mapped to the slo
 SANDBOX_GID = 1000
 _SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _USR_SUBTREES = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "libexec", "include", "share")
-_DEVICES = ("null", "zero", "full", "random", "urandom")
+# No /dev/zero: a shared mapping of it is a new file on the kernel's internal shmem mount,
+# whose inode numbers are one host-wide count a later run could read (test_counters.py).
+_DEVICES = ("null", "full", "random", "urandom")
 _ETC_FILES = {
     "passwd": f"root:x:0:0::/:/usr/sbin/nologin\nsandbox:x:{SANDBOX_UID}:{SANDBOX_GID}::"
     f"{WORK_DIR}:/bin/sh\nnobody:x:65534:65534::/:/usr/sbin/nologin\n",
@@ -77,11 +82,11 @@ def _build_dev(dev: str) -> None:
         # a bind of the host's node; tmpfs in a user namespace cannot hold device nodes
         sc.mount(f"/dev/{name}", f"{dev}/{name}", None, sc.MS_BIND)
         sc.mount(None, f"{dev}/{name}", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NOSUID)
-    for name, target in (
-        ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ):  # fmt: skip
-        os.symlink(target, f"{dev}/{name}")
+    # Not links into /proc/self/fd (a program run has no /proc): each run mounts its streams
+    # on /dev/fd (sandboxes.stdio); a linked pair's runs find it empty.
+    os.mkdir(f"{dev}/fd", 0o555)
+    for number, name in enumerate(("stdin", "stdout", "stderr")):
+        os.symlink(f"fd/{number}", f"{dev}/{name}")
     os.mkdir(f"{dev}/shm", 0o1777)
     sc.mount(None, dev, None, sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NOEXEC)
 

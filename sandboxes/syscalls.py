@@ -1,5 +1,6 @@
 """Thin ctypes wrappers over the Linux calls Python 3.11 lacks: unshare, mount, umount2,
-pivot_root, prctl, setns, sethostname. Every failure raises OSError with errno, never returns -1."""
+pivot_root, prctl, setns, sethostname, seccomp. Every failure raises OSError with errno,
+never returns -1."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ PR_SET_DUMPABLE = 4
 PR_SET_SECCOMP = 22
 PR_SET_NO_NEW_PRIVS = 38
 SECCOMP_MODE_FILTER = 2
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
+_SYS_SECCOMP = 317  # x86-64, the only architecture the filters support
 
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 
@@ -81,8 +85,10 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(name.encode(), ctypes.c_size_t(len(name))), "sethostname")
 
 
-def install_seccomp(program: bytes) -> None:
-    """Loads a classic-BPF seccomp filter (8-byte instructions) after setting no_new_privs."""
+def install_seccomp(program: bytes, *, listener: bool = False) -> int | None:
+    """Loads a classic-BPF seccomp filter (8-byte instructions) after setting no_new_privs.
+    With `listener`, returns the close-on-exec descriptor its SECCOMP_RET_USER_NOTIF calls
+    wait on (whoever holds it answers them)."""
 
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
@@ -90,13 +96,12 @@ def install_seccomp(program: bytes) -> None:
     buffer = ctypes.create_string_buffer(program, len(program))
     fprog = SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
     prctl(PR_SET_NO_NEW_PRIVS, 1)
-    _check(
-        _libc.prctl(
-            ctypes.c_int(PR_SET_SECCOMP),
-            ctypes.c_ulong(SECCOMP_MODE_FILTER),
-            ctypes.byref(fprog),
-            ctypes.c_ulong(0),
-            ctypes.c_ulong(0),
-        ),
-        "seccomp",
+    flags = SECCOMP_FILTER_FLAG_NEW_LISTENER if listener else 0
+    result = _libc.syscall(
+        ctypes.c_long(_SYS_SECCOMP),
+        ctypes.c_ulong(SECCOMP_SET_MODE_FILTER),
+        ctypes.c_ulong(flags),
+        ctypes.byref(fprog),
     )
+    fd = _check(result, "seccomp")
+    return fd if listener else None

@@ -34,6 +34,8 @@ from typing import Any
 # pytest's 0700 tmp) can no longer be read.
 from sandboxes import child, rootfs, seccomp
 from sandboxes import syscalls as sc
+from sandboxes.pipe_budget import PipeBudget
+from sandboxes.seccomp import Filters
 
 HEADER = struct.Struct("<IQd")
 KIND_RUN, KIND_KILL = 1, 2
@@ -114,7 +116,7 @@ def _zygote_main(sock: socket.socket, config: dict[str, Any], stdlib_path: list[
         import site
         import types  # noqa: F401
 
-        bpf = seccomp.deny_list_filter()
+        filters = seccomp.compile_filters()
         site.setquit()  # exit() and quit(), which -S leaves out
         rootfs.build_root()
         rootfs.bring_up_loopback()
@@ -125,15 +127,15 @@ def _zygote_main(sock: socket.socket, config: dict[str, Any], stdlib_path: list[
         send(sock, {"error": f"zygote: {traceback.format_exc(limit=4)}"})
         return
     send(sock, {"ready": True})
-    Zygote(sock, bpf, child.run_child).serve()
+    Zygote(sock, filters, child.run_child).serve()
 
 
 class Zygote:
     """Serves runs one at a time. pid 1 of the slot: whatever it kills, nothing survives."""
 
-    def __init__(self, sock: socket.socket, bpf: bytes, run_child: Any) -> None:
+    def __init__(self, sock: socket.socket, filters: Filters, run_child: Any) -> None:
         self.sock = sock
-        self.bpf = bpf
+        self.filters = filters
         self.run_child = run_child
         self.pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
@@ -163,7 +165,52 @@ class Zygote:
 
     def _run(self, run_id: int, wall_s: float, fds: list[int]) -> None:
         status_read, status_write = os.pipe2(os.O_CLOEXEC)
+        notify, notify_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         started = time.monotonic()
+        pid = self._fork_run(fds, status_read, status_write, notify, notify_child)
+        timed_out, killed, handed_over, budget = self._supervise(
+            pid, run_id, started + wall_s, notify
+        )
+        if timed_out or killed:
+            os.kill(pid, signal.SIGKILL)
+        _, status, usage = os.wait4(pid, 0)
+        wall_ms = (time.monotonic() - started) * 1000
+        self._kill_all()
+        if not handed_over:
+            budget = self._receive_budget(notify)  # sent, or not, before the run ended
+        notify.close()
+        if budget is not None:
+            budget.close_and_top_up()
+        report = self._read_all(status_read)
+        setup_error, mark, reported = report.partition(child.STATUS_MARK)
+        cpu_ms = (usage.ru_utime + usage.ru_stime) * 1000
+        if mark and not (timed_out or killed):
+            program_status, relay_cpu_ms = reported.split()
+            status = int(program_status)  # the program's own status, reported by the run's init
+            cpu_ms -= float(relay_cpu_ms)  # the init's relaying of its output is not its CPU
+        send(
+            self.sock,
+            {
+                "done": run_id,
+                "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                "wall_ms": wall_ms,
+                "cpu_ms": cpu_ms,
+                "timed_out": timed_out,
+                "killed": killed,
+                "setup_error": setup_error.decode(errors="replace"),
+            },
+        )
+
+    def _fork_run(
+        self,
+        fds: list[int],
+        status_read: int,
+        status_write: int,
+        notify: socket.socket,
+        notify_child: socket.socket,
+    ) -> int:
+        """Forks the run's init (it never returns in the child); the parent keeps only its ends."""
         # Each run is forked into a fresh pid namespace (its first process is pid 1 there):
         # it sees no process and no pid counter of the slot or of earlier runs.
         sc.unshare(sc.CLONE_NEWPID)
@@ -177,15 +224,25 @@ class Zygote:
             os.close(status_read)
             os.close(self.pid_namespace)
             self.sock.close()
-            self.run_child(fds, status_write, self.bpf)
+            notify.close()
+            self.run_child(fds, status_write, self.filters, notify_child.detach())
         for fd in (*fds, status_write):
             os.close(fd)
-        timed_out = killed = False
-        deadline = started + wall_s
+        notify_child.close()
+        return pid
+
+    def _supervise(
+        self, pid: int, run_id: int, deadline: float, notify: socket.socket
+    ) -> tuple[bool, bool, bool, PipeBudget | None]:
+        """Waits for the run to end, its wall-clock deadline or a kill from the host, answering
+        its pipe calls meanwhile; returns (timed out, killed, handed over, the budget)."""
+        budget: PipeBudget | None = None
+        handed_over = timed_out = killed = False
         pidfd = os.pidfd_open(pid)
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
         poller.register(self.sock, select.POLLIN)
+        poller.register(notify, select.POLLIN)
         while True:
             remaining_ms = (deadline - time.monotonic()) * 1000
             if remaining_ms <= 0:
@@ -194,6 +251,16 @@ class Zygote:
             events = dict(poller.poll(remaining_ms))
             if pidfd in events:
                 break
+            if budget is not None and budget.listener in events:
+                if events[budget.listener] & select.POLLIN:
+                    budget.answer()  # only then: a receive with nothing waiting would block
+                else:  # POLLHUP: no process is left under its filter; polling on would spin
+                    poller.unregister(budget.listener)
+            if not handed_over and notify.fileno() in events:
+                budget, handed_over = self._receive_budget(notify), True
+                poller.unregister(notify)
+                if budget is not None and budget.listener is not None:
+                    poller.register(budget.listener, select.POLLIN)
             if self.sock.fileno() in events:
                 message = self._receive()
                 if message is None:
@@ -205,30 +272,18 @@ class Zygote:
                 if kind == KIND_KILL and target == run_id:
                     killed = True
                     break
-        if timed_out or killed:
-            os.kill(pid, signal.SIGKILL)
-        _, status, usage = os.wait4(pid, 0)
-        wall_ms = (time.monotonic() - started) * 1000
         os.close(pidfd)
-        self._kill_all()
-        report = self._read_all(status_read)
-        setup_error, mark, program_status = report.partition(child.STATUS_MARK)
-        if mark and not (timed_out or killed):
-            status = int(program_status)  # the program's own status, reported by the run's init
-        setup_error = setup_error.decode(errors="replace")
-        send(
-            self.sock,
-            {
-                "done": run_id,
-                "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-                "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                "wall_ms": wall_ms,
-                "cpu_ms": (usage.ru_utime + usage.ru_stime) * 1000,
-                "timed_out": timed_out,
-                "killed": killed,
-                "setup_error": setup_error,
-            },
-        )
+        return timed_out, killed, handed_over, budget
+
+    @staticmethod
+    def _receive_budget(notify: socket.socket) -> PipeBudget | None:
+        """What the run's init handed over: the pipe budget's listener, or b"T" (None) for a
+        toolchain run. Nothing at all (its setup failed first, so no program ran) is a budget
+        without a listener: the run still moves the host-wide counter by a whole budget."""
+        message, fds, _, _ = socket.recv_fds(notify, 1, 1)
+        if message == b"T":
+            return None
+        return PipeBudget(fds[0] if fds else None)
 
     @staticmethod
     def _read_all(fd: int) -> bytes:

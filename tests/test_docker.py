@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sys
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -34,6 +35,22 @@ def test_server_image_serves_its_health_checked_port_with_its_config() -> None:
     for source, _ in re.findall(r"^COPY (docker/\S+) (\S+)$", text, re.M):
         assert (DOCKER.parent / source).exists(), source
     load_server_config(DOCKER / "server-config.yaml")
+
+
+def test_images_copy_every_package_the_project_installs() -> None:
+    # A package missing from an image fails only when a verifier imports it at start-up (it
+    # happened: rm_encoding), so the Dockerfiles and their build-context filters are checked
+    # against pyproject's package list.
+    include = tomllib.loads((DOCKER.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {p.rstrip("*") for p in include["packages"]["find"]["include"]}
+    for name in ("server", "trainer"):
+        dockerfile = (DOCKER / f"{name}.Dockerfile").read_text()
+        ignore = (DOCKER / f"{name}.Dockerfile.dockerignore").read_text().splitlines()
+        copied = {m for m in re.findall(r"^COPY (\w+) /src/\1$", dockerfile, re.M)}
+        assert copied == packages, name
+        assert {f"!{p}/**" for p in packages} <= set(ignore), name
+        assert re.search(r"^COPY pyproject.toml README.md LICENSE /src/$", dockerfile, re.M)
+        assert {"!LICENSE", "!README.md", "!pyproject.toml"} <= set(ignore), name
 
 
 def test_compose_sidecar_has_the_tested_security_settings(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`verifier-server serve|list|check|demo`."""
+"""`verifier-server serve|list|check|demo|validate-grader`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from verifier_server.config import ConfigError, ServerConfig, load_config
 from verifier_server.registry import Registry, RegistryError
+from verifier_server.verifiers.openai_grader.validate import add_command as add_validate_grader
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +17,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="verifier-server", description="Reward and verification server for LLM RL."
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_serve(commands)
+    listing = commands.add_parser("list", help="print the verifiers, named rewards and params")
+    listing.add_argument(
+        "--json", action="store_true", help="print JSON Schemas instead of a table"
+    )
+    _common(listing)
+    check = commands.add_parser("check", help="validate a config file and report every problem")
+    _common(check, config_required=True)
+    demo = commands.add_parser(
+        "demo", help="start a server, score the bundled sample batch, print a table, stop"
+    )
+    demo.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    add_validate_grader(commands)
+    return parser
 
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`serve` and its flags, which override the config file's settings."""
     serve = commands.add_parser(
         "serve", help="run the gRPC server (and HTTP/JSON with --http-port) until SIGTERM"
     )
@@ -47,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["text", "json"],
         help="json: one JSON object a line, with request ids",
     )
+    _sandbox_flags(serve)
+    _common(serve)
+
+
+def _sandbox_flags(serve: argparse.ArgumentParser) -> None:
+    """`serve`'s overrides of the `sandbox` settings."""
     serve.add_argument(
         "--sandbox-slots", type=int, help="warm sandbox slots per worker (sandbox.slots)"
     )
@@ -61,22 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CGROUP",
         help="cgroup under which sandbox cgroups are made, e.g. / (sandbox.cgroup_parent)",
     )
-    _common(serve)
-
-    listing = commands.add_parser("list", help="print the verifiers, named rewards and params")
-    listing.add_argument(
-        "--json", action="store_true", help="print JSON Schemas instead of a table"
-    )
-    _common(listing)
-
-    check = commands.add_parser("check", help="validate a config file and report every problem")
-    _common(check, config_required=True)
-
-    demo = commands.add_parser(
-        "demo", help="start a server, score the bundled sample batch, print a table, stop"
-    )
-    demo.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    return parser
 
 
 def _common(parser: argparse.ArgumentParser, config_required: bool = False) -> None:
@@ -95,6 +103,8 @@ def _common(parser: argparse.ArgumentParser, config_required: bool = False) -> N
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "run", None):  # commands that need no config: validate-grader
+        return int(args.run(args))
     if args.command == "demo":
         from verifier_server.demo import run_demo
 
@@ -210,7 +220,7 @@ def _list(config: ServerConfig, registry: Registry, as_json: bool) -> int:
 def _serve(config: ServerConfig, registry: Registry) -> int:
     import uvloop
 
-    from verifier_server.server import serve
+    from verifier_server.startup import serve
 
     try:
         uvloop.run(serve(config, registry))

@@ -12,15 +12,18 @@ It runs on the server's event loop and goes through the servicer's own path (adm
 quotas, limits, cut-off before the deadline, status per item), so an item gets the same
 result over either port. Request-level errors map as on gRPC: INVALID_ARGUMENT -> 400 with
 `{"error", "field"}`, UNAUTHENTICATED -> 401; a body over `limits.max_message_mb` -> 413.
-The deadline comes from the `X-Timeout-S` header or the body's "timeout_s" (not both).
+The deadline comes from the `X-Timeout-S` header or the body's "timeout_s" (not both), and
+counts from the request's arrival; a body still uploading at the header's deadline gets 408.
 Tokens, when configured, are checked as on gRPC (`Authorization: Bearer ...`, health open).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,9 +36,10 @@ from verifier_server._proto.verifier.v1 import verifier_pb2 as pb
 from verifier_server.access import AccessInterceptor, caller_var, request_id_var
 from verifier_server.integrations import openrlhf
 from verifier_server.integrations.connection import reward_spec
-from verifier_server.server import RequestError, VerifierServicer, cut_off_after
+from verifier_server.server import SERVICE_NAME, RequestError, VerifierServicer, cut_off_after
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 HealthLookup = Callable[[str], bool | None]
 """Service name -> serving (True), not serving (False), or unknown (None)."""
 
@@ -44,11 +48,12 @@ _NO_TOKEN = "a valid token is required: send 'Authorization: Bearer <token>'"
 
 
 class BadRequest(Exception):
-    """A request the front end refuses before scoring: 400, naming the field."""
+    """A request the front end refuses before scoring: 400 (or `status`), naming the field."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, status: int = 400) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.status = status
 
 
 def build_app(
@@ -58,6 +63,21 @@ def build_app(
     max_body_bytes: int,
 ) -> web.Application:
     """The aiohttp application over `servicer`; `tokens` as for the gRPC port."""
+    routes = _Routes(servicer, health)
+    app = web.Application(
+        middlewares=[_errors_and_access(tokens, max_body_bytes)], client_max_size=max_body_bytes
+    )
+    app.router.add_post("/v1/score", routes.score)
+    app.router.add_get("/v1/verifiers", routes.verifiers)
+    app.router.add_get("/healthz", routes.healthz)
+    app.router.add_post("/v1/openrlhf/{reward}", routes.openrlhf_reward)
+    return app
+
+
+def _errors_and_access(tokens: dict[str, str] | None, max_body_bytes: int) -> Middleware:
+    """The middleware round every request: its request id, its caller from the token
+    (401 without a valid one, except on the open paths), and request-level errors as
+    `{"error", "field"}` answers."""
     access = AccessInterceptor(tokens)
     checking = bool(tokens)
 
@@ -75,7 +95,7 @@ def build_app(
                 caller_var.set(caller)
                 response = await handler(request)
         except BadRequest as exc:
-            response = _error(400, exc.field, str(exc))
+            response = _error(exc.status, exc.field, str(exc))
         except RequestError as exc:
             response = _error(400, exc.field, str(exc))
         except web.HTTPRequestEntityTooLarge:
@@ -83,80 +103,116 @@ def build_app(
         response.headers["X-Request-Id"] = request_id
         return response
 
-    async def score(request: web.Request) -> web.Response:
-        body = await _json_body(request)
+    return errors_and_access
+
+
+class _Routes:
+    """The handlers, each over the servicer's transport-neutral calls."""
+
+    def __init__(self, servicer: VerifierServicer, health: HealthLookup) -> None:
+        self._servicer = servicer
+        self._health = health
+
+    async def score(self, request: web.Request) -> web.Response:
+        arrived, header_s = time.monotonic(), _header_timeout_s(request)
+        body = await _json_body(request, header_s)
         if not isinstance(body, dict):
             raise BadRequest("<body>", f"expected a JSON object, got {type(body).__name__}")
-        cut_off = cut_off_after(_timeout_s(request, body.pop("timeout_s", None)))
+        cut_off = _cut_off(arrived, _timeout_s(header_s, body.pop("timeout_s", None)))
         try:
             message = json_format.ParseDict(body, pb.ScoreRequest())
         except json_format.ParseError as exc:
             raise BadRequest(_parse_error_field(str(exc)), str(exc)) from None
-        response = await servicer.score(message, cut_off, _peer(request))
+        except OverflowError as exc:  # an integer beyond a double, in reference or params
+            raise BadRequest("<body>", f"a number too large for a double: {exc}") from None
+        response = await self._servicer.score(message, cut_off, _peer(request))
         return _json(json_format.MessageToDict(
             response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         ))  # fmt: skip
 
-    async def verifiers(request: web.Request) -> web.Response:
+    async def verifiers(self, request: web.Request) -> web.Response:
         return _json(json_format.MessageToDict(
-            servicer.list_verifiers(), preserving_proto_field_name=True
+            self._servicer.list_verifiers(), preserving_proto_field_name=True
         ))  # fmt: skip
 
-    async def healthz(request: web.Request) -> web.Response:
+    async def healthz(self, request: web.Request) -> web.Response:
         service = request.query.get("service", "")
-        name = f"{_SERVICE}/{service}" if service else ""
-        serving = health(name)
+        name = f"{SERVICE_NAME}/{service}" if service else ""
+        serving = self._health(name)
         if serving is None:
             return _json({"status": "SERVICE_UNKNOWN", "service": service}, status=404)
         status = "SERVING" if serving else "NOT_SERVING"
         return _json({"status": status, "service": service}, status=200 if serving else 503)
 
-    async def openrlhf_reward(request: web.Request) -> web.Response:
-        body = await _json_body(request)
+    async def openrlhf_reward(self, request: web.Request) -> web.Response:
+        arrived, header_s = time.monotonic(), _header_timeout_s(request)
+        body = await _json_body(request, header_s)
+        # OpenRLHF posts a whole rollout batch at once (every sample, with one server) and cannot
+        # split it: split here into requests of the server's cap, as the Python client does.
+        cap = self._servicer.config.limits.max_items_per_request
         try:
             spec = reward_spec(request.match_info["reward"], "reward")
             items = openrlhf.items_from_request(body, spec)
-            message = convert.request_from_items(items)
+            messages = [
+                convert.request_from_items(items[start : start + cap])
+                for start in range(0, len(items), cap)
+            ]
         except openrlhf.ProtocolError as exc:
-            raise BadRequest(exc.field, str(exc)) from None
-        except (json_format.ParseError, ValueError) as exc:  # not UTF-8 (a lone surrogate)
+            raise BadRequest(exc.field, exc.message) from None
+        except (json_format.ParseError, ValueError, OverflowError) as exc:
+            # not UTF-8 (a lone surrogate); an integer beyond a double
             raise BadRequest("<body>", str(exc)) from None
-        cut_off = cut_off_after(_timeout_s(request, None))
-        response = await servicer.score(message, cut_off, _peer(request))
-        results = [convert.result_from_proto(r) for r in response.results]
-        return _json(openrlhf.response_from_results(results))
-
-    app = web.Application(middlewares=[errors_and_access], client_max_size=max_body_bytes)
-    app.router.add_post("/v1/score", score)
-    app.router.add_get("/v1/verifiers", verifiers)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_post("/v1/openrlhf/{reward}", openrlhf_reward)
-    return app
+        cut_off, peer = _cut_off(arrived, header_s), _peer(request)
+        scores = (self._servicer.score(m, cut_off, peer) for m in messages)
+        responses = await asyncio.gather(*scores)
+        results = [convert.result_from_proto(r) for one in responses for r in one.results]
+        try:
+            return _json(openrlhf.response_from_results(results))
+        except ValueError as exc:  # the reward in the URL: unknown, or bad params
+            raise BadRequest("reward", str(exc)) from None
 
 
-_SERVICE = pb.DESCRIPTOR.services_by_name["VerifierService"].full_name
-
-
-async def _json_body(request: web.Request) -> Any:
-    text = await request.text()
+async def _json_body(request: web.Request, within_s: float | None) -> Any:
+    """The body as JSON; it must arrive within `within_s` (the header's deadline, which, as a
+    gRPC deadline does, covers the upload: a body sent a byte a second held the call open)."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        async with asyncio.timeout(within_s):
+            body = await request.read()
+    except TimeoutError:
+        raise BadRequest("X-Timeout-S", f"the body did not arrive within {within_s} s",
+                         status=408) from None  # fmt: skip
+    try:
+        return json.loads(body)  # bytes: UTF-8 (or -16/-32, detected), whatever the header says
+    except ValueError as exc:  # also: not UTF-8, an integer of over 4300 digits
         raise BadRequest("<body>", f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("<body>", "JSON nested too deeply") from None
 
 
-def _timeout_s(request: web.Request, from_body: Any) -> float | None:
-    """The call's deadline in seconds, from the header or the body (None: no deadline)."""
+def _header_timeout_s(request: web.Request) -> float | None:
+    """The deadline in seconds from the X-Timeout-S header (None: not given)."""
     header = request.headers.get("X-Timeout-S")
-    if header is not None and from_body is not None:
+    return None if header is None else _seconds(header, "X-Timeout-S")
+
+
+def _timeout_s(header_s: float | None, from_body: Any) -> float | None:
+    """The call's deadline in seconds, from the header or the body (None: no deadline)."""
+    if header_s is not None and from_body is not None:
         raise BadRequest("timeout_s", "given both as the X-Timeout-S header and in the body; "
                          "set it in only one place")  # fmt: skip
-    raw, field = (header, "X-Timeout-S") if header is not None else (from_body, "timeout_s")
-    if raw is None:
-        return None
+    return header_s if from_body is None else _seconds(from_body, "timeout_s")
+
+
+def _cut_off(arrived: float, timeout_s: float | None) -> float | None:
+    """The cut-off of a call that arrived at monotonic time `arrived` (None: no deadline)."""
+    return None if timeout_s is None else cut_off_after(timeout_s - (time.monotonic() - arrived))
+
+
+def _seconds(raw: Any, field: str) -> float:
+    """A positive, finite number of seconds; BadRequest naming `field` otherwise."""
     try:
         value = float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadRequest(field, f"expected a number of seconds, got {raw!r}") from None
     if not math.isfinite(value) or value <= 0 or isinstance(raw, bool):
         raise BadRequest(field, f"expected a positive number of seconds, got {raw!r}")

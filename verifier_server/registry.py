@@ -31,6 +31,7 @@ BUILTIN_MODULES = (
     "verifier_server.verifiers.math.verifier",
     "verifier_server.verifiers.code.verifier",
     "verifier_server.verifiers.judge.verifier",
+    "verifier_server.verifiers.openai_grader.verifier",
     "verifier_server.verifiers.reward_model.verifier",
 )
 # Imported once in the worker pool's forkserver, so workers are forked with them loaded.

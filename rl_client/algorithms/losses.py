@@ -79,7 +79,8 @@ def aggregate(mode: str, values: Tensor, mask: Tensor, norm: Normalizer) -> Tens
     return lookup(AGGREGATIONS, mode, "loss aggregation")(values, mask.to(values.dtype), norm)
 
 
-def _masked_mean(values: Tensor, mask: Tensor) -> float:
+def masked_mean(values: Tensor, mask: Tensor) -> float:
+    """Mean of `values` over the entries where `mask` is 1 (0 for an empty mask), as a float."""
     return float((values * mask).sum() / mask.sum().clamp(min=1))
 
 
@@ -127,16 +128,16 @@ def ppo_clip_loss(
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     losses = torch.maximum(unclipped, clipped)
-    metrics = {"clip_fraction": _masked_mean((clipped > unclipped).to(mask.dtype), mask)}
+    metrics = {"clip_fraction": masked_mean((clipped > unclipped).to(mask.dtype), mask)}
     if dual_clip is not None:
         capped = torch.minimum(losses, -advantages * dual_clip)
         dual_active = (advantages < 0) & (capped < losses)
         losses = torch.where(advantages < 0, capped, losses)
-        metrics["dual_clip_fraction"] = _masked_mean(dual_active.to(mask.dtype), mask)
+        metrics["dual_clip_fraction"] = masked_mean(dual_active.to(mask.dtype), mask)
     if token_weights is not None:
         losses = losses * token_weights
     with torch.no_grad():
-        metrics["approx_kl"] = _masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
+        metrics["approx_kl"] = masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
     return LossOutput(aggregate(aggregation, losses, mask, norm), metrics)
 
 
@@ -174,6 +175,6 @@ def value_loss(
         # Only where the clamp bit: inside the range old + (V - old) can round away from V
         # and make the "clipped" term larger by an ulp.
         active = ((values - old_values).abs() > clip) & (clipped_squared > squared)
-        metrics["value_clip_fraction"] = _masked_mean(active.to(mask.dtype), mask)
+        metrics["value_clip_fraction"] = masked_mean(active.to(mask.dtype), mask)
         squared = torch.maximum(squared, clipped_squared)
     return LossOutput(0.5 * aggregate(aggregation, squared, mask, norm), metrics)

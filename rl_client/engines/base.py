@@ -2,11 +2,12 @@
 each, with the sampler's own logprob of every sampled token, and takes new weights after each
 update. Engines: `hf.py` (transformers `generate`), `vllm_local.py` (in-process `vllm.LLM`),
 `vllm_remote.py` (a `vllm serve` over HTTP). An engine that can also yield each completion as
-it finishes has a `stream(prompts, params)` method yielding (prompt index, sample index,
-completion); the rollout then requests each reward at once."""
+it finishes is a `StreamingEngine`: its `stream(prompts, params)` yields (prompt index, sample
+index, completion), and the rollout then requests each reward at once."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -59,11 +60,20 @@ class RolloutEngine(Protocol):
     def close(self) -> None: ...
 
 
-def gather_stream(
-    stream: Iterator[tuple[int, int, Completion]], num_prompts: int, n: int
-) -> list[list[Completion]]:
-    """A streaming engine's `generate`: its (prompt, sample, completion) in [B][G] order."""
-    out: list[list[Completion | None]] = [[None] * n for _ in range(num_prompts)]
-    for prompt_index, sample_index, completion in stream:
-        out[prompt_index][sample_index] = completion
-    return [[c for c in group if c is not None] for group in out]
+class StreamingEngine(ABC):
+    """An engine that yields each completion as it finishes; `generate` gathers the stream."""
+
+    @abstractmethod
+    def stream(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams
+    ) -> Iterator[tuple[int, int, Completion]]:
+        """(prompt index, sample index, completion), in the order they finish."""
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams
+    ) -> list[list[Completion]]:
+        """[B prompts] -> [B][G] completions, in prompt order."""
+        out: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
+        for prompt_index, sample_index, completion in self.stream(prompts, params):
+            out[prompt_index][sample_index] = completion
+        return [[c for c in group if c is not None] for group in out]

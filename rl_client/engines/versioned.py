@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from rl_client.engines.base import Completion, RolloutEngine, SamplingParams
+from rl_client.engines.base import Completion, RolloutEngine, SamplingParams, StreamingEngine
 
 
 class VersionedEngine:
@@ -25,7 +25,7 @@ class VersionedEngine:
     @property
     def streams(self) -> bool:
         """Whether the engine yields each completion as it finishes (`stream`)."""
-        return hasattr(self.engine, "stream")
+        return isinstance(self.engine, StreamingEngine)
 
     def generate(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams
@@ -39,10 +39,9 @@ class VersionedEngine:
     ) -> Iterator[tuple[int, int, Completion, int]]:
         """(prompt index, sample index, completion, version) as each completion finishes; the
         engine is held until the last one."""
+        assert isinstance(self.engine, StreamingEngine)
         with self._lock:
-            for prompt_index, sample_index, completion in self.engine.stream(  # type: ignore[attr-defined]
-                prompts, params
-            ):
+            for prompt_index, sample_index, completion in self.engine.stream(prompts, params):
                 yield prompt_index, sample_index, completion, self.version
 
     def sync_weights(self, model: torch.nn.Module, version: int) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from rl_client.engines.base import Completion, SamplingParams, gather_stream
+from rl_client.engines.base import Completion, SamplingParams, StreamingEngine
 from rl_client.engines.weights import weights_to_safetensors
 
 WORKER_EXTENSION = "rl_client.engines.vllm_worker.WeightReceiver"
@@ -35,7 +35,7 @@ class WeightSyncError(RuntimeError):
     """The engine did not take the new weights (timed out or failed); the message says which."""
 
 
-class VLLMEngine:
+class VLLMEngine(StreamingEngine):
     def __init__(
         self,
         model_path: str,
@@ -84,12 +84,6 @@ class VLLMEngine:
         )
 
     # ---- generation
-
-    def generate(
-        self, prompts: Sequence[Sequence[int]], params: SamplingParams
-    ) -> list[list[Completion]]:
-        """[B prompts] -> [B][G] completions, in prompt order."""
-        return gather_stream(self.stream(prompts, params), len(prompts), params.n)
 
     def stream(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from rl_client.engines.base import Completion, SamplingParams, gather_stream
+from rl_client.engines.base import Completion, SamplingParams, StreamingEngine
 from rl_client.engines.weights import export_weights
 
 WEIGHTS_FILE = "model.safetensors"
@@ -46,7 +46,7 @@ class RemoteEngineError(RuntimeError):
     """A call to the vLLM server failed; the message names the URL and the cause."""
 
 
-class RemoteVLLMEngine:
+class RemoteVLLMEngine(StreamingEngine):
     def __init__(
         self,
         base_url: str,
@@ -138,12 +138,6 @@ class RemoteVLLMEngine:
         return names[0]
 
     # ---- generation
-
-    def generate(
-        self, prompts: Sequence[Sequence[int]], params: SamplingParams
-    ) -> list[list[Completion]]:
-        """[B prompts] -> [B][G] completions, in prompt order."""
-        return gather_stream(self.stream(prompts, params), len(prompts), params.n)
 
     def stream(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams

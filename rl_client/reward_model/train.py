@@ -150,10 +150,10 @@ def _format(metrics: dict[str, Any]) -> str:
     )
 
 
-def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
+def parse_args(argv: Sequence[str] | None = None, prog: str = "rl-client rm") -> TrainConfig:
     """The command line -> TrainConfig, validated; each flag's help is the field's docstring."""
     parser = argparse.ArgumentParser(
-        prog="python -m rl_client.reward_model.train",
+        prog=prog,
         description="Train a Bradley-Terry reward model from (prompt, chosen, rejected) pairs.",
     )
     for name, info in TrainConfig.model_fields.items():
@@ -178,12 +178,13 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    cfg = parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "rl-client rm") -> int:
+    """`rl-client rm FLAGS` (also `python -m rl_client.reward_model.train FLAGS`)."""
+    cfg = parse_args(argv, prog)
     print(cfg.model_dump_json(indent=2))  # the resolved config, as training.json records it
     train(cfg)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m rl_client.reward_model.train"))

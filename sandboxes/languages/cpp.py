@@ -23,6 +23,7 @@ class Cpp:
             (self.compiler, *self.flags, "-o", f"/work/{BINARY}", f"/work/{SOURCE}"),
             files={SOURCE: source.encode(errors="surrogatepass")},
             collect=BINARY,
+            toolchain=True,
         )
 
     def run_program(self, source: str, artifact: bytes | None, stdin: bytes) -> Program:

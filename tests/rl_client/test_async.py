@@ -12,16 +12,15 @@ import torch
 from rl_helpers import train_settings, write_prompts
 
 from rl_client.async_collect import AsyncCollector, RolloutThreadError, StepBatch
-from rl_client.collect import RolloutPlan
 from rl_client.config import ModelConfig, TrainConfig, build_config
 from rl_client.data import PromptRow
 from rl_client.engines.base import Completion, SamplingParams
 from rl_client.engines.hf import HFEngine
 from rl_client.engines.versioned import VersionedEngine
+from rl_client.group_filter import DynamicSampling
 from rl_client.models import load_policy, load_tokenizer
-from rl_client.rollout import Group
+from rl_client.rollout import Group, RolloutPlan
 from rl_client.run import _collector
-from rl_client.sampling import DynamicSampling
 from rl_client.trainer import train
 from verifier_server.types import Result, RewardSpec
 

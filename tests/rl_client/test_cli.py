@@ -118,3 +118,27 @@ def test_sidecar_that_cannot_start_is_reported(
     config.write_text(yaml.safe_dump(settings))
     assert main(["train", "--config", str(config)]) == 1
     assert "error: reward server: the server did not start" in capsys.readouterr().err
+
+
+def test_rm_trains_a_reward_model_with_its_own_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tiny_models import random_lm
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rm", "--help"])  # rm's own parser answers, not rl-client's
+    assert exit_info.value.code == 0
+    assert "usage: rl-client rm" in capsys.readouterr().out
+
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": "rate it", "chosen": "good answer", "rejected": "bad answer"}] * 8
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "rm"
+    flags = ["--data", str(pairs), "--base", str(random_lm(tmp_path / "base")), "--out", str(out)]
+    assert main(["rm", *flags, "--batch-size", "4", "--device", "cpu"]) == 0
+    saved = json.loads((out / "training.json").read_text())
+    assert saved["config"]["batch_size"] == 4 and "eval_accuracy" in saved["metrics"]
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rm", *flags, "--eval-fraction", "2"])
+    assert exit_info.value.code == 2 and "--eval-fraction" in capsys.readouterr().err

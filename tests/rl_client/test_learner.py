@@ -1,5 +1,6 @@
-"""The learner: micro-batches with gradient accumulation equal one full batch; the sft loss
-covers only the response; the batch keeps masked items out."""
+"""The learner: micro-batches with gradient accumulation equal one full batch (KL and
+entropy terms included), gradient checkpointing changes nothing, the entropy bonus has PPO's
+gradient, and `prepare` measures the reference and the value head on the completions only."""
 
 from __future__ import annotations
 
@@ -7,47 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from rl_helpers import GROUPS
 
-from rl_client.batch import build_batch, compute_advantages
+from rl_client.algorithms.estimators import Advantages, compute_advantages
+from rl_client.batch import build_batch
 from rl_client.config import AlgorithmConfig, ModelConfig, TrainSettings
-from rl_client.data import PromptRow
-from rl_client.engines.base import Completion
-from rl_client.learner import Learner
-from rl_client.models import load_policy
-from rl_client.rollout import Group
-from rl_client.sft import IGNORE, pack
-from verifier_server.types import Result, RewardSpec, Status
-
-ROW = PromptRow("p", (), RewardSpec("x"), None)
-
-
-def _group(prompt: list[int], completions: list[list[int]], scores: list[float | None]) -> Group:
-    results = [
-        Result(id=str(i), score=s) if s is not None else Result.failed(str(i), Status.TIMEOUT, "t")
-        for i, s in enumerate(scores)
-    ]
-    items = [Completion(c, [-1.0] * len(c), "", "stop") for c in completions]
-    return Group(ROW, prompt, items, results)
-
-
-GROUPS = [
-    _group([5, 6, 7], [[10, 11, 2], [12, 2], [13, 14, 15, 2], [16, 2]], [1.0, 0.0, 1.0, None]),
-    _group([8, 9], [[20, 2], [21, 22, 2], [23, 2], [24, 25, 2]], [0.0, 0.0, 1.0, 0.0]),
-]
-
-
-def test_batch_keeps_masked_items_out_and_advantages_use_valid_members_only() -> None:
-    batch = build_batch(GROUPS, pad_token_id=0, mask_truncated=False)
-    assert batch.size == 7  # the TIMEOUT item is not a row
-    assert batch.prompt_width == 3 and batch.completion_mask.shape == (7, 4)
-    advantages, returns = compute_advantages(batch, AlgorithmConfig(advantage="dr_grpo"))
-    assert returns is None
-    # group 0 valid rewards 1, 0, 1: mean 2/3 -> 1/3, -2/3, 1/3 (the masked one is absent)
-    # group 1: 0, 0, 1, 0: mean 1/4 -> -1/4, -1/4, 3/4, -1/4
-    expected = [1 / 3, -2 / 3, 1 / 3, -0.25, -0.25, 0.75, -0.25]
-    torch.testing.assert_close(advantages[:, 0], torch.tensor(expected))
-    # advantages sit on completion tokens only
-    assert torch.all((advantages != 0) <= batch.completion_mask.bool())
+from rl_client.learner import Learner, Prepared
+from rl_client.models import load_policy, new_value_head
 
 
 def _grads(
@@ -70,14 +37,16 @@ def _grads(
         device=torch.device("cpu"),
     )
     batch = build_batch(GROUPS, pad_token_id=0, mask_truncated=False)
+    prepared = Prepared(ref_logprobs=None, old_values=None)
     if algo.kl_coef > 0:  # a made-up reference, the same for every split
-        batch.ref_logprobs = torch.full_like(batch.sampler_logprobs, -3.0) * batch.completion_mask
-    batch.advantages, batch.returns = compute_advantages(batch, algo)
+        ref_logprobs = torch.full_like(batch.sampler_logprobs, -3.0) * batch.completion_mask
+        prepared = Prepared(ref_logprobs=ref_logprobs, old_values=None)
+    advantages = compute_advantages(batch, algo, ref_logprobs=prepared.ref_logprobs)
     captured: list[torch.Tensor] = []
     learner.optimizer.step = lambda: captured.extend(  # type: ignore[method-assign]
         p.grad.clone() for p in learner.parameters
     )
-    learner.update(batch)
+    learner.update(batch, prepared, advantages)
     return captured
 
 
@@ -108,122 +77,6 @@ def test_gradient_checkpointing_gives_the_same_gradient(tiny_model: Path) -> Non
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
 
 
-def test_packing_keeps_labels_and_restarts_positions() -> None:
-    examples = [
-        ([1, 2, 3], [IGNORE, 2, 3]),
-        ([4, 5], [IGNORE, 5]),
-        ([6, 7, 8], [IGNORE, IGNORE, 8]),
-    ]
-    rows = pack(examples, max_len=5)
-    assert rows == [
-        ([1, 2, 3, 4, 5], [IGNORE, 2, 3, IGNORE, 5], [0, 1, 2, 0, 1]),
-        ([6, 7, 8], [IGNORE, IGNORE, 8], [0, 1, 2]),
-    ]
-
-
-def test_sft_labels_cover_only_the_response_and_eos(tiny_model: Path, tmp_path: Path) -> None:
-    from rl_client.config import SFTConfig, build_config
-    from rl_client.models import load_tokenizer
-    from rl_client.sft import sft_examples
-
-    data = tmp_path / "sft.jsonl"
-    data.write_text('{"prompt": "What is 2+2?", "completion": "\\\\boxed{4}"}\n')
-    config = build_config(
-        SFTConfig,
-        {"model": {"path": str(tiny_model)}, "data": {"path": str(data)}, "output_dir": "o"},
-    )
-    tokenizer = load_tokenizer(tiny_model)
-    [(ids, labels)] = sft_examples(config, tokenizer)
-    answer = tokenizer("\\boxed{4}", add_special_tokens=False)["input_ids"]
-    response = [*answer, tokenizer.eos_token_id]
-    assert labels[-len(response) :] == response
-    assert set(labels[: -len(response)]) == {IGNORE}
-    assert ids[-len(response) :] == response
-    prompt_text = tokenizer.decode(ids[: -len(response)])
-    assert prompt_text.endswith("What is 2+2?<|im_end|>\n<|im_start|>assistant\n")
-
-
-def test_kl_in_the_reward_is_summed_per_sequence_before_the_advantage() -> None:
-    batch = build_batch(GROUPS, pad_token_id=0, mask_truncated=False)
-    batch.ref_logprobs = torch.full_like(batch.sampler_logprobs, -1.5) * batch.completion_mask
-    algo = AlgorithmConfig(
-        advantage="dr_grpo", kl_coef=0.1, kl_estimator="k1", kl_placement="reward"
-    )
-    advantages, _ = compute_advantages(batch, algo)
-    # k1 = logp - ref = -1 - (-1.5) = 0.5 per token; penalty 0.1 * 0.5 * length
-    # group 0 (lengths 3, 2, 4): 1 - .15, 0 - .1, 1 - .2 = .85, -.1, .8; mean 1.55 / 3
-    #   -> .333333, -.616667, .283333
-    # group 1 (lengths 2, 3, 2, 3): -.1, -.15, .9, -.15; mean .125
-    #   -> -.225, -.275, .775, -.275
-    expected = [0.333333, -0.616667, 0.283333, -0.225, -0.275, 0.775, -0.275]
-    torch.testing.assert_close(advantages[:, 0], torch.tensor(expected), atol=1e-5, rtol=0)
-
-
-def test_an_ok_completion_with_no_tokens_stays_in_its_group_statistics() -> None:
-    # Member 1 of group 1 answered nothing (0 tokens) and was scored 0, OK. Its reward counts:
-    # rewards 0, 0, 1 -> mean 1/3 -> -1/3, -1/3, 2/3 (dropped, the mean of 0, 1 would be .5).
-    groups = [_group([8, 9], [[20, 2], [], [23, 2]], [0.0, 0.0, 1.0])]
-    batch = build_batch(groups, pad_token_id=0, mask_truncated=False)
-    assert batch.size == 3 and batch.completion_mask[1].sum() == 0
-    advantages, _ = compute_advantages(batch, AlgorithmConfig(advantage="dr_grpo"))
-    torch.testing.assert_close(advantages[[0, 2], 0], torch.tensor([-1 / 3, 2 / 3]))
-    assert advantages[1].abs().sum() == 0  # no token to carry it
-    # A batch of empty completions only still builds (T = 1, nothing in the loss).
-    empty = build_batch([_group([8], [[], []], [0.0, 1.0])], pad_token_id=0, mask_truncated=False)
-    assert empty.completion_mask.shape == (2, 1) and empty.completion_mask.sum() == 0
-
-
-def _episode(tokens: int, policy: list[int], score: float) -> Group:
-    completion = Completion(
-        list(range(10, 10 + tokens)), [-1.0] * tokens, "", "stop", tuple(policy)
-    )
-    return Group(ROW, [5], [completion], [Result(id="0", score=score)])
-
-
-def test_ppo_advantages_of_an_episode_with_tool_outputs() -> None:
-    # Policy tokens at 0, 1, 4 (2, 3 are a tool output); reward 1, V .5, gamma 1, lam .95,
-    # no whitening: A = .5 * .95^k by policy steps to the end: .45125, .475, 0, 0, .5.
-    batch = build_batch([_episode(5, [1, 1, 0, 0, 1], 1.0)], pad_token_id=0, mask_truncated=False)
-    batch.old_values = torch.full((1, 5), 0.5) * batch.completion_mask
-    algo = AlgorithmConfig(advantage="gae", gamma=1.0, gae_lambda=0.95, whiten_advantages=False)
-    advantages, returns = compute_advantages(batch, algo)
-    torch.testing.assert_close(advantages, torch.tensor([[0.45125, 0.475, 0.0, 0.0, 0.5]]))
-    assert returns is not None and returns[0, 4] == pytest.approx(1.0)
-
-
-def test_reinforce_pp_token_form_by_hand() -> None:
-    # One group of two: rewards 1 and 0, group baseline .5 -> +.5, -.5 on the last policy
-    # token. k1 = logp - ref = -1 - (-1.2) = .2 per policy token, times kl_coef .5 = .1.
-    # Row 0 (3 tokens, the middle one a tool output): rewards -.1, (tool), .5 - .1 = .4;
-    #   to go: .3, 0, .4. Row 1 (2 tokens): -.1, -.5 - .1 = -.6; to go: -.7, -.6.
-    # Whitened over the 4 policy tokens .3 .4 -.7 -.6: mean -.15; deviations .45 .55 -.55
-    # -.45; population var (.2025 + .3025) * 2 / 4 = .2525; std .502494
-    #   -> .895533, 1.094540, -1.094540, -.895533
-    groups = [
-        Group(
-            ROW,
-            [5],
-            [
-                Completion([10, 11, 12], [-1.0] * 3, "", "stop", (1, 0, 1)),
-                Completion([13, 14], [-1.0] * 2, "", "stop"),
-            ],
-            [Result(id="0", score=1.0), Result(id="1", score=0.0)],
-        )
-    ]
-    batch = build_batch(groups, pad_token_id=0, mask_truncated=False)
-    batch.ref_logprobs = torch.full_like(batch.sampler_logprobs, -1.2) * batch.completion_mask
-    algo = AlgorithmConfig(
-        advantage="reinforce_pp",
-        reinforce_pp_form="token",
-        kl_coef=0.5,
-        kl_estimator="k1",
-        kl_placement="reward",
-    )
-    advantages, _ = compute_advantages(batch, algo)
-    expected = [[0.895533, 0.0, 1.094540], [-1.094540, -0.895533, 0.0]]
-    torch.testing.assert_close(advantages, torch.tensor(expected), atol=1e-5, rtol=0)
-
-
 @pytest.mark.filterwarnings(r"ignore:Seems like `optimizer.step\(\)`")
 def test_entropy_bonus_gradient(tiny_model: Path) -> None:
     # Advantages 0 make the policy loss's gradient 0, so the step's gradient is exactly
@@ -241,12 +94,12 @@ def test_entropy_bonus_gradient(tiny_model: Path) -> None:
         device=torch.device("cpu"),
     )
     batch = build_batch(GROUPS, pad_token_id=0, mask_truncated=False)
-    batch.advantages = torch.zeros_like(batch.completion_mask)
+    zeros = Advantages(torch.zeros_like(batch.completion_mask), None)
     captured: list[torch.Tensor] = []
     learner.optimizer.step = lambda: captured.extend(  # type: ignore[method-assign]
         p.grad.clone() for p in learner.parameters
     )
-    learner.update(batch)
+    learner.update(batch, Prepared(ref_logprobs=None, old_values=None), zeros)
 
     model.zero_grad()
     width, length = batch.prompt_width, batch.completion_mask.shape[1]
@@ -263,3 +116,41 @@ def test_entropy_bonus_gradient(tiny_model: Path) -> None:
     assert any(g.abs().sum() > 0 for g in expected)
     for got, want in zip(captured, expected, strict=True):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)
+
+
+def test_prepare_measures_the_reference_and_values_on_completion_tokens_only(
+    tiny_model: Path,
+) -> None:
+    torch.manual_seed(0)
+    model = load_policy(ModelConfig(path=str(tiny_model)), torch.device("cpu"))
+    reference = load_policy(ModelConfig(path=str(tiny_model)), torch.device("cpu"))
+    algo = AlgorithmConfig(advantage="gae", kl_coef=0.05, kl_estimator="k1", kl_placement="reward")
+    learner = Learner(
+        model,
+        algo=algo,
+        train=TrainSettings(micro_batch_size=3),
+        temperature=1.0,
+        seq_len_norm=4.0,
+        device=torch.device("cpu"),
+        reference=reference,
+        value_head=new_value_head(model, torch.device("cpu")),
+    )
+    batch = build_batch(GROUPS, pad_token_id=0, mask_truncated=False)
+    prepared = learner.prepare(batch)
+    assert prepared.ref_logprobs is not None and prepared.old_values is not None
+    off = batch.completion_mask == 0
+    assert torch.all(prepared.ref_logprobs[off] == 0) and torch.all(prepared.old_values[off] == 0)
+    # The reference is a copy of the policy: its logprobs are the policy's own.
+    own = learner.forward(model, batch, slice(0, batch.size), values=False).logprobs
+    torch.testing.assert_close(prepared.ref_logprobs, own.detach() * batch.completion_mask)
+    assert torch.all(prepared.ref_logprobs[~off] < 0)
+    # Without a KL or a critic there is nothing to measure.
+    plain = Learner(
+        model,
+        algo=AlgorithmConfig(kl_coef=0.0),
+        train=TrainSettings(micro_batch_size=3),
+        temperature=1.0,
+        seq_len_norm=4.0,
+        device=torch.device("cpu"),
+    )
+    assert plain.prepare(batch) == Prepared(ref_logprobs=None, old_values=None)

@@ -24,30 +24,22 @@ def test_an_artifact_over_its_cap_is_output_limit_not_a_truncated_file(
 
 
 LEAVES_TIME_WAIT = """
-import socket
+import os, socket
 try:
-    listener = socket.socket()
-    listener.bind(('127.0.0.1', 40123))
-    listener.listen(1)
-    client = socket.create_connection(('127.0.0.1', 40123))
-    server, _ = listener.accept()
-    client.close(); server.close(); listener.close()
+    socket.socket().bind(('127.0.0.1', 40123))
 except OSError as exc:
     print(exc.errno)
-print(open('/proc/self/net/tcp').read().count(' 06 '))
+print(os.path.exists('/proc/self/net/tcp'))
 """
-COUNTS_TIME_WAIT = "print(open('/proc/self/net/tcp').read().count(' 06 '))"
 
 
 def test_socket_state_of_a_run_is_not_seen_by_the_next() -> None:
-    """Each run has its own network namespace: a port left in TIME_WAIT (what a program used
-    to tell the slot's later runs which of its answers passed) dies with the run. Its
-    loopback is down, so there is no port to leave either."""
+    """A program used to tell the slot's later runs which of its answers passed through ports
+    it left in TIME_WAIT. Each run now has its own network namespace with loopback down, a
+    program can make no socket and has no /proc/self/net to read one in."""
     with SandboxPool(slots=1) as pool:
         leaves = pool.run(_python(LEAVES_TIME_WAIT))
-        assert leaves.stdout == b"101\n0\n", leaves  # ENETUNREACH: loopback is down
-        later = pool.run(_python(COUNTS_TIME_WAIT))
-        assert later.stdout == b"0\n", later
+        assert leaves.stdout == b"1\nFalse\n", leaves  # EPERM: no socket in a program run
 
 
 def _python(source: str) -> Program:
@@ -96,12 +88,12 @@ print('moved')
 
 
 def test_a_run_reads_no_host_wide_counter_in_proc_or_sys(pool: SandboxPool) -> None:
-    """Its /proc (subset=pid) holds the run's own pid directories, self and thread-self, and
-    nothing else; /sys does not exist. It used to read all of these."""
+    """A program has no /proc (even lookups of /proc/self move a host-wide counter:
+    test_counters.py) and no /sys. It used to read all of these."""
     result = pool.run(_python(READS_HOST_WIDE))
     lines = result.stdout.decode().splitlines()
     assert lines[:-1] == [f"{path} FileNotFoundError" for path in HOST_WIDE], result
-    assert lines[-1] == "['self', 'thread-self']", result
+    assert lines[-1] == "[]", result
 
 
 def test_host_wide_counters_are_no_channel_between_runs() -> None:
@@ -121,55 +113,52 @@ import multiprocessing, os, resource
 with multiprocessing.Pool(2) as workers:
     squares = workers.map(abs, [-1, -2])
 print(os.cpu_count() >= 1, len(os.sched_getaffinity(0)) >= 1, squares,
-      os.sysconf('SC_PHYS_PAGES') > 0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0,
-      'VmRSS' in open('/proc/self/status').read(), len(os.listdir('/proc/self/fd')) >= 3)
+      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0, os.path.exists('/dev/stdin'))
 """
 NODE_WITHOUT_PROC = """
 const os = require('os');
-console.log(os.totalmem() > 0, os.freemem() > 0, os.availableParallelism() >= 1,
-            os.cpus().length, typeof os.loadavg()[0]);
+console.log(os.totalmem(), os.freemem(), os.availableParallelism() >= 1,
+            os.cpus().length, os.loadavg());
 """
 
 
-def test_runtimes_work_with_only_the_pid_part_of_proc(pool: SandboxPool) -> None:
-    """What Python and Node ask the system about: CPUs and memory come from sched_getaffinity
-    and sysinfo, the run's own figures from /proc/self. Node's os.cpus() reads /proc/stat and
-    /proc/cpuinfo: it is empty now (os.availableParallelism() is the count)."""
+def test_runtimes_work_without_proc(pool: SandboxPool) -> None:
+    """What Python and Node ask the system about: CPUs come from sched_getaffinity, the run's
+    own figures from getrusage. Node's os.cpus() reads /proc/stat and /proc/cpuinfo: it is
+    empty (os.availableParallelism() is the count). sysinfo(2) fails with EPERM, so Node's
+    host memory and load read 0. multiprocessing.Pool fits in the pipe budget. /dev/stdin
+    resolves: it links to the run's own /dev/fd/0 (sandboxes.stdio), not into /proc."""
     limits = Limits(cpu_s=5, wall_s=15, memory_mb=512)
     python = pool.run(_python(RUNTIMES_WITHOUT_PROC), limits)
-    assert python.stdout == b"True True [1, 2] True True True True\n", python
+    assert python.stdout == b"True True [1, 2] True True\n", python
     node = pool.run(
         Program(("/usr/bin/node", "/work/main.js"), files={"main.js": NODE_WITHOUT_PROC.encode()}),
         limits,
     )
-    assert node.stdout == b"true true true 0 number\n", node
+    assert node.stdout == b"0 0 true 0 [ 0, 0, 0 ]\n", node
 
 
-# Loopback packets count in the host-wide per-CPU totals of /proc/self/net/softnet_stat, which
-# every network namespace shows and subset=pid keeps (it is under the run's own pid).
-READS_SOFTNET = "print(sum(int(row.split()[0], 16) for row in open('/proc/self/net/softnet_stat')))"
 SENDS_ON_LOOPBACK = """
-import socket
+import os, socket
 sent = 0
 for family, address in ((socket.AF_INET, ('127.0.0.1', 5000)), (socket.AF_INET6, ('::1', 5000))):
-    sender = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sender = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError:
+        continue  # EPERM: a program run makes no socket
     for _ in range(20_000):
         try:
             sent += sender.sendto(b'x', address)
         except OSError:
             pass
-print(sent)
+print(sent, os.path.exists('/proc/self/net/softnet_stat'))
 """
 
 
-def test_loopback_packets_are_no_channel_between_runs() -> None:
-    """A run's loopback is down: it sends no packet, and the packets the next run counts
-    moved by the host's own traffic only. With loopback up, the sender's 40,000 packets moved
-    the count by 40,000 (and 50,000 by exactly 50,000 on an idle host)."""
-    with SandboxPool(slots=1) as pool:
-        before = pool.run(_python(READS_SOFTNET))
-        sent = pool.run(_python(SENDS_ON_LOOPBACK), Limits(cpu_s=5, wall_s=10))
-        assert sent.stdout == b"0\n", sent
-        after = pool.run(_python(READS_SOFTNET))
-        assert before.outcome is Outcome.OK and after.outcome is Outcome.OK, (before, after)
-        assert int(after.stdout) - int(before.stdout) < 4_000, (before, after)
+def test_loopback_packets_are_no_channel_between_runs(pool: SandboxPool) -> None:
+    """Loopback packets count in the host-wide per-CPU totals of /proc/self/net/softnet_stat,
+    which every network namespace shows: with loopback up, a sender's 50,000 packets moved
+    the next run's reading by exactly 50,000. A run's loopback is down, a program can make no
+    socket to send with and has no /proc to read the totals in."""
+    sent = pool.run(_python(SENDS_ON_LOOPBACK), Limits(cpu_s=5, wall_s=10))
+    assert sent.stdout == b"0 False\n", sent

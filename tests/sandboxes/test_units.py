@@ -12,7 +12,17 @@ import pytest
 from sandboxes import Limits, Outcome, Program
 from sandboxes.cgroups import _sweep_stale, own_paths, slot_name
 from sandboxes.pool import classify
-from sandboxes.seccomp import DENIED_SYSCALLS, RET_ALLOW, RET_KILL_PROCESS, deny_list_filter
+from sandboxes.seccomp import (
+    DENIED_SYSCALLS,
+    PIPE_SYSCALLS,
+    PROGRAM_DENIED_SYSCALLS,
+    RET_ALLOW,
+    RET_KILL_PROCESS,
+    RET_USER_NOTIF,
+    deny_list_filter,
+    pipe_notify_filter,
+    program_filter,
+)
 
 
 def instructions(program: bytes) -> list[tuple[int, int, int, int]]:
@@ -35,10 +45,10 @@ def test_seccomp_denies_every_listed_call_with_eperm() -> None:
         assert code[at + 1] == (0x06, 0, 0, 0x00050000 | 1)  # SECCOMP_RET_ERRNO | EPERM
 
 
-def run_filter(program: bytes, nr: int, arg0: int = 0, arg1: int = 0) -> int:
+def run_filter(program: bytes, nr: int, arg0: int = 0, arg1: int = 0, arg3: int = 0) -> int:
     """A classic-BPF interpreter for the instructions the filter uses, on one system call."""
     code = instructions(program)
-    data = struct.pack("<iIQ6Q", nr, 0xC000003E, 0, arg0, arg1, 0, 0, 0, 0)
+    data = struct.pack("<iIQ6Q", nr, 0xC000003E, 0, arg0, arg1, 0, arg3, 0, 0)
     accumulator, pc = 0, 0
     while True:
         op, jt, jf, k = code[pc]
@@ -71,6 +81,46 @@ def test_seccomp_still_denies_listed_calls_in_the_interpreter() -> None:
     assert run_filter(program, DENIED_SYSCALLS["ptrace"]) == 0x00050000 | 1
     assert run_filter(program, 56, 0x10000000) == 0x00050000 | 1  # clone(CLONE_NEWUSER)
     assert run_filter(program, 56, 0x11) == RET_ALLOW  # clone(SIGCHLD)
+
+
+EPERM = 0x00050000 | 1
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAM_DENIED_SYSCALLS))
+def test_program_filter_denies_calls_that_move_host_wide_counters(name: str) -> None:
+    number = PROGRAM_DENIED_SYSCALLS[name]
+    assert run_filter(program_filter("x86_64"), number, 1) == EPERM  # socket(AF_UNIX) too
+    assert run_filter(deny_list_filter("x86_64"), number, 1) == RET_ALLOW  # the compiler's
+
+
+@pytest.mark.parametrize(
+    ("flags", "allowed"),
+    [
+        (0x01 | 0x20, False), (0x03 | 0x20, False),  # MAP_SHARED(_VALIDATE) | MAP_ANONYMOUS
+        (0x02 | 0x20 | 0x40000, False),  # MAP_HUGETLB takes an inode number even if it fails
+        (0x02 | 0x20, True), (0x02, True),  # private anonymous memory; private file mappings
+        (0x01, True),  # shared file mappings: a POSIX semaphore in the run's own /dev/shm
+    ],
+)  # fmt: skip
+def test_program_filter_denies_shared_and_huge_page_mappings(flags: int, allowed: bool) -> None:
+    assert run_filter(program_filter("x86_64"), 9, arg3=flags) == (RET_ALLOW if allowed else EPERM)
+
+
+def test_program_filter_denies_clone_pidfd_and_keeps_the_deny_list() -> None:
+    program = program_filter("x86_64")
+    assert run_filter(program, 56, 0x1000 | 17) == EPERM  # clone(CLONE_PIDFD | SIGCHLD)
+    assert run_filter(program, 56, 17) == RET_ALLOW
+    assert run_filter(deny_list_filter("x86_64"), 56, 0x1000 | 17) == RET_ALLOW
+    assert run_filter(program, DENIED_SYSCALLS["ptrace"]) == EPERM
+    assert run_filter(program, 16, 3, 0x5412) == EPERM  # ioctl(TIOCSTI)
+    for number in PIPE_SYSCALLS.values():
+        assert run_filter(program, number) == RET_ALLOW  # the pipe budget decides
+
+
+def test_pipe_notify_filter_sends_pipes_to_the_zygote_and_nothing_else() -> None:
+    notify = pipe_notify_filter("x86_64")
+    assert [run_filter(notify, n) for n in PIPE_SYSCALLS.values()] == [RET_USER_NOTIF] * 2
+    assert run_filter(notify, 41, 1) == RET_ALLOW and run_filter(notify, 0) == RET_ALLOW
 
 
 def test_seccomp_refuses_other_architectures() -> None:

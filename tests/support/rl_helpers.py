@@ -1,9 +1,17 @@
-"""Helpers for the rl_client tests: prompt files and a small, fast training config."""
+"""Helpers for the rl_client tests: prompt files, a small, fast training config, and scored
+groups to build batches from."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from rl_client.data import PromptRow
+from rl_client.engines.base import Completion
+from rl_client.rollout import Group
+from verifier_server.types import Result, RewardSpec, Status
+
+ROW = PromptRow("p", (), RewardSpec("x"), None)
 
 # Wall-clock metrics: everything else in metrics.jsonl repeats exactly in a resumed run.
 VOLATILE_METRICS = frozenset(
@@ -33,3 +41,25 @@ def train_settings(model: Path, data: Path, output: Path) -> dict:
         "train": {"steps": 2, "lr": 1e-3, "micro_batch_size": 4},
         "output": {"dir": str(output), "progress": False, "tensorboard": False},
     }
+
+
+def scored_group(
+    prompt: list[int], completions: list[list[int]], scores: list[float | None]
+) -> Group:
+    """One prompt's group: each completion's sampler logprobs are -1 per token; a score of
+    None is an item that could not be verified (TIMEOUT, masked)."""
+    results = [
+        Result(id=str(i), score=s) if s is not None else Result.failed(str(i), Status.TIMEOUT, "t")
+        for i, s in enumerate(scores)
+    ]
+    items = [Completion(c, [-1.0] * len(c), "", "stop") for c in completions]
+    return Group(ROW, prompt, items, results)
+
+
+# Two groups of 4: group 0 has a masked member (7 rows, completions of 2-4 tokens).
+GROUPS = [
+    scored_group(
+        [5, 6, 7], [[10, 11, 2], [12, 2], [13, 14, 15, 2], [16, 2]], [1.0, 0.0, 1.0, None]
+    ),
+    scored_group([8, 9], [[20, 2], [21, 22, 2], [23, 2], [24, 25, 2]], [0.0, 0.0, 1.0, 0.0]),
+]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+from verifier_server.client import RewardClient
 from verifier_server.sidecar import start_server_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +59,32 @@ class ServerProcess:
                 self.process.kill()
                 raise
         return self.process.returncode
+
+
+@contextlib.contextmanager
+def configured_server(config: dict[str, Any], directory: Path) -> Iterator[ServerProcess]:
+    """A server started with `config` (written to `directory`, its log beside it); it stops
+    on exit."""
+    (directory / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+    with (directory / "server.log").open("w") as stderr:
+        proc = ServerProcess(["--config", str(directory / "config.yaml")], stderr=stderr)
+        try:
+            yield proc
+        finally:
+            proc.stop()
+
+
+@contextlib.contextmanager
+def configured_client(
+    config: dict[str, Any], directory: Path, timeout_s: float = 60
+) -> Iterator[RewardClient]:
+    """A server started with `config` (see configured_server) and a ready client to it."""
+    with (
+        configured_server(config, directory) as proc,
+        RewardClient(proc.address, timeout_s=timeout_s) as client,
+    ):
+        client.wait_ready()
+        yield client
 
 
 def children_of(pid: int) -> set[int]:

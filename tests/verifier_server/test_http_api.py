@@ -138,6 +138,13 @@ def test_score_over_http_equals_score_over_grpc(served: tuple[ServerProcess, Htt
         (json.dumps({"items": [json_item("same"), json_item("same")]}).encode(), "items[1].id"),
         (json.dumps({"items": [], "timeout_s": "soon"}).encode(), "timeout_s"),
         (json.dumps({"items": [], "timeout_s": -1}).encode(), "timeout_s"),
+        # Found by attack: each of these was a 500 (RecursionError, UnicodeDecodeError,
+        # ValueError from int(), OverflowError from float()).
+        (b'{"items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "<body>"),
+        ('{"items": [{"id": "\xff"}]}'.encode("latin-1"), "<body>"),
+        (b'{"items": [], "x": 1' + b"0" * 5000 + b"}", "<body>"),  # over int's 4300 digits
+        (b'{"items": [], "timeout_s": 1' + b"0" * 400 + b"}", "timeout_s"),  # beyond a double
+        (b'{"items": [{"id": "a", "reference": 1' + b"0" * 400 + b"}]}", "<body>"),
     ],
 )  # fmt: skip
 def test_a_bad_request_is_a_400_naming_the_field(
@@ -188,6 +195,19 @@ def test_the_deadline_cuts_slow_items_to_timeout_and_keeps_fast_ones(
     assert by_id["fast"]["status"] == "STATUS_OK"
 
 
+def test_the_header_deadline_covers_the_upload(served: tuple[ServerProcess, Http]) -> None:
+    # A body sent slowly used to hold the call open past the deadline, which then counted from
+    # the body's end (a 2 s call answered after 5.8 s); as on gRPC, it counts from arrival.
+    port = int(served[1].base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        start = time.monotonic()
+        sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nX-Timeout-S: 1\r\n"
+                     b'Content-Length: 100\r\n\r\n{"items": [')  # fmt: skip
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 408") and time.monotonic() - start < 3.0
+    assert '"field": "X-Timeout-S"' in answer
+
+
 def test_verifiers_and_health(served: tuple[ServerProcess, Http]) -> None:
     http = served[1]
     status, answer = http.call("GET", "/v1/verifiers")
@@ -202,7 +222,11 @@ def test_openrlhf_remote_reward_protocol(served: tuple[ServerProcess, Http]) -> 
     # As OpenRLHF's SingleTurnAgentExecutor posts it: query = prompt + response, decoded.
     prompt = "<|user|> capital of france? <|assistant|>"
     body = {
-        "query": [prompt + "<answer>Paris</answer>", prompt + "<answer>Lyon</answer>", "unrelated"],
+        "query": [
+            prompt + "<answer>Paris</answer>",
+            prompt + "<answer>Lyon</answer>",
+            "<s>" + prompt + "Paris",
+        ],  # a BOS token before the prompt
         "prompts": [prompt, prompt, prompt],
         "labels": ["Paris", "Paris", "Paris"],
     }
@@ -214,7 +238,7 @@ def test_openrlhf_remote_reward_protocol(served: tuple[ServerProcess, Http]) -> 
         "query": [prompt + "Paris"], "prompts": [prompt], "labels": ["Paris"]})  # fmt: skip
     assert exact["rewards"] == [1.0]
     assert answer["statuses"] == ["OK", "OK", "OK"]
-    assert answer["rewards"] == [0.0, 0.0, 0.0] == answer["scores"]
+    assert answer["rewards"] == [0.0, 0.0, 1.0] == answer["scores"]
     assert answer["extra_logs"] == {"verified": [1.0, 1.0, 1.0]}
     # An item the server cannot verify: 0.0 (OpenRLHF cannot mask) and verified 0.0.
     status, failed = served[1].call("POST", "/v1/openrlhf/faulty", {
@@ -232,6 +256,16 @@ def test_openrlhf_remote_reward_protocol(served: tuple[ServerProcess, Http]) -> 
         ({"query": ["a", "b"], "prompts": ["a"]}, "prompts"),
         ({"query": ["a"], "labels": []}, "labels"),
         ({"query": ["a"], "prompts": [3]}, "prompts[0]"),
+        ({"query": ["a"], "labels": [10**400]}, "<body>"),  # a 500 before
+        # A query without its prompt was scored whole: the prompt's own text (its format
+        # instructions, a worked example's answer) graded as if the policy had written it.
+        (
+            {
+                "query": ["<answer>x</answer>", "said nothing"],
+                "prompts": ["<answer>x</answer>", "Reply in <think></think><answer></answer>"],
+            },
+            "query[1]",
+        ),
     ],
 )
 def test_openrlhf_bad_request_is_a_400_naming_the_field(
@@ -239,6 +273,61 @@ def test_openrlhf_bad_request_is_a_400_naming_the_field(
 ) -> None:
     status, answer = served[1].call("POST", "/v1/openrlhf/format", body)
     assert (status, answer["field"]) == (400, field)
+
+
+def test_openrlhf_scores_the_response_without_its_trailing_special_tokens(
+    served: tuple[ServerProcess, Http],
+) -> None:
+    # OpenRLHF decodes with special tokens kept: every response ends with EOS (and, in older
+    # releases, right padding). Left in, `format` found text outside the tags and scored every
+    # well-formed response 0.0, verified.
+    prompt = "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+    tails = ["<|im_end|>", "<|endoftext|><|endoftext|>", "</s>", "", "<|im_end|> trailing"]
+    body = {"query": [prompt + GOOD + tail for tail in tails], "prompts": [prompt] * len(tails)}
+    status, answer = served[1].call("POST", "/v1/openrlhf/format", body)
+    assert status == 200
+    assert answer["rewards"] == [1.0, 1.0, 1.0, 1.0, 0.0]  # the policy's own text still counts
+
+
+def test_openrlhf_splits_a_batch_over_the_servers_cap(served: tuple[ServerProcess, Http]) -> None:
+    # OpenRLHF posts a whole rollout batch and cannot split it; over the cap (8 here) it got a
+    # 400 telling it to split, retried 5 times, and stopped training.
+    queries = [
+        f"p{n}" + ("<think>t</think>\n<answer>a</answer>" if n % 2 else "x") for n in range(20)
+    ]
+    body = {"query": queries, "prompts": [f"p{n}" for n in range(20)]}
+    status, answer = served[1].call("POST", "/v1/openrlhf/format", body)
+    assert status == 200
+    assert answer["rewards"] == [float(n % 2) for n in range(20)]
+    assert answer["statuses"] == ["OK"] * 20
+
+
+def test_openrlhf_with_an_unknown_reward_is_a_400_not_all_zero_rewards(
+    served: tuple[ServerProcess, Http],
+) -> None:
+    # A typo in --remote_rm_url used to answer 200 with reward 0.0 for every sample.
+    status, answer = served[1].call("POST", "/v1/openrlhf/fromat", {"query": ["a", "b"]})
+    assert (status, answer["field"]) == (400, "reward")
+    assert "unknown verifier or reward 'fromat'" in answer["error"]
+
+
+def test_a_client_that_hangs_up_cancels_its_queued_work(served: tuple[ServerProcess, Http]) -> None:
+    # 3 workers, 8 items of 3 s: 3 run, 5 wait. The client hangs up after 1 s; the waiting
+    # items must be dropped (as for a cancelled RPC), so the next call waits only for the 3
+    # running ones (~2 s), not for all of them (~8 s).
+    assert served[1].call("POST", "/v1/score", {"items": [json_item("warm")]})[0] == 200
+    slow = {"name": "sleepy", "params": {"seconds": 3}}
+    body = json.dumps({"items": [
+        {"id": f"s{n}", "completion": "x", "reward": slow} for n in range(8)
+    ]}).encode()  # fmt: skip
+    with socket.create_connection(("127.0.0.1", int(served[1].base.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        time.sleep(1.0)
+    start = time.monotonic()
+    with RewardClient(served[0].address) as client:
+        [result] = client.score([Item(id="next", completion="x", reward=RewardSpec("sleepy"))])
+    assert result.ok and time.monotonic() - start < 5.0
 
 
 def test_curl_scores_an_item(served: tuple[ServerProcess, Http]) -> None:

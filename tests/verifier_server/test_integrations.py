@@ -103,6 +103,33 @@ def test_trl_reward_takes_conversational_prompts_and_completions(server: ServerP
     assert scores == [1.0, 0.0]
 
 
+def test_trl_reward_scores_the_policys_messages_not_the_tools_answers(
+    server: ServerProcess,
+) -> None:
+    # With tools, TRL appends `tool` messages to the completion. Their text is the
+    # environment's: a tool that answered with the tags used to earn `format` its 1.0.
+    reward = trl_reward("format", address=server.address, reference_column=None)
+    call = {"role": "assistant", "content": "", "tool_calls": [{"name": "search"}]}
+    scores = reward(
+        prompts=[[{"role": "user", "content": "capital of france?"}]] * 2,
+        completions=[[call, {"role": "tool", "name": "search", "content": GOOD}],
+                     [call, {"role": "tool", "name": "search", "content": "found"},
+                      {"role": "assistant", "content": [{"type": "text", "text": GOOD}]}]],
+        completion_ids=[[1], [2]],
+    )  # fmt: skip
+    assert scores == [0.0, 1.0]
+
+
+def test_trl_reward_names_a_prompt_message_without_a_role(server: ServerProcess) -> None:
+    reward = trl_reward("format", address=server.address, reference_column=None)
+    with pytest.raises(ValueError, match=r"prompts\[1\]\[0\]\.role: a message needs a string role"):
+        reward(
+            prompts=[[{"role": "user", "content": "hi"}], [{"content": "no role"}]],
+            completions=[GOOD, GOOD],
+            completion_ids=[[1], [2]],
+        )
+
+
 def test_trl_reward_names_a_missing_reference_column(server: ServerProcess) -> None:
     reward = trl_reward("format", address=server.address, reference_column="solution")
     with pytest.raises(ValueError, match=r"'solution' is not a dataset column.*\['answer'\]"):
@@ -195,6 +222,26 @@ def test_verl_without_a_reward_says_how_to_set_one(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv(REWARD_ENV, raising=False)
     with pytest.raises(ValueError, match=r"reward: no reward given.*VERIFIER_SERVER_REWARD"):
         compute_score("demo", GOOD, "Paris")
+
+
+def test_a_reward_the_server_refuses_is_an_error_not_a_run_of_unverified_items(
+    server: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A misspelt reward made every item INVALID_REQUEST: TRL trained on all None, verl and
+    # OpenRLHF on all 0.0, with nothing but a log line to say so.
+    monkeypatch.setenv(ADDRESS_ENV, server.address)
+    monkeypatch.setenv(REWARD_ENV, "fromat")
+    calls = {
+        "trl": lambda: trl_reward("fromat", reference_column=None)(
+            prompts=["p"], completions=["c"], completion_ids=[[1]]),
+        "verl": lambda: compute_score("demo", GOOD, None, reward="fromat"),
+        "verl_async": lambda: asyncio.run(compute_score_async("demo", GOOD, None, reward="fromat")),
+        "verl_batch": lambda: compute_score_batch(["d"], [GOOD], [None], reward="fromat"),
+        "openrlhf": lambda: openrlhf.reward_func(["c"], [""], [None]),
+    }  # fmt: skip
+    for call in calls.values():
+        with pytest.raises(ValueError, match="refused the reward: unknown verifier or reward"):
+            call()
 
 
 # ---- OpenRLHF (file mode; the HTTP mode is in test_http_api.py)

@@ -81,6 +81,16 @@ def reward_spec(spec: str | RewardSpec | Mapping[str, Any] | None, where: str) -
     )
 
 
+def check_reward(results: Iterable[Result]) -> None:
+    """Raises ValueError when the server refused the reward spec itself (reason
+    `invalid_reward`: an unknown name, bad params). Every item of an adapter's call shares the
+    spec, so this is a setup error, and training on it would train on nothing but unverified
+    items (all None for TRL, all 0.0 for verl and OpenRLHF)."""
+    for result in results:
+        if result.reason == "invalid_reward":
+            raise ValueError(f"the server refused the reward: {result.details.get('error', '')}")
+
+
 def status_counts(results: Iterable[Result]) -> Counter[str]:
     """Items by status name ("OK", "TIMEOUT", ...), every status present (zero or not)."""
     counts: Counter[str] = Counter({s.name: 0 for s in Status if s != Status.UNSPECIFIED})

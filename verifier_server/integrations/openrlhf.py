@@ -4,8 +4,12 @@
 OpenRLHF sends `{"query": [...], "prompts": [...], "labels": [...]}`: each query is the prompt
 and the response decoded together (special tokens kept), each label the dataset's label for
 the prompt. It reads `rewards` (for advantages), `scores` (for dynamic filtering) and
-`extra_logs` (logged per sample) from the answer. The completion scored is the query with its
-prompt removed from the front; the label is the item's `reference`.
+`extra_logs` (logged per sample) from the answer. The completion scored is what follows the
+prompt in the query (a tokenizer may put a BOS token before it); the label is the item's
+`reference`. A query that does not contain its prompt is refused: scoring it whole would score
+the prompt's text too (its format instructions, a worked example's answer). The special tokens
+the query ends with (EOS, right padding: `<|im_end|>`, `</s>`, ...) are not the response's
+text and are removed; left in, `format` scored every well-formed response 0.0.
 
 OpenRLHF has no way to mask a sample, so an item the server could not verify gets reward and
 score 0.0, `extra_logs.verified` 0.0 (1.0 when verified), and its status in `statuses` (a
@@ -15,10 +19,12 @@ key OpenRLHF ignores, for people reading the JSON).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from verifier_server.integrations.connection import (
+    check_reward,
     describe,
     reward_spec,
     shared_client,
@@ -35,6 +41,7 @@ class ProtocolError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.message = message
 
 
 def items_from_request(body: Any, spec: RewardSpec) -> list[Item]:
@@ -55,7 +62,7 @@ def items_from_request(body: Any, spec: RewardSpec) -> list[Item]:
     return [
         Item(
             id=str(index),
-            completion=query[len(prompt) :] if prompt and query.startswith(prompt) else query,
+            completion=_response(query, prompt, index),
             reward=spec,
             prompt=prompt,
             reference=label,
@@ -64,8 +71,42 @@ def items_from_request(body: Any, spec: RewardSpec) -> list[Item]:
     ]
 
 
+def _response(query: str, prompt: str, index: int) -> str:
+    """What follows the first occurrence of `prompt` in `query` (all of it when there is no
+    prompt), less the special tokens it ends with."""
+    start = query.find(prompt)
+    if start < 0:
+        raise ProtocolError(
+            f"query[{index}]",
+            f"does not contain prompts[{index}], so the response cannot be told from the prompt; "
+            "send the prompt exactly as the query's decoded text holds it",
+        )
+    return _without_special_tail(query[start + len(prompt) :])
+
+
+_SPECIAL = re.compile(
+    r"<\|[^<>|\s]{1,64}\|>|<\uff5c[^<>\uff5c\s]{1,64}\uff5c>|</s>|<eos>|<pad>|<end_of_turn>"
+)
+"""One special token: `<|...|>` (Qwen, Llama 3, GPT), the same with fullwidth bars (DeepSeek),
+`</s>`, `<eos>`, `<pad>`, `<end_of_turn>` (Llama 2, Mistral, Gemma)."""
+
+
+def _without_special_tail(text: str) -> str:
+    """`text` less the run of special tokens it ends with, one token at a time from the end
+    (linear: a regex searched over the whole text is quadratic on a long run of them)."""
+    end = len(text)
+    while text.endswith(">", 0, end):
+        start = text.rfind("<", max(0, end - 80), end)
+        if start < 0 or _SPECIAL.fullmatch(text, start, end) is None:
+            break
+        end = start
+    return text[:end]
+
+
 def response_from_results(results: Sequence[Result]) -> dict[str, Any]:
-    """Results -> OpenRLHF's answer: `rewards`, `scores`, `extra_logs.verified`, `statuses`."""
+    """Results -> OpenRLHF's answer: `rewards`, `scores`, `extra_logs.verified`, `statuses`.
+    Raises ValueError when the server refused the reward itself (see `check_reward`)."""
+    check_reward(results)
     verified = [r.status == Status.OK for r in results]
     rewards = [r.score if ok else 0.0 for r, ok in zip(results, verified, strict=True)]
     counts = status_counts(results)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from verifier_server.integrations.connection import (
+    check_reward,
     describe,
     reward_spec,
     shared_client,
@@ -66,6 +67,7 @@ class TrlReward:
             )
         ]
         results = shared_client(self.address, self.token).score(items, timeout_s=self.timeout_s)
+        check_reward(results)
         counts = status_counts(results)
         log_metric = columns.get("log_metric")
         if callable(log_metric):
@@ -114,14 +116,27 @@ def trl_reward(
 
 
 def _text(completion: Any, where: str) -> str:
-    """A completion: a string, or (conversational) the contents of its messages."""
+    """A completion: a string, or (conversational) the text of its assistant messages. With
+    tools, TRL appends the tools' answers to the completion as `tool` messages: those are the
+    environment's words, not the policy's, and must not earn it a score."""
     if isinstance(completion, str):
         return completion
     if isinstance(completion, Sequence) and all(isinstance(m, Mapping) for m in completion):
-        return "".join(str(m.get("content") or "") for m in completion)
+        return "".join(_content(m) for m in completion if m.get("role") == "assistant")
     raise ValueError(
         f"{where}: expected a string or a list of messages, got {type(completion).__name__}"
     )
+
+
+def _content(message: Mapping[str, Any]) -> str:
+    """A message's text: its content string, or the text parts of a list of content blocks."""
+    content = message.get("content") or ""
+    if isinstance(content, str):
+        return content
+    return "".join(
+        str(part.get("text") or "") for part in content
+        if isinstance(part, Mapping) and part.get("type") == "text"
+    )  # fmt: skip
 
 
 def _prompt(prompt: Any, where: str) -> dict[str, Any]:
@@ -129,11 +144,10 @@ def _prompt(prompt: Any, where: str) -> dict[str, Any]:
     if isinstance(prompt, str):
         return {"prompt": prompt}
     if isinstance(prompt, Sequence) and all(isinstance(m, Mapping) for m in prompt):
-        return {
-            "messages": tuple(
-                ChatMessage(str(m["role"]), str(m.get("content") or "")) for m in prompt
-            )
-        }
+        for n, message in enumerate(prompt):
+            if not isinstance(message.get("role"), str):
+                raise ValueError(f"{where}[{n}].role: a message needs a string role")
+        return {"messages": tuple(ChatMessage(m["role"], _content(m)) for m in prompt)}
     raise ValueError(
         f"{where}: expected a string or a list of messages, got {type(prompt).__name__}"
     )

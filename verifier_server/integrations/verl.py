@@ -29,6 +29,7 @@ from typing import Any
 from verifier_server.client import AsyncRewardClient
 from verifier_server.integrations.connection import (
     MAX_BATCH_ITEMS,
+    check_reward,
     endpoint,
     reward_spec,
     shared_client,
@@ -51,7 +52,8 @@ def compute_score(
     """verl's `compute_score` for one response: `{"score": float, "verified": 1.0 or 0.0}`.
 
     `reward`: the verifier or named reward (`"math"`, or `{"name", "params"}`; default
-    $VERIFIER_SERVER_REWARD), set with `+custom_reward_function.reward_kwargs.reward=...`;
+    $VERIFIER_SERVER_REWARD), set with `+reward.custom_reward_function.reward_kwargs.reward=...`
+    (verl 0.9; `+custom_reward_function.reward_kwargs.reward=...` in earlier releases);
     `address`, `token`: as for the client (defaults $VERIFIER_SERVER_ADDRESS,
     $VERIFIER_SERVER_TOKEN). Other keyword arguments verl adds are accepted and unused."""
     return compute_score_batch(
@@ -85,6 +87,7 @@ def compute_score_batch(
         for index, (solution, truth) in enumerate(zip(solution_strs, ground_truths, strict=True))
     ]
     results = shared_client(address, token).score(items, timeout_s=timeout_s)
+    check_reward(results)
     return [_verl_score(result) for result in results]
 
 
@@ -113,7 +116,9 @@ async def compute_score_async(
         batcher = _batchers[key] = _Batcher(
             loop, AsyncRewardClient(address, token=token, max_batch_items=MAX_BATCH_ITEMS)
         )
-    return _verl_score(await batcher.score(item, timeout_s, linger_s))
+    result = await batcher.score(item, timeout_s, linger_s)
+    check_reward([result])
+    return _verl_score(result)
 
 
 class _Batcher:
@@ -125,14 +130,22 @@ class _Batcher:
         self.client = client
         self.waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self.timeout_s = 0.0
+        # The loop holds tasks weakly: a flush nobody references could be collected mid-run,
+        # leaving its callers waiting forever.
+        self.flushing: set[asyncio.Task[None]] = set()
 
     async def score(self, item: Item, timeout_s: float, linger_s: float) -> Result:
         future: asyncio.Future[Result] = self.loop.create_future()
         if not self.waiting:
-            self.loop.call_later(linger_s, lambda: self.loop.create_task(self._flush()))
+            self.loop.call_later(linger_s, self._start_flush)
         self.waiting.append((item, future))
         self.timeout_s = max(self.timeout_s, timeout_s)
         return await future
+
+    def _start_flush(self) -> None:
+        task = self.loop.create_task(self._flush())
+        self.flushing.add(task)
+        task.add_done_callback(self.flushing.discard)
 
     async def _flush(self) -> None:
         batch, self.waiting, timeout_s, self.timeout_s = self.waiting, [], self.timeout_s, 0.0

@@ -21,8 +21,10 @@ processes of "process" and "bulk" verifiers never call `setup`.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -31,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from verifier_server.types import Item, Result, Status
 
 Execution = Literal["process", "bulk", "async"]
+log = logging.getLogger(__name__)
 
 
 class Params(BaseModel):
@@ -68,6 +71,25 @@ class InvalidItem(Exception):
         result = Result.failed(item_id, Status.INVALID_REQUEST, f"invalid_{root}", self.message)
         result.details["field"] = self.field
         return result
+
+
+async def gather_items(
+    items: Sequence[Item], score: Callable[[Item], Awaitable[Result]]
+) -> list[Result]:
+    """`score(item)` for every item at once, for an async verifier's `ascore`. An exception
+    from one item (a bug that input reached) fails that item alone, as VERIFIER_ERROR
+    (`verifier_exception`): without this, one completion could fail its whole batch."""
+    outcomes = await asyncio.gather(*(score(item) for item in items), return_exceptions=True)
+    results = []
+    for item, outcome in zip(items, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            log.error("scoring item %r failed", item.id, exc_info=outcome)
+            message = f"{type(outcome).__name__}: {outcome}"
+            outcome = Result.failed(item.id, Status.VERIFIER_ERROR, "verifier_exception", message)
+        elif isinstance(outcome, BaseException):  # cancellation and exits are not the item's
+            raise outcome
+        results.append(outcome)
+    return results
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from rl_client.algorithms.advantages import (
     reward_to_go,
     whiten,
 )
+from rl_client.algorithms.estimators import compute_advantages
 from rl_client.algorithms.losses import AGGREGATIONS, Normalizer, aggregate, ppo_clip_loss
-from rl_client.batch import build_batch, compute_advantages
+from rl_client.batch import build_batch
 from rl_client.config import AlgorithmConfig
 from rl_client.data import PromptRow
 from rl_client.engines.base import Completion
@@ -99,9 +100,9 @@ def test_a_row_of_tool_output_only_trains_nothing_but_keeps_its_place_in_the_gro
     torch.testing.assert_close(advantages[:2, 0], torch.tensor([1 / 3, -2 / 3]))
     assert torch.equal(advantages[2], torch.zeros(3))
     # gae: no policy token to carry the reward: all 0, returns too
-    batch.old_values = torch.full(batch.completion_mask.shape, 0.5) * batch.completion_mask
+    old_values = torch.full(batch.completion_mask.shape, 0.5) * batch.completion_mask
     gae = AlgorithmConfig(advantage="gae", gae_lambda=1.0, whiten_advantages=False)
-    advantages, returns = compute_advantages(batch, gae)
+    advantages, returns = compute_advantages(batch, gae, old_values=old_values)
     assert returns is not None
     assert torch.equal(advantages[2], torch.zeros(3)) and torch.equal(returns[2], torch.zeros(3))
     torch.testing.assert_close(advantages[0], torch.tensor([0.5, 0.5, 0.5]))  # 1 - V

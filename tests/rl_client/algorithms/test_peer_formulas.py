@@ -38,9 +38,10 @@ from rl_client.algorithms.advantages import (
     outcome_advantages,
     whiten,
 )
+from rl_client.algorithms.estimators import compute_advantages
 from rl_client.algorithms.kl import kl_estimate
 from rl_client.algorithms.losses import Normalizer, aggregate, ppo_clip_loss, value_loss
-from rl_client.batch import build_batch, compute_advantages
+from rl_client.batch import build_batch
 from rl_client.config import AlgorithmConfig
 from rl_client.data import PromptRow
 from rl_client.engines.base import Completion
@@ -304,10 +305,8 @@ def test_ppo_with_kl_in_the_reward_matches_verl(seed: int) -> None:
     batch = build_batch(_batch_groups(seed, with_tools=True), pad_token_id=0, mask_truncated=False)
     generator = torch.Generator().manual_seed(100 + seed)
     mask = batch.completion_mask
-    batch.ref_logprobs = (
-        batch.sampler_logprobs - torch.rand(mask.shape, generator=generator)
-    ) * mask
-    batch.old_values = torch.randn(mask.shape, generator=generator) * mask
+    ref_logprobs = (batch.sampler_logprobs - torch.rand(mask.shape, generator=generator)) * mask
+    old_values = torch.randn(mask.shape, generator=generator) * mask
     algo = AlgorithmConfig(
         advantage="gae",
         gamma=1.0,
@@ -317,7 +316,9 @@ def test_ppo_with_kl_in_the_reward_matches_verl(seed: int) -> None:
         kl_placement="reward",
         whiten_advantages=False,
     )
-    advantages, returns = compute_advantages(batch, algo)
+    advantages, returns = compute_advantages(
+        batch, algo, ref_logprobs=ref_logprobs, old_values=old_values
+    )
     assert returns is not None
     # verl: the score on the last response token, minus kl_coef * (old - ref) on every token.
     # (verl's last token is that of the attention mask; in a multi-turn row the last token
@@ -326,11 +327,11 @@ def test_ppo_with_kl_in_the_reward_matches_verl(seed: int) -> None:
     for i in range(batch.size):
         last = int(torch.nonzero(mask[i]).max())
         scores[i, last] = batch.rewards[i]
-    token_rewards = scores - 0.05 * (batch.sampler_logprobs - batch.ref_logprobs)
-    theirs = _verl_gae(token_rewards.double(), batch.old_values.double(), mask.double(), 1.0, 0.95)
+    token_rewards = scores - 0.05 * (batch.sampler_logprobs - ref_logprobs)
+    theirs = _verl_gae(token_rewards.double(), old_values.double(), mask.double(), 1.0, 0.95)
     torch.testing.assert_close(advantages.double(), theirs * mask, atol=1e-6, rtol=0.0)
     torch.testing.assert_close(
-        returns.double(), (theirs + batch.old_values.double()) * mask, atol=1e-6, rtol=0.0
+        returns.double(), (theirs + old_values.double()) * mask, atol=1e-6, rtol=0.0
     )
 
 
@@ -371,9 +372,7 @@ def test_reinforce_pp_token_form_matches_openrlhf(baseline: bool, seed: int) -> 
     batch = build_batch(_batch_groups(seed, with_tools=False), pad_token_id=0, mask_truncated=False)
     generator = torch.Generator().manual_seed(200 + seed)
     mask = batch.completion_mask
-    batch.ref_logprobs = (
-        batch.sampler_logprobs - torch.rand(mask.shape, generator=generator)
-    ) * mask
+    ref_logprobs = (batch.sampler_logprobs - torch.rand(mask.shape, generator=generator)) * mask
     algo = AlgorithmConfig(
         advantage="reinforce_pp",
         group_baseline=baseline,
@@ -383,8 +382,8 @@ def test_reinforce_pp_token_form_matches_openrlhf(baseline: bool, seed: int) -> 
         kl_placement="reward",
         loss_aggregation="token_mean",
     )
-    ours, _ = compute_advantages(batch, algo)
-    kl = (batch.sampler_logprobs - batch.ref_logprobs).double()  # compute_approx_kl's k1
+    ours, _ = compute_advantages(batch, algo, ref_logprobs=ref_logprobs)
+    kl = (batch.sampler_logprobs - ref_logprobs).double()  # compute_approx_kl's k1
     # The masked (TIMEOUT) item is no row here, and no member of its group's mean there.
     theirs = _openrlhf_reinforce(
         batch.rewards.double(), batch.group_index, mask.double(), kl, 0.01, baseline

@@ -12,6 +12,7 @@ compare them with the autograd gradient of the exact KL.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import pytest
 import rl_paper_reference as ref
@@ -19,9 +20,10 @@ import torch
 from torch import Tensor
 
 from rl_client.algorithms.advantages import AdvantageOptions, reward_to_go
+from rl_client.algorithms.estimators import Advantages, compute_advantages
 from rl_client.algorithms.kl import KL_ESTIMATORS, kl_estimate
 from rl_client.algorithms.losses import AGGREGATIONS, Normalizer, aggregate, ppo_clip_loss
-from rl_client.batch import Batch, compute_advantages
+from rl_client.batch import Batch
 from rl_client.config import AlgorithmConfig
 
 TOL = dict(atol=1e-6, rtol=0.0)
@@ -94,7 +96,21 @@ def test_kl_as_a_loss_term(estimator: str, mode: str) -> None:
     torch.testing.assert_close(ours_input.grad, ref_input.grad, **TOL)
 
 
-def _batch(seed: int) -> Batch:
+@dataclass(frozen=True)
+class _Measured(Batch):
+    """A batch with what the learner measures before the update (`learner.Prepared`)."""
+
+    ref_logprobs: Tensor
+    old_values: Tensor
+
+
+def _advantages(batch: _Measured, algo: AlgorithmConfig) -> Advantages:
+    return compute_advantages(
+        batch, algo, ref_logprobs=batch.ref_logprobs, old_values=batch.old_values
+    )
+
+
+def _batch(seed: int) -> _Measured:
     """3 groups of 3 (one member masked), float64, a tool output inside some rows."""
     generator = torch.Generator().manual_seed(seed)
     members = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1), (2, 2)]  # (1, 1) masked
@@ -105,7 +121,7 @@ def _batch(seed: int) -> Batch:
     mask[0, 2:4] = 0
     mask[4, 1:3] = 0
     ids = torch.zeros(n, 1 + length, dtype=torch.long)
-    return Batch(
+    return _Measured(
         input_ids=ids,
         attention_mask=torch.ones_like(ids),
         position_ids=torch.zeros_like(ids),
@@ -124,7 +140,7 @@ def _batch(seed: int) -> Batch:
     )
 
 
-def _k1_per_token(batch: Batch) -> list[list[float]]:
+def _k1_per_token(batch: _Measured) -> list[list[float]]:
     """Reference k1 at the behaviour policy on each row's policy tokens."""
     assert batch.ref_logprobs is not None
     return [
@@ -147,7 +163,7 @@ def test_k1_in_the_reward_of_the_group_estimators(estimator: str, seed: int) -> 
     algo = AlgorithmConfig(
         advantage=estimator, kl_coef=BETA, kl_estimator="k1", kl_placement="reward"
     )
-    ours, _ = compute_advantages(batch, algo)
+    ours, _ = _advantages(batch, algo)
     penalised = [
         float(r) - BETA * sum(k) for r, k in zip(batch.rewards, _k1_per_token(batch), strict=True)
     ]
@@ -183,7 +199,7 @@ def test_k1_per_token_in_the_reward_of_gae(seed: int) -> None:
         kl_estimator="k1",
         kl_placement="reward",
     )
-    advantages, returns = compute_advantages(batch, algo)
+    advantages, returns = _advantages(batch, algo)
     assert batch.old_values is not None and returns is not None
     expected = torch.zeros_like(advantages)
     for i, k1 in enumerate(_k1_per_token(batch)):
@@ -213,7 +229,7 @@ def test_k1_per_token_in_the_reward_of_reinforce_pp(group_baseline: bool, seed: 
         kl_estimator="k1",
         kl_placement="reward",
     )
-    advantages, _ = compute_advantages(batch, algo)
+    advantages, _ = _advantages(batch, algo)
     outcome = [float(r) for r in batch.rewards]
     if group_baseline:
         for g in range(3):

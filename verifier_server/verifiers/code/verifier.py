@@ -199,15 +199,7 @@ class CodeVerifier(Verifier):
                 )
                 return Result(id=item_id, score=0.0, reason="compile_error", details=details)
             artifact = compiled.artifact
-        limits = language.run_limits(
-            Limits(
-                cpu_s=params.time_limit_s,
-                wall_s=2 * params.time_limit_s + 1,
-                memory_mb=params.memory_mb,
-                stdout_bytes=params.output_limit_kb * 1024,
-                stderr_bytes=64 * 1024,
-            )
-        )
+        limits = _run_limits(language, params)
         verdicts: list[dict] = []
         failure: _TestRun | None = None
         batch = self._parallel(reference) if params.stop_at_first_failure else n
@@ -227,17 +219,39 @@ class CodeVerifier(Verifier):
             if params.stop_at_first_failure and failure is not None:
                 break
         verdicts += [{"verdict": "not_run"} for _ in range(n - len(verdicts))]
-        passed = sum(v["verdict"] == "passed" for v in verdicts)
-        if params.scoring == "all":
-            score = 1.0 if passed == n else 0.0
-        else:
-            score = passed / n
-        details.update(tests_passed=passed, tests=verdicts)
-        reason = ""
-        if failure is not None:
-            reason = failure.verdict
-            details["stderr_tail"] = _tail(failure.run.stderr)
-        return Result(id=item_id, score=score, reason=reason, details=details)
+        return _verdict(item_id, verdicts, failure, params, details)
+
+
+def _run_limits(language: Language, params: CodeParams) -> Limits:
+    """Each test run's limits: wall clock 2 x CPU + 1 s, so a program blocked on I/O ends."""
+    return language.run_limits(
+        Limits(
+            cpu_s=params.time_limit_s,
+            wall_s=2 * params.time_limit_s + 1,
+            memory_mb=params.memory_mb,
+            stdout_bytes=params.output_limit_kb * 1024,
+            stderr_bytes=64 * 1024,
+        )
+    )
+
+
+def _verdict(
+    item_id: str,
+    verdicts: list[dict],
+    failure: _TestRun | None,
+    params: CodeParams,
+    details: dict,
+) -> Result:
+    """The item's score from its tests' verdicts; the first failure names the reason."""
+    n = len(verdicts)
+    passed = sum(v["verdict"] == "passed" for v in verdicts)
+    score = (1.0 if passed == n else 0.0) if params.scoring == "all" else passed / n
+    details.update(tests_passed=passed, tests=verdicts)
+    reason = ""
+    if failure is not None:
+        reason = failure.verdict
+        details["stderr_tail"] = _tail(failure.run.stderr)
+    return Result(id=item_id, score=score, reason=reason, details=details)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,10 @@ Guarantees:
   retried past the item's end time: a `Retry-After` beyond it fails the item at once.
 - `breaker_failures` consecutive failures (connection, timeout, 5xx, 401/403) open the
   breaker: calls then fail at once with STATUS_BACKEND_UNAVAILABLE and the backend reports
-  NOT_SERVING; every `breaker_reset_s` a one-token probe request tries it again.
+  NOT_SERVING; every `breaker_reset_s` a one-token probe request tries it again. A timed-out
+  attempt counts only when the caller says its input cannot be to blame (`blame_timeouts`):
+  a long completion slows a backend's prefill, and its timeouts must not open the breaker
+  for every other item (nor hold the half-open breaker's one trial).
 
 Not guaranteed: that the backend honours `response_format` (`transformers serve` ignores it;
 the verdict parser accepts a documented plain-text form too), or fresh samples for identical
@@ -215,15 +218,23 @@ class ChatBackend:
             body["response_format"] = {"type": "json_object"}
         return body
 
-    async def complete(self, body: dict[str, Any], end: float) -> tuple[Reply, bool]:
-        """(reply, cached) for `body`, finished by `end` (time.monotonic()) or BackendError."""
+    async def complete(
+        self, body: dict[str, Any], end: float, *, blame_timeouts: bool = True
+    ) -> tuple[Reply, bool]:
+        """(reply, cached) for `body`, finished by `end` (time.monotonic()) or BackendError.
+
+        `blame_timeouts=False` when `body` holds a completion: its timed-out attempts are then
+        not counted toward the breaker (the completion may be too long to prefill in time);
+        the caller's probe with a plain answer, sent with True, counts for the backend."""
         key = hashlib.sha256(
             json.dumps([self.name, body], sort_keys=True, ensure_ascii=False).encode()
         ).hexdigest()
         remaining = end - time.monotonic()
         try:
             async with asyncio.timeout(remaining):
-                return await self._cache.get_or_call(key, lambda: self._call(body, end))
+                return await self._cache.get_or_call(
+                    key, lambda: self._call(body, end, blame_timeouts)
+                )
         except TimeoutError:
             raise BackendError(
                 Status.TIMEOUT,
@@ -233,7 +244,7 @@ class ChatBackend:
 
     # ---- one call: breaker, slots, attempts, backoff
 
-    async def _call(self, body: dict[str, Any], end: float) -> Reply:
+    async def _call(self, body: dict[str, Any], end: float, blame_timeouts: bool) -> Reply:
         last: _Retry | None = None
         for attempt in range(self.settings.max_retries + 1):
             if not self.breaker.allow():
@@ -244,7 +255,7 @@ class ChatBackend:
                     f"{self.breaker.retry_in_s():.1f} s",
                 )
             try:
-                return await self._attempt(body, end)
+                return await self._attempt(body, end, blame_timeouts)
             except _Retry as retry:
                 last = retry
             if attempt == self.settings.max_retries:
@@ -269,7 +280,7 @@ class ChatBackend:
             f"{last.message} (after {self.settings.max_retries + 1} attempts)",
         )
 
-    async def _attempt(self, body: dict[str, Any], end: float) -> Reply:
+    async def _attempt(self, body: dict[str, Any], end: float, blame_timeouts: bool) -> Reply:
         """One HTTP request; raises _Retry for what another try may fix, else BackendError."""
         import aiohttp
 
@@ -291,7 +302,10 @@ class ChatBackend:
             except TimeoutError:
                 if limit_s < self.settings.request_timeout_s:  # the item's time ran out
                     raise
-                self.breaker.record_failure()
+                if blame_timeouts:
+                    self.breaker.record_failure()
+                else:
+                    self.breaker.release_trial()
                 raise _Retry(
                     "backend_timeout",
                     f"judge backend {self.name!r} did not answer within "
@@ -371,7 +385,7 @@ class ChatBackend:
                 continue
             end = time.monotonic() + self.settings.request_timeout_s
             with contextlib.suppress(_Retry, BackendError, TimeoutError):
-                await self._attempt(probe, end)
+                await self._attempt(probe, end, blame_timeouts=True)
 
 
 async def _read_text(response: aiohttp.ClientResponse) -> str:

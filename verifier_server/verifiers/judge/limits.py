@@ -80,7 +80,7 @@ class CircuitBreaker:
     """Closed -> `failure_threshold` consecutive failures -> open: calls fail at once. After
     `reset_s` it is half-open: one trial call goes through; success closes it, failure opens it
     again for another `reset_s`. A trial that never reports (its caller was cancelled) is
-    replaced by a new one after `reset_s`.
+    replaced by a new one after `reset_s`; one released (`release_trial`) at once.
 
     `on_change(closed)` is called whenever it goes from closed to not closed or back.
     """
@@ -132,6 +132,11 @@ class CircuitBreaker:
         if not self.closed:
             self.state = BreakerState.CLOSED
             self._on_change(True)
+
+    def release_trial(self) -> None:
+        """The trial in flight proved nothing either way (a timeout the input may have caused):
+        the next caller may be the trial at once."""
+        self._trial_at = None
 
     def record_failure(self) -> None:
         self._failures += 1

@@ -52,6 +52,13 @@ class Rubric(Params):
     system: str = Field(default=DEFAULT_SYSTEM, description="The system message.")
     min_score: float = Field(default=1.0, description="Lowest score the judge may give.")
     max_score: float = Field(default=10.0, description="Highest score; maps to reward 1.0.")
+    rationale_max_chars: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Longest rationale the verdict schema allows (maxLength), so a constrained "
+        "decoder closes the JSON well before max_tokens.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Rubric:
@@ -149,30 +156,34 @@ def reply_instruction(rubric: Rubric, json_reply: bool) -> str:
     if rubric.mode == "pairwise":
         if json_reply:
             return (
-                'Reply with only a JSON object: {"rationale": "<one or two sentences>", '
-                '"winner": "A" or "B" or "tie"}'
+                'Reply with only a JSON object: {"rationale": "<one or two sentences, at most '
+                f'{rubric.rationale_max_chars} characters>", "winner": "A" or "B" or "tie"}}'
             )
         return "Explain briefly, then end with a final line WINNER: A, WINNER: B or WINNER: tie"
     low, high = f"{rubric.min_score:g}", f"{rubric.max_score:g}"
     if json_reply:
         return (
-            'Reply with only a JSON object: {"rationale": "<one or two sentences>", '
-            f'"score": <a number from {low} to {high}>}}'
+            'Reply with only a JSON object: {"rationale": "<one or two sentences, at most '
+            f'{rubric.rationale_max_chars} characters>", "score": <a number from {low} to {high}>}}'
         )
     return f"Explain briefly, then end with a final line SCORE: <a number from {low} to {high}>"
 
 
 def verdict_schema(rubric: Rubric) -> dict[str, object]:
-    """The JSON Schema sent as `response_format` (range checks are ours, after parsing)."""
-    verdict = (
+    """The JSON Schema sent as `response_format`. It carries the score range and a bound on the
+    rationale, so a grammar-constrained decoder (vLLM, SGLang) can only write an in-range score
+    and reaches the verdict before `max_tokens`; the parser checks the range again, because
+    backends that ignore `response_format` exist."""
+    verdict: dict[str, object] = (
         {"type": "string", "enum": ["A", "B", "tie"]}
         if rubric.mode == "pairwise"
-        else {"type": "number"}
+        else {"type": "number", "minimum": rubric.min_score, "maximum": rubric.max_score}
     )
     key = "winner" if rubric.mode == "pairwise" else "score"
+    rationale = {"type": "string", "maxLength": rubric.rationale_max_chars}
     return {
         "type": "object",
-        "properties": {"rationale": {"type": "string"}, key: verdict},
+        "properties": {"rationale": rationale, key: verdict},
         "required": ["rationale", key],
         "additionalProperties": False,
     }

@@ -105,7 +105,9 @@ def parse_winner(text: str) -> PairVerdict:
 def final_json_object(text: str) -> dict[str, Any] | None:
     """The JSON object that ends `text` (after removing a code fence around it), or None.
 
-    Of the objects ending at the end, the outermost (leftmost start) wins.
+    Of the objects ending at the end, the outermost (leftmost start) wins. Integers are read
+    as floats (a 400-digit one is infinity, not an OverflowError later), and JSON nested past
+    the recursion limit is no object: a judge can be talked into writing either.
     """
     body = text.strip()[-_MAX_SCAN_CHARS:]
     fenced = _FENCE.search(body)
@@ -116,14 +118,14 @@ def final_json_object(text: str) -> dict[str, Any] | None:
         body = fenced.group(1).strip()
     if not body.endswith("}"):
         return None
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_int=float)
     position = body.find("{")
     for _ in range(_MAX_STARTS):
         if position == -1:
             break
         try:
             obj, end = decoder.raw_decode(body, position)
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
         else:
             if end == len(body) and isinstance(obj, dict):

@@ -15,6 +15,12 @@ empty one might itself be refused): if it gives a verdict then, the completion
 caused the failure and is scored 0.0 (OK, the failure's reason, `details.attributed_to:
 "completion"`), because a completion that could earn a masked result would be a reward hack;
 if not, the judge or its configuration is at fault: VERIFIER_ERROR with the raw reply.
+
+A long completion can also make a judge *slow* (prefill grows with the input): so the first
+call gets only `1 - PROBE_SHARE` of the item's time, and a call that times out is probed the
+same way within the rest. A probe that answers in time makes the timeout the completion's
+(OK, 0.0, `judge_timeout`); a backend that is slow or down for every input fails the probe
+too and keeps its TIMEOUT or BACKEND_UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -35,6 +42,7 @@ from verifier_server.verifiers.base import (
     Verifier,
     VerifierContext,
     current_deadline,
+    gather_items,
 )
 from verifier_server.verifiers.judge.backend import (
     BackendError,
@@ -54,8 +62,11 @@ from verifier_server.verifiers.judge.rubrics import (
 from verifier_server.verifiers.judge.verdicts import Unparseable, parse_score, parse_winner
 
 _RATIONALE_CHARS = 1000
-_PLAIN_ANSWER = "I don't know."  # the probe's stand-in for a completion that broke the judge
+PLAIN_ANSWER = "I don't know."  # the probe's stand-in for a completion that broke the judge
 _RAW_CHARS = 2000
+# The share of an item's time kept for the "I don't know." probe after a timed-out call: the
+# probe's input is short, so a backend that answers it at all answers it in a fraction.
+PROBE_SHARE = 0.25
 
 
 class JudgeSettings(Params):
@@ -147,10 +158,8 @@ class JudgeVerifier(Verifier):
         except InvalidItem as exc:
             return [exc.to_result(item.id) for item in items]
         deadline = current_deadline()
-        return list(
-            await asyncio.gather(
-                *(self._judge(item, backend, rubric, params, deadline) for item in items)
-            )
+        return await gather_items(
+            items, lambda item: self._judge(item, backend, rubric, params, deadline)
         )
 
     def _backend(self, params: JudgeParams) -> ChatBackend:
@@ -190,12 +199,13 @@ class JudgeVerifier(Verifier):
     ) -> Result:
         start = time.monotonic()
         end = min(start + params.timeout_s, deadline if deadline is not None else float("inf"))
+        ends = _Ends(first=start + (end - start) * (1 - PROBE_SHARE), probe=end)
         try:
             values = _values(item, rubric)
             if rubric.mode == "pairwise":
-                result = await self._pairwise(item.id, values, backend, rubric, params, end)
+                result = await self._pairwise(item.id, values, backend, rubric, params, ends)
             else:
-                result = await self._score(item.id, values, backend, rubric, end)
+                result = await self._score(item.id, values, backend, rubric, ends)
         except InvalidItem as exc:
             return exc.to_result(item.id)
         except BackendError as exc:
@@ -207,13 +217,20 @@ class JudgeVerifier(Verifier):
         return result
 
     async def _ask(
-        self, backend: ChatBackend, rubric: Rubric, values: dict[str, str], end: float
+        self,
+        backend: ChatBackend,
+        rubric: Rubric,
+        values: dict[str, str],
+        end: float,
+        probe: bool = False,
     ) -> tuple[Reply, bool]:
+        """The judge's reply; only a `probe` (no completion in it) has its timeouts counted
+        toward the backend's breaker."""
         json_reply = backend.settings.structured_output != "none"
         nonce = nonce_for(self._secret, [values[k] for k in sorted(values)])
         messages = render(rubric, values, nonce, json_reply=json_reply)
         body = backend.body(messages, verdict_schema(rubric) if json_reply else None)
-        return await backend.complete(body, end)
+        return await backend.complete(body, end, blame_timeouts=probe)
 
     async def _score(
         self,
@@ -221,22 +238,24 @@ class JudgeVerifier(Verifier):
         values: dict[str, str],
         backend: ChatBackend,
         rubric: Rubric,
-        end: float,
+        ends: _Ends,
     ) -> Result:
         def parse(text: str) -> Any:
             return parse_score(text, rubric.min_score, rubric.max_score)
 
-        plain = {**values, "completion": _PLAIN_ANSWER}
+        plain = {**values, "completion": PLAIN_ANSWER}
         try:
-            reply, cached = await self._ask(backend, rubric, values, end)
-        except RejectedRequest as exc:
+            reply, cached = await self._ask(backend, rubric, values, ends.first)
+        except BackendError as exc:
+            if not probe_worthy(exc):
+                raise
             failure = _failure(item_id, exc, None)
-            return await self._attribute(failure, backend, rubric, plain, parse, end)
+            return await self._attribute(failure, backend, rubric, plain, parse, ends.probe)
         try:
-            verdict = parse(reply.text)
+            verdict = _read(parse, reply)
         except Unparseable as exc:
             failure = _failure(item_id, exc, reply)
-            return await self._attribute(failure, backend, rubric, plain, parse, end)
+            return await self._attribute(failure, backend, rubric, plain, parse, ends.probe)
         return Result(
             id=item_id,
             score=rubric.to_unit(verdict.score),
@@ -260,8 +279,8 @@ class JudgeVerifier(Verifier):
         by a plain answer (`plain`): the judge's fault. Else the completion's: a verdict of 0.0.
         A probe that cannot be asked at all raises BackendError (TIMEOUT, unavailable)."""
         try:
-            probe, _ = await self._ask(backend, rubric, plain, end)
-            parse(probe.text)
+            probe, _ = await self._ask(backend, rubric, plain, end, probe=True)
+            _read(parse, probe)
         except (Unparseable, RejectedRequest):
             return failure
         details = {**failure.details, "attributed_to": "completion"}
@@ -274,24 +293,26 @@ class JudgeVerifier(Verifier):
         backend: ChatBackend,
         rubric: Rubric,
         params: JudgeParams,
-        end: float,
+        ends: _Ends,
     ) -> Result:
         ours, theirs = values["completion_a"], values["completion_b"]
         swapped = {**values, "completion_a": theirs, "completion_b": ours}
+        plain = {**values, "completion_a": PLAIN_ANSWER}
         try:
             (first, cached_1), (second, cached_2) = await asyncio.gather(
-                self._ask(backend, rubric, values, end), self._ask(backend, rubric, swapped, end)
+                self._ask(backend, rubric, values, ends.first),
+                self._ask(backend, rubric, swapped, ends.first),
             )
-        except RejectedRequest as exc:
+        except BackendError as exc:
+            if not probe_worthy(exc):
+                raise
             failure = _failure(item_id, exc, None)
-            plain = {**values, "completion_a": _PLAIN_ANSWER}
-            return await self._attribute(failure, backend, rubric, plain, parse_winner, end)
+            return await self._attribute(failure, backend, rubric, plain, parse_winner, ends.probe)
         try:
-            verdict_1, verdict_2 = parse_winner(first.text), parse_winner(second.text)
+            verdict_1, verdict_2 = _read(parse_winner, first), _read(parse_winner, second)
         except Unparseable as exc:
             failure = _failure(item_id, exc, first if _fails(first.text) else second)
-            plain = {**values, "completion_a": _PLAIN_ANSWER}
-            return await self._attribute(failure, backend, rubric, plain, parse_winner, end)
+            return await self._attribute(failure, backend, rubric, plain, parse_winner, ends.probe)
         # The completion is A in the first order and B in the second.
         result_1 = {"A": 1.0, "tie": 0.5, "B": 0.0}[verdict_1.winner]
         result_2 = {"B": 1.0, "tie": 0.5, "A": 0.0}[verdict_2.winner]
@@ -311,6 +332,25 @@ class JudgeVerifier(Verifier):
             reason="" if consistent else "inconsistent_verdicts",
             details=details,
         )
+
+
+@dataclass(frozen=True)
+class _Ends:
+    """time.monotonic() limits: `first` for the item's own calls, `probe` for the probe."""
+
+    first: float
+    probe: float
+
+
+def probe_worthy(exc: BackendError) -> bool:
+    """A failure the completion may have caused: a refusal (4xx) or a timeout, of the whole
+    item or of one attempt (a long prefill). Connection errors, 5xx, auth and an open breaker
+    are the backend's whatever the input."""
+    return (
+        isinstance(exc, RejectedRequest)
+        or exc.status == Status.TIMEOUT
+        or (exc.reason == "backend_timeout")
+    )
 
 
 def _values(item: Item, rubric: Rubric) -> dict[str, str]:
@@ -335,6 +375,22 @@ def _values(item: Item, rubric: Rubric) -> dict[str, str]:
     return values
 
 
+def _read(parse: Callable[[str], Any], reply: Reply) -> Any:
+    """`parse(reply.text)`; a reply without a verdict that was cut at `max_tokens` says so
+    (`truncated_verdict`): the fix is a larger `max_tokens` or a shorter rationale, not the
+    judge's prompt."""
+    try:
+        return parse(reply.text)
+    except Unparseable as exc:
+        if reply.finish_reason != "length":
+            raise
+        raise Unparseable(
+            "truncated_verdict",
+            f"the judge's reply was cut at max_tokens (finish_reason 'length') before its "
+            f"verdict was complete ({exc.reason}: {exc.message})",
+        ) from None
+
+
 def _fails(text: str) -> bool:
     try:
         parse_winner(text)
@@ -344,8 +400,10 @@ def _fails(text: str) -> bool:
 
 
 def _failure(item_id: str, exc: Unparseable | BackendError, reply: Reply | None) -> Result:
-    """The VERIFIER_ERROR result for a judge that gave no verdict (raw reply in details)."""
-    result = Result.failed(item_id, Status.VERIFIER_ERROR, exc.reason, exc.message)
+    """The failed result for a judge that gave no verdict (raw reply in details): the backend
+    error's status, VERIFIER_ERROR for a reply without a verdict."""
+    status = exc.status if isinstance(exc, BackendError) else Status.VERIFIER_ERROR
+    result = Result.failed(item_id, status, exc.reason, exc.message)
     if isinstance(exc, BackendError) and exc.raw is not None:
         result.details["raw"] = exc.raw
     if reply is not None:

@@ -113,6 +113,35 @@ def test_correct_programs_pass_in_each_language(
     assert (result.status, result.score, result.details["tests_passed"]) == (Status.OK, 1.0, 2)
 
 
+DEV_STDIO_PROGRAMS = {
+    "python": "a, b = map(int, open('/dev/stdin').read().split())\n"
+    "with open('/dev/stdout', 'w') as out:\n    out.write(f'{a + b}\\n')",
+    # print's "3", then a reopened /dev/stdout's newline: appended, as on a pipe (a regular
+    # file opened with O_TRUNC would have dropped the "3")
+    "python_mixed": "a, b = map(int, open('/dev/fd/0').read().split())\n"
+    "print(a + b, end='', flush=True)\nopen('/dev/stdout', 'w').write('\\n')",
+    "cpp": '#include <cstdio>\nint main(){freopen("/dev/stdin","r",stdin); '
+    'freopen("/dev/stdout","w",stdout); long a,b; scanf("%ld %ld",&a,&b); '
+    'printf("%ld\\n",a+b);}',
+    "cpp_streams": '#include <fstream>\nint main(){std::ifstream in("/dev/stdin"); '
+    'std::ofstream out("/dev/stdout"); long a,b; in>>a>>b; out<<a+b<<std::endl;}',
+    "javascript": "const fs = require('fs');\nconst [a, b] = fs.readFileSync('/dev/stdin', "
+    "'utf8').trim().split(/\\s+/).map(Number);\nfs.writeFileSync('/dev/stdout', `${a + b}\\n`);",
+}
+
+
+@pytest.mark.parametrize("variant", sorted(DEV_STDIO_PROGRAMS))
+def test_programs_that_open_dev_stdin_and_dev_stdout_pass(
+    verifier: CodeVerifier, variant: str
+) -> None:
+    """The competitive-programming idioms: without /proc in a run, /dev/stdin and /dev/stdout
+    are the run's own stream files (sandboxes.stdio), not links into /proc/self/fd."""
+    language = variant.split("_")[0]
+    result = score(verifier, fenced(DEV_STDIO_PROGRAMS[variant], language),
+                   {**ADD_TESTS, "language": language})  # fmt: skip
+    assert (result.status, result.score, result.details["tests_passed"]) == (Status.OK, 1.0, 2)
+
+
 def test_fraction_all_and_per_test_verdicts(verifier: CodeVerifier) -> None:
     reference = {"tests": [*ADD_TESTS["tests"], {"stdin": "1 1", "stdout": "3"}]}
     code = fenced("a, b = map(int, input().split())\nprint(a + b)")

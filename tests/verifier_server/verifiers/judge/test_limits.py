@@ -111,3 +111,18 @@ def test_a_trial_that_never_reports_is_replaced_after_reset() -> None:
     assert not breaker.allow()
     clock.now += 1
     assert breaker.allow()
+
+
+def test_a_trial_that_proves_nothing_lets_the_next_one_go_at_once() -> None:
+    # A trial holding a long completion that timed out says nothing about the backend: the
+    # next caller (or the health probe) may try at once, not reset_s later.
+    clock = FakeClock()
+    breaker = CircuitBreaker(1, reset_s=5, clock=clock)
+    breaker.record_failure()
+    clock.now += 5
+    assert breaker.allow()
+    breaker.release_trial()
+    assert breaker.state is BreakerState.HALF_OPEN and breaker.allow()
+    breaker.record_success()
+    breaker.release_trial()  # closed: nothing to release
+    assert breaker.closed and breaker.allow()

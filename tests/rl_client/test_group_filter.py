@@ -1,4 +1,5 @@
-"""Dynamic sampling looks at the task's signal, not at the shaped reward."""
+"""Which groups train: fully masked groups drop; with dynamic sampling so do groups whose
+signal is the same for every valid member, and the signal is the task's, not the shaped reward."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import pytest
 
 from rl_client.data import PromptRow
 from rl_client.engines.base import Completion
+from rl_client.group_filter import DynamicSampling, filter_groups, informative, trains
 from rl_client.rollout import Group
-from rl_client.sampling import DynamicSampling, filter_groups, trains
 from verifier_server.types import Result, RewardSpec, Status
 
 ROW = PromptRow("p", (), RewardSpec("x"), None)
@@ -102,3 +103,44 @@ def test_a_failed_gate_is_a_task_score_of_0_not_minus_the_penalty() -> None:
         id="p", score=0.7, components={"format": 1.0, "accuracy": 1.0, "overlong": -0.3}
     )
     assert dynamic.score(passed, gated) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("rewards", "valid", "expected"),
+    [
+        ([1.0, 0.0], [True, True], True),  # a spread
+        ([1.0, 1.0, 1.0], [True, True, True], False),  # all equal
+        ([1.0, 1.0 + 1e-12], [True, True], False),  # equal up to rounding
+        ([1.0, 0.0], [True, False], False),  # one valid member has no spread
+        ([math.nan, 0.0, 1.0], [False, True, True], True),  # the masked one plays no part
+        ([0.0, math.nan, 0.0], [True, False, True], False),
+        ([], [], False),
+    ],
+)
+def test_informative_needs_two_valid_rewards_that_differ(
+    rewards: list[float], valid: list[bool], expected: bool
+) -> None:
+    assert informative(rewards, valid) is expected
+
+
+def test_filter_counts_dropped_and_filtered_apart_and_keeps_the_order() -> None:
+    # With dynamic sampling on the accuracy: fully masked -> dropped; all correct -> filtered;
+    # one valid member only -> filtered (no spread); the two mixed groups train, in order.
+    masked = _group(None, None)
+    lone = _group((1.0, 0.0), None)
+    other = _group((0.0, 0.0), (1.0, 0.0))
+    groups = [MIXED, masked, ALL_CORRECT, lone, other]
+    kept, stats = filter_groups(groups, dynamic=DynamicSampling("accuracy"))
+    assert kept == [MIXED, other]
+    assert stats.dropped_groups == 1 and stats.filtered_groups == 2
+    assert [trains(g, dynamic=DynamicSampling("accuracy")) for g in groups] == [
+        True,
+        False,
+        False,
+        False,
+        True,
+    ]
+    # Without it every group with a verified member trains, a lone one included.
+    kept, stats = filter_groups(groups, dynamic=None)
+    assert kept == [MIXED, ALL_CORRECT, lone, other]
+    assert stats.dropped_groups == 1 and stats.filtered_groups == 0
