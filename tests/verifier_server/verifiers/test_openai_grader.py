@@ -5,6 +5,7 @@ real vLLM server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 from misbehaving_backend import MisbehavingBackend
 from server_process import ServerProcess, configured_server, run_cli
 
-from verifier_server.client import RewardClient
+from verifier_server.client import AsyncRewardClient, RewardClient
 from verifier_server.types import Item, Result, RewardSpec, Status
 
 pytestmark = pytest.mark.integration
@@ -31,6 +32,10 @@ def server(
     backends = {
         "grader": {"base_url": backend.url("grader"), "model": "gpt-4o-mini"},
         "slow": {"base_url": backend.url("slow"), "model": "slow-model"},
+        "one_slot": {  # one call at a time: a long completion holds every other item
+            "base_url": backend.url("grader_prefill"), "model": "one-slot-model",
+            "max_concurrency": 1, "max_retries": 0, "breaker_failures": 1000,
+        },
         "prefill": {  # two timed-out attempts would open its breaker, were they counted
             "base_url": backend.url("grader_prefill"), "model": "prefill-model",
             "request_timeout_s": 0.5, "max_retries": 1, "breaker_failures": 2,
@@ -116,7 +121,7 @@ def grade(sample, item):
         ("Paris", 1.0, ""),
         ("Lyon", 0.25, ""),
         # The completion made the grader raise or spin; on "I don't know." it runs: scored 0.
-        ("BOOM", 0.0, "grader_runtime_error"),
+        ("BOOM", 0.0, "grader_raised"),
         ("SPIN", 0.0, "grader_time_limit"),
     ],
 )
@@ -136,14 +141,58 @@ def test_breaking_a_grader_never_beats_a_non_answer(client: RewardClient) -> Non
     source = PYTHON.replace("else 0.25", "else -1.0")
     grader = {"type": "python", "name": "p", "source": source}
     result = grade(client, grader, "BOOM", {"answer": "Paris"}, timeout_s=4)
-    assert (result.status, result.score, result.reason) == (Status.OK, -1.0, "grader_runtime_error")
+    assert (result.status, result.score, result.reason) == (Status.OK, -1.0, "grader_raised")
     assert result.details["attributed_to"] == "completion"
 
 
-def test_a_python_grader_that_always_fails_is_a_verifier_error(client: RewardClient) -> None:
-    grader = {"type": "python", "name": "p", "source": "def grade(sample, item):\n    return 1 / 0"}
-    result = grade(client, grader, "Paris", {"answer": "Paris"})
-    assert (result.status, result.reason) == (Status.VERIFIER_ERROR, "grader_runtime_error")
+GRADE_JSON = "def grade(sample, item):\n    return float(sample['output_json']['answer'])"
+GRADE_FLOAT = "def grade(sample, item):\n    return float(sample['output_text'])"
+GRADE_RETURN = "def grade(sample, item):\n    return eval(sample['output_text'])"
+
+
+@pytest.mark.parametrize(
+    ("source", "completion", "error"),
+    [
+        # grade() raises on every non-JSON completion, "I don't know." included: still a
+        # verdict on the completion, never a masked VERIFIER_ERROR.
+        (GRADE_JSON, "not json", "KeyError: 'output_json'"),
+        (GRADE_JSON, '{"answer": "x"}', "ValueError: could not convert string to float"),
+        (GRADE_FLOAT, "nan", "grade() returned nan"),
+        (GRADE_FLOAT, "inf", "grade() returned inf"),
+        (GRADE_FLOAT, "-1e999", "grade() returned -inf"),
+        (GRADE_RETURN, "None", "TypeError: float() argument"),
+        (GRADE_RETURN, "10 ** 400", "OverflowError"),
+        (GRADE_RETURN, "exit(3)", "SystemExit: 3"),
+        (GRADE_RETURN, "'\\ud800' + 1", "TypeError"),  # a lone surrogate in the message
+    ],
+)
+def test_a_grader_raising_on_the_completion_scores_its_floor(
+    client: RewardClient, source: str, completion: str, error: str
+) -> None:
+    grader = {"type": "python", "name": "p", "source": source}
+    result = grade(client, grader, completion, {"answer": "1"}, timeout_s=4)
+    assert (result.status, result.score, result.reason) == (Status.OK, 0.0, "grader_raised")
+    assert error in result.details["error"]  # a buggy grader stays visible
+    assert result.details["attributed_to"] == "completion"
+    assert grade(client, grader, '{"answer": "0.5"}' if "json" in source else "0.5",
+                 {}).score == 0.5  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("def grade(s, i):\n    return 1\nreturn 2", "'return' outside function"),
+        ("def grade(sample):\n    return 1", "grade must accept two positional arguments"),
+        ("grade = 1", "must define a top-level function grade"),
+    ],
+)
+def test_grader_source_that_cannot_run_is_an_invalid_request(
+    client: RewardClient, source: str, message: str
+) -> None:
+    result = grade(client, {"type": "python", "name": "p", "source": source}, "x", {})
+    assert result.status == Status.INVALID_REQUEST
+    assert "grader.python.source: " in result.details["error"]
+    assert message in result.details["error"]
 
 
 def test_python_graders_cannot_reach_the_host(client: RewardClient) -> None:
@@ -152,7 +201,9 @@ def test_python_graders_cannot_reach_the_host(client: RewardClient) -> None:
         "    socket.create_connection(('127.0.0.1', 22), timeout=1)\n    return 1.0"
     )
     result = grade(client, {"type": "python", "name": "p", "source": source}, "x", {})
-    assert result.status == Status.VERIFIER_ERROR  # no network in the sandbox, for any input
+    # no network in the sandbox, for any input: grade() raises, and never returns its 1.0
+    assert (result.status, result.score, result.reason) == (Status.OK, 0.0, "grader_raised")
+    assert "Error" in result.details["error"]
 
 
 def score_model(model: str = "gpt-4o-mini", rng: list[float] | None = None) -> dict:
@@ -374,14 +425,48 @@ def test_waiting_for_a_python_slot_counts_toward_the_items_time(
         reward=RewardSpec("openai_grader", {"grader": quick, "timeout_s": 1}),
     )
     client.score([replace(item, id=f"warm{i}") for i in range(2)])  # both slots started
-    with ThreadPoolExecutor(1) as pool, RewardClient(server.address) as other:
-        other.wait_ready()
+
+    async def once() -> list[Result]:  # a stream: no client retry of OVERLOADED
+        async with AsyncRewardClient(server.address) as other:
+            return [r async for r in other.score_stream([item], timeout_s=4)]
+
+    with ThreadPoolExecutor(1) as pool:
         held = pool.submit(client.score, busy)  # both slots, for 6 s
         time.sleep(1)
         start = time.monotonic()
-        waited = other.score([item], timeout_s=2)[0]  # the client retries OVERLOADED till then
+        [waited] = asyncio.run(once())
         waited_s = time.monotonic() - start
         assert [r.score for r in held.result()] == [1.0, 1.0]
     # No slot came free within its 1 s: the server's load, never a score nor a 5 s wait.
     assert (waited.status, waited.reason) == (Status.OVERLOADED, "no_sandbox_slot")
     assert waited_s < 3
+
+
+def test_time_queued_for_a_model_backend_slot_is_never_the_completions(
+    client: RewardClient, server: ServerProcess
+) -> None:
+    # As the judge's: a 250k-character completion holds the one slot for 5 s. `fair` (5.6 s,
+    # sent 0.5 s later) sees its first 75% end while it waits and is graded when the slot
+    # frees, not probed and scored 0; `starved` (1 s) never gets it: OVERLOADED.
+    def item(id: str, completion: str, answer: str, timeout_s: float) -> Item:
+        params = {"grader": score_model("one_slot"), "timeout_s": timeout_s}
+        return Item(id=id, completion=completion, reference={"answer": answer},
+                    reward=RewardSpec("openai_grader", params))  # fmt: skip
+
+    held = item("held", "GOOD " + "x" * 250_000, "Paris", 20)
+    fair = item("fair", "GOOD", "Paris", 5.6)
+    starved = item("starved", "GOOD", "Rome", 1)  # another item: not the same probe as fair's
+
+    async def stream(item: Item) -> Result:  # a stream: no client retry of OVERLOADED
+        async with AsyncRewardClient(server.address, timeout_s=20) as other:
+            return [r async for r in other.score_stream([item])].pop()
+
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(client.score, [held])
+        time.sleep(0.5)
+        waiting = [pool.submit(asyncio.run, stream(i)) for i in (fair, starved)]
+        fair_result, starved_result = (w.result() for w in waiting)
+        [held_result] = first.result()
+    assert (held_result.status, held_result.score) == (Status.OK, 1.0)
+    assert (fair_result.status, fair_result.score, fair_result.reason) == (Status.OK, 1.0, "")
+    assert (starved_result.status, starved_result.reason) == (Status.OVERLOADED, "no_backend_slot")

@@ -5,7 +5,11 @@ Guarantees:
 - The API key is read once from the environment variable the config names, sent only in the
   Authorization header, and never written to logs, errors or results: any text from the
   backend that we pass on has the key replaced by `[redacted]`.
-- At most `max_concurrency` calls in flight and `requests_per_minute` starts per minute.
+- At most `max_concurrency` calls in flight and `requests_per_minute` starts per minute. The
+  wait for a slot or a rate-limit token is no input's doing: it moves the call's end later (up
+  to the caller's `latest`), so an input is timed only by its time at the backend; a call whose
+  time runs out while it waits is STATUS_OVERLOADED (`no_backend_slot`), never a timeout the
+  input could be blamed for.
 - Connection errors, per-attempt timeouts, HTTP 408 and 5xx are retried with full-jitter
   exponential backoff; HTTP 429 is retried after its `Retry-After` (plus jitter). Nothing is
   retried past the item's end time: a `Retry-After` beyond it fails the item at once.
@@ -31,7 +35,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -136,6 +140,44 @@ class RejectedRequest(BackendError):
     length exceeded, a payload too large, a content filter, or a misconfigured request."""
 
 
+class _Clock:
+    """One call's end. A wait on our side (a slot, a rate-limit token) may run to `latest` and
+    then pushes `end` later by its length, up to `latest`; every watching `asyncio.timeout`
+    follows (identical requests in flight share one call, so they share its clock). `queued`
+    says whether the call is waiting now."""
+
+    def __init__(self, end: float, latest: float) -> None:
+        self.end, self.latest = end, max(end, latest)
+        self.queued = False
+        self._since = 0.0
+        self._watchers: dict[asyncio.Timeout, float] = {}
+
+    def watch(self, timeout: asyncio.Timeout, latest: float) -> None:
+        self._watchers[timeout] = latest
+        self._reschedule(timeout, latest)
+
+    def unwatch(self, timeout: asyncio.Timeout) -> None:
+        self._watchers.pop(timeout, None)
+
+    def wait_started(self) -> None:
+        self.queued, self._since = True, time.monotonic()
+        self._reschedule_all()
+
+    def wait_ended(self) -> None:
+        self.queued = False
+        self.end = min(self.latest, self.end + time.monotonic() - self._since)
+        self._reschedule_all()
+
+    def _reschedule_all(self) -> None:
+        for timeout, latest in self._watchers.items():
+            if not timeout.expired():  # one that fired is on its way out: it cannot move
+                self._reschedule(timeout, latest)
+
+    def _reschedule(self, timeout: asyncio.Timeout, latest: float) -> None:
+        end = min(latest, self.latest if self.queued else self.end)
+        timeout.reschedule(asyncio.get_running_loop().time() + end - time.monotonic())
+
+
 @dataclass(frozen=True)
 class Reply:
     text: str
@@ -188,6 +230,7 @@ class ChatBackend:
             timeout=aiohttp.ClientTimeout(total=None),
         )
         self._probe: asyncio.Task[None] | None = None
+        self._clocks: dict[str, _Clock] = {}  # by request key, while its call is in flight
 
     def __repr__(self) -> str:  # never the key
         return f"ChatBackend({self.name!r}, {self.settings.base_url!r}, {self.settings.model!r})"
@@ -219,9 +262,18 @@ class ChatBackend:
         return body
 
     async def complete(
-        self, body: dict[str, Any], end: float, *, blame_timeouts: bool = True
+        self,
+        body: dict[str, Any],
+        end: float,
+        *,
+        blame_timeouts: bool = True,
+        latest: float | None = None,
     ) -> tuple[Reply, bool]:
         """(reply, cached) for `body`, finished by `end` (time.monotonic()) or BackendError.
+
+        Time spent waiting for a slot or the rate limiter moves `end` later, up to `latest`
+        (default `end`): only time at the backend counts against the input. A call still
+        waiting when its time is up is OVERLOADED (`no_backend_slot`).
 
         `blame_timeouts=False` when `body` holds a completion: its timed-out attempts are then
         not counted toward the breaker (the completion may be too long to prefill in time);
@@ -229,22 +281,47 @@ class ChatBackend:
         key = hashlib.sha256(
             json.dumps([self.name, body], sort_keys=True, ensure_ascii=False).encode()
         ).hexdigest()
-        remaining = end - time.monotonic()
+        latest = end if latest is None else latest
+        clock = self._clocks.get(key) or _Clock(end, latest)  # an identical call's, if in flight
+
+        async def call() -> Reply:
+            try:
+                return await self._call(body, clock, blame_timeouts)
+            finally:
+                if self._clocks.get(key) is clock:
+                    del self._clocks[key]
+
+        def start() -> Awaitable[Reply]:
+            self._clocks[key] = clock
+            return call()
+
         try:
-            async with asyncio.timeout(remaining):
-                return await self._cache.get_or_call(
-                    key, lambda: self._call(body, end, blame_timeouts)
-                )
+            async with asyncio.timeout(None) as timeout:
+                clock.watch(timeout, latest)
+                try:
+                    return await self._cache.get_or_call(key, start)
+                finally:
+                    clock.unwatch(timeout)
         except TimeoutError:
+            if clock.queued:
+                raise self._no_slot() from None
             raise BackendError(
                 Status.TIMEOUT,
                 "judge_timeout",
                 f"judge backend {self.name!r} did not answer within the item's time limit",
             ) from None
 
+    def _no_slot(self) -> BackendError:
+        return BackendError(
+            Status.OVERLOADED,
+            "no_backend_slot",
+            f"no slot (max_concurrency) or rate-limit token (requests_per_minute) of judge "
+            f"backend {self.name!r} came free within the item's time limit",
+        )
+
     # ---- one call: breaker, slots, attempts, backoff
 
-    async def _call(self, body: dict[str, Any], end: float, blame_timeouts: bool) -> Reply:
+    async def _call(self, body: dict[str, Any], clock: _Clock, blame_timeouts: bool) -> Reply:
         last: _Retry | None = None
         for attempt in range(self.settings.max_retries + 1):
             if not self.breaker.allow():
@@ -255,7 +332,7 @@ class ChatBackend:
                     f"{self.breaker.retry_in_s():.1f} s",
                 )
             try:
-                return await self._attempt(body, end, blame_timeouts)
+                return await self._attempt(body, clock, blame_timeouts)
             except _Retry as retry:
                 last = retry
             if attempt == self.settings.max_retries:
@@ -265,7 +342,7 @@ class ChatBackend:
             )
             if last.retry_after_s is not None:  # honour it, with jitter against a stampede
                 wait = last.retry_after_s + self._rng.uniform(0, self.settings.backoff_initial_s)
-            if time.monotonic() + wait >= end:
+            if time.monotonic() + wait >= clock.end:
                 raise BackendError(
                     Status.BACKEND_UNAVAILABLE,
                     last.reason,
@@ -280,17 +357,19 @@ class ChatBackend:
             f"{last.message} (after {self.settings.max_retries + 1} attempts)",
         )
 
-    async def _attempt(self, body: dict[str, Any], end: float, blame_timeouts: bool) -> Reply:
+    async def _attempt(self, body: dict[str, Any], clock: _Clock, blame_timeouts: bool) -> Reply:
         """One HTTP request; raises _Retry for what another try may fix, else BackendError."""
         import aiohttp
 
+        clock.wait_started()
         async with self._slots:
             if self._limiter is not None:
                 await asyncio.sleep(self._limiter.reserve())
-            limit_s = min(self.settings.request_timeout_s, end - time.monotonic())
+            clock.wait_ended()
+            limit_s = min(self.settings.request_timeout_s, clock.end - time.monotonic())
+            if limit_s <= 0:  # the wait took the caller's `latest`: nothing was sent
+                raise self._no_slot()
             try:
-                if limit_s <= 0:
-                    raise TimeoutError
                 async with self._session.post(
                     self._url,
                     json=body,
@@ -385,7 +464,7 @@ class ChatBackend:
                 continue
             end = time.monotonic() + self.settings.request_timeout_s
             with contextlib.suppress(_Retry, BackendError, TimeoutError):
-                await self._attempt(probe, end, blame_timeouts=True)
+                await self._attempt(probe, _Clock(end, end), blame_timeouts=True)
 
 
 async def _read_text(response: aiohttp.ClientResponse) -> str:

@@ -17,8 +17,11 @@ caused the failure and is scored 0.0 (OK, the failure's reason, `details.attribu
 if not, the judge or its configuration is at fault: VERIFIER_ERROR with the raw reply.
 
 A long completion can also make a judge *slow* (prefill grows with the input): so the first
-call gets only `1 - PROBE_SHARE` of the item's time, and a call that times out is probed the
-same way within the rest. A probe that answers in time makes the timeout the completion's
+call gets only `1 - PROBE_SHARE` of the item's time *at the backend* (a wait for a
+`max_concurrency` slot or the rate limiter moves its end later, into the probe's share: other
+items' load is no completion's doing), and a call that times out is probed the same way within
+the rest. A call whose item's time runs out before it was sent is OVERLOADED
+(`no_backend_slot`), never probed. A probe that answers in time makes the timeout the completion's
 (OK, 0.0, `judge_timeout`); a backend that is slow or down for every input fails the probe
 too and keeps its TIMEOUT or BACKEND_UNAVAILABLE.
 """
@@ -223,14 +226,15 @@ class JudgeVerifier(Verifier):
         values: dict[str, str],
         end: float,
         probe: bool = False,
+        latest: float | None = None,
     ) -> tuple[Reply, bool]:
         """The judge's reply; only a `probe` (no completion in it) has its timeouts counted
-        toward the backend's breaker."""
+        toward the backend's breaker. Waits for a slot move `end` up to `latest`."""
         json_reply = backend.settings.structured_output != "none"
         nonce = nonce_for(self._secret, [values[k] for k in sorted(values)])
         messages = render(rubric, values, nonce, json_reply=json_reply)
         body = backend.body(messages, verdict_schema(rubric) if json_reply else None)
-        return await backend.complete(body, end, blame_timeouts=probe)
+        return await backend.complete(body, end, blame_timeouts=probe, latest=latest)
 
     async def _score(
         self,
@@ -245,7 +249,7 @@ class JudgeVerifier(Verifier):
 
         plain = {**values, "completion": PLAIN_ANSWER}
         try:
-            reply, cached = await self._ask(backend, rubric, values, ends.first)
+            reply, cached = await self._ask(backend, rubric, values, ends.first, latest=ends.probe)
         except BackendError as exc:
             if not probe_worthy(exc):
                 raise
@@ -300,8 +304,8 @@ class JudgeVerifier(Verifier):
         plain = {**values, "completion_a": PLAIN_ANSWER}
         try:
             (first, cached_1), (second, cached_2) = await asyncio.gather(
-                self._ask(backend, rubric, values, ends.first),
-                self._ask(backend, rubric, swapped, ends.first),
+                self._ask(backend, rubric, values, ends.first, latest=ends.probe),
+                self._ask(backend, rubric, swapped, ends.first, latest=ends.probe),
             )
         except BackendError as exc:
             if not probe_worthy(exc):

@@ -13,23 +13,33 @@ from typing import Any
 from sandboxes import Limits, Outcome, Program, RunResult
 
 _RUNNER = b"""\
-import json, sys
+import json, math, sys
 sys.path.insert(0, "/work")
 payload = json.loads(sys.stdin.read())
-from grader import grade
-score = grade(payload["sample"], payload["item"])
+from grader import grade  # a failure here is the grader's: no "raised" line is printed
+try:
+    score = float(grade(payload["sample"], payload["item"]))
+    out = {"score": score} if math.isfinite(score) else {"raised": f"grade() returned {score}"}
+except BaseException as exc:  # SystemExit too: whatever grade() did with this sample
+    try:
+        out = {"raised": f"{type(exc).__name__}: {exc}"[:1000]}
+    except BaseException:  # an exception whose str() raises
+        out = {"raised": type(exc).__name__}
 print()
-print(json.dumps({"score": float(score)}))
+print(json.dumps(out))
 """
 
 
 class PythonFailure(Exception):
-    """The grader gave no score; `reason` is machine-readable."""
+    """The grader gave no score; `reason` is machine-readable. `raised`: grade() raised or
+    returned a non-number or a non-finite one for this sample (`grader_raised`), which is
+    that sample's verdict; else the run ended without one (time or memory limit, no output)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, raised: bool = False) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.raised = raised
 
 
 def program(source: str, sample: dict[str, Any], item: dict[str, Any]) -> Program:
@@ -58,9 +68,14 @@ def read_score(run: RunResult) -> float:
         )
     lines = run.stdout.decode("utf-8", "replace").strip().splitlines()
     try:
-        score = json.loads(lines[-1])["score"]
-    except (IndexError, ValueError, KeyError, TypeError):
+        out = json.loads(lines[-1])
+    except (IndexError, ValueError):
         raise PythonFailure("grader_bad_output", "the python grader printed no score") from None
+    if isinstance(out, dict) and isinstance(out.get("raised"), str):
+        # The text may quote the sample: no lone surrogate may reach the reply's UTF-8.
+        message = out["raised"].encode("utf-8", "replace").decode("utf-8")
+        raise PythonFailure("grader_raised", f"grade() failed on this sample: {message}", True)
+    score = out.get("score") if isinstance(out, dict) else None
     if not isinstance(score, float) or not math.isfinite(score):
-        raise PythonFailure("grader_bad_output", f"grade() returned {score!r}, not a finite float")
+        raise PythonFailure("grader_bad_output", "the python grader printed no score")
     return score

@@ -4,6 +4,7 @@ the grader kinds this server can run. What it cannot run is refused here, naming
 
 from __future__ import annotations
 
+import ast
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -86,11 +87,19 @@ class PythonGrader(_Spec):
     @classmethod
     def _source(cls, value: str) -> str:
         try:
-            tree = compile(value, "<grader>", "exec", flags=0x400, dont_inherit=True)  # AST only
+            # Compiled in full, not only parsed: `return` at top level fails only then. What
+            # fails here is the caller's; what grade() raises later is a sample's verdict.
+            compile(value, "<grader>", "exec", dont_inherit=True)
+            tree = ast.parse(value)
         except SyntaxError as exc:
             raise ValueError(f"not valid Python: {exc.msg} (line {exc.lineno})") from None
-        if not any(getattr(node, "name", None) == "grade" for node in tree.body):  # type: ignore[attr-defined]
+        except (ValueError, RecursionError, MemoryError) as exc:  # a NUL byte, deep nesting
+            raise ValueError(f"not valid Python: {type(exc).__name__}: {exc}") from None
+        grades = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "grade"]
+        if not grades:
             raise ValueError("must define a top-level function grade(sample, item)")
+        if not _takes_two_positional(grades[-1].args):
+            raise ValueError("grade must accept two positional arguments: grade(sample, item)")
         return value
 
     @field_validator("image_tag")
@@ -173,6 +182,14 @@ Grader = Annotated[
     Field(discriminator="type"),
 ]  # fmt: skip
 MultiGrader.model_rebuild()
+
+
+def _takes_two_positional(args: ast.arguments) -> bool:
+    """Whether a function with these parameters can be called as f(sample, item)."""
+    positional = len(args.posonlyargs) + len(args.args)
+    required = positional - len(args.defaults)
+    required_keywords = any(default is None for default in args.kw_defaults)
+    return required <= 2 and (positional >= 2 or args.vararg is not None) and not required_keywords
 
 
 class _Holder(BaseModel):

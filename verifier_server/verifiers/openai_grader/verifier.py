@@ -17,8 +17,11 @@ could cause (a python grader raising or timing out, a model giving no verdict, r
 timing out) is run again with the completion replaced by "I don't know."; if it succeeds then,
 the item scores the grader's lowest value (0, or range[0]; lower still if "I don't know."
 scored lower) with the failure's reason and `details.attributed_to = "completion"`. Else it
-keeps the failure's status. The first try gets the first 75% of the item's time, as the
-judge's does.
+keeps the failure's status, except that a python grade() raising (`grader_raised`) on either
+sample is a verdict, never a status: that sample scores the floor. The first try gets 75% of
+the item's time, as the judge's does, not counting waits for a python slot or a backend's
+slot (they move its end later, into the probe's share); a try that gets no slot in the
+item's time is OVERLOADED.
 """
 
 from __future__ import annotations
@@ -92,11 +95,16 @@ class OpenAIGraderParams(Params):
 
 
 class GraderFailure(Exception):
-    """A grader that gave no score: the item's status unless the completion is to blame."""
+    """A grader that gave no score: the item's status unless the completion is to blame.
+    `raised`: a python grader's grade() raised on the sample (or returned a non-number, or a
+    non-finite one): that sample's verdict, the grader's floor, never a status."""
 
-    def __init__(self, status: Status, reason: str, message: str, probe: bool) -> None:
+    def __init__(
+        self, status: Status, reason: str, message: str, probe: bool, raised: bool = False
+    ) -> None:
         super().__init__(message)
         self.status, self.reason, self.message, self.probe = status, reason, message, probe
+        self.raised = raised
 
 
 @dataclass
@@ -111,6 +119,7 @@ class _Context:
     sample: dict[str, Any]
     item: dict[str, Any]
     end: float
+    latest: float  # waits for a slot (other items' load) move `end` later, up to this
     probe: bool = False  # the sample is the plain answer: a model's timeouts are the backend's
 
 
@@ -163,7 +172,8 @@ class OpenAIGraderVerifier(Verifier):
     async def _item(self, item: Item, params: OpenAIGraderParams, deadline: float | None) -> Result:
         start = time.monotonic()
         end = min(start + params.timeout_s, deadline if deadline is not None else math.inf)
-        context = _Context(sample_namespace(item.completion), item_namespace(item.reference), end)
+        sample, reference = sample_namespace(item.completion), item_namespace(item.reference)
+        context = _Context(sample, reference, end, end)
         try:
             graded = await self._grade(params.grader, context, _WHERE)
         except InvalidItem as exc:
@@ -183,22 +193,27 @@ class OpenAIGraderVerifier(Verifier):
             return await self._multi(grader, context, where)
         run = self._leaf(grader, where)
         start = time.monotonic()
-        first = _Context(
-            context.sample, context.item, start + (context.end - start) * (1 - PROBE_SHARE)
-        )
+        first_end = start + (context.end - start) * (1 - PROBE_SHARE)
+        first = _Context(context.sample, context.item, first_end, context.end)
         try:
             return await run(first)
         except GraderFailure as failure:
             if not failure.probe:
                 raise
-            plain = _Context({"output_text": PLAIN_ANSWER}, context.item, context.end, True)
+            plain = _Context(
+                {"output_text": PLAIN_ANSWER}, context.item, context.end, context.end, True
+            )
             try:
-                probe = await run(plain)
-            except GraderFailure:
-                raise failure from None
+                probe_score = (await run(plain)).score
+            except GraderFailure as probe_failure:
+                # A grade() that raises is that sample's verdict, the floor: on the completion
+                # it is the completion's; on "I don't know." it is what a non-answer earns.
+                if not (failure.raised or probe_failure.raised):
+                    raise failure from None
+                probe_score = _lowest(grader)
             # Never above what a non-answer earns: a python grader's scale may go below 0.
             return Graded(
-                min(_lowest(grader), probe.score), failure.reason,
+                min(_lowest(grader), probe_score), failure.reason,
                 {"error": failure.message, "attributed_to": "completion"},
             )  # fmt: skip
 
@@ -235,16 +250,19 @@ class OpenAIGraderVerifier(Verifier):
             reason = "python graders are off: python_slots is 0 in verifier_settings.openai_grader"
             raise GraderFailure(Status.VERIFIER_ERROR, "sandbox_error", reason, probe=False)
         program = python_grader.program(grader.source, context.sample, context.item)
+        message = "no python grader slot came free within the item's time (python_slots)"
+        waited_from = time.monotonic()
         try:  # other items' graders hold the slots: the server's load, not this completion's
-            async with asyncio.timeout(context.end - time.monotonic()):
+            async with asyncio.timeout(context.latest - waited_from):
                 pool = await self._idle.get()
         except TimeoutError:
-            message = "no python grader slot came free within the item's time (python_slots)"
             raise GraderFailure(Status.OVERLOADED, "no_sandbox_slot", message, False) from None
-        wall_s = context.end - time.monotonic()
+        # So the wait moves the run's end later: only the run's own time is the completion's.
+        now = time.monotonic()
+        wall_s = min(context.latest, context.end + now - waited_from) - now
         if wall_s <= 0:
             self._idle.put_nowait(pool)
-            raise GraderFailure(Status.TIMEOUT, "grader_timeout", "no time left", True)
+            raise GraderFailure(Status.OVERLOADED, "no_sandbox_slot", message, False)
         assert self._threads is not None
         job = self._threads.submit(pool.run, program, python_grader.limits(wall_s))
         # Back in the queue when the run has finished, not when a cancelled caller leaves.
@@ -259,7 +277,9 @@ class OpenAIGraderVerifier(Verifier):
         try:
             score = python_grader.read_score(run)
         except python_grader.PythonFailure as exc:
-            raise GraderFailure(Status.VERIFIER_ERROR, exc.reason, exc.message, True) from None
+            raise GraderFailure(
+                Status.VERIFIER_ERROR, exc.reason, exc.message, True, exc.raised
+            ) from None
         return Graded(score, "", _passed(score, grader.pass_threshold))
 
     async def _model(
@@ -286,7 +306,9 @@ class OpenAIGraderVerifier(Verifier):
                   "additionalProperties": False}  # fmt: skip
         body = {**backend.body(messages, schema), **_sampling(grader)}
         try:
-            reply, cached = await backend.complete(body, context.end, blame_timeouts=context.probe)
+            reply, cached = await backend.complete(
+                body, context.end, blame_timeouts=context.probe, latest=context.latest
+            )
             value = _result(reply.text, grader)
         except BackendError as exc:
             raise GraderFailure(exc.status, exc.reason, exc.message, probe_worthy(exc)) from None

@@ -4,17 +4,20 @@ The judge against a real OpenAI-compatible server is in test_judge_transformers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from misbehaving_backend import MisbehavingBackend
 from server_process import ServerProcess, server_env
 
-from verifier_server.client import RewardClient
+from verifier_server.client import AsyncRewardClient, RewardClient
 from verifier_server.types import Item, Result, RewardSpec, Status
 
 pytestmark = pytest.mark.integration
@@ -59,6 +62,12 @@ def judge_server(
             "max_retries": 0,
             "breaker_failures": 2,
             "breaker_reset_s": 60,
+        },
+        "one_slot": {  # one call at a time: a long judgement holds every other item
+            "base_url": backend.url("prefill"),
+            "max_concurrency": 1,
+            "max_retries": 0,
+            "breaker_failures": 1000,
         },
         "ratelimit": {"base_url": backend.url("ratelimit"), **fast},
         "garbage": {"base_url": backend.url("garbage")},
@@ -529,3 +538,34 @@ def test_a_judge_talked_into_a_pathological_verdict_fails_only_that_item(
     assert good.ok and good.score == pytest.approx((9 - 1) / 9)
     assert (echoed.status, echoed.score, echoed.reason) == (Status.OK, 0.0, reason)
     assert echoed.details["attributed_to"] == "completion"
+
+
+def test_time_queued_for_a_backend_slot_is_never_the_completions(
+    client: RewardClient, judge_server: tuple[ServerProcess, Path]
+) -> None:
+    # One slot; a 250k-character completion holds it for 5 s (prefill) and is judged in time.
+    # Sent 0.5 s later, `fair` (5.6 s) has its first 75% (4.2 s) end while it waits: the wait
+    # moves that end later, so it is judged when the slot frees (at 5 s), not probed with
+    # "I don't know." and scored 0. `starved` (1 s) never gets the slot: OVERLOADED, no probe.
+    held = judge("held", "GOOD " + "x" * 250_000, backend="one_slot", timeout_s=20)
+    fair = judge("fair", "GOOD: Paris", backend="one_slot", timeout_s=5.6)
+    starved = replace(  # another prompt: its probe is not the same request as fair's
+        judge("starved", "GOOD: Paris", backend="one_slot", timeout_s=1),
+        prompt="Name the capital of Italy.",
+    )
+
+    async def stream(item: Item) -> Result:  # a stream: no client retry of OVERLOADED
+        async with AsyncRewardClient(judge_server[0].address, timeout_s=20) as other:
+            return [r async for r in other.score_stream([item])].pop()
+
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(score_one, client, held)
+        time.sleep(0.5)
+        waiting = [pool.submit(asyncio.run, stream(item)) for item in (fair, starved)]
+        fair_result, starved_result = (w.result() for w in waiting)
+        held_result = first.result()
+    assert held_result.ok and held_result.score == pytest.approx((9 - 1) / 9)
+    assert (fair_result.status, fair_result.reason) == (Status.OK, "")
+    assert fair_result.score == pytest.approx((9 - 1) / 9)
+    assert "attributed_to" not in fair_result.details
+    assert (starved_result.status, starved_result.reason) == (Status.OVERLOADED, "no_backend_slot")
