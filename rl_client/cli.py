@@ -63,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "eval":
             sub.add_argument("--model", metavar="DIR", help="model to score (default model.path)")
             sub.add_argument("--limit", type=int, help="only the first N prompts")
+            sub.add_argument(
+                "--n-samples", type=int, metavar="N", help="samples per prompt (eval.n_samples)"
+            )
+            sub.add_argument(
+                "--k", metavar="K[,K...]", help="k of pass@k and maj@k, e.g. 1,4,8 (eval.k)"
+            )
+            sub.add_argument(
+                "--save-samples",
+                metavar="FILE",
+                help="write every sample as JSONL (eval.save_samples)",
+            )
     # Listed for --help only: main() hands `rm`'s own flags (--help too) to its parser untouched.
     commands.add_parser(
         "rm", help="train a Bradley-Terry reward model from preference pairs (rl-client rm --help)"
@@ -84,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def eval_flags(args: argparse.Namespace) -> list[str]:
+    """`rl-client eval`'s flags as the config overrides they stand for."""
+    overrides = []
+    if args.n_samples is not None:
+        overrides.append(f"eval.n_samples={args.n_samples}")
+    if args.k is not None:
+        overrides.append(f"eval.k=[{args.k}]")
+    if args.save_samples is not None:
+        overrides.append(f"eval.save_samples={json.dumps(args.save_samples)}")
+    return overrides
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["rm"]:
@@ -101,12 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_sft(load_config(SFTConfig, args.config, args.overrides))
             return 0
-        config = load_config(TrainConfig, args.config, args.overrides)
         if args.command == "eval":
-            from rl_client.evaluate import evaluate
+            from rl_client.evaluate import evaluate, report_table
 
-            print(json.dumps(evaluate(config, model_path=args.model, limit=args.limit), indent=2))
+            config = load_config(TrainConfig, args.config, [*args.overrides, *eval_flags(args)])
+            report = evaluate(config, model_path=args.model, limit=args.limit)
+            print(report_table(report, config.eval.k))
+            print(f"wrote {config.output.dir}/eval.json")
             return 0
+        config = load_config(TrainConfig, args.config, args.overrides)
         from rl_client.trainer import train
 
         train(config)

@@ -47,16 +47,45 @@ class ModelConfig(_Strict):
     )
 
 
+RowField = Literal["id", "prompt", "reference", "reward"]
+
+
 class DataConfig(_Strict):
-    path: str = Field(description="Prompt dataset: .jsonl or .parquet, one prompt per row.")
+    path: str = Field(
+        description="Prompt dataset, one prompt per row: a .jsonl, .parquet or .csv file, a "
+        "directory saved by `datasets`' save_to_disk, or (data.format: hf) anything "
+        "`datasets.load_dataset` reads."
+    )
+    format: Literal["auto", "jsonl", "parquet", "csv", "hf_disk", "hf"] = Field(
+        default="auto",
+        description="How `path` is read. auto: by suffix; a directory with dataset_dict.json "
+        "or state.json is hf_disk (datasets.load_from_disk), any other directory hf. hf: "
+        "datasets.load_dataset(path) (a directory of split files such as train.jsonl and "
+        "test.jsonl, a single file, or a hub name).",
+    )
+    split: str = Field(
+        default="train", description="The split to train on, for datasets that have several."
+    )
     eval_path: str | None = Field(
         default=None, description="Dataset for `rl-client eval` (default: `path`)."
     )
+    eval_split: str | None = Field(
+        default=None, description="Split for `rl-client eval` (default: `split`)."
+    )
+    columns: dict[RowField, str] = Field(
+        default_factory=dict,
+        description="Dataset column of each row field, e.g. {prompt: question, reference: "
+        "answer}; fields not named are read from the column of their own name.",
+    )
     prompt_key: str = Field(
-        default="prompt", description="Row field with the prompt: a string or chat messages."
+        default="prompt",
+        description="Row field with the prompt: a string or chat messages (same as "
+        "columns.prompt; set one of the two).",
     )
     reference_key: str = Field(
-        default="reference", description="Row field with the reference (gold answer, tests...)."
+        default="reference",
+        description="Row field with the reference, gold answer or tests (same as "
+        "columns.reference; set one of the two).",
     )
     reward: dict[str, Any] | None = Field(
         default=None,
@@ -69,6 +98,22 @@ class DataConfig(_Strict):
     max_prompt_tokens: int = Field(
         default=1024, gt=0, description="Longer prompts are an error naming the row."
     )
+
+    @property
+    def column_map(self) -> dict[str, str]:
+        """`columns` with `prompt_key` / `reference_key` folded in."""
+        keys = {"prompt": self.prompt_key, "reference": self.reference_key}
+        return {**{f: c for f, c in keys.items() if c != f}, **self.columns}
+
+    @model_validator(mode="after")
+    def _one_column_setting(self) -> Self:
+        for field, key in (("prompt", self.prompt_key), ("reference", self.reference_key)):
+            if field in self.columns and key != field:
+                raise ValueError(
+                    f"data.columns.{field} and data.{field}_key both name the {field} column; "
+                    "set it in only one place"
+                )
+        return self
 
 
 class VLLMSettings(_Strict):
@@ -410,6 +455,26 @@ class OutputConfig(_Strict):
     )
 
 
+class EvalConfig(_Strict):
+    """`rl-client eval`: n samples per prompt of data.eval_path, pass@k and maj@k."""
+
+    n_samples: int | None = Field(
+        default=None, ge=1, description="Samples per prompt; None: rollout.group_size."
+    )
+    k: list[int] = Field(
+        default_factory=lambda: [1],
+        description="The k of pass@k and maj@k (each at most the samples per prompt).",
+    )
+    pass_threshold: float = Field(
+        default=1.0, description="A sample counts as correct when its score is at least this."
+    )
+    save_samples: str | None = Field(
+        default=None,
+        description="JSONL file for every sample (prompt, reference, completion, score, "
+        "status); None: not saved.",
+    )
+
+
 class TrainConfig(_Strict):
     """`rl-client train` and `rl-client eval`."""
 
@@ -420,6 +485,12 @@ class TrainConfig(_Strict):
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     train: TrainSettings = Field(default_factory=TrainSettings)
     output: OutputConfig
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @property
+    def eval_samples(self) -> int:
+        """Samples per prompt of `rl-client eval`."""
+        return self.eval.n_samples or self.rollout.group_size
 
     @property
     def response_budget(self) -> int:
@@ -471,6 +542,12 @@ class TrainConfig(_Strict):
             )
         if rollout.engine == "vllm_remote" and rollout.remote is None:
             raise ValueError("rollout.engine='vllm_remote' needs a rollout.remote section")
+        too_large = [k for k in self.eval.k if not 1 <= k <= self.eval_samples]
+        if too_large:
+            raise ValueError(
+                f"eval.k {too_large}: each k must be between 1 and the samples per prompt "
+                f"({self.eval_samples}, eval.n_samples or rollout.group_size)"
+            )
         if algo.dynamic_sampling and rollout.group_size < 2:
             raise ValueError("algorithm.dynamic_sampling needs rollout.group_size >= 2")
         if algo.uses_critic and self.model.lora_r > 0:
@@ -610,7 +687,7 @@ def _format_errors(exc: ValidationError, cls: type[BaseModel]) -> str:
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key" + _suggestion(cls, [str(p) for p in error["loc"]])
-        elif error["type"] == "value_error" and not location:
+        elif error["type"] == "value_error":  # a validator's own message names its keys
             message = message.removeprefix("Value error, ")
         lines.append(f"  {location or '<config>'}: {message}")
     return "invalid config:\n" + "\n".join(lines)

@@ -1,24 +1,24 @@
-"""Prompt datasets (JSONL or Parquet), chat templates, and the resumable cursor over them.
+"""Prompt datasets, chat templates, and the resumable cursor over them.
 
-A row: {"id"?, <prompt_key>: str | [{"role", "content"}, ...], "reward"?: {"name", "params"?},
-<reference_key>?: any JSON}. A row without "reward" uses the dataset's default (`data.reward`).
-Every problem is reported with the row it is in, before training starts.
+A row: {"id"?, "prompt": str | [{"role", "content"}, ...], "reward"?: {"name", "params"?},
+"reference"?: any JSON}, each field read from the dataset column `columns` maps it to (by
+default its own name). A row without "reward" uses the dataset's default (`data.reward`).
+Every problem is reported with the row it is in, before training starts; rows without a
+usable reference are counted and reported once (their items would be masked every step).
+How the rows are stored (JSONL, Parquet, CSV, `datasets`) is `data_sources`' job.
 """
 
 from __future__ import annotations
 
-import json
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rl_client.data_sources import DataError, Format, read_rows
 from verifier_server.types import JSON, ChatMessage, RewardSpec
-
-
-class DataError(Exception):
-    """A dataset could not be read, or a row is malformed (the message names the row)."""
 
 
 @dataclass(frozen=True)
@@ -27,31 +27,6 @@ class PromptRow:
     messages: tuple[ChatMessage, ...]
     reward: RewardSpec
     reference: JSON
-
-
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a .jsonl or .parquet file as dicts."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    if path.suffix not in (".jsonl", ".json"):
-        raise DataError(f"{path}: expected a .jsonl or .parquet file")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{number}: a row must be a JSON object")
-        rows.append(row)
-    return rows
 
 
 def to_messages(value: Any, system_prompt: str | None, where: str) -> tuple[ChatMessage, ...]:
@@ -87,37 +62,78 @@ def _reward_spec(value: Any, where: str) -> RewardSpec:
     return RewardSpec(value["name"], params)
 
 
+ROW_FIELDS = ("id", "prompt", "reference", "reward")
+MISSING_SHOWN = 5  # row numbers listed in the missing-reference warning
+
+
 def load_prompts(
     path: str | Path,
     *,
-    prompt_key: str = "prompt",
-    reference_key: str = "reference",
+    format: Format = "auto",
+    split: str = "train",
+    columns: dict[str, str] | None = None,
     default_reward: dict[str, Any] | None = None,
     system_prompt: str | None = None,
 ) -> list[PromptRow]:
-    """Reads and checks every row. Ids default to the row number; duplicates are an error."""
+    """Reads and checks every row. `columns` maps a row field (id, prompt, reference, reward)
+    to the dataset column holding it. Ids default to the row number; duplicates are an error."""
+    column = {name: name for name in ROW_FIELDS} | (columns or {})
     default = _reward_spec(default_reward, "data.reward") if default_reward is not None else None
+    table = read_rows(path, format=format, split=split)
+    if table and not any(column["prompt"] in row for row in table):
+        raise DataError(
+            f"{path}: no column {column['prompt']!r} for the prompt; its columns: "
+            f"{', '.join(table[0])} (map one with data.columns.prompt)"
+        )
+    named = (columns or {}).get("reference")
+    if table and named is not None and not any(named in row for row in table):
+        raise DataError(
+            f"{path}: no column {named!r} for the reference (data.columns."
+            f"reference); its columns: {', '.join(table[0])}"
+        )
     rows: list[PromptRow] = []
     seen: set[str] = set()
-    for index, row in enumerate(read_rows(path)):
-        row_id = str(row.get("id", index))
+    for index, row in enumerate(table):
+        row_id = str(row[column["id"]]) if row.get(column["id"]) is not None else str(index)
         where = f"{path}: row {index} (id {row_id!r})"
         if row_id in seen:
             raise DataError(f"{where}: duplicate id")
         seen.add(row_id)
-        if prompt_key not in row:
-            raise DataError(f"{where}: missing {prompt_key!r}")
-        if row.get("reward") is not None:
-            reward = _reward_spec(row["reward"], f"{where}: reward")
+        if column["prompt"] not in row:
+            raise DataError(f"{where}: missing {column['prompt']!r}")
+        if row.get(column["reward"]) is not None:
+            reward = _reward_spec(row[column["reward"]], f"{where}: {column['reward']}")
         elif default is not None:
             reward = default
         else:
             raise DataError(f"{where}: no 'reward' in the row and no data.reward default")
-        messages = to_messages(row[prompt_key], system_prompt, f"{where}: {prompt_key}")
-        rows.append(PromptRow(row_id, messages, reward, row.get(reference_key)))
+        prompt = row[column["prompt"]]
+        messages = to_messages(prompt, system_prompt, f"{where}: {column['prompt']}")
+        rows.append(PromptRow(row_id, messages, reward, row.get(column["reference"])))
     if not rows:
         raise DataError(f"{path}: no rows")
+    warning = missing_references(rows, column["reference"])
+    if warning is not None:
+        print(f"warning: {path}: {warning}", file=sys.stderr)
     return rows
+
+
+def missing_references(rows: Sequence[PromptRow], reference_column: str) -> str | None:
+    """Rows whose reference is absent or empty (None, '', [], {}), counted with the first row
+    numbers, or None when every row has one. Whether a present reference parses is the
+    verifier's call (the server marks such items invalid: masked, never scored); a missing
+    one is caught here, once, instead of as masked items every step. Silent when no row has a
+    reference: rewards such as `length`, `format` or a reward model need none."""
+    missing = [index for index, row in enumerate(rows) if row.reference in (None, "", [], {})]
+    if not missing or len(missing) == len(rows):
+        return None
+    shown = ", ".join(str(index) for index in missing[:MISSING_SHOWN])
+    more = f" and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
+    return (
+        f"{len(missing)} of {len(rows)} rows have no {reference_column!r} (rows {shown}{more}): "
+        "their items will be masked (the reward server cannot check them); fix or drop those "
+        "rows, or map the right column with data.columns.reference"
+    )
 
 
 def render_prompt(tokenizer: Any, messages: Sequence[ChatMessage]) -> str:

@@ -98,11 +98,12 @@ def tokenize_prompts(
     return ids
 
 
-def prompts_from_config(data: DataConfig, path: str) -> list[PromptRow]:
+def prompts_from_config(data: DataConfig, path: str, split: str) -> list[PromptRow]:
     return load_prompts(
         path,
-        prompt_key=data.prompt_key,
-        reference_key=data.reference_key,
+        format=data.format,
+        split=split,
+        columns=data.column_map,
         default_reward=data.reward,
         system_prompt=data.system_prompt,
     )
@@ -158,7 +159,7 @@ def start_run(config: TrainConfig, device: torch.device) -> Run:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(dump_config(config))
     data = config.data
-    rows = prompts_from_config(data, data.path)
+    rows = prompts_from_config(data, data.path, data.split)
     tokenizer = load_tokenizer(config.model.path)
     prompt_ids = tokenize_prompts(tokenizer, rows, data.max_prompt_tokens)
     cursor = PromptCursor(len(rows), seed=config.train.seed, shuffle=data.shuffle)

@@ -1,6 +1,6 @@
 """What a run reports: metrics.jsonl (one object per step), rollouts.jsonl (every completion
-with its score and status), TensorBoard scalars, a progress bar, and at the end a summary
-table and the reward curve."""
+with its prompt, reference, score and status), TensorBoard scalars, a progress bar, and at the
+end a summary table and the reward curve."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rl_client.data import PromptRow
 from rl_client.rewards import status_counts
 from rl_client.rollout import Group
 
@@ -81,7 +82,7 @@ class RunLog:
                 for completion, result in zip(group.completions, group.results, strict=True):
                     record = {
                         "step": step,
-                        "prompt_id": group.row.id,
+                        **row_record(group.row),
                         "completion": completion.text,
                         "tokens": len(completion.token_ids),
                         "truncated": completion.truncated,
@@ -96,6 +97,15 @@ class RunLog:
             self.bar.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def row_record(row: PromptRow) -> dict[str, Any]:
+    """The prompt's part of a logged sample: its id, chat messages and reference."""
+    return {
+        "prompt_id": row.id,
+        "prompt": [{"role": m.role, "content": m.content} for m in row.messages],
+        "reference": row.reference,
+    }
 
 
 def summary_table(history: Sequence[dict[str, Any]], window: int = 5) -> str:

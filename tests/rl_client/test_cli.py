@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import datasets
 import pytest
 import yaml
 
@@ -82,24 +83,71 @@ def test_sft_then_eval_from_the_command_line(
         reward={"name": "string_check", "params": {"operation": "contains"}},
         reference=toy.answer,
     )
+    # the held-out prompts: a `datasets` DatasetDict saved to disk, its "test" split renamed
+    rows = [json.loads(line) for line in prompts.read_text().splitlines()]
+    held_out = [{"question": r["prompt"], "gold": r["reference"], "id": r["id"]} for r in rows]
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(held_out[:1]),
+            "test": datasets.Dataset.from_list(held_out),
+        }
+    ).save_to_disk(str(tmp_path / "held_out"))
     eval_config = tmp_path / "eval.yaml"
     eval_config.write_text(
         yaml.safe_dump(
             {
                 "model": {"path": str(tmp_path / "sft")},
-                "data": {"path": str(prompts)},
-                "rollout": {"group_size": 2, "max_new_tokens": 12},
+                "data": {
+                    "path": str(prompts),
+                    "eval_path": str(tmp_path / "held_out"),
+                    "eval_split": "test",
+                    "columns": {"prompt": "question", "reference": "gold"},
+                    "reward": {"name": "string_check", "params": {"operation": "contains"}},
+                },
+                # batch_size 4 with 4 samples: one prompt per engine call, three calls
+                "rollout": {"group_size": 2, "max_new_tokens": 12, "batch_size": 4},
                 "reward": {"sidecar_workers": 1},
                 "output": {"dir": str(tmp_path / "eval")},
             }
         )
     )
     capsys.readouterr()
-    assert main(["eval", "--config", str(eval_config), "--limit", "3"]) == 0
+    samples_file = tmp_path / "samples.jsonl"
+    flags = [
+        "--limit",
+        "3",
+        "--n-samples",
+        "4",
+        "--k",
+        "1,2,4",
+        "--save-samples",
+        str(samples_file),
+    ]
+    assert main(["eval", "--config", str(eval_config), *flags]) == 0
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
-    assert report["prompts"] == 3 and report["masked_items"] == 0
-    assert 0.0 <= report["reward_mean"] <= 1.0
-    assert json.loads(capsys.readouterr().out) == report
+    assert report["prompts"] == 3 and report["samples_per_prompt"] == 4
+    assert report["masked_samples"] == 0 and report["verified_samples"] == 12
+    per_prompt = report["per_prompt"]
+    assert [p["id"] for p in per_prompt] == ["q0", "q1", "q2"]
+    samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    assert len(samples) == 12
+    for sample in samples:
+        row = rows[int(sample["prompt_id"][1:])]
+        assert sample["prompt"] == [{"role": "user", "content": row["prompt"]}]
+        assert sample["reference"] == row["reference"]
+        assert sample["status"] == "OK" and sample["score"] in (0.0, 1.0)
+        assert sample["correct"] == (sample["score"] == 1.0)
+    # the report agrees with the saved samples: pass@1 is the mean per-prompt accuracy, and
+    # pass@4 (all four samples) is the fraction of prompts with a correct one
+    correct = [sum(s["correct"] for s in samples if s["prompt_id"] == p["id"]) for p in per_prompt]
+    assert [p["correct"] for p in per_prompt] == correct
+    assert report["pass@1"] == pytest.approx(sum(c / 4 for c in correct) / 3)
+    assert report["pass@4"] == pytest.approx(sum(c > 0 for c in correct) / 3)
+    assert report["accuracy"] == pytest.approx(sum(correct) / 12)
+    table = dict(line.split(maxsplit=1) for line in capsys.readouterr().out.splitlines())
+    assert table["pass@2"] == f"{report['pass@2']:.4f}"
+    assert table["maj@4"] == f"{report['maj@4']:.4f}"
+    assert table["masked_samples"] == "0"
 
 
 def test_sidecar_that_cannot_start_is_reported(

@@ -64,6 +64,13 @@ def test_overrides_parse_yaml_values(tmp_path: Path) -> None:
         ),
         (["train.steps"], "expected key=value"),
         (["algorithm.dual_clip=0.5"], "algorithm.dual_clip: Input should be greater than 1"),
+        (["eval.k=[1,16]"], "eval.k [16]: each k must be between 1 and the samples per prompt (8,"),
+        (["eval.n_samples=4", "eval.k=[2,8]"], "eval.k [8]: each k must be between 1 and"),
+        (["data.format=tsv"], "data.format: Input should be 'auto', 'jsonl'"),
+        (
+            ["data.reference_key=gold", "data.columns={reference: answer}"],
+            "  data: data.columns.reference and data.reference_key both name the reference",
+        ),
     ],
 )
 def test_errors_name_the_key(overrides: list[str], message: str) -> None:

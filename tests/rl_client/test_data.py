@@ -59,7 +59,11 @@ def test_rows_with_default_and_own_reward(tmp_path: Path, suffix: str) -> None:
     ("rows", "message"),
     [
         ([{"prompt": "x"}], "row 0 (id '0'): no 'reward' in the row and no data.reward default"),
-        ([{"id": "q", "text": "x"}], "row 0 (id 'q'): missing 'prompt'"),
+        (
+            [{"id": "p", "prompt": "y", "reward": {"name": "m"}}, {"id": "q", "text": "x"}],
+            "row 1 (id 'q'): missing 'prompt'",
+        ),
+        ([{"id": "q", "text": "x"}], "no column 'prompt' for the prompt; its columns: id, text"),
         ([{"id": "q", "prompt": 3, "reward": {"name": "m"}}], "id 'q'): prompt: expected a string"),
         ([{"id": "q", "prompt": "x", "reward": {"nam": "m"}}], "reward: expected {'name': str"),
         (

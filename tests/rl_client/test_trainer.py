@@ -54,6 +54,12 @@ def test_unverifiable_items_are_masked_and_counted(
     records = _rollouts(tmp_path / "run")
     bad = [r for r in records if r["prompt_id"].startswith("bad")]
     assert bad and all(r["status"] == "INVALID_REQUEST" and r["score"] is None for r in bad)
+    # each record carries the prompt and the reference it was scored against
+    by_id = {row["id"]: row for row in rows}
+    for record in records:
+        row = by_id[record["prompt_id"]]
+        assert record["prompt"] == [{"role": "user", "content": row["prompt"]}]
+        assert record["reference"] == row["reference"]
 
 
 def test_dynamic_sampling_budget_runs_out_without_crashing(
