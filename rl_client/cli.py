@@ -44,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         (
             "train",
             TrainConfig,
-            "RL training (resumes from the latest checkpoint in output.dir)",
-            "rollout.group_size=8 algorithm.preset=dapo",
+            "RL training (resumes from the latest checkpoint in output.dir): policy gradient "
+            "(algorithm.preset grpo, dapo, dr_grpo, rloo, reinforce_pp, ppo), rejection-sampling "
+            "fine-tuning (rft) or online iterated DPO (online_dpo)",
+            "rollout.group_size=8 algorithm.preset=online_dpo",
         ),
         (
             "sft",
@@ -103,7 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="what `make run` does: tiny model, SFT warm start, GRPO on the toy task"
     )
     demo.add_argument("--dir", default="runs/demo", help="where to put everything")
-    demo.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the demo's)")
+    demo.add_argument(
+        "--steps", type=int, default=None, help="steps or rounds (default: the demo's)"
+    )
+    demo.add_argument(
+        "--preset",
+        choices=("grpo", "rft", "online_dpo"),
+        default="grpo",
+        help="what trains after the warm start: GRPO (100 steps), rejection-sampling "
+        "fine-tuning or online DPO (30 rounds each)",
+    )
     return parser
 
 
@@ -144,7 +155,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from rl_client.demo import run_demo
 
-        return run_demo(args.dir, steps=args.steps)
+        return run_demo(args.dir, steps=args.steps, preset=args.preset)
     if args.command == "sft":
         from rl_client.sft import run_sft
 

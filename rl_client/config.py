@@ -262,8 +262,17 @@ Advantage = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "gae"]
 
 
 class AlgorithmConfig(_Strict):
-    preset: Literal["grpo", "dapo", "dr_grpo", "rloo", "reinforce_pp", "ppo"] = Field(
-        default="grpo", description="Sets the knobs below; explicit values override it."
+    preset: Literal[
+        "grpo", "dapo", "dr_grpo", "rloo", "reinforce_pp", "ppo", "rft", "online_dpo"
+    ] = Field(default="grpo", description="Sets the knobs below; explicit values override it.")
+    objective: Literal["policy_gradient", "rft", "dpo"] = Field(
+        default="policy_gradient",
+        description="What a step learns from its scored groups. 'policy_gradient': advantages "
+        "and the clipped policy loss (grpo ... ppo). 'rft': rejection-sampling fine-tuning, the "
+        "SFT loss on each prompt's verified winners. 'dpo': online iterated DPO on "
+        "chosen/rejected pairs from each group. rft and dpo use the knobs rft_* / dpo_*, "
+        "pass_threshold, ppo_epochs (passes per round) and mask_truncated; the advantage, "
+        "clip, KL and value knobs are policy_gradient's.",
     )
     advantage: Advantage = Field(default="grpo", description="Advantage estimator.")
     advantage_eps: float = Field(default=1e-6, gt=0, description="Added to stds before dividing.")
@@ -312,7 +321,12 @@ class AlgorithmConfig(_Strict):
         description="PPO's c2 (arXiv:1707.06347, eq. 9): the policy's token entropy, "
         "aggregated like the loss, is subtracted from the loss times this; 0: off.",
     )
-    ppo_epochs: int = Field(default=1, ge=1, description="mu: optimiser passes over each batch.")
+    ppo_epochs: int = Field(
+        default=1,
+        ge=1,
+        description="mu: optimiser passes over each batch (rft, dpo: over a round's winners "
+        "or pairs), one optimiser step each.",
+    )
     behavior_logprobs: Literal["recompute", "sampler"] = Field(
         default="recompute",
         description="Ratio denominator: the learner's logprobs before the update "
@@ -358,9 +372,56 @@ class AlgorithmConfig(_Strict):
         "from a stale (async) or a different (vLLM) sampler. None: off.",
     )
 
+    pass_threshold: float = Field(
+        default=1.0,
+        description="A verified reward at or above it is a pass: rft keeps only passes; "
+        "rft and dpo log pass_rate, the share of verified completions that pass.",
+    )
+    rft_max_per_prompt: int = Field(
+        default=1,
+        ge=1,
+        description="rft: k, the most winners kept per prompt (highest reward first, then "
+        "sample order). 1: best-of-N (RAFT).",
+    )
+    dpo_beta: float = Field(
+        default=0.1,
+        gt=0,
+        description="dpo: beta, the weight of the implicit KL to the reference (DPO eq. 7; "
+        "IPO's tau, whose target gap is 1 / (2 beta)).",
+    )
+    dpo_loss: Literal["sigmoid", "ipo"] = Field(
+        default="sigmoid",
+        description="dpo: 'sigmoid' -log sigmoid(beta h) (DPO, arXiv:2305.18290); 'ipo' "
+        "(h - 1/(2 beta))^2 (IPO, arXiv:2310.12036); h the pair's log-ratio gap.",
+    )
+    dpo_pairs: Literal["best_worst", "all"] = Field(
+        default="best_worst",
+        description="dpo: 'best_worst' one pair per group (its highest against its lowest "
+        "verified reward); 'all' every verified pair whose rewards differ by the margin. Ties "
+        "and items that could not be verified never make a pair.",
+    )
+    dpo_min_margin: float = Field(
+        default=0.0,
+        ge=0,
+        description="dpo: a pair's reward gap must be at least this (and always > 0).",
+    )
+    dpo_reference: Literal["initial", "round"] = Field(
+        default="initial",
+        description="dpo: the reference policy. 'initial': model.path, fixed for the run "
+        "(the base without adapters under LoRA): the KL-regularised objective of iterated DPO. "
+        "'round': the policy at the start of each round (no second model; the pull towards "
+        "the start resets every round).",
+    )
+
     @property
     def uses_critic(self) -> bool:
-        return self.advantage == "gae"
+        return self.objective == "policy_gradient" and self.advantage == "gae"
+
+    @property
+    def needs_reference_model(self) -> bool:
+        """A frozen copy of the initial weights: the KL term's or DPO's 'initial' reference."""
+        dpo_initial = self.objective == "dpo" and self.dpo_reference == "initial"
+        return self.kl_coef > 0 or dpo_initial
 
 
 class TrainSettings(_Strict):
@@ -486,12 +547,17 @@ class TrainConfig(_Strict):
                 "algorithm.reinforce_pp_form='token' needs algorithm.advantage='reinforce_pp' "
                 f"(got {algo.advantage!r}); set reinforce_pp_form='sequence'"
             )
-        if algo.advantage in ("grpo", "dr_grpo", "rloo") and rollout.group_size < 2:
+        policy_gradient = algo.objective == "policy_gradient"
+        if not policy_gradient:
+            _check_round_objective(algo, rollout)
+        group_baseline = algo.advantage in ("grpo", "dr_grpo", "rloo")
+        if policy_gradient and group_baseline and rollout.group_size < 2:
             raise ValueError(
                 f"rollout.group_size must be >= 2 for algorithm.advantage={algo.advantage!r} "
                 "(a group baseline needs two samples)"
             )
-        if algo.advantage == "reinforce_pp" and algo.group_baseline and rollout.group_size < 2:
+        reinforce_pp = algo.advantage == "reinforce_pp" and algo.group_baseline
+        if policy_gradient and reinforce_pp and rollout.group_size < 2:
             raise ValueError(
                 "algorithm.group_baseline=True needs rollout.group_size >= 2 for "
                 "algorithm.advantage='reinforce_pp': REINFORCE++-baseline subtracts the "
@@ -523,6 +589,27 @@ class TrainConfig(_Strict):
                 f"algorithm.overlong_cache_fraction * rollout.{budget} must be >= 1 token"
             )
         return self
+
+
+def _check_round_objective(algo: AlgorithmConfig, rollout: RolloutConfig) -> None:
+    """rft and dpo learn from scores directly: a knob of the policy gradient that would
+    silently do nothing is refused."""
+    where = f"algorithm.objective={algo.objective!r}"
+    if algo.kl_coef > 0:
+        instead = "algorithm.dpo_beta weighs DPO's KL" if algo.objective == "dpo" else "it has none"
+        raise ValueError(f"algorithm.kl_coef must be 0 with {where} ({instead})")
+    if algo.overlong_weight > 0:
+        raise ValueError(
+            f"algorithm.overlong_weight must be 0 with {where}: a length penalty would turn "
+            "verified passes into failures"
+        )
+    if algo.objective == "rft" and algo.dynamic_sampling:
+        raise ValueError(
+            f"algorithm.dynamic_sampling drops groups whose members all pass, the very groups "
+            f"rft learns from; unset it with {where}"
+        )
+    if algo.objective == "dpo" and rollout.group_size < 2:
+        raise ValueError(f"rollout.group_size must be >= 2 with {where}: pairs come from a group")
 
 
 class SFTSettings(_Strict):

@@ -3,8 +3,9 @@
 1. build a tiny Qwen2-style model and a byte-level tokenizer locally (no hub);
 2. warm-start it with a short SFT on synthetic answers in the task's format, of which only
    some are right (so it learns the format, and where the answer roughly lies);
-3. train it with GRPO against a sidecar verifier-server on single-digit addition answered
-   in `\\boxed{}`, scored by the `math` verifier;
+3. train it with GRPO (or `--preset rft` / `online_dpo`: rejection-sampling fine-tuning,
+   online DPO) against a sidecar verifier-server on single-digit addition answered in
+   `\\boxed{}`, scored by the `math` verifier;
 4. print the summary table and the reward curve.
 """
 
@@ -68,12 +69,41 @@ def grpo_config(
     return build_config(TrainConfig, settings, overrides)
 
 
-def run_demo(directory: str | Path, *, steps: int | None = None) -> int:
+ROUND_PRESETS = ("rft", "online_dpo")
+
+
+def rounds_config(
+    directory: Path, paths: dict[str, Path], preset: str, overrides: Sequence[str] = ()
+) -> TrainConfig:
+    """rft or online_dpo on the toy task: 30 rounds of 16 prompts x 8 samples. rft keeps
+    every verified winner (up to 8 per prompt); a learning rate above ~5e-4 made online DPO
+    collapse onto one answer here."""
+    if preset not in ROUND_PRESETS:
+        raise ValueError(f"preset {preset!r}: one of {', '.join(ROUND_PRESETS)}")
+    algorithm: dict[str, Any] = {"preset": preset}
+    if preset == "rft":
+        algorithm["rft_max_per_prompt"] = 8
+    settings = {
+        "model": {"path": str(directory / "sft")},
+        "data": {"path": str(paths["rl_data"]), "system_prompt": toy.SYSTEM_PROMPT},
+        "rollout": {"prompts_per_step": 16, "group_size": 8, "max_new_tokens": 16},
+        "algorithm": algorithm,
+        "train": {"steps": 30, "lr": 2e-4, "micro_batch_size": 64},
+        "output": {"dir": str(directory / preset), "save_every": 10, "resume": False},
+    }
+    return build_config(TrainConfig, settings, overrides)
+
+
+def run_demo(directory: str | Path, *, steps: int | None = None, preset: str = "grpo") -> int:
     from rl_client.sft import run_sft
     from rl_client.trainer import train
 
     directory = Path(directory)
     paths = prepare(directory)
     run_sft(sft_config(directory, paths))
-    train(grpo_config(directory, paths, [f"train.steps={steps}"] if steps is not None else []))
+    overrides = [f"train.steps={steps}"] if steps is not None else []
+    if preset == "grpo":
+        train(grpo_config(directory, paths, overrides))
+    else:
+        train(rounds_config(directory, paths, preset, overrides))
     return 0

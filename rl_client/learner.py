@@ -9,7 +9,7 @@ no extra forward pass, and the ratio is exactly 1 on the first pass as PPO expec
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from rl_client.algorithms.estimators import Advantages
-from rl_client.algorithms.losses import Normalizer, masked_mean
+from rl_client.algorithms.losses import LossOutput, Normalizer, masked_mean
 from rl_client.algorithms.objective import LossInputs, total_loss
 from rl_client.batch import Batch
 from rl_client.config import AlgorithmConfig, TrainSettings
@@ -111,8 +111,9 @@ class Learner:
 
     # ---- forward passes
 
-    def _micro_batches(self, size: int) -> Iterator[slice]:
-        step = self.settings.micro_batch_size
+    def _micro_batches(self, size: int, rows_per_unit: int = 1) -> Iterator[slice]:
+        """Slices of at most micro_batch_size rows (at least one unit) holding whole units."""
+        step = max(rows_per_unit, self.settings.micro_batch_size // rows_per_unit * rows_per_unit)
         for start in range(0, size, step):
             yield slice(start, min(start + step, size))
 
@@ -171,11 +172,23 @@ class Learner:
             old_values=torch.cat(old_values).cpu() * batch.completion_mask if old_values else None,
         )
 
+    @torch.no_grad()
+    def start_logprobs(self, batch: Batch, *, initial: bool) -> Tensor:
+        """[N, T] logprobs of the batch before any update: under the initial model (the
+        frozen reference, or the base without adapters), or under the policy as it is."""
+        parts = []
+        for rows in self._micro_batches(batch.size):
+            if initial:
+                parts.append(self._reference_logprobs(batch, rows))
+            else:
+                parts.append(self.forward(self.model, batch, rows, values=False).logprobs)
+        return torch.cat(parts).cpu()
+
     def _reference_logprobs(self, batch: Batch, rows: slice) -> Tensor:
         if self.uses_adapter_reference:  # LoRA: the reference is the base without adapters
             with self.model.disable_adapter():  # type: ignore[operator]
                 return self.forward(self.model, batch, rows, values=False).logprobs
-        assert self.reference is not None, "kl_coef > 0 needs a reference model"
+        assert self.reference is not None, "a reference model was not loaded"
         return self.forward(self.reference, batch, rows, values=False).logprobs
 
     # ---- the update
@@ -217,6 +230,32 @@ class Learner:
             }
         )
         return metrics.means(passes=algo.ppo_epochs)
+
+    def fit(
+        self,
+        batch: Batch,
+        loss_of: Callable[[ForwardOutput, slice], LossOutput],
+        *,
+        rows_per_unit: int = 1,
+    ) -> dict[str, float]:
+        """mu passes over the batch, one optimiser step each, for the losses that need no
+        advantages (rft's SFT loss, DPO's): `loss_of(out, rows)` is the micro-batch's share
+        of the batch loss. Micro-batches hold whole units of `rows_per_unit` rows (a DPO
+        pair). The loss's diagnostics are the first pass's: the policy of the round's start
+        on its fresh samples, weighted by units."""
+        metrics = StepMetrics()
+        for epoch in range(self.algo.ppo_epochs):
+            self.optimizer.zero_grad(set_to_none=True)
+            for rows in self._micro_batches(batch.size, rows_per_unit):
+                result = loss_of(self.forward(self.model, batch, rows, values=False), rows)
+                result.loss.backward()
+                diagnostics = result.metrics if epoch == 0 else {}
+                units = (rows.stop - rows.start) / rows_per_unit
+                metrics.add({"loss": result.loss.item(), **diagnostics}, tokens=units)
+            metrics.add({"grad_norm": self._step()})
+        metrics.add({"lr": self.scheduler.get_last_lr()[0]})
+        self.scheduler.step()
+        return metrics.means(passes=self.algo.ppo_epochs)
 
     def _loss_inputs(
         self,

@@ -233,17 +233,19 @@ def _build_run(
 
 
 def _learner(config: TrainConfig, model: torch.nn.Module, device: torch.device) -> Learner:
-    """The learner over `model`, with a frozen reference (KL without LoRA) and a value head
-    (gae) when the algorithm needs them."""
+    """The learner over `model`, with a frozen reference (KL, or DPO's initial reference;
+    without LoRA) and a value head (gae) when the algorithm needs them."""
     algo = config.algorithm
     reference = None
-    if algo.kl_coef > 0 and config.model.lora_r == 0:
+    if algo.needs_reference_model and config.model.lora_r == 0:
         reference = load_reference(config.model, device)
     return Learner(
         model,
         algo=algo,
         train=config.train,
-        temperature=config.rollout.temperature,
+        # The policy gradient's ratio is of the sampler's (tempered) distribution; the SFT
+        # and DPO losses are of the model's own.
+        temperature=config.rollout.temperature if algo.objective == "policy_gradient" else 1.0,
         seq_len_norm=float(config.response_budget),
         device=device,
         reference=reference,

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rl_client.agentic.loop import episode_metrics
 from rl_client.data import PromptRow
+from rl_client.rewards import status_counts
 from rl_client.rollout import Group
 from rl_client.trackers import Tracker
 
@@ -148,3 +151,28 @@ def _mean(history: Sequence[dict[str, Any]], name: str) -> float | None:
 
 def _format(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
+
+
+def rollout_metrics(groups: Sequence[Group]) -> dict[str, Any]:
+    """Reward statistics over the verified items only; masked items are counted."""
+    results = [r for g in groups for r in g.results]
+    completions = [c for g in groups for c in g.completions]
+    scores = [r.score for r in results if r.ok]
+    metrics: dict[str, Any] = {
+        "reward_mean": statistics.fmean(scores) if scores else None,
+        "reward_std": statistics.pstdev(scores) if scores else None,
+        "masked_items": len(results) - len(scores),
+        **status_counts(results),
+        "response_len_mean": statistics.fmean(len(c.token_ids) for c in completions),
+        "truncated_fraction": sum(c.truncated for c in completions) / len(completions),
+        **episode_metrics(completions),
+    }
+    components: dict[str, list[float]] = {}
+    for result in results:
+        if result.ok:
+            for name, value in result.components.items():
+                components.setdefault(name, []).append(value)
+    for name, values in sorted(components.items()):
+        if all(math.isfinite(v) for v in values):
+            metrics[f"reward_{name}_mean"] = statistics.fmean(values)
+    return metrics

@@ -13,30 +13,28 @@
 
 from __future__ import annotations
 
-import math
-import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any
 
-from rl_client.agentic.loop import episode_metrics
+from rl_client.algorithms.dispatch import lookup
 from rl_client.algorithms.estimators import compute_advantages
 from rl_client.batch import build_batch
 from rl_client.config import TrainConfig, dump_config
 from rl_client.optim import resolve_device
-from rl_client.rewards import status_counts
-from rl_client.rollout import Group
+from rl_client.rounds import round_step
 from rl_client.run import Run, start_run
-from rl_client.run_log import reward_curve, summary_table
+from rl_client.run_log import reward_curve, rollout_metrics, summary_table
 
 
 def train(config: TrainConfig) -> list[dict[str, Any]]:
     """Runs (or resumes) training; returns the metrics of the steps run in this call."""
     print(dump_config(config))
     run = start_run(config, resolve_device(config.train.device, config.train.threads))
+    step_fn = lookup(STEPS, config.algorithm.objective, "algorithm.objective")
     try:
         for step in range(run.start_step + 1, config.train.steps + 1):
-            train_step(run, step)
+            step_fn(run, step)
             if step % config.output.save_every == 0 or step == config.train.steps:
                 run.save(step)
     finally:
@@ -106,26 +104,9 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     return metrics
 
 
-def rollout_metrics(groups: Sequence[Group]) -> dict[str, Any]:
-    """Reward statistics over the verified items only; masked items are counted."""
-    results = [r for g in groups for r in g.results]
-    completions = [c for g in groups for c in g.completions]
-    scores = [r.score for r in results if r.ok]
-    metrics: dict[str, Any] = {
-        "reward_mean": statistics.fmean(scores) if scores else None,
-        "reward_std": statistics.pstdev(scores) if scores else None,
-        "masked_items": len(results) - len(scores),
-        **status_counts(results),
-        "response_len_mean": statistics.fmean(len(c.token_ids) for c in completions),
-        "truncated_fraction": sum(c.truncated for c in completions) / len(completions),
-        **episode_metrics(completions),
-    }
-    components: dict[str, list[float]] = {}
-    for result in results:
-        if result.ok:
-            for name, value in result.components.items():
-                components.setdefault(name, []).append(value)
-    for name, values in sorted(components.items()):
-        if all(math.isfinite(v) for v in values):
-            metrics[f"reward_{name}_mean"] = statistics.fmean(values)
-    return metrics
+# One step of each objective: the policy gradient here, the rounds of rft and dpo in rounds.py.
+STEPS: dict[str, Callable[[Run, int], dict[str, Any]]] = {
+    "policy_gradient": train_step,
+    "rft": round_step,
+    "dpo": round_step,
+}

@@ -81,4 +81,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "value_coef": 0.5,
         "value_clip": 0.2,
     },
+    # Rejection-sampling fine-tuning (RAFT, arXiv:2304.06767; ReST-EM, arXiv:2312.06585):
+    # best-of-N by the verifier, then the SFT loss on the winners.
+    "rft": {
+        "objective": "rft",
+        "kl_coef": 0.0,
+        "pass_threshold": 1.0,
+        "rft_max_per_prompt": 1,
+    },
+    # Online iterated DPO (Xiong et al., arXiv:2312.11456; Guo et al., arXiv:2402.04792): the
+    # policy's own samples ranked by the server, best against worst, DPO's sigmoid loss with
+    # beta 0.1 against the initial model.
+    "online_dpo": {
+        "objective": "dpo",
+        "kl_coef": 0.0,
+        "dpo_beta": 0.1,
+        "dpo_loss": "sigmoid",
+        "dpo_pairs": "best_worst",
+        "dpo_reference": "initial",
+    },
 }

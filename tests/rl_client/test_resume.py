@@ -15,20 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from rl_helpers import train_settings
+from rl_helpers import VOLATILE_METRICS, train_settings
 from server_process import alive, children_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 STEPS = 6
-VOLATILE = (
-    "time_generate_s",
-    "time_reward_s",
-    "time_train_s",
-    "time_sync_s",
-    "time_rollout_wait_s",
-    "time_step_s",
-)
 
 
 def _config(tiny_model: Path, data: Path, output: Path, **rollout: object) -> Path:
@@ -53,7 +45,9 @@ def _train(config: Path) -> subprocess.Popen[bytes]:
 
 def _steps(output: Path) -> list[dict]:
     lines = (output / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in VOLATILE} for line in lines]
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in VOLATILE_METRICS} for line in lines
+    ]
 
 
 def _prompts_by_step(output: Path) -> dict[int, list[str]]:

@@ -13,6 +13,18 @@ from verifier_server.types import Result, RewardSpec, Status
 
 ROW = PromptRow("p", (), RewardSpec("x"), None)
 
+# Wall-clock metrics: everything else in metrics.jsonl repeats exactly in a resumed run.
+VOLATILE_METRICS = frozenset(
+    {
+        "time_generate_s",
+        "time_reward_s",
+        "time_train_s",
+        "time_sync_s",
+        "time_rollout_wait_s",
+        "time_step_s",
+    }
+)
+
 
 def write_prompts(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

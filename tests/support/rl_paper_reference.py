@@ -173,3 +173,58 @@ def k2(logprob: Tensor, ref: float) -> Tensor:
 def k3(logprob: Tensor, ref: float) -> Tensor:
     log_r = ref - logprob
     return torch.exp(log_r) - 1 - log_r
+
+
+# ---- preference losses over sequence log-probabilities (floats), one pair at a time
+
+
+def dpo_pair(pi_w: float, pi_l: float, ref_w: float, ref_l: float, beta: float) -> float:
+    """DPO eq. 7: -log sigma(beta log(pi(y_w)/ref(y_w)) - beta log(pi(y_l)/ref(y_l))),
+    with the logistic function written out."""
+    z = beta * (pi_w - ref_w) - beta * (pi_l - ref_l)
+    return -math.log(1.0 / (1.0 + math.exp(-z)))
+
+
+def dpo_pair_grad_chosen(
+    pi_w: float, pi_l: float, ref_w: float, ref_l: float, beta: float
+) -> float:
+    """DPO sec. 4, the gradient: -beta sigma(r_l - r_w) d log pi(y_w), r = beta log(pi/ref)."""
+    r_w, r_l = beta * (pi_w - ref_w), beta * (pi_l - ref_l)
+    return -beta / (1.0 + math.exp(-(r_l - r_w)))
+
+
+def ipo_pair(pi_w: float, pi_l: float, ref_w: float, ref_l: float, tau: float) -> float:
+    """IPO eq. 17: (h_pi(y_w, y_l) - 1/(2 tau))^2 with
+    h_pi = log(pi(y_w) ref(y_l) / (pi(y_l) ref(y_w)))."""
+    h = math.log(math.exp(pi_w) * math.exp(ref_l) / (math.exp(pi_l) * math.exp(ref_w)))
+    return (h - 1.0 / (2.0 * tau)) ** 2
+
+
+# ---- selection from one scored group (None: could not be verified)
+
+
+def best_of_n(rewards: list[float | None], threshold: float, k: int) -> list[int]:
+    """Indices kept by rejection sampling: verified, >= threshold, the k best (ties: lower
+    index first), in index order."""
+    eligible = [i for i, r in enumerate(rewards) if r is not None and r >= threshold]
+    ranked = sorted(eligible, key=lambda i: (-rewards[i], i))  # type: ignore[operator]
+    return sorted(ranked[:k])
+
+
+def pairs_all(rewards: list[float | None], margin: float) -> list[tuple[int, int]]:
+    return [
+        (i, j)
+        for i, ri in enumerate(rewards)
+        for j, rj in enumerate(rewards)
+        if ri is not None and rj is not None and ri - rj > 0 and ri - rj >= margin
+    ]
+
+
+def pair_best_worst(rewards: list[float | None], margin: float) -> list[tuple[int, int]]:
+    verified = [i for i, r in enumerate(rewards) if r is not None]
+    if not verified:
+        return []
+    best = min(verified, key=lambda i: (-rewards[i], i))  # type: ignore[operator]
+    worst = min(verified, key=lambda i: (rewards[i], i))  # type: ignore[operator]
+    gap = rewards[best] - rewards[worst]  # type: ignore[operator]
+    return [(best, worst)] if gap > 0 and gap >= margin else []
