@@ -25,7 +25,7 @@ from rl_client.sft import run_sft
 from rl_client.trainer import train
 
 WINDOW = 5
-QUIET = ["train.threads=1", "output.progress=false", "output.tensorboard=false"]
+QUIET = ["train.threads=1", "output.progress=false", "output.trackers=[]"]
 
 
 def generated_tokens(history: list[dict[str, Any]], samples_per_step: int) -> list[float]:

@@ -33,7 +33,7 @@ def _rounds(warm_start: tuple[Path, dict[str, Path]], preset: str) -> list[dict]
         f"train.steps={ROUNDS}",
         "train.threads=1",
         "output.progress=false",
-        "output.tensorboard=false",
+        "output.trackers=[]",
     ]
     return train(demo.rounds_config(directory, paths, preset, overrides))
 
