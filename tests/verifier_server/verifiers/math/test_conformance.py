@@ -3,7 +3,7 @@
 `conformance/peer_cases.json` holds every case read from Math-Verify's tests, MARIO_EVAL's
 `test_is_equiv`, NeMo-Skills' `test_math_equal` and Qwen2.5-Math's grader examples, each with
 its source (repository, file, line, commit), the peer's expected verdict, ours, and — where
-ours differs — the name of the documented rule that says why (README, "Conformance").
+ours differs — the name of the documented rule that says why (docs/verifiers.md, "Conformance").
 A row whose verdict changes fails here until the table says so (`conformance/update_table.py`).
 
 How a case is run: the peer's gold is the `reference` (a number stays a JSON number); the
@@ -85,15 +85,15 @@ def agreement() -> dict[str, tuple[int, int]]:
     return {suite: (agree[suite], total[suite]) for suite in total}
 
 
-_README_NAMES = {
+_DOC_NAMES = {
     "math-verify": "Math-Verify", "mario-eval": "MARIO_EVAL", "nemo-skills": "NeMo-Skills",
     "qwen2.5-math": "Qwen2.5-Math",
 }  # fmt: skip
 
 
-def test_the_readme_states_the_agreement_of_the_table() -> None:
-    readme = (Path(__file__).parents[4] / "README.md").read_text()
+def test_the_docs_state_the_agreement_of_the_table() -> None:
+    doc = (Path(__file__).parents[4] / "docs" / "verifiers.md").read_text()
     for suite, (agree, total) in agreement().items():
-        row = re.search(rf"^\| {re.escape(_README_NAMES[suite])} \| (\d+) \| (\d+) ", readme, re.M)
+        row = re.search(rf"^\| {re.escape(_DOC_NAMES[suite])} \| (\d+) \| (\d+) ", doc, re.M)
         assert row is not None, suite
         assert (int(row[2]), int(row[1])) == (agree, total), suite
