@@ -1,4 +1,4 @@
-"""`rl-client train|sft|eval|rm|demo`. Config keys are listed by `rl-client train --help`."""
+"""`rl-client train|sft|eval|data check|rm|demo`. Config keys: `rl-client train --help`."""
 
 from __future__ import annotations
 
@@ -6,13 +6,20 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from rl_client.config import ConfigError, SFTConfig, TrainConfig, load_config
 from rl_client.data import DataError
-from rl_client.preflight import PreflightError, check_sft, check_train, config_changes
+from rl_client.preflight import (
+    PreflightError,
+    check_data,
+    check_sft,
+    check_train,
+    config_changes,
+)
 from rl_client.rewards import SidecarError
 from verifier_server.client import RewardClientError
 
@@ -97,6 +104,35 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="FILE",
                 help="write every sample as JSONL (eval.save_samples)",
             )
+    data = commands.add_parser("data", help="check a dataset before training (data check)")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    check_text = (
+        "score every row's gold against itself through the reward server (the sidecar, or "
+        "reward.address); report rows that would be masked or whose gold scores below 1. "
+        "Exit 0: clean, 1: problems found, 2: config or data errors"
+    )
+    check = data_commands.add_parser(
+        "check",
+        help=check_text,
+        description=check_text,
+        epilog="config keys (YAML sections):\n" + "\n".join(config_keys(TrainConfig)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("--config", metavar="FILE", help="YAML config file (train's)")
+    check.add_argument(
+        "--debug", action="store_true", help="show tracebacks instead of one-line errors"
+    )
+    check.add_argument(
+        "--eval", action="store_true", help="check data.eval_path / data.eval_split instead"
+    )
+    check.add_argument(
+        "--report",
+        metavar="FILE",
+        help="JSON report (default: output.dir/data_check.json)",
+    )
+    check.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="key=value overrides, as for train"
+    )
     # Listed for --help only: main() hands `rm`'s own flags (--help too) to its parser untouched.
     commands.add_parser(
         "rm", help="train a Bradley-Terry reward model from preference pairs (rl-client rm --help)"
@@ -172,6 +208,8 @@ def _run(args: argparse.Namespace) -> int:
         print(report_table(report, config.eval.k))
         print(f"wrote {config.output.dir}/eval.json")
         return 0
+    if args.command == "data":
+        return _data_check(args)
     from rl_client.trainer import train
 
     config = load_config(TrainConfig, args.config, args.overrides)
@@ -180,6 +218,20 @@ def _run(args: argparse.Namespace) -> int:
     check_resume(config, allow_changes=args.allow_config_change)
     train(config)
     return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from rl_client.data_check import data_check, report_table
+
+    config = load_config(TrainConfig, args.config, args.overrides)
+    check_data(config, eval_data=args.eval)
+    report = data_check(config, eval_data=args.eval)
+    path = Path(args.report or Path(config.output.dir) / "data_check.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(report_table(report))
+    print(f"wrote {path}")
+    return 1 if report["problems"] else 0
 
 
 def check_resume(config: TrainConfig, *, allow_changes: bool) -> None:
