@@ -69,20 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
             "rollout.group_size=4 data.eval_path=held_out.jsonl",
         ),
     ):
-        sub = commands.add_parser(
-            name,
-            help=text,
-            description=text,
-            epilog="config keys (YAML sections):\n" + "\n".join(config_keys(cls)),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        sub.add_argument("--config", metavar="FILE", help="YAML config file")
-        sub.add_argument(
-            "--debug", action="store_true", help="show tracebacks instead of one-line errors"
-        )
-        sub.add_argument(
-            "overrides", nargs="*", metavar="KEY=VALUE", help=f"key=value overrides, e.g. {example}"
-        )
+        sub = _config_command(commands, name, cls, text, example)
         if name == "train":
             sub.add_argument(
                 "--allow-config-change",
@@ -111,27 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         "reward.address); report rows that would be masked or whose gold scores below 1. "
         "Exit 0: clean, 1: problems found, 2: config or data errors"
     )
-    check = data_commands.add_parser(
-        "check",
-        help=check_text,
-        description=check_text,
-        epilog="config keys (YAML sections):\n" + "\n".join(config_keys(TrainConfig)),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    check.add_argument("--config", metavar="FILE", help="YAML config file (train's)")
-    check.add_argument(
-        "--debug", action="store_true", help="show tracebacks instead of one-line errors"
-    )
+    check = _config_command(data_commands, "check", TrainConfig, check_text, "data.split=test")
     check.add_argument(
         "--eval", action="store_true", help="check data.eval_path / data.eval_split instead"
     )
     check.add_argument(
-        "--report",
-        metavar="FILE",
-        help="JSON report (default: output.dir/data_check.json)",
-    )
-    check.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="key=value overrides, as for train"
+        "--report", metavar="FILE", help="JSON report (default: output.dir/data_check.json)"
     )
     # Listed for --help only: main() hands `rm`'s own flags (--help too) to its parser untouched.
     commands.add_parser(
@@ -152,6 +124,28 @@ def build_parser() -> argparse.ArgumentParser:
         "fine-tuning or online DPO (30 rounds each)",
     )
     return parser
+
+
+def _config_command(
+    commands: Any, name: str, cls: type[BaseModel], text: str, example: str
+) -> argparse.ArgumentParser:
+    """A subcommand that reads a config: --config, --debug, KEY=VALUE overrides, and every
+    config key in its --help."""
+    sub: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=text,
+        description=text,
+        epilog="config keys (YAML sections):\n" + "\n".join(config_keys(cls)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_argument("--config", metavar="FILE", help="YAML config file")
+    sub.add_argument(
+        "--debug", action="store_true", help="show tracebacks instead of one-line errors"
+    )
+    sub.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help=f"key=value overrides, e.g. {example}"
+    )
+    return sub
 
 
 def eval_flags(args: argparse.Namespace) -> list[str]:

@@ -185,7 +185,7 @@ def report_table(report: dict[str, Any]) -> str:
     for p in report["problems"]:
         score = "-" if p["score"] is None else f"{p['score']:.4f}"
         cells = (p["row"], p["id"], p["problem"], p["status"], p["reason"], p["field"] or "-")
-        lines.append("\t".join(str(c) for c in (*cells, score, p["message"] or "")))
+        lines.append("\t".join(str(c) for c in (*cells, score, p["message"] or "")).rstrip())
     return "\n".join(lines)
 
 
