@@ -73,3 +73,25 @@ def test_eval_every_logs_eval_metrics_without_changing_training(
     run("resumed", "eval.every=2", "train.steps=2")
     resumed = run("resumed", "eval.every=2")
     assert [_computed(m) for m in resumed] == [_computed(m) for m in evaluated]
+
+
+@pytest.mark.parametrize(
+    "mode", [["rollout.mode=async", "rollout.max_staleness=1"], ["algorithm.preset=rft"]]
+)
+def test_eval_every_in_async_mode_and_in_rounds(
+    tiny_model: Path, toy_prompts: Path, tmp_path: Path, server, mode: list[str]
+) -> None:
+    """Async mode holds its rollout thread while the eval samples; rft / dpo rounds log it too.
+    Either way the training steps are those of a run without it."""
+    overrides = [f"reward.address={server.address}", "train.steps=3", "eval.limit=2", *mode]
+
+    def run(output: str, every: int) -> list[dict]:
+        settings = train_settings(tiny_model, toy_prompts, tmp_path / output)
+        train(build_config(TrainConfig, settings, [*overrides, f"eval.every={every}"]))
+        return _metrics(tmp_path / output)
+
+    evaluated = run("every1", 1)
+    assert all(m["eval/prompts"] == 2 and "eval/pass@1" in m for m in evaluated)
+    assert [_computed(m) for m in run("plain", 0)] == [
+        {k: v for k, v in _computed(m).items() if not k.startswith("eval/")} for m in evaluated
+    ]
