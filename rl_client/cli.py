@@ -1,4 +1,4 @@
-"""`rl-client train|sft|eval|rm|demo`. Config keys are listed by `rl-client train --help`."""
+"""`rl-client train|sft|eval|data check|rm|demo`. Config keys: `rl-client train --help`."""
 
 from __future__ import annotations
 
@@ -6,13 +6,20 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from rl_client.config import ConfigError, SFTConfig, TrainConfig, load_config
 from rl_client.data import DataError
-from rl_client.preflight import PreflightError, check_sft, check_train, config_changes
+from rl_client.preflight import (
+    PreflightError,
+    check_data,
+    check_sft,
+    check_train,
+    config_changes,
+)
 from rl_client.rewards import SidecarError
 from verifier_server.client import RewardClientError
 
@@ -62,20 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
             "rollout.group_size=4 data.eval_path=held_out.jsonl",
         ),
     ):
-        sub = commands.add_parser(
-            name,
-            help=text,
-            description=text,
-            epilog="config keys (YAML sections):\n" + "\n".join(config_keys(cls)),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        sub.add_argument("--config", metavar="FILE", help="YAML config file")
-        sub.add_argument(
-            "--debug", action="store_true", help="show tracebacks instead of one-line errors"
-        )
-        sub.add_argument(
-            "overrides", nargs="*", metavar="KEY=VALUE", help=f"key=value overrides, e.g. {example}"
-        )
+        sub = _config_command(commands, name, cls, text, example)
         if name == "train":
             sub.add_argument(
                 "--allow-config-change",
@@ -97,6 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="FILE",
                 help="write every sample as JSONL (eval.save_samples)",
             )
+    data = commands.add_parser("data", help="check a dataset before training (data check)")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    check_text = (
+        "score every row's gold against itself through the reward server (the sidecar, or "
+        "reward.address); report rows that would be masked or whose gold scores below 1. "
+        "Exit 0: clean, 1: problems found, 2: config or data errors"
+    )
+    check = _config_command(data_commands, "check", TrainConfig, check_text, "data.split=test")
+    check.add_argument(
+        "--eval", action="store_true", help="check data.eval_path / data.eval_split instead"
+    )
+    check.add_argument(
+        "--report", metavar="FILE", help="JSON report (default: output.dir/data_check.json)"
+    )
     # Listed for --help only: main() hands `rm`'s own flags (--help too) to its parser untouched.
     commands.add_parser(
         "rm", help="train a Bradley-Terry reward model from preference pairs (rl-client rm --help)"
@@ -116,6 +124,28 @@ def build_parser() -> argparse.ArgumentParser:
         "fine-tuning or online DPO (30 rounds each)",
     )
     return parser
+
+
+def _config_command(
+    commands: Any, name: str, cls: type[BaseModel], text: str, example: str
+) -> argparse.ArgumentParser:
+    """A subcommand that reads a config: --config, --debug, KEY=VALUE overrides, and every
+    config key in its --help."""
+    sub: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=text,
+        description=text,
+        epilog="config keys (YAML sections):\n" + "\n".join(config_keys(cls)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_argument("--config", metavar="FILE", help="YAML config file")
+    sub.add_argument(
+        "--debug", action="store_true", help="show tracebacks instead of one-line errors"
+    )
+    sub.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help=f"key=value overrides, e.g. {example}"
+    )
+    return sub
 
 
 def eval_flags(args: argparse.Namespace) -> list[str]:
@@ -172,6 +202,8 @@ def _run(args: argparse.Namespace) -> int:
         print(report_table(report, config.eval.k))
         print(f"wrote {config.output.dir}/eval.json")
         return 0
+    if args.command == "data":
+        return _data_check(args)
     from rl_client.trainer import train
 
     config = load_config(TrainConfig, args.config, args.overrides)
@@ -180,6 +212,20 @@ def _run(args: argparse.Namespace) -> int:
     check_resume(config, allow_changes=args.allow_config_change)
     train(config)
     return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from rl_client.data_check import data_check, report_table
+
+    config = load_config(TrainConfig, args.config, args.overrides)
+    check_data(config, eval_data=args.eval)
+    report = data_check(config, eval_data=args.eval)
+    path = Path(args.report or Path(config.output.dir) / "data_check.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(report_table(report))
+    print(f"wrote {path}")
+    return 1 if report["problems"] else 0
 
 
 def check_resume(config: TrainConfig, *, allow_changes: bool) -> None:

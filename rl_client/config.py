@@ -486,7 +486,8 @@ class OutputConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    """`rl-client eval`: n samples per prompt of data.eval_path, pass@k and maj@k."""
+    """`rl-client eval` and the periodic eval during training: n samples per prompt of
+    data.eval_path, pass@k and maj@k."""
 
     n_samples: int | None = Field(
         default=None, ge=1, description="Samples per prompt; None: rollout.group_size."
@@ -502,6 +503,18 @@ class EvalConfig(_Strict):
         default=None,
         description="JSONL file for every sample (prompt, reference, completion, score, "
         "status); None: not saved.",
+    )
+    every: int = Field(
+        default=0,
+        ge=0,
+        description="Training: evaluate the current policy every N steps (after the step's "
+        "update), logged as eval/<metric> in that step's metrics; 0: never.",
+    )
+    limit: int | None = Field(
+        default=32,
+        ge=1,
+        description="Training's periodic eval scores the first N prompts of the eval data "
+        "(None: all of them). `rl-client eval` scores all unless --limit.",
     )
 
 

@@ -22,7 +22,7 @@ from rl_client.rewards import RewardService, status_counts
 from rl_client.rollout import Group, RolloutPlan, sample
 from rl_client.run import (
     check_reward_names,
-    prompts_from_config,
+    eval_rows,
     reward_service,
     rollout_plan,
     tokenize_prompts,
@@ -37,44 +37,59 @@ def evaluate(
     """Scores `model_path` (default `model.path`; a checkpoint's `policy/` dir works too, LoRA
     adapters included) on `data.eval_path` (default `data.path`), split `data.eval_split`
     (default `data.split`). Writes eval.json to `output.dir` and returns it."""
-    data, settings = config.data, config.eval
     path = model_path or config.model.path
     device = resolve_device(config.train.device, config.train.threads)
     torch.manual_seed(config.train.seed)
-    rows = prompts_from_config(data, data.eval_path or data.path, data.eval_split or data.split)[
-        :limit
-    ]
+    rows = eval_rows(config)[:limit]
     tokenizer = load_tokenizer(path)
-    prompt_ids = tokenize_prompts(tokenizer, rows, data.max_prompt_tokens)
+    prompt_ids = tokenize_prompts(tokenizer, rows, config.data.max_prompt_tokens)
     model = _load_model(path, device)
-    plan = rollout_plan(
-        config.rollout.model_copy(update={"group_size": config.eval_samples}), overlong=None
-    )
     engine = VersionedEngine(build_engine(config, model, tokenizer), 0)
     try:
         with reward_service(config.reward) as rewards:
             check_reward_names(rows, rewards.verifier_names())
-            groups = _sample_with_progress(engine, rewards, rows, prompt_ids, plan, config)
+            report, groups = score_samples(
+                engine, rewards, rows, prompt_ids, config, progress=config.output.progress
+            )
     finally:
         engine.close()
+    report = {"model": path, **report}
+    output = Path(config.output.dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "eval.json").write_text(json.dumps(report, indent=2))
+    if config.eval.save_samples is not None:
+        _save_samples(Path(config.eval.save_samples), groups, config.eval.pass_threshold)
+    return report
+
+
+def score_samples(
+    engine: VersionedEngine,
+    rewards: RewardService,
+    rows: list[PromptRow],
+    prompt_ids: list[list[int]],
+    config: TrainConfig,
+    *,
+    progress: bool,
+) -> tuple[dict[str, Any], list[Group]]:
+    """`config.eval_samples` samples of each row from `engine`, scored: the summary (pass@k,
+    maj@k, accuracy, counts per status) with `per_prompt`, and the scored groups."""
+    settings = config.eval
+    plan = rollout_plan(
+        config.rollout.model_copy(update={"group_size": config.eval_samples}), overlong=None
+    )
+    groups = _sample_with_progress(engine, rewards, rows, prompt_ids, plan, progress)
     threshold = settings.pass_threshold
     prompts = [
         prompt_report(g.row.id, [_outcome(c.text, r, threshold) for c, r in _pairs(g)], settings.k)
         for g in groups
     ]
     report = {
-        "model": path,
         "samples_per_prompt": plan.sampling.n,
         **summarize(prompts, settings.k),
         **status_counts([r for g in groups for r in g.results]),
         "per_prompt": [p.as_json() for p in prompts],
     }
-    output = Path(config.output.dir)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "eval.json").write_text(json.dumps(report, indent=2))
-    if settings.save_samples is not None:
-        _save_samples(Path(settings.save_samples), groups, threshold)
-    return report
+    return report, groups
 
 
 def _sample_with_progress(
@@ -83,13 +98,13 @@ def _sample_with_progress(
     rows: list[PromptRow],
     prompt_ids: list[list[int]],
     plan: RolloutPlan,
-    config: TrainConfig,
+    progress: bool,
 ) -> list[Group]:
     """Generates one engine call's worth of prompts at a time, for the progress bar; each
     chunk's rewards are requested at once and collected at the end, so scoring still overlaps
     generation."""
     step = plan.chunk_prompts
-    bar = tqdm(total=len(rows), desc="eval", unit="prompt", disable=not config.output.progress)
+    bar = tqdm(total=len(rows), desc="eval", unit="prompt", disable=not progress)
     pending = []
     with bar:
         for start in range(0, len(rows), step):

@@ -77,17 +77,9 @@ def check_train(config: TrainConfig, *, model_path: str | None = None, eval_run:
         _device_problem("train.device", config.train.device),
         _output_problem("output.dir", config.output.dir),
     ]
-    data = config.data
-    if data.format != "hf":  # load_dataset also takes hub and builder names: not checked
-        if eval_run and data.eval_path is not None:
-            problems.append(_path_problem("data.eval_path", data.eval_path, DATASET))
-        else:
-            problems.append(_path_problem("data.path", data.path, DATASET))
+    problems += _data_problems(config, eval_run=eval_run)
     reward = config.reward
-    if reward.sidecar_config is not None:
-        problems.append(
-            _path_problem("reward.sidecar_config", reward.sidecar_config, "a server config")
-        )
+    problems.append(_sidecar_problem(config))
     if config.rollout.engine == "vllm" and importlib.util.find_spec("vllm") is None:
         problems.append(
             "rollout.engine: 'vllm' needs the vllm package; install it, or set rollout.engine=hf"
@@ -102,6 +94,36 @@ def check_train(config: TrainConfig, *, model_path: str | None = None, eval_run:
     if not any(problems):  # no point dialling servers for a run that cannot start anyway
         problems += _reward_problems(reward.address)
     _raise(problems)
+
+
+def check_data(config: TrainConfig, *, eval_data: bool) -> None:
+    """What `rl-client data check` needs: the dataset it reads (`eval_data`: data.eval_path,
+    else data.path), the sidecar's config, and each reward.address answering."""
+    problems = [*_data_problems(config, eval_run=eval_data), _sidecar_problem(config)]
+    if not any(problems):
+        problems += _reward_problems(config.reward.address)
+    _raise(problems)
+
+
+def _data_problems(config: TrainConfig, *, eval_run: bool) -> list[str | None]:
+    """The dataset paths a run reads: rl-client eval's (data.eval_path, else data.path), or
+    training's data.path plus data.eval_path when the periodic eval (eval.every) reads it."""
+    data = config.data
+    if data.format == "hf":  # load_dataset also takes hub and builder names: not checked
+        return []
+    if eval_run and data.eval_path is not None:
+        return [_path_problem("data.eval_path", data.eval_path, DATASET)]
+    problems = [_path_problem("data.path", data.path, DATASET)]
+    if not eval_run and config.eval.every > 0 and data.eval_path is not None:
+        problems.append(_path_problem("data.eval_path", data.eval_path, DATASET))
+    return problems
+
+
+def _sidecar_problem(config: TrainConfig) -> str | None:
+    sidecar_config = config.reward.sidecar_config
+    if sidecar_config is None:
+        return None
+    return _path_problem("reward.sidecar_config", sidecar_config, "a server config")
 
 
 def check_sft(config: SFTConfig) -> None:

@@ -38,6 +38,7 @@ from rl_client.algorithms.sft import sft_loss
 from rl_client.batch import Batch, build_batch
 from rl_client.config import AlgorithmConfig
 from rl_client.learner import ForwardOutput
+from rl_client.periodic_eval import periodic_eval
 from rl_client.rollout import Group
 from rl_client.run import Run
 from rl_client.run_log import rollout_metrics
@@ -75,6 +76,8 @@ def round_step(run: Run, step: int) -> dict[str, Any]:
         "time_train_s": sync_began - train_began,
         "time_sync_s": sync_s,
         "time_step_s": time.perf_counter() - began,
+        # 8. periodic eval of the policy just trained (eval.every), outside time_step_s
+        **periodic_eval(run, step),
     }
     run.log.step(metrics, rollout.sampled)
     return metrics

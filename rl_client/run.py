@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,9 @@ class Run:
     rewards: RewardService
     log: RunLog
     start_step: int  # the last step already done (0 for a fresh run)
+    # The periodic eval's prompts (the first eval.limit) and token ids; empty when eval.every=0.
+    eval_rows: list[PromptRow] = field(default_factory=list)
+    eval_prompt_ids: list[list[int]] = field(default_factory=list)
 
     @property
     def engine(self) -> VersionedEngine:
@@ -110,6 +113,13 @@ def prompts_from_config(data: DataConfig, path: str, split: str) -> list[PromptR
     )
 
 
+def eval_rows(config: TrainConfig) -> list[PromptRow]:
+    """The rows of `data.eval_path` (default `data.path`), split `data.eval_split` (default
+    `data.split`): what `rl-client eval` and the periodic eval (`eval.every`) score."""
+    data = config.data
+    return prompts_from_config(data, data.eval_path or data.path, data.eval_split or data.split)
+
+
 def rollout_plan(
     rollout: RolloutConfig, overlong: Overlong | None, agent: AgentLoop | None = None
 ) -> RolloutPlan:
@@ -164,13 +174,17 @@ def start_run(config: TrainConfig, device: torch.device) -> Run:
     tokenizer = load_tokenizer(config.model.path)
     prompt_ids = tokenize_prompts(tokenizer, rows, data.max_prompt_tokens)
     cursor = PromptCursor(len(rows), seed=config.train.seed, shuffle=data.shuffle)
+    held_out = eval_rows(config)[: config.eval.limit] if config.eval.every > 0 else []
+    held_out_ids = tokenize_prompts(tokenizer, held_out, data.max_prompt_tokens) if held_out else []
     rewards = reward_service(config.reward)
     try:  # a failure from here on must not leave the sidecar running
-        check_reward_names(rows, rewards.verifier_names())
-        return _build_run(config, device, output_dir, rows, tokenizer, prompt_ids, cursor, rewards)
+        check_reward_names(rows + held_out, rewards.verifier_names())
+        run = _build_run(config, device, output_dir, rows, tokenizer, prompt_ids, cursor, rewards)
     except BaseException:
         rewards.close()
         raise
+    run.eval_rows, run.eval_prompt_ids = held_out, held_out_ids
+    return run
 
 
 def _build_run(

@@ -9,6 +9,7 @@
 5. update      mu passes of the clipped policy loss (+ KL term, + value loss)
 6. sync        the engine samples from the new weights
 7. log         metrics.jsonl, TensorBoard, progress bar; checkpoint when due
+8. eval        every eval.every steps, pass@k of the policy just trained, logged with step 7
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rl_client.algorithms.estimators import compute_advantages
 from rl_client.batch import build_batch
 from rl_client.config import TrainConfig, dump_config
 from rl_client.optim import resolve_device
+from rl_client.periodic_eval import periodic_eval
 from rl_client.rounds import round_step
 from rl_client.run import Run, start_run
 from rl_client.run_log import reward_curve, rollout_metrics, summary_table
@@ -93,6 +95,8 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
         "time_train_s": sync_began - train_began,
         "time_sync_s": sync_s,  # async: includes waiting for the engine's call in progress
         "time_step_s": time.perf_counter() - began,
+        # 8. periodic eval of the policy just trained (eval.every), outside time_step_s
+        **periodic_eval(run, step),
     }
     if algo.dynamic_sampling:
         # The budget ran out before the batch filled: trained on fewer groups (DAPO would

@@ -194,3 +194,16 @@ def test_a_lora_checkpoint_passes_as_evals_model(settings: dict, tmp_path: Path)
     check_train(config, model_path=str(adapters), eval_run=True)
     with pytest.raises(PreflightError, match=r"has no config\.json"):
         check_train(config, model_path=str(adapters.parent), eval_run=True)
+
+
+def test_periodic_eval_checks_the_eval_path(
+    settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    held_out = tmp_path / "held_out.jsonl"
+    argv = ["train", "--config", str(_write(tmp_path, settings)), "eval.every=2"]
+    assert main([*argv, f"data.eval_path={held_out}"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: data.eval_path: {held_out}: no such file or directory; set it to a dataset "
+        "file or directory"
+    ]
+    assert not (tmp_path / "run").exists()
