@@ -1,0 +1,156 @@
+"""The processes of one training run: who this process is, and the few collectives the
+trainer needs. Launched by `torchrun` (which sets RANK, WORLD_SIZE, LOCAL_RANK and the
+rendezvous); without it the run is one process and every function here is a no-op.
+
+CPU runs use the gloo backend, CUDA runs NCCL with one GPU per process (`LOCAL_RANK`).
+The policy is sharded with FSDP2 (`fully_shard`) per transformer block, then at the root:
+each block's parameters are gathered just before its forward and freed after, so a process
+holds about 1/N of the weights, gradients and AdamW moments between blocks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """The process that logs, prints and writes the files every process would write."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+SINGLE = World()
+
+
+def world_from_env() -> World:
+    """This process's place, from torchrun's environment (one process without it)."""
+    if "WORLD_SIZE" not in os.environ:
+        return SINGLE
+    return World(
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+    )
+
+
+def init_world(device: torch.device) -> World:
+    """Joins the process group torchrun set up (gloo on CPU, NCCL on CUDA). Idempotent."""
+    world = world_from_env()
+    if not world.distributed or dist.is_initialized():
+        return world
+    if device.type == "cuda":
+        torch.cuda.set_device(world.local_rank)
+        dist.init_process_group("nccl", device_id=torch.device("cuda", world.local_rank))
+    else:
+        dist.init_process_group("gloo")
+    return world
+
+
+def close_world() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def process_device(device: torch.device, world: World) -> torch.device:
+    """A CUDA run puts each process on its own GPU (LOCAL_RANK); CPU is shared."""
+    if device.type == "cuda" and world.distributed:
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+def _collective_device() -> torch.device:
+    # NCCL reduces CUDA tensors only; gloo reduces CPU tensors.
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce(values: list[float], op: str = "sum") -> list[float]:
+    """`values` reduced element-wise over every process ("sum", "max" or "min"); unchanged
+    in a single process. One collective for the whole list."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return list(values)
+    ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(tensor, op=ops[op])
+    return tensor.cpu().tolist()
+
+
+def all_gather_objects(value: Any) -> list[Any]:
+    """Every process's `value`, in rank order ([value] in a single process)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [value]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def broadcast_object(value: Any, src: int = 0) -> Any:
+    """Rank `src`'s `value` on every process (`value` itself in a single process)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def loss_scale(world: World) -> float:
+    """The factor on a globally normalised loss that undoes FSDP2's gradient averaging."""
+    return float(world.world_size)
+
+
+def transformer_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's repeated blocks: the classes transformers marks as not to be split
+    (`_no_split_modules`, e.g. LlamaDecoderLayer), found through a peft wrapper too."""
+    names: set[str] = set()
+    for module in model.modules():
+        names.update(getattr(module, "_no_split_modules", None) or ())
+    blocks = [m for m in model.modules() if type(m).__name__ in names]
+    if not blocks:
+        raise ValueError(
+            f"{type(model).__name__}: no transformer blocks to shard (the model declares no "
+            "_no_split_modules)"
+        )
+    return blocks
+
+
+def shard_model(module: torch.nn.Module, *, bf16: bool = False) -> torch.nn.Module:
+    """FSDP2 over every transformer block, then the root (embeddings, final norm, LM head).
+    Needs the process group (`init_world`): a single process does not shard.
+    `bf16`: parameters cast to bf16 for compute, gradients reduced in fp32 (CUDA runs with
+    `train.bf16`); the sharded master weights and AdamW stay in the model's dtype.
+
+    FSDP2 *averages* gradients over processes (gloo has no pre-scaled sum to turn that off):
+    a loss divided by its global denominator (tokens or sequences of the whole batch) must be
+    multiplied by `world_size` before backward, so the average is the global batch's
+    gradient (`loss_scale`)."""
+    policy = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if bf16
+        else MixedPrecisionPolicy()
+    )
+    for block in transformer_blocks(module):
+        fully_shard(block, mp_policy=policy)
+    fully_shard(module, mp_policy=policy)
+    return module
