@@ -96,6 +96,13 @@ class DataConfig(_Strict):
         default=None, description="Prepended as a system message to every prompt."
     )
     shuffle: bool = Field(default=True, description="Shuffle the prompts each epoch (seeded).")
+    lazy: bool = Field(
+        default=False,
+        description="Read each row from disk when it is drawn instead of all at start, for "
+        "datasets larger than memory (JSONL through an index of line offsets, the rest "
+        "through datasets' memory-mapped Arrow). Rows are checked when drawn, not before: "
+        "run `rl-client data check` first. Shuffle and resume are unchanged.",
+    )
     max_prompt_tokens: int = Field(
         default=1024, gt=0, description="Longer prompts are an error naming the row."
     )
