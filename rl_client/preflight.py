@@ -49,6 +49,7 @@ RESUME_SAFE_KEYS = (
     "output.mlflow",
     "data.eval_path",
     "data.eval_split",
+    "data.lazy",  # the same rows in the same order, read when drawn
     "eval",  # rl-client eval's settings
     "reward.address",
     "reward.sidecar_workers",
