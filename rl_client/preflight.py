@@ -56,6 +56,7 @@ RESUME_SAFE_KEYS = (
     "reward.timeout_s",
     "rollout.vllm.sync_timeout_s",
     "rollout.remote.base_url",
+    "rollout.remote.urls",
     "rollout.remote.api_key_env",
     "rollout.remote.request_timeout_s",
     "rollout.remote.sync_timeout_s",
