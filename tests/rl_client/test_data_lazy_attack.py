@@ -1,0 +1,168 @@
+"""`data.lazy` against awkward files: wherever the eager reader succeeds the lazy one gives the
+same rows, and wherever it fails both fail with a DataError naming the file (and the line
+where there is one). A JSONL file edited in place while open is an error, never another row."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from rl_client.data_sources import DataError, JsonlRows, open_rows, read_rows
+
+ROW = {"prompt": "a", "reference": 1}
+JSONL_CASES = {
+    "crlf": b'{"prompt": "a"}\r\n{"prompt": "b"}\r\n',
+    "bom": b'\xef\xbb\xbf{"prompt": "a"}\n{"prompt": "b"}\n',
+    "no final newline": b'{"prompt": "a"}\n\n{"prompt": "b"}',
+    # json.dumps(ensure_ascii=False) writes U+2028 and NEL raw: inside a string, not a break
+    "line separator in a string": json.dumps(
+        {"prompt": "x\u2028y\x85z"}, ensure_ascii=False
+    ).encode()
+    + b'\n{"prompt": "b"}\n',
+    "long line": json.dumps({"prompt": "x" * 3_000_000}).encode() + b"\n",
+}
+# case -> (file name, content, the error both readers give)
+ERRORS = {
+    "latin-1": ("d.jsonl", b'{"prompt": "a"}\n{"prompt": "caf\xe9"}\n', r"d\.jsonl:2: not UTF-8"),
+    "utf-16": ("d.jsonl", '{"prompt": "a"}\n'.encode("utf-16"), r"d\.jsonl:1: not UTF-8"),
+    "lone CR line ends": (
+        "d.jsonl",
+        b'{"prompt": "a"}\r{"prompt": "b"}\r',
+        r"d\.jsonl:1: not valid JSON",
+    ),
+    "CSV: more cells than the header": (
+        "d.csv",
+        b"prompt,reference\na,1\nb,2,3\n",
+        r"d\.csv(:3: |: .*line 3)",
+    ),
+    "CSV: a repeated column": (
+        "d.csv",
+        b"prompt,prompt\na,1\n",
+        r"d\.csv: the header names \['prompt'\]",
+    ),
+}
+CSV_CASES = {
+    # only an empty cell is missing: 'NA', 'None', 'null', 'nan' are answers like any other
+    "NA-like strings": b"prompt,reference\na,NA\nb,None\nc,null\nd,nan\ne,\nf,#N/A\n",
+    "byte-order mark": b"\xef\xbb\xbfprompt,reference\na,1\n",
+    "quoted newline": b'prompt,reference\n"two\nlines",x\nb,"1,2"\n',
+    "crlf": b"prompt,reference\r\na,1\r\n",
+}
+
+
+def _both(path: Path) -> tuple[list, list]:
+    return read_rows(path), list(open_rows(path))
+
+
+@pytest.mark.parametrize("case", sorted(JSONL_CASES))
+def test_jsonl_lazy_rows_are_the_eager_rows(case: str, tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(JSONL_CASES[case])
+    eager, lazy = _both(path)
+    assert eager and lazy == eager
+
+
+def test_a_line_separator_inside_a_string_is_not_a_line_break(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(JSONL_CASES["line separator in a string"])
+    assert [row["prompt"] for row in read_rows(path)] == ["x\u2028y\x85z", "b"]
+
+
+@pytest.mark.parametrize("case", sorted(ERRORS))
+def test_a_malformed_file_is_a_data_error_naming_it_in_both(case: str, tmp_path: Path) -> None:
+    name, content, message = ERRORS[case]
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        read_rows(path)
+    with pytest.raises(DataError, match=message):
+        list(open_rows(path))
+
+
+@pytest.mark.parametrize("content", [b"", b"\n  \n\r\n"])
+def test_an_empty_jsonl_file_has_no_rows_in_both(content: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(content)
+    assert _both(path) == ([], [])
+
+
+@pytest.mark.parametrize("case", sorted(CSV_CASES))
+def test_csv_lazy_rows_are_the_eager_rows(case: str, tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_bytes(CSV_CASES[case])
+    eager, lazy = _both(path)
+    assert eager and lazy == eager
+    assert all(set(row) == {"prompt", "reference"} for row in eager)
+
+
+def test_csv_na_like_strings_stay_strings(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_bytes(CSV_CASES["NA-like strings"])
+    expected = ["NA", "None", "null", "nan", None, "#N/A"]
+    assert [row["reference"] for row in open_rows(path)] == expected
+
+
+def _indexed(tmp_path: Path, rows: list[dict]) -> tuple[Path, JsonlRows]:
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    os.utime(path, ns=(0, 0))  # an old mtime, so any later write changes it
+    return path, JsonlRows(path)
+
+
+def test_a_jsonl_file_rewritten_in_place_is_an_error_not_other_rows(tmp_path: Path) -> None:
+    # The same layout with other values: offsets still land on whole lines, so without the
+    # check the run would silently train on the new rows under the old indices.
+    path, rows = _indexed(tmp_path, [{"prompt": "p0"}, {"prompt": "p1"}])
+    assert rows[1] == {"prompt": "p1"}
+    path.write_text(path.read_text().replace("p", "q"))
+    with pytest.raises(DataError, match=r"d\.jsonl: changed since it was opened"):
+        rows[1]
+
+
+def test_a_truncated_jsonl_file_is_an_error_not_a_parse_error(tmp_path: Path) -> None:
+    path, rows = _indexed(tmp_path, [ROW] * 10)
+    with path.open("r+") as f:
+        f.truncate(30)
+    with pytest.raises(DataError, match=r"d\.jsonl: changed since it was opened"):
+        rows[5]
+
+
+def test_a_jsonl_file_replaced_or_deleted_keeps_the_rows_it_was_opened_with(
+    tmp_path: Path,
+) -> None:
+    # The descriptor holds the indexed file: a new file renamed over it, or an unlink, is
+    # not seen until the next start.
+    path, rows = _indexed(tmp_path, [{"prompt": "p0"}, {"prompt": "p1"}])
+    fresh = tmp_path / "fresh.jsonl"
+    fresh.write_text('{"prompt": "other"}\n')
+    fresh.replace(path)
+    assert rows[1] == {"prompt": "p1"}
+    path.unlink()
+    assert rows[0] == {"prompt": "p0"}
+
+
+def test_a_symlinked_jsonl_file_reads_its_target(tmp_path: Path) -> None:
+    target, _ = _indexed(tmp_path, [ROW, {"prompt": "b"}])
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    assert list(open_rows(link)) == read_rows(target)
+
+
+def test_the_line_in_an_error_counts_blank_lines(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": "a"}\n\n\n{"prompt": "b"}\n\n{"prompt": broken\n')
+    rows = JsonlRows(path)
+    assert rows[1] == {"prompt": "b"}
+    with pytest.raises(DataError, match=r"d\.jsonl:6: not valid JSON"):
+        rows[2]
+
+
+def test_many_opens_leave_no_descriptor_open(tmp_path: Path) -> None:
+    path, _ = _indexed(tmp_path, [ROW])
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(500):
+        assert open_rows(path)[0] == ROW
+    assert len(os.listdir("/proc/self/fd")) <= before
