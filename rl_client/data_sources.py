@@ -8,7 +8,7 @@ anything `datasets.load_dataset` reads (a directory of split files such as `trai
 
 `open_rows` is the lazy counterpart of `read_rows` (`data.lazy`, for datasets larger than
 memory): a row is read from disk when it is indexed. JSONL through an index of line offsets
-(16 bytes a row; values exact as JSON; the file must not be edited in place while open),
+(24 bytes a row; values exact as JSON; the file must not be edited in place while open),
 everything else through `datasets`' memory-mapped Arrow tables (Parquet and CSV are converted
 once into its cache). Random access keeps the seeded shuffle and exact resume of the eager
 path, which a sequential stream could not.
@@ -247,10 +247,12 @@ class JsonlRows(LazySequence[dict[str, Any]]):
         self._fd = os.open(path, os.O_RDONLY)
         self._starts = array("q")
         self._ends = array("q")
+        self._lines = array("q")  # 1-based line numbers, for errors
         with os.fdopen(os.dup(self._fd), "rb") as f:
-            for _, start, line in _jsonl_lines(f):
+            for number, start, line in _jsonl_lines(f):
                 self._starts.append(start)
                 self._ends.append(start + len(line))
+                self._lines.append(number)
         self._version = _version(self._fd)
 
     def __len__(self) -> int:
@@ -264,17 +266,7 @@ class JsonlRows(LazySequence[dict[str, Any]]):
             )
         start, end = self._starts[index], self._ends[index]
         raw = os.pread(self._fd, end - start, start)
-        return _json_row(raw, f"{self.path}:{self._line_number(start)}")
-
-    def _line_number(self, offset: int) -> int:
-        """The 1-based line at byte `offset`, counted on demand (only a parse error needs it,
-        and not storing it keeps the index at 16 bytes a row)."""
-        newlines, done = 0, 0
-        while done < offset:
-            chunk = os.pread(self._fd, min(1 << 20, offset - done), done)
-            newlines += chunk.count(b"\n")
-            done += len(chunk)
-        return newlines + 1
+        return _json_row(raw, f"{self.path}:{self._lines[index]}")
 
     def __del__(self) -> None:
         fd = getattr(self, "_fd", None)
