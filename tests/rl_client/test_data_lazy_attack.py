@@ -9,8 +9,12 @@ import os
 from pathlib import Path
 
 import pytest
+from rl_helpers import train_settings, write_prompts
 
+from rl_client import run
+from rl_client.config import TrainConfig, build_config
 from rl_client.data_sources import DataError, JsonlRows, open_rows, read_rows
+from rl_client.trainer import train
 
 ROW = {"prompt": "a", "reference": 1}
 JSONL_CASES = {
@@ -166,3 +170,39 @@ def test_many_opens_leave_no_descriptor_open(tmp_path: Path) -> None:
     for _ in range(500):
         assert open_rows(path)[0] == ROW
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+@pytest.mark.integration
+def test_an_unknown_reward_past_the_checked_rows_is_counted_as_masked(
+    tiny_model: Path, tmp_path: Path, server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the first rows' reward names are checked at start; a later typo masks that row's
+    # items, and the step's metrics count them.
+    monkeypatch.setattr(run, "LAZY_CHECKED_ROWS", 2)
+    rows = [{"prompt": f"p{i}", "reference": "a"} for i in range(4)]
+    for row in rows[2:]:
+        row["reward"] = {"name": "string_chekc"}
+    settings = train_settings(tiny_model, write_prompts(tmp_path / "d.jsonl", rows), tmp_path)
+    settings["data"] |= {"lazy": True, "shuffle": False, "reward": {"name": "string_check"}}
+    metrics = train(build_config(TrainConfig, settings, [f"reward.address={server.address}"]))
+    assert "masked_INVALID_REQUEST" not in metrics[0]
+    assert metrics[1]["masked_INVALID_REQUEST"] == 2 * 4  # two prompts, group_size 4
+
+
+@pytest.mark.integration
+def test_async_rollouts_draw_lazy_rows_as_eager_ones(
+    tiny_model: Path, toy_prompts: Path, tmp_path: Path, server
+) -> None:
+    # The rollout thread reads and tokenises the rows it draws while the learner trains.
+    runs = []
+    for lazy in (False, True):
+        output = tmp_path / f"run_{lazy}"
+        settings = train_settings(tiny_model, toy_prompts, output)
+        settings["data"]["lazy"] = lazy
+        settings["rollout"]["mode"] = "async"
+        settings["train"]["steps"] = 4
+        config = build_config(TrainConfig, settings, [f"reward.address={server.address}"])
+        train(config)
+        rollouts = (output / "rollouts.jsonl").read_text().splitlines()
+        runs.append(sorted((r["step"], r["prompt_id"]) for r in map(json.loads, rollouts)))
+    assert runs[0] and runs[0] == runs[1]
