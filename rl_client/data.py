@@ -98,18 +98,23 @@ def load_prompts(
     convert = RowConverter(str(path), column, default, system_prompt)
     if lazy:
         return LazyPrompts(table, convert)
-    rows: list[PromptRow] = []
+    rows = [convert(index, raw) for index, raw in enumerate(table)]
+    check_every_row(path, rows, column["reference"])
+    return rows
+
+
+def check_every_row(path: str | Path, rows: Sequence[PromptRow], reference_column: str) -> None:
+    """The checks that need every row: ids are unique (an error naming the repeat) and the
+    missing-reference warning. Eager loading runs them before training; for `data.lazy`,
+    `rl-client data check` does (one pass, the ids kept, not the rows)."""
     seen: set[str] = set()
-    for index, raw in enumerate(table):
-        row = convert(index, raw)
+    for index, row in enumerate(rows):
         if row.id in seen:
             raise DataError(f"{path}: row {index} (id {row.id!r}): duplicate id")
         seen.add(row.id)
-        rows.append(row)
-    warning = missing_references(rows, column["reference"])
+    warning = missing_references(rows, reference_column)
     if warning is not None:
         print(f"warning: {path}: {warning}", file=sys.stderr)
-    return rows
 
 
 def _check_columns(
