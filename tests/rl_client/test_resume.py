@@ -129,4 +129,3 @@ def test_async_run_killed_mid_step_resumes_without_skipping_or_repeating_a_promp
     steps = [m["step"] for m in _steps(resumed)]
     assert steps == list(range(1, STEPS + 1))  # every step logged once
     assert all(m["policy_lag_max"] <= 1 for m in _steps(resumed))
-
