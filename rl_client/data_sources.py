@@ -22,8 +22,9 @@ import os
 from abc import abstractmethod
 from array import array
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, TypeVar, overload
+from typing import Any, BinaryIO, Literal, TextIO, TypeVar, overload
 
 Format = Literal["auto", "jsonl", "parquet", "csv", "hf_disk", "hf"]
 FILE_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv"}
@@ -111,7 +112,7 @@ def _json_row(line: str | bytes, where: str) -> dict[str, Any]:
 def _read_csv(path: Path) -> list[dict[str, Any]]:
     """Cells are strings; an empty cell is a missing value (None), as pandas and `datasets`
     read it, so an empty reference is reported as missing rather than compared to ''."""
-    with path.open(newline="", encoding=CSV_ENCODING) as f:
+    with _csv_text(path) as f:
         reader = csv.DictReader(f)
         _check_header(path, reader.fieldnames)
         assert reader.fieldnames is not None
@@ -124,6 +125,16 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
                 )
             rows.append({key: (value if value != "" else None) for key, value in row.items()})
     return rows
+
+
+@contextmanager
+def _csv_text(path: Path) -> Iterator[TextIO]:
+    """The CSV file opened as text; bytes that are not UTF-8 are a DataError."""
+    try:
+        with path.open(newline="", encoding=CSV_ENCODING) as f:
+            yield f
+    except UnicodeDecodeError as exc:  # decoded a block at a time: no line to name
+        raise DataError(f"{path}: cannot be read as csv: not UTF-8 ({exc.reason})") from None
 
 
 def _read_saved(path: Path, split: str) -> list[dict[str, Any]]:
@@ -195,7 +206,7 @@ def open_rows(
 
 
 def _csv_header(path: Path) -> list[str]:
-    with path.open(newline="", encoding=CSV_ENCODING) as f:
+    with _csv_text(path) as f:
         header = next(csv.reader(f), None)
     _check_header(path, header)
     assert header is not None

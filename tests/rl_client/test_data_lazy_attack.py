@@ -42,6 +42,7 @@ ERRORS = {
         b"prompt,reference\na,1\nb,2,3\n",
         r"d\.csv(:3: |: .*line 3)",
     ),
+    "CSV: latin-1": ("d.csv", b"prompt\ncaf\xe9\n", r"(?i)d\.csv: cannot be read as csv: .*utf-8"),
     "CSV: a repeated column": (
         "d.csv",
         b"prompt,prompt\na,1\n",
