@@ -147,15 +147,19 @@ def _read_saved(path: Path, split: str) -> list[dict[str, Any]]:
 
 
 def _read_load_dataset(path: str, split: str) -> list[dict[str, Any]]:
+    return _pick_split(_load_dataset(path), split, path).to_list()
+
+
+def _load_dataset(path: str) -> Any:
+    """`datasets.load_dataset`'s splits of `path` (a single local file: its one split, train;
+    its types are those `datasets` infers, e.g. CSV numbers as numbers)."""
     import datasets
 
     local = Path(path)
     if local.is_file():
         kind = resolve_format(local, "auto")
-        loaded = datasets.load_dataset(_BUILDERS[kind], data_files={"train": str(local)})
-    else:
-        loaded = datasets.load_dataset(path)
-    return _pick_split(loaded, split, path).to_list()
+        return datasets.load_dataset(_BUILDERS[kind], data_files={"train": str(local)})
+    return datasets.load_dataset(path)
 
 
 def _pick_split(splits: Any, split: str, path: str | Path) -> Any:
@@ -199,10 +203,7 @@ def open_rows(
                 f"{path}: cannot be read as {kind}: {str(exc.__cause__).strip()}"
             ) from exc
         return ArrowRows(loaded["train"])
-    local = Path(path)
-    if local.is_file():
-        return open_rows(path, format=resolve_format(local, "auto"), split=split)
-    return ArrowRows(_pick_split(datasets.load_dataset(str(path)), split, path))
+    return ArrowRows(_pick_split(_load_dataset(str(path)), split, path))
 
 
 def _csv_header(path: Path) -> list[str]:

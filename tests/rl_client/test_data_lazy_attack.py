@@ -103,6 +103,14 @@ def test_csv_lazy_rows_are_the_eager_rows(case: str, tmp_path: Path) -> None:
     assert all(set(row) == {"prompt", "reference"} for row in eager)
 
 
+def test_a_single_file_read_as_format_hf_is_typed_as_datasets_types_it(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"prompt,reference\na,007\nb,\n")
+    eager = read_rows(path, format="hf")
+    assert eager == [{"prompt": "a", "reference": 7}, {"prompt": "b", "reference": None}]
+    assert list(open_rows(path, format="hf")) == eager
+
+
 def test_csv_na_like_strings_stay_strings(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_bytes(CSV_CASES["NA-like strings"])
