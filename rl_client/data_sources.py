@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import stat
 from abc import abstractmethod
 from array import array
 from collections.abc import Iterator, Sequence
@@ -256,7 +257,14 @@ class JsonlRows(LazySequence[dict[str, Any]]):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise DataError(
+                f"{path}: not a regular file (a pipe?); data.lazy reads rows by their offsets: "
+                "write the rows to a file, or set data.lazy: false"
+            )
+        self._fd = fd
         self._starts = array("q")
         self._ends = array("q")
         self._lines = array("q")  # 1-based line numbers, for errors

@@ -164,6 +164,23 @@ def test_a_symlinked_jsonl_file_reads_its_target(tmp_path: Path) -> None:
     assert list(open_rows(link)) == read_rows(target)
 
 
+def test_a_pipe_is_read_eagerly_and_refused_lazily_with_a_data_error() -> None:
+    # e.g. data.path: <(zcat rows.jsonl.gz): there are no offsets to come back to
+    paths = []
+    for _ in range(2):
+        read_end, write_end = os.pipe()
+        os.write(write_end, b'{"prompt": "a"}\n')
+        os.close(write_end)
+        paths.append(Path(f"/dev/fd/{read_end}"))
+    try:
+        assert read_rows(paths[0], format="jsonl") == [{"prompt": "a"}]
+        with pytest.raises(DataError, match=r"/dev/fd/\d+: not a regular file"):
+            open_rows(paths[1], format="jsonl")
+    finally:
+        for path in paths:
+            os.close(int(path.name))
+
+
 def test_the_line_in_an_error_counts_blank_lines(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text('{"prompt": "a"}\n\n\n{"prompt": "b"}\n\n{"prompt": broken\n')
