@@ -14,6 +14,7 @@ from rl_helpers import train_settings, write_prompts
 from rl_client import run
 from rl_client.config import TrainConfig, build_config
 from rl_client.data_sources import DataError, JsonlRows, open_rows, read_rows
+from rl_client.evaluate import evaluate
 from rl_client.trainer import train
 
 ROW = {"prompt": "a", "reference": 1}
@@ -232,3 +233,16 @@ def test_async_rollouts_draw_lazy_rows_as_eager_ones(
         rollouts = (output / "rollouts.jsonl").read_text().splitlines()
         runs.append(sorted((r["step"], r["prompt_id"]) for r in map(json.loads, rollouts)))
     assert runs[0] and runs[0] == runs[1]
+
+
+@pytest.mark.integration
+def test_eval_of_lazy_data_is_the_eval_of_eager_data(
+    tiny_model: Path, toy_prompts: Path, tmp_path: Path, server
+) -> None:
+    reports = []
+    for lazy in (False, True):
+        settings = train_settings(tiny_model, toy_prompts, tmp_path / f"eval_{lazy}")
+        settings["data"]["lazy"] = lazy
+        config = build_config(TrainConfig, settings, [f"reward.address={server.address}"])
+        reports.append(evaluate(config, limit=6))
+    assert reports[0]["prompts"] == 6 and reports[0] == reports[1]
