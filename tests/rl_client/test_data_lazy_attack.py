@@ -246,3 +246,22 @@ def test_eval_of_lazy_data_is_the_eval_of_eager_data(
         config = build_config(TrainConfig, settings, [f"reward.address={server.address}"])
         reports.append(evaluate(config, limit=6))
     assert reports[0]["prompts"] == 6 and reports[0] == reports[1]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_bad_row_drawn_by_the_async_rollout_thread_stops_the_run_naming_it(
+    tiny_model: Path, tmp_path: Path, server
+) -> None:
+    # Drawn ahead, off the main thread: the error must reach train(), not hang or be lost.
+    rows = [{"id": f"r{i}", "prompt": f"p{i}", "reference": "a"} for i in range(6)]
+    path = tmp_path / "d.jsonl"
+    lines = [json.dumps(row) for row in rows]
+    path.write_text("\n".join([*lines[:4], '{"prompt": broken', *lines[5:]]) + "\n")
+    settings = train_settings(tiny_model, path, tmp_path / "run")
+    settings["data"] |= {"lazy": True, "shuffle": False, "reward": {"name": "string_check"}}
+    settings["rollout"] |= {"mode": "async"}
+    settings["train"] |= {"steps": 4}
+    config = build_config(TrainConfig, settings, [f"reward.address={server.address}"])
+    with pytest.raises(DataError, match=r"d\.jsonl:5: not valid JSON"):
+        train(config)
