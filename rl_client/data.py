@@ -98,18 +98,26 @@ def load_prompts(
     convert = RowConverter(str(path), column, default, system_prompt)
     if lazy:
         return LazyPrompts(table, convert)
-    rows: list[PromptRow] = []
+    rows = [convert(index, raw) for index, raw in enumerate(table)]
+    check_every_row(path, rows, column["reference"])
+    return rows
+
+
+def check_every_row(path: str | Path, rows: Sequence[PromptRow], reference_column: str) -> None:
+    """The checks that need every row: ids are unique (an error naming the repeat) and the
+    missing-reference warning. Eager loading runs them before training; for `data.lazy`,
+    `rl-client data check` does (one pass that keeps the ids, not the rows)."""
     seen: set[str] = set()
-    for index, raw in enumerate(table):
-        row = convert(index, raw)
+    missing: list[int] = []
+    for index, row in enumerate(rows):
         if row.id in seen:
             raise DataError(f"{path}: row {index} (id {row.id!r}): duplicate id")
         seen.add(row.id)
-        rows.append(row)
-    warning = missing_references(rows, column["reference"])
+        if row.reference in (None, "", [], {}):
+            missing.append(index)
+    warning = missing_references(missing, len(rows), reference_column)
     if warning is not None:
         print(f"warning: {path}: {warning}", file=sys.stderr)
-    return rows
 
 
 def _check_columns(
@@ -168,19 +176,19 @@ class LazyPrompts(LazySequence[PromptRow]):
         return self._convert(index, self._table[index])
 
 
-def missing_references(rows: Sequence[PromptRow], reference_column: str) -> str | None:
-    """Rows whose reference is absent or empty (None, '', [], {}), counted with the first row
-    numbers, or None when every row has one. Whether a present reference parses is the
-    verifier's call (the server marks such items invalid: masked, never scored); a missing
-    one is caught here, once, instead of as masked items every step. Silent when no row has a
-    reference: rewards such as `length`, `format` or a reward model need none."""
-    missing = [index for index, row in enumerate(rows) if row.reference in (None, "", [], {})]
-    if not missing or len(missing) == len(rows):
+def missing_references(missing: list[int], total: int, reference_column: str) -> str | None:
+    """The warning for the rows (of `total`) whose reference is absent or empty (None, '',
+    [], {}), counted with the first row numbers, or None when every row has one. Whether a
+    present reference parses is the verifier's call (the server marks such items invalid:
+    masked, never scored); a missing one is caught here, once, instead of as masked items
+    every step. Silent when no row has a reference: rewards such as `length`, `format` or a
+    reward model need none."""
+    if not missing or len(missing) == total:
         return None
     shown = ", ".join(str(index) for index in missing[:MISSING_SHOWN])
     more = f" and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
     return (
-        f"{len(missing)} of {len(rows)} rows have no {reference_column!r} (rows {shown}{more}): "
+        f"{len(missing)} of {total} rows have no {reference_column!r} (rows {shown}{more}): "
         "their items will be masked (the reward server cannot check them); fix or drop those "
         "rows, or map the right column with data.columns.reference"
     )

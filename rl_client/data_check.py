@@ -32,7 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from rl_client.config import TrainConfig
-from rl_client.data import DataError, PromptRow
+from rl_client.data import DataError, PromptRow, check_every_row
 from rl_client.rewards import RewardService
 from rl_client.run import check_reward_names, eval_rows, prompts_from_config, reward_service
 from verifier_server.types import JSON, Item, Result, RewardSpec
@@ -211,6 +211,9 @@ def data_check(config: TrainConfig, *, eval_data: bool) -> dict[str, Any]:
     DataError naming the rewards."""
     data = config.data
     rows = eval_rows(config) if eval_data else prompts_from_config(data, data.path, data.split)
+    if data.lazy:  # what eager loading checks before training, and lazy loading leaves here
+        path = (data.eval_path or data.path) if eval_data else data.path
+        check_every_row(path, rows, data.column_map.get("reference", "reference"))
     if all(unchecked_reason(row.reward) is not None for row in rows):
         reasons = sorted({str(unchecked_reason(row.reward)) for row in rows})
         raise DataError(

@@ -8,9 +8,10 @@ anything `datasets.load_dataset` reads (a directory of split files such as `trai
 
 `open_rows` is the lazy counterpart of `read_rows` (`data.lazy`, for datasets larger than
 memory): a row is read from disk when it is indexed. JSONL through an index of line offsets
-(16 bytes a row; values exact as JSON), everything else through `datasets`' memory-mapped
-Arrow tables (Parquet and CSV are converted once into its cache). Random access keeps the
-seeded shuffle and exact resume of the eager path, which a sequential stream could not.
+(24 bytes a row; values exact as JSON; the file must not be edited in place while open),
+everything else through `datasets`' memory-mapped Arrow tables (Parquet and CSV are converted
+once into its cache). Random access keeps the seeded shuffle and exact resume of the eager
+path, which a sequential stream could not.
 """
 
 from __future__ import annotations
@@ -18,16 +19,20 @@ from __future__ import annotations
 import csv
 import json
 import os
+import stat
 from abc import abstractmethod
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, BinaryIO, Literal, TextIO, TypeVar, overload
 
 Format = Literal["auto", "jsonl", "parquet", "csv", "hf_disk", "hf"]
 FILE_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv"}
 # load_dataset's builder for a single local file of each format
 _BUILDERS = {"jsonl": "json", "parquet": "parquet", "csv": "csv"}
+# UTF-8 that drops a leading byte-order mark (spreadsheet exports write one), as pandas does
+CSV_ENCODING = "utf-8-sig"
 
 
 class DataError(Exception):
@@ -77,8 +82,19 @@ def resolve_format(path: str | Path, format: Format) -> str:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    lines = enumerate(path.read_text().splitlines(), start=1)
-    return [_json_row(line, f"{path}:{number}") for number, line in lines if line.strip()]
+    with path.open("rb") as f:
+        return [_json_row(line, f"{path}:{number}") for number, _, line in _jsonl_lines(f)]
+
+
+def _jsonl_lines(f: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, byte offset, bytes) of each non-blank line. Lines end at b"\n" only, as
+    JSONL defines them (U+2028 or a lone \r inside a JSON string is not a line break), and are
+    decoded by `json.loads` one at a time, so the eager and lazy readers agree on every row."""
+    offset = 0
+    for number, line in enumerate(f, start=1):
+        if line.strip():
+            yield number, offset, line
+        offset += len(line)
 
 
 def _json_row(line: str | bytes, where: str) -> dict[str, Any]:
@@ -97,10 +113,10 @@ def _json_row(line: str | bytes, where: str) -> dict[str, Any]:
 def _read_csv(path: Path) -> list[dict[str, Any]]:
     """Cells are strings; an empty cell is a missing value (None), as pandas and `datasets`
     read it, so an empty reference is reported as missing rather than compared to ''."""
-    with path.open(newline="") as f:
+    with _csv_text(path) as f:
         reader = csv.DictReader(f)
-        if not reader.fieldnames:
-            raise DataError(f"{path}: no header row (CSV needs column names on line 1)")
+        _check_header(path, reader.fieldnames)
+        assert reader.fieldnames is not None
         rows = []
         for row in reader:
             if None in row:  # more cells than the header has names
@@ -110,6 +126,16 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
                 )
             rows.append({key: (value if value != "" else None) for key, value in row.items()})
     return rows
+
+
+@contextmanager
+def _csv_text(path: Path) -> Iterator[TextIO]:
+    """The CSV file opened as text; bytes that are not UTF-8 are a DataError."""
+    try:
+        with path.open(newline="", encoding=CSV_ENCODING) as f:
+            yield f
+    except UnicodeDecodeError as exc:  # decoded a block at a time: no line to name
+        raise DataError(f"{path}: cannot be read as csv: not UTF-8 ({exc.reason})") from None
 
 
 def _read_saved(path: Path, split: str) -> list[dict[str, Any]]:
@@ -122,15 +148,19 @@ def _read_saved(path: Path, split: str) -> list[dict[str, Any]]:
 
 
 def _read_load_dataset(path: str, split: str) -> list[dict[str, Any]]:
+    return _pick_split(_load_dataset(path), split, path).to_list()
+
+
+def _load_dataset(path: str) -> Any:
+    """`datasets.load_dataset`'s splits of `path` (a single local file: its one split, train;
+    its types are those `datasets` infers, e.g. CSV numbers as numbers)."""
     import datasets
 
     local = Path(path)
     if local.is_file():
         kind = resolve_format(local, "auto")
-        loaded = datasets.load_dataset(_BUILDERS[kind], data_files={"train": str(local)})
-    else:
-        loaded = datasets.load_dataset(path)
-    return _pick_split(loaded, split, path).to_list()
+        return datasets.load_dataset(_BUILDERS[kind], data_files={"train": str(local)})
+    return datasets.load_dataset(path)
 
 
 def _pick_split(splits: Any, split: str, path: str | Path) -> Any:
@@ -159,26 +189,38 @@ def open_rows(
         return ArrowRows(table)
     if kind in ("parquet", "csv"):
         # CSV cells as strings, as the eager reader gives them (no type guessing per column).
-        features = None
+        # Only an empty cell is missing, not pandas' 'NA', 'None', 'null', 'nan'...
+        csv_options: dict[str, Any] = {}
         if kind == "csv":
             header = _csv_header(Path(path))
             features = datasets.Features({name: datasets.Value("string") for name in header})
-        loaded = datasets.load_dataset(
-            _BUILDERS[kind], data_files={"train": str(path)}, features=features
-        )
+            csv_options = {"features": features, "keep_default_na": False, "na_values": [""]}
+        try:
+            loaded = datasets.load_dataset(
+                _BUILDERS[kind], data_files={"train": str(path)}, **csv_options
+            )
+        except datasets.exceptions.DatasetGenerationError as exc:
+            raise DataError(
+                f"{path}: cannot be read as {kind}: {str(exc.__cause__).strip()}"
+            ) from exc
         return ArrowRows(loaded["train"])
-    local = Path(path)
-    if local.is_file():
-        return open_rows(path, format=resolve_format(local, "auto"), split=split)
-    return ArrowRows(_pick_split(datasets.load_dataset(str(path)), split, path))
+    return ArrowRows(_pick_split(_load_dataset(str(path)), split, path))
 
 
 def _csv_header(path: Path) -> list[str]:
-    with path.open(newline="") as f:
+    with _csv_text(path) as f:
         header = next(csv.reader(f), None)
+    _check_header(path, header)
+    assert header is not None
+    return header
+
+
+def _check_header(path: Path, header: Sequence[str] | None) -> None:
     if not header:
         raise DataError(f"{path}: no header row (CSV needs column names on line 1)")
-    return header
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path}: the header names {repeated} more than once")
 
 
 T = TypeVar("T")
@@ -210,27 +252,38 @@ class LazySequence(Sequence[T]):
 
 class JsonlRows(LazySequence[dict[str, Any]]):
     """A JSONL file's non-blank lines, parsed when indexed. Reads are positional (pread), so
-    threads can share it."""
+    threads can share it. The file is indexed and read through one descriptor; a file edited
+    in place afterwards (its size or mtime changed) is an error, never another row."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        fd = os.open(path, os.O_RDONLY)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise DataError(
+                f"{path}: not a regular file (a pipe?); data.lazy reads rows by their offsets: "
+                "write the rows to a file, or set data.lazy: false"
+            )
+        self._fd = fd
         self._starts = array("q")
         self._ends = array("q")
         self._lines = array("q")  # 1-based line numbers, for errors
-        offset = 0
-        with path.open("rb") as f:
-            for number, line in enumerate(f, start=1):
-                if line.strip():
-                    self._starts.append(offset)
-                    self._ends.append(offset + len(line))
-                    self._lines.append(number)
-                offset += len(line)
-        self._fd = os.open(path, os.O_RDONLY)
+        with os.fdopen(os.dup(self._fd), "rb") as f:
+            for number, start, line in _jsonl_lines(f):
+                self._starts.append(start)
+                self._ends.append(start + len(line))
+                self._lines.append(number)
+        self._version = _version(self._fd)
 
     def __len__(self) -> int:
         return len(self._starts)
 
     def _read(self, index: int) -> dict[str, Any]:
+        if _version(self._fd) != self._version:
+            raise DataError(
+                f"{self.path}: changed since it was opened (data.lazy reads rows from the "
+                "file while training: replace it with a new file, not in place, or restart)"
+            )
         start, end = self._starts[index], self._ends[index]
         raw = os.pread(self._fd, end - start, start)
         return _json_row(raw, f"{self.path}:{self._lines[index]}")
@@ -239,6 +292,11 @@ class JsonlRows(LazySequence[dict[str, Any]]):
         fd = getattr(self, "_fd", None)
         if fd is not None:
             os.close(fd)
+
+
+def _version(fd: int) -> tuple[int, int]:
+    stat = os.fstat(fd)
+    return stat.st_size, stat.st_mtime_ns
 
 
 class ArrowRows(LazySequence[dict[str, Any]]):

@@ -120,3 +120,15 @@ def test_data_with_no_checkable_reward_exits_2_saying_why(
     err = capsys.readouterr().err
     assert "no row has a reward whose gold can be scored against itself" in err
     assert "code: its reference is tests, not a solution" in err
+
+
+def test_a_lazy_config_gets_the_checks_eager_loading_makes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # data.lazy leaves the whole-dataset checks to this command: repeated ids, missing refs.
+    twice = [ROWS[0], ROWS[1], {**ROWS[5], "id": "good"}]
+    assert main(["data", "check", "--config", str(_config(tmp_path, twice, lazy=True))]) == 2
+    assert "row 2 (id 'good'): duplicate id" in capsys.readouterr().err
+    missing = [ROWS[0], ROWS[3]]
+    assert main(["data", "check", "--config", str(_config(tmp_path, missing, lazy=True))]) == 1
+    assert "1 of 2 rows have no 'reference' (rows 1)" in capsys.readouterr().err

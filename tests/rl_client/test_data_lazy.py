@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 from pathlib import Path
 
@@ -122,12 +123,15 @@ def test_a_missing_prompt_column_is_an_error_at_load(tmp_path: Path) -> None:
 
 
 def test_jsonl_rows_are_read_from_disk_when_indexed(tmp_path: Path) -> None:
-    # Rewriting a row in place (same length) after the index is built shows in the next
-    # read: nothing of the row is held in memory.
+    # Rewriting a row in place (same length, the mtime put back, so the changed-file check
+    # cannot see it) after the index is built shows in the next read: nothing of the row is
+    # held in memory.
     path = _jsonl(tmp_path / "d.jsonl", [{"prompt": "aaaa"}, {"prompt": "bbbb"}])
+    mtime_ns = path.stat().st_mtime_ns
     rows = JsonlRows(path)
     assert rows[1] == {"prompt": "bbbb"}
     path.write_text(path.read_text().replace("bbbb", "cccc"))
+    os.utime(path, ns=(mtime_ns, mtime_ns))
     assert rows[1] == {"prompt": "cccc"}
     assert len(rows) == 2
 

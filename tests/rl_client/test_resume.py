@@ -58,15 +58,21 @@ def _prompts_by_step(output: Path) -> dict[int, list[str]]:
     return by_step
 
 
+@pytest.mark.parametrize("lazy_until_killed", [False, True])
 def test_killed_and_resumed_run_matches_an_uninterrupted_one(
-    tiny_model: Path, toy_prompts: Path, tmp_path: Path
+    tiny_model: Path, toy_prompts: Path, tmp_path: Path, lazy_until_killed: bool
 ) -> None:
+    # data.lazy changes how rows are read, not which: a run may switch it across a resume.
     straight = tmp_path / "straight"
     assert _train(_config(tiny_model, toy_prompts, straight)).wait(300) == 0
 
     resumed = tmp_path / "resumed"
     config = _config(tiny_model, toy_prompts, resumed)
+    settings = yaml.safe_load(config.read_text())
+    lazy = {**settings, "data": {**settings["data"], "lazy": lazy_until_killed}}
+    config.write_text(yaml.safe_dump(lazy))
     _kill_after_first_checkpoint(config, resumed)
+    config.write_text(yaml.safe_dump(settings))
     assert _train(config).wait(300) == 0
 
     assert _prompts_by_step(resumed) == _prompts_by_step(straight)
