@@ -55,7 +55,7 @@ def round_step(run: Run, step: int) -> dict[str, Any]:
     learned = LEARN[run.config.algorithm.objective](run, rollout.kept, rollout.sampled)
     # 6. sync: the engine samples from the weights of this round from now on
     sync_began = time.perf_counter()
-    run.collector.sync_weights(run.learner.model, step)
+    run.sync_weights(step)
     sync_s = time.perf_counter() - sync_began
     # 7. log
     metrics = {
