@@ -118,10 +118,6 @@ def world_problems(config: TrainConfig, world: World) -> list[str | None]:
         "run one process (without torchrun)"
         if config.model.lora_r > 0
         else None,
-        f"algorithm.objective: {config.algorithm.objective!r} is not supported on several "
-        "processes yet; use policy_gradient or run one process (without torchrun)"
-        if config.algorithm.objective != "policy_gradient"
-        else None,
         "rollout.engine: 'vllm_remote' is not supported on several processes yet (every "
         "process would push its weights to the same servers); use hf or vllm"
         if config.rollout.engine == "vllm_remote"

@@ -1,6 +1,7 @@
 """Training on several processes (torchrun, FSDP2 on gloo, 2 real processes on loopback):
 the update of 2 processes x B/2 groups equals 1 process x B groups, weights and metrics,
-for the batch-wide statistics too and when the processes keep unequal numbers of groups;
+for the batch-wide statistics too, when the processes keep unequal numbers of groups, and
+for the rft / DPO rounds;
 `torchrun -m rl_client train` runs end to end with one log; and the pure pieces
 (shares, batch totals, merged metrics) against hand-worked values."""
 
@@ -14,18 +15,22 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 import yaml
 from fsdp_worker import CONFIGS
 from rl_helpers import train_settings
+from torch.distributed.tensor import DTensor
 
 from rl_client import toy
 from rl_client.algorithms.advantages import AdvantageOptions, reinforce_pp_advantages, whiten
 from rl_client.algorithms.losses import Normalizer
 from rl_client.batch import filler_batch
 from rl_client.config import TrainConfig, build_config
-from rl_client.distributed import SINGLE, World, batch_total, share
+from rl_client.distributed import SINGLE, World, batch_total, share, world_from_env
 from rl_client.learner import StepMetrics
+from rl_client.models import load_policy
 from rl_client.preflight import world_problems
+from rl_client.run import _learner
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "support" / "fsdp_worker.py"
@@ -143,6 +148,27 @@ def test_torchrun_trains_with_one_log_and_one_sidecar(
     assert done.stdout.count("reward_mean per step") == 1  # the summary: process 0 only
     assert (output / "config.yaml").exists()
     assert not list(output.glob("checkpoint-*"))  # sharded checkpoints are not built here
+
+
+# ---- one process: nothing of the above
+
+
+def test_one_process_shards_nothing_and_scales_nothing(tiny_model: Path, tmp_path: Path) -> None:
+    settings = train_settings(tiny_model, tmp_path / "p.jsonl", tmp_path / "run")
+    config = build_config(
+        TrainConfig,
+        settings,
+        ["algorithm.preset=ppo", "algorithm.kl_coef=0.05", "train.device=cpu"],
+    )
+    device = torch.device("cpu")
+    learner = _learner(config, load_policy(config.model, device), device, SINGLE)
+    assert not dist.is_initialized()  # no process group: fully_shard was never called
+    assert learner.value_head is not None and learner.reference is not None
+    for module in (learner.model, learner.reference, learner.value_head):
+        assert not any(isinstance(p, DTensor) for p in module.parameters())
+    assert learner.loss_scale == 1.0
+    assert learner._micro_batches(7) == [slice(0, 4), slice(4, 7)]  # no filler (None)
+    assert world_from_env() == SINGLE  # no torchrun environment here
 
 
 # ---- the pure pieces

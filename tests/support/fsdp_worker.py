@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from rl_helpers import scored_group, train_settings
@@ -23,6 +24,7 @@ from rl_client.distributed import close_world, full_state_dict, init_world, shar
 from rl_client.group_filter import DynamicSampling, filter_groups
 from rl_client.models import load_policy
 from rl_client.rollout import Group
+from rl_client.rounds import LEARN
 from rl_client.run import _learner
 from rl_client.trainer import policy_update
 
@@ -47,6 +49,10 @@ CONFIGS: dict[str, list[str]] = {
         "algorithm.dynamic_sampling=true",
     ],
     "ppo": ["algorithm.preset=ppo"],
+    # The rounds (rounds.py): SFT on winners, DPO on pairs against the initial model; in
+    # step 1 process 0 of 2 has no pair.
+    "rft": ["algorithm.preset=rft", "algorithm.rft_max_per_prompt=2"],
+    "online_dpo": ["algorithm.preset=online_dpo"],
 }
 COMMON = [
     "train.steps=2",
@@ -93,9 +99,14 @@ def run_config(model_dir: Path, name: str, overrides: list[str]) -> dict:
     algo = config.algorithm
     dynamic = DynamicSampling(algo.dynamic_sampling_signal, 0.0) if algo.dynamic_sampling else None
     weights, metrics = [], []
+    # What rounds.py reads of a Run.
+    run = SimpleNamespace(config=config, learner=learner, engine=SimpleNamespace(pad_token_id=0))
     for step in (1, 2):
         kept, _ = filter_groups(share(global_batch(step), world), dynamic=dynamic)
-        metrics.append(policy_update(learner, kept, algo, pad_token_id=0))
+        if algo.objective == "policy_gradient":
+            metrics.append(policy_update(learner, kept, algo, pad_token_id=0))
+        else:
+            metrics.append(LEARN[algo.objective](run, kept, global_batch(step)))
         state = full_state_dict(learner.model)
         if learner.value_head is not None:
             state |= {f"value_head.{k}": v for k, v in full_state_dict(learner.value_head).items()}
