@@ -58,14 +58,31 @@ def _torchrun(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
 # ---- the update: 2 processes == 1 process
 
 
+# Two launches (each under a minute on a busy 2-core machine): the policy gradient's
+# configs, and the rounds'.
+FAMILIES = {
+    "policy_gradient": [name for name in CONFIGS if name not in ("rft", "online_dpo")],
+    "rounds": ["rft", "online_dpo"],
+}
+
+
 @pytest.fixture(scope="module")
-def updates(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, Path]:
-    """Every config of fsdp_worker.CONFIGS, two steps, run by 1 process and by 2."""
-    work = tmp_path_factory.mktemp("fsdp")
-    model = toy.build_model(work / "model", seed=0)
-    one, two = work / "one.pt", work / "two.pt"
+def toy_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return toy.build_model(tmp_path_factory.mktemp("fsdp") / "model", seed=0)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_two_processes_update_like_one(family: str, toy_model_dir: Path, tmp_path: Path) -> None:
+    # fsdp_worker's batch: step 1 leaves process 0 of 2 one group (or none, under dynamic
+    # sampling or DPO) and process 1 two; micro-batches of 3 rows give them unequal counts;
+    # two passes and a clip that bites. Float sums in another order differ by ~1e-7; a step
+    # moves the weights by ~2e-3.
+    names = FAMILIES[family]
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
     alone = subprocess.run(
-        [sys.executable, str(WORKER), str(model), str(one)],
+        [sys.executable, str(WORKER), str(toy_model_dir), str(one), *names],
         env=_env(),
         capture_output=True,
         text=True,
@@ -73,35 +90,28 @@ def updates(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, Path]
         check=False,
     )
     assert alone.returncode == 0, alone.stderr[-3000:]
-    pair = _torchrun(str(WORKER), str(model), str(two), timeout=300)
+    pair = _torchrun(str(WORKER), str(toy_model_dir), str(two), *names, timeout=300)
     assert pair.returncode == 0, pair.stderr[-3000:]
-    return torch.load(one), torch.load(two), model
+    initial = toy_weights(toy_model_dir)
+    for name in names:
+        _assert_same_update(torch.load(one)[name], torch.load(two)[name], initial, name)
 
 
-@pytest.mark.integration
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_two_processes_update_like_one(name: str, updates: tuple[dict, dict, Path]) -> None:
-    # fsdp_worker's batch: step 1 leaves process 0 of 2 one group (or none, under dynamic
-    # sampling) and process 1 two; micro-batches of 3 rows give them unequal counts; two
-    # passes and a clip that bites. Float sums in another order differ by ~1e-7; a step
-    # moves the weights by ~2e-3.
-    one, two, model = updates
-    initial = toy_weights(model)
+def _assert_same_update(one: dict, two: dict, initial: dict, name: str) -> None:
     for step in range(2):
-        a, b = one[name]["weights"][step], two[name]["weights"][step]
+        a, b = one["weights"][step], two["weights"][step]
         assert a.keys() == b.keys()
         for key in a:
-            torch.testing.assert_close(b[key], a[key], rtol=0, atol=2e-6, msg=key)
-        before = initial if step == 0 else one[name]["weights"][0]
+            torch.testing.assert_close(b[key], a[key], rtol=0, atol=2e-6, msg=f"{name} {key}")
+        before = initial if step == 0 else one["weights"][0]
         moved = max(float((a[k] - before[k]).abs().max()) for k in before)
-        assert moved > 1e-3  # the step trained: equal weights are not equal by standing still
+        assert moved > 1e-3, name  # the step trained: not equal by standing still
         # The metrics are the global batch's, logged once: equal to the one process's.
-        ours, reference = two[name]["metrics"][step], one[name]["metrics"][step]
-        assert ours.keys() == reference.keys()
+        ours, reference = two["metrics"][step], one["metrics"][step]
+        assert ours.keys() == reference.keys(), name
         for metric, value in reference.items():
-            assert ours[metric] == pytest.approx(value, rel=1e-5, abs=1e-6), metric
-    assert one[name]["metrics"][0]["grad_norm"] > 0.01  # train.max_grad_norm bit
+            assert ours[metric] == pytest.approx(value, rel=1e-5, abs=1e-6), (name, metric)
+    assert one["metrics"][0]["grad_norm"] > 0.01, name  # train.max_grad_norm bit
 
 
 def toy_weights(model: Path) -> dict[str, torch.Tensor]:
