@@ -135,6 +135,7 @@ def test_torchrun_trains_with_one_log_and_one_sidecar(
     output = tmp_path / "run"
     settings = train_settings(tiny_model, toy_prompts, output)
     settings["rollout"].update({"prompts_per_step": 4, "mode": mode})
+    settings["data"]["shuffle"] = False  # the cursor's order is the file's
     settings["algorithm"].update({"preset": "dapo", "max_gen_rounds": 2})
     settings["train"].update({"device": "cpu", "threads": 1})
     settings["reward"] = {"sidecar_workers": 1}
@@ -149,12 +150,15 @@ def test_torchrun_trains_with_one_log_and_one_sidecar(
         assert 1 <= generated <= 2
         assert step["train_groups"] + step["filtered_groups"] + step["dropped_groups"] >= 4
         assert step["dynamic_sampling_exhausted"] == (step["train_groups"] < 4)
-    rollouts = (output / "rollouts.jsonl").read_text().splitlines()
-    # Every completion of both processes, each once: G=4 per group sampled.
+    rollouts = [json.loads(line) for line in (output / "rollouts.jsonl").read_text().splitlines()]
+    # Every completion of both processes, each once: G=4 per group sampled; together the
+    # processes drew the file's rows in order, none twice (one cursor, contiguous shares).
     sampled_groups = sum(
         m["train_groups"] + m["filtered_groups"] + m["dropped_groups"] for m in metrics
     )
     assert len(rollouts) == 4 * sampled_groups
+    drawn = sorted(int(r["prompt_id"][1:]) for r in rollouts[::4])
+    assert drawn == list(range(sampled_groups))  # 16 rows: no step goes past the first epoch
     assert done.stdout.count("reward_mean per step") == 1  # the summary: process 0 only
     assert (output / "config.yaml").exists()
     assert not list(output.glob("checkpoint-*"))  # sharded checkpoints are not built here
