@@ -114,10 +114,6 @@ def world_problems(config: TrainConfig, world: World) -> list[str | None]:
         f"make it a multiple of {n}"
         if prompts % n
         else None,
-        "model.lora_r: LoRA is not supported on several processes; set model.lora_r=0 or "
-        "run one process (without torchrun)"
-        if config.model.lora_r > 0
-        else None,
         "rollout.engine: 'vllm_remote' is not supported on several processes yet (every "
         "process would push its weights to the same servers); use hf or vllm"
         if config.rollout.engine == "vllm_remote"

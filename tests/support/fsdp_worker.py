@@ -6,8 +6,9 @@ reference; under torchrun each process keeps its contiguous share of the groups
 
     python fsdp_worker.py MODEL_DIR OUT_FILE [CONFIG ...]
 
-Writes (main process) {config: {"weights": full state dict after each step, "metrics":
-[step 1, step 2]}} to OUT_FILE with torch.save.
+Writes (main process) {config: {"weights": [full state dict before step 1, after step 1,
+after step 2], "metrics": [step 1, step 2], "max_grad_norm": ...}} to OUT_FILE with
+torch.save.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rl_helpers import scored_group, train_settings
 from rl_client.config import TrainConfig, build_config
 from rl_client.distributed import close_world, full_state_dict, init_world, share
 from rl_client.group_filter import DynamicSampling, filter_groups
+from rl_client.learner import Learner
 from rl_client.models import load_policy
 from rl_client.rollout import Group
 from rl_client.rounds import LEARN
@@ -49,6 +51,13 @@ CONFIGS: dict[str, list[str]] = {
         "algorithm.dynamic_sampling=true",
     ],
     "ppo": ["algorithm.preset=ppo"],
+    # LoRA: only the adapters train; the reference is the base with adapters disabled.
+    "grpo_lora": [
+        "algorithm.preset=grpo",
+        "algorithm.kl_coef=0.1",
+        "model.lora_r=4",
+        "train.max_grad_norm=0.001",  # the adapters' gradient is smaller
+    ],
     # The rounds (rounds.py): SFT on winners, DPO on pairs against the initial model; in
     # step 1 process 0 of 2 has no pair.
     "rft": ["algorithm.preset=rft", "algorithm.rft_max_per_prompt=2"],
@@ -98,7 +107,7 @@ def run_config(model_dir: Path, name: str, overrides: list[str]) -> dict:
     learner = _learner(config, load_policy(config.model, device), device, world)
     algo = config.algorithm
     dynamic = DynamicSampling(algo.dynamic_sampling_signal, 0.0) if algo.dynamic_sampling else None
-    weights, metrics = [], []
+    weights, metrics = [_full_weights(learner)], []
     # What rounds.py reads of a Run.
     run = SimpleNamespace(config=config, learner=learner, engine=SimpleNamespace(pad_token_id=0))
     for step in (1, 2):
@@ -107,11 +116,21 @@ def run_config(model_dir: Path, name: str, overrides: list[str]) -> dict:
             metrics.append(policy_update(learner, kept, algo, pad_token_id=0))
         else:
             metrics.append(LEARN[algo.objective](run, kept, global_batch(step)))
-        state = full_state_dict(learner.model)
-        if learner.value_head is not None:
-            state |= {f"value_head.{k}": v for k, v in full_state_dict(learner.value_head).items()}
-        weights.append({k: v.detach().clone() for k, v in state.items()})
-    return {"weights": weights, "metrics": metrics, "rank": world.rank}
+        weights.append(_full_weights(learner))
+    return {
+        "weights": weights,
+        "metrics": metrics,
+        "rank": world.rank,
+        "max_grad_norm": config.train.max_grad_norm,
+    }
+
+
+def _full_weights(learner: Learner) -> dict[str, torch.Tensor]:
+    """The policy's (and value head's) whole weights, whether sharded or not."""
+    state = full_state_dict(learner.model)
+    if learner.value_head is not None:
+        state |= {f"value_head.{k}": v for k, v in full_state_dict(learner.value_head).items()}
+    return {k: v.detach().clone() for k, v in state.items()}
 
 
 def main() -> None:
