@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rl_client.collect import Collected, TakePrompts, generate_rounds
+from rl_client.collect import Collected, KeptTotal, TakePrompts, generate_rounds, own_count
 from rl_client.engines.versioned import VersionedEngine
 from rl_client.group_filter import DynamicSampling, filter_groups, trains
 from rl_client.rewards import RewardService
@@ -82,7 +82,11 @@ class AsyncCollector:
         dynamic_sampling: DynamicSampling | None = None,
         max_gen_rounds: int = 1,
         buffered: Sequence[StepBatch] = (),
+        kept_total: KeptTotal = own_count,
     ) -> None:
+        """`kept_total`: dynamic sampling's global count of kept groups; with several
+        processes it reduces over a process group of its own (this thread's collectives run
+        while the trainer's FSDP collectives do)."""
         self.engine = engine
         self.rewards = rewards
         self.take_prompts = take_prompts
@@ -92,6 +96,7 @@ class AsyncCollector:
         self.on_stale = on_stale
         self.dynamic_sampling = dynamic_sampling
         self.max_gen_rounds = max_gen_rounds
+        self.kept_total = kept_total
         self._cond = threading.Condition()
         self._ready: deque[StepBatch] = deque(buffered)
         self._next_step = buffered[-1].step + 1 if buffered else first_step
@@ -143,6 +148,7 @@ class AsyncCollector:
                 step,
                 dynamic_sampling=self.dynamic_sampling,
                 max_gen_rounds=self.max_gen_rounds,
+                kept_total=self.kept_total,
             )
             return StepBatch(step, None, groups, timings, rounds)
         # Not waiting for the rewards: the next batch can start generating while this one is

@@ -88,3 +88,25 @@ def build_batch(groups: Sequence[Group], *, pad_token_id: int, mask_truncated: b
         num_groups=len(groups),
         group_size=max(len(g.completions) for g in groups),
     )
+
+
+def filler_batch(rows: int = 1) -> Batch:
+    """`rows` rows of two tokens (id 0) that train nothing: every mask that counts is 0.
+    rows=0 is the batch of a process that holds no group this step (the others do, so it
+    still joins their collectives); rows=1 is the input of a filler micro-batch. Attention
+    is on everywhere: a row that attends to nothing gives NaN, and NaN x 0 is still NaN."""
+    return Batch(
+        input_ids=torch.zeros((rows, 2), dtype=torch.long),
+        attention_mask=torch.ones((rows, 2), dtype=torch.long),
+        position_ids=torch.arange(2).expand(rows, 2).clone(),
+        prompt_width=1,
+        completion_mask=torch.zeros((rows, 1)),
+        loss_mask=torch.zeros((rows, 1)),
+        sampler_logprobs=torch.zeros((rows, 1)),
+        rewards=torch.zeros(rows),
+        group_index=torch.zeros(rows, dtype=torch.long),
+        member_index=torch.zeros(rows, dtype=torch.long),
+        truncated=torch.zeros(rows, dtype=torch.bool),
+        num_groups=rows,
+        group_size=1,
+    )

@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
             TrainConfig,
             "RL training (resumes from the latest checkpoint in output.dir): policy gradient "
             "(algorithm.preset grpo, dapo, dr_grpo, rloo, reinforce_pp, ppo), rejection-sampling "
-            "fine-tuning (rft) or online iterated DPO (online_dpo)",
+            "fine-tuning (rft) or online iterated DPO (online_dpo). On several processes: "
+            "torchrun --nproc_per_node N -m rl_client train --config FILE (FSDP2; "
+            "rollout.prompts_per_step a multiple of N; README: Training on several processes)",
             "rollout.group_size=8 algorithm.preset=online_dpo",
         ),
         (

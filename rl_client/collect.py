@@ -17,12 +17,22 @@ from typing import Any, Protocol
 import torch
 
 from rl_client.data import PromptRow
+from rl_client.distributed import World, all_gather_objects
 from rl_client.engines.versioned import VersionedEngine
 from rl_client.group_filter import DynamicSampling, FilterStats, filter_groups, trains
 from rl_client.rewards import RewardService
 from rl_client.rollout import Group, RolloutPlan, RolloutTimings, sample
 
 TakePrompts = Callable[[int], tuple[list[PromptRow], list[list[int]]]]
+# How many groups will train over every process, from this process's count: the identity in
+# one process. Dynamic sampling goes back for the global batch's missing groups, so every
+# process takes the same rounds and the same prompts from the cursor.
+KeptTotal = Callable[[int], int]
+
+
+def own_count(kept: int) -> int:
+    """One process: its groups are the batch."""
+    return kept
 
 
 @dataclass
@@ -43,6 +53,29 @@ class Collected:
             "policy_lag_mean": sum(lags) / len(lags) if lags else None,
             "policy_lag_max": max(lags) if lags else None,
         }
+
+    def across_processes(self, world: World) -> Collected:
+        """The global batch, as one process would have collected it: every process's groups
+        in rank order (the cursor's order), the counts summed, the times the slowest's
+        (itself in one process). What a step logs and whether it updates."""
+        if not world.distributed:
+            return self
+        parts: list[Collected] = all_gather_objects(self)
+        return Collected(
+            sampled=[group for part in parts for group in part.sampled],
+            kept=[group for part in parts for group in part.kept],
+            stats=FilterStats(
+                dropped_groups=sum(part.stats.dropped_groups for part in parts),
+                filtered_groups=sum(part.stats.filtered_groups for part in parts),
+            ),
+            timings=RolloutTimings(
+                generate_s=max(part.timings.generate_s for part in parts),
+                reward_wait_s=max(part.timings.reward_wait_s for part in parts),
+            ),
+            rounds=self.rounds,  # the same on every process (the counts are global)
+            wait_s=max(part.wait_s for part in parts),
+            regenerated_groups=sum(part.regenerated_groups for part in parts),
+        )
 
 
 class Collector(Protocol):
@@ -77,6 +110,7 @@ class SyncCollector:
     plan: RolloutPlan
     dynamic_sampling: DynamicSampling | None  # None: off
     max_gen_rounds: int
+    kept_total: KeptTotal = own_count
 
     def collect(self, step: int) -> Collected:
         groups, timings, rounds = generate_rounds(
@@ -87,6 +121,7 @@ class SyncCollector:
             step,
             dynamic_sampling=self.dynamic_sampling,
             max_gen_rounds=self.max_gen_rounds,
+            kept_total=self.kept_total,
         )
         kept, stats = filter_groups(groups, dynamic=self.dynamic_sampling)
         self.engine.sleep()  # the trainer has the device until the next weight sync
@@ -117,10 +152,12 @@ def generate_rounds(
     *,
     dynamic_sampling: DynamicSampling | None,
     max_gen_rounds: int,
+    kept_total: KeptTotal = own_count,
 ) -> tuple[list[Group], RolloutTimings, int]:
     """Step `step`'s groups, scored: B prompts, then with dynamic sampling fresh prompts for
     the groups that will not train, while the budget of rounds lasts. Returns every group
-    generated, the timings and the number of rounds."""
+    generated, the timings and the number of rounds. Several processes: `take_prompts`
+    gives this process its share of the global rows, `kept_total` the global count."""
     groups: list[Group] = []
     timings = RolloutTimings()
     kept = rounds = 0
@@ -132,7 +169,7 @@ def generate_rounds(
         rounds += 1
         timings.add(spent)
         groups += fresh
-        kept += sum(trains(group, dynamic=dynamic_sampling) for group in fresh)
+        kept += kept_total(sum(trains(group, dynamic=dynamic_sampling) for group in fresh))
         full = kept >= plan.prompts_per_step
         if full or dynamic_sampling is None or rounds >= max_gen_rounds:
             return groups, timings, rounds

@@ -266,7 +266,12 @@ class RolloutConfig(_Strict):
         "for weights (up to max_staleness + 1 batches ahead); groups that are too stale when "
         "their step comes are dropped and generated again with the current weights.",
     )
-    prompts_per_step: int = Field(default=8, ge=1, description="B: prompt groups per step.")
+    prompts_per_step: int = Field(
+        default=8,
+        ge=1,
+        description="B: prompt groups per step, over all processes (under torchrun a multiple "
+        "of their number; each keeps B/N).",
+    )
     group_size: int = Field(default=8, ge=1, description="G: completions sampled per prompt.")
     temperature: float = Field(default=1.0, gt=0, description="Sampling temperature.")
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
@@ -471,7 +476,9 @@ class TrainSettings(_Strict):
     )
     min_lr_ratio: float = Field(default=0.0, ge=0, le=1, description="cosine: floor / peak.")
     max_grad_norm: float | None = Field(default=1.0, gt=0, description="Clip; None: off.")
-    micro_batch_size: int = Field(default=8, ge=1, description="Sequences per forward/backward.")
+    micro_batch_size: int = Field(
+        default=8, ge=1, description="Sequences per forward/backward (of each process)."
+    )
     seed: int = Field(default=0, description="Seeds sampling, shuffling and initialisation.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda if any.")
     bf16: bool = Field(default=True, description="bf16 autocast for forward passes on GPU.")

@@ -11,12 +11,17 @@ holds about 1/N of the weights, gradients and AdamW moments between blocks.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,15 +86,48 @@ def _collective_device() -> torch.device:
     return torch.device("cpu")
 
 
-def all_reduce(values: list[float], op: str = "sum") -> list[float]:
+def all_reduce(
+    values: list[float], op: str = "sum", group: dist.ProcessGroup | None = None
+) -> list[float]:
     """`values` reduced element-wise over every process ("sum", "max" or "min"); unchanged
-    in a single process. One collective for the whole list."""
+    in a single process. One collective for the whole list. `group`: a process group of
+    its own for a thread that reduces while the main thread runs FSDP's collectives
+    (`new_group`)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return list(values)
     ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
     tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device())
-    dist.all_reduce(tensor, op=ops[op])
+    dist.all_reduce(tensor, op=ops[op], group=group)
     return tensor.cpu().tolist()
+
+
+def new_group() -> dist.ProcessGroup | None:
+    """A second group over every process (None in a single process): collectives issued
+    from two threads must not share one group, or their order interleaves differently on
+    each process and they hang. Every process must call it, in the same order."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return None
+    return dist.new_group(backend=dist.get_backend())
+
+
+def batch_total(tensor: Tensor) -> Tensor:
+    """The sum over every process of a per-process partial sum (`tensor` itself, untouched,
+    in a single process): how the advantage estimators' batch-wide statistics see the
+    global batch."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return tensor
+    total = tensor.detach().to(_collective_device(), copy=True)
+    dist.all_reduce(total)
+    return total.to(tensor.device)
+
+
+def share(items: Sequence[T], world: World) -> list[T]:
+    """This process's contiguous share of `items`: process r of N keeps
+    items[r * n // N : (r + 1) * n // N], so the shares, in rank order, are `items`."""
+    n = len(items)
+    return list(
+        items[world.rank * n // world.world_size : (world.rank + 1) * n // world.world_size]
+    )
 
 
 def all_gather_objects(value: Any) -> list[Any]:
@@ -118,6 +156,12 @@ def barrier() -> None:
 def loss_scale(world: World) -> float:
     """The factor on a globally normalised loss that undoes FSDP2's gradient averaging."""
     return float(world.world_size)
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:
+    """The whole, unsharded state dict of an FSDP2 model, on every process (a collective:
+    every process must call it). Parameter names are the unsharded model's."""
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
 
 
 def transformer_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -153,4 +197,11 @@ def shard_model(module: torch.nn.Module, *, bf16: bool = False) -> torch.nn.Modu
     for block in transformer_blocks(module):
         fully_shard(block, mp_policy=policy)
     fully_shard(module, mp_policy=policy)
+    return module
+
+
+def shard_flat(module: torch.nn.Module) -> torch.nn.Module:
+    """FSDP2 over a small module with no blocks (the value head), in full precision: its
+    gradient is averaged over processes like the policy's (`loss_scale` covers both)."""
+    fully_shard(module)
     return module

@@ -4,12 +4,18 @@ update (micro-batches with gradient accumulation, mu passes, AdamW, clipping, sc
 One optimiser step per pass over the batch. Since the weights do not move within the first
 pass, the "recomputed" behaviour logprobs are taken from that pass's own forward (detached):
 no extra forward pass, and the ratio is exactly 1 on the first pass as PPO expects.
+
+Several processes (torchrun, `rl_client.distributed`): each holds its own groups of the
+global batch and FSDP2-sharded models. The loss normalisers are the global batch's, the loss
+is scaled by the world size (FSDP averages gradients), every process runs as many forwards
+and backwards as the busiest one (zero-weight filler micro-batches: FSDP's collectives hang
+otherwise) and the metrics are reduced over processes.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +25,16 @@ from torch import Tensor
 from rl_client.algorithms.estimators import Advantages
 from rl_client.algorithms.losses import LossOutput, Normalizer, masked_mean
 from rl_client.algorithms.objective import LossInputs, total_loss
-from rl_client.batch import Batch
+from rl_client.batch import Batch, filler_batch
 from rl_client.config import AlgorithmConfig, TrainSettings
+from rl_client.distributed import (
+    SINGLE,
+    World,
+    all_gather_objects,
+    all_reduce,
+    batch_total,
+    loss_scale,
+)
 from rl_client.optim import autocast, build_optimizer
 
 
@@ -53,6 +67,17 @@ class StepMetrics:
             self.sums[name] += value * weight
             self.weights[name] += weight
 
+    @classmethod
+    def merged(cls, parts: list[StepMetrics]) -> StepMetrics:
+        """The metrics of every process as one: sums and weights added (the loss terms are
+        each process's share of the global loss; grad_norm and lr are the same on all)."""
+        merged = cls()
+        for part in parts:
+            for name, value in part.sums.items():
+                merged.sums[name] += value
+                merged.weights[name] += part.weights[name]
+        return merged
+
     def means(self, passes: int) -> dict[str, float]:
         means = {n: self.sums[n] / self.weights[n] for n in self.sums if self.weights[n] > 0}
         for name in SUMMED_METRICS:
@@ -79,8 +104,11 @@ class Learner:
         seq_len_norm: float,
         device: torch.device,
         reference: torch.nn.Module | None = None,
-        value_head: torch.nn.Linear | None = None,
+        value_head: torch.nn.Module | None = None,
+        world: World = SINGLE,
     ) -> None:
+        """`model`, `reference` and `value_head` are FSDP2-sharded when `world` has several
+        processes (`rl_client.distributed.shard_model`)."""
         self.model = model
         self.algo = algo
         self.settings = train
@@ -89,6 +117,9 @@ class Learner:
         self.device = device
         self.reference = reference
         self.value_head = value_head
+        self.world = world
+        self.loss_scale = loss_scale(world)  # 1.0 in one process
+        self._filler = filler_batch()  # the input of a filler micro-batch
         self.uses_adapter_reference = reference is None and hasattr(model, "disable_adapter")
         parameters = list(model.parameters()) + (
             list(value_head.parameters()) if value_head is not None else []
@@ -111,11 +142,33 @@ class Learner:
 
     # ---- forward passes
 
-    def _micro_batches(self, size: int, rows_per_unit: int = 1) -> Iterator[slice]:
-        """Slices of at most micro_batch_size rows (at least one unit) holding whole units."""
+    def _micro_batches(self, size: int, rows_per_unit: int = 1) -> list[slice | None]:
+        """Slices of at most micro_batch_size rows (at least one unit) holding whole units.
+        Several processes: then None (a filler) up to the most any process has, since every
+        FSDP forward and backward is a collective all processes must join."""
         step = max(rows_per_unit, self.settings.micro_batch_size // rows_per_unit * rows_per_unit)
-        for start in range(0, size, step):
-            yield slice(start, min(start + step, size))
+        slices: list[slice | None] = [
+            slice(start, min(start + step, size)) for start in range(0, size, step)
+        ]
+        if self.world.distributed:
+            most = int(all_reduce([float(len(slices))], "max")[0])
+            slices += [None] * (most - len(slices))
+        return slices
+
+    def _rows(self, batch: Batch, rows: slice | None) -> tuple[Batch, slice]:
+        """The micro-batch to run: `rows` of `batch`, or the filler's one row."""
+        return (batch, rows) if rows is not None else (self._filler, slice(0, 1))
+
+    def _filler_backward(self) -> None:
+        """A backward that moves nothing but joins FSDP's gradient reduction: 0 x a forward
+        through every sharded module (the value head too)."""
+        out = self.forward(
+            self.model, self._filler, slice(0, 1), values=self.value_head is not None
+        )
+        loss = out.logprobs.sum() * 0.0
+        if out.values is not None:
+            loss = loss + out.values.sum() * 0.0
+        loss.backward()
 
     def forward(
         self,
@@ -161,15 +214,19 @@ class Learner:
         old_values: list[Tensor] = []
         if self.has_reference or self.value_head is not None:
             for rows in self._micro_batches(batch.size):
+                part, part_rows = self._rows(batch, rows)
                 if self.has_reference:
-                    ref.append(self._reference_logprobs(batch, rows))
+                    logprobs = self._reference_logprobs(part, part_rows)
+                    if rows is not None:
+                        ref.append(logprobs)
                 if self.value_head is not None:
-                    values = self.forward(self.model, batch, rows, values=True).values
+                    values = self.forward(self.model, part, part_rows, values=True).values
                     assert values is not None
-                    old_values.append(values)
+                    if rows is not None:
+                        old_values.append(values)
         return Prepared(
-            ref_logprobs=torch.cat(ref).cpu() * batch.completion_mask if ref else None,
-            old_values=torch.cat(old_values).cpu() * batch.completion_mask if old_values else None,
+            ref_logprobs=_rows_of(ref, batch) if self.has_reference else None,
+            old_values=_rows_of(old_values, batch) if self.value_head is not None else None,
         )
 
     @torch.no_grad()
@@ -178,11 +235,14 @@ class Learner:
         frozen reference, or the base without adapters), or under the policy as it is."""
         parts = []
         for rows in self._micro_batches(batch.size):
+            part, part_rows = self._rows(batch, rows)
             if initial:
-                parts.append(self._reference_logprobs(batch, rows))
+                logprobs = self._reference_logprobs(part, part_rows)
             else:
-                parts.append(self.forward(self.model, batch, rows, values=False).logprobs)
-        return torch.cat(parts).cpu()
+                logprobs = self.forward(self.model, part, part_rows, values=False).logprobs
+            if rows is not None:
+                parts.append(logprobs)
+        return torch.cat(parts).cpu() if parts else torch.zeros_like(batch.sampler_logprobs)
 
     def _reference_logprobs(self, batch: Batch, rows: slice) -> Tensor:
         if self.uses_adapter_reference:  # LoRA: the reference is the base without adapters
@@ -196,13 +256,17 @@ class Learner:
     def update(self, batch: Batch, prepared: Prepared, advantages: Advantages) -> dict[str, float]:
         """mu passes over the batch, one optimiser step each. Returns the step's metrics."""
         algo = self.algo
-        norm = Normalizer.of(batch.loss_mask, self.seq_len_norm)
+        # The global batch's counts (this process's in one process).
+        norm = Normalizer.of(batch.loss_mask, self.seq_len_norm, batch_total)
         behavior = batch.sampler_logprobs.clone() if algo.behavior_logprobs == "sampler" else None
         recomputed = torch.zeros_like(batch.sampler_logprobs)
         metrics = StepMetrics()
         for epoch in range(algo.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             for rows in self._micro_batches(batch.size):
+                if rows is None:
+                    self._filler_backward()
+                    continue
                 out = self.forward(
                     self.model,
                     batch,
@@ -215,21 +279,33 @@ class Learner:
                 old = behavior if behavior is not None else recomputed
                 inputs = self._loss_inputs(batch, prepared, advantages, rows, out, old)
                 result = total_loss(inputs, algo, norm, diagnostics=epoch == 0)
-                result.loss.backward()
+                (result.loss * self.loss_scale).backward()
                 metrics.add(result.metrics, tokens=float(inputs.mask.sum()))
             metrics.add({"grad_norm": self._step()})
+        metrics = self._across_processes(metrics)
         metrics.add({"lr": self.scheduler.get_last_lr()[0]})
         self.scheduler.step()
-        # Sampler vs trainer logprobs of the same tokens (before the update): numerics of the
-        # engine, plus the policy lag in async mode.
-        drift = (recomputed - batch.sampler_logprobs).abs() * batch.completion_mask
-        metrics.add(
-            {
-                "logprob_drift": masked_mean(drift, batch.completion_mask),
+        metrics.add(self._drift(recomputed, batch))
+        return metrics.means(passes=algo.ppo_epochs)
+
+    def _across_processes(self, metrics: StepMetrics) -> StepMetrics:
+        return (
+            StepMetrics.merged(all_gather_objects(metrics)) if self.world.distributed else metrics
+        )
+
+    def _drift(self, recomputed: Tensor, batch: Batch) -> dict[str, float]:
+        """Sampler vs trainer logprobs of the same tokens (before the update): numerics of
+        the engine, plus the policy lag in async mode. Over the global batch."""
+        mask = batch.completion_mask
+        drift = (recomputed - batch.sampler_logprobs).abs() * mask
+        if not self.world.distributed:
+            return {
+                "logprob_drift": masked_mean(drift, mask),
                 "logprob_drift_max": float(drift.max()),
             }
-        )
-        return metrics.means(passes=algo.ppo_epochs)
+        total, tokens = all_reduce([float(drift.sum()), float(mask.sum())])
+        (most,) = all_reduce([float(drift.max()) if drift.numel() else 0.0], "max")
+        return {"logprob_drift": total / max(tokens, 1.0), "logprob_drift_max": most}
 
     def fit(
         self,
@@ -240,19 +316,23 @@ class Learner:
     ) -> dict[str, float]:
         """mu passes over the batch, one optimiser step each, for the losses that need no
         advantages (rft's SFT loss, DPO's): `loss_of(out, rows)` is the micro-batch's share
-        of the batch loss. Micro-batches hold whole units of `rows_per_unit` rows (a DPO
+        of the (global) batch loss. Micro-batches hold whole units of `rows_per_unit` rows (a DPO
         pair). The loss's diagnostics are the first pass's: the policy of the round's start
         on its fresh samples, weighted by units."""
         metrics = StepMetrics()
         for epoch in range(self.algo.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             for rows in self._micro_batches(batch.size, rows_per_unit):
+                if rows is None:
+                    self._filler_backward()
+                    continue
                 result = loss_of(self.forward(self.model, batch, rows, values=False), rows)
-                result.loss.backward()
+                (result.loss * self.loss_scale).backward()
                 diagnostics = result.metrics if epoch == 0 else {}
                 units = (rows.stop - rows.start) / rows_per_unit
                 metrics.add({"loss": result.loss.item(), **diagnostics}, tokens=units)
             metrics.add({"grad_norm": self._step()})
+        metrics = self._across_processes(metrics)
         metrics.add({"lr": self.scheduler.get_last_lr()[0]})
         self.scheduler.step()
         return metrics.means(passes=self.algo.ppo_epochs)
@@ -306,3 +386,11 @@ class Learner:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.value_head is not None:
             self.value_head.load_state_dict(state["value_head"])
+
+
+def _rows_of(parts: list[Tensor], batch: Batch) -> Tensor:
+    """[N, T] from the micro-batches' parts, 0 off the completion tokens (zeros when this
+    process holds no rows)."""
+    if not parts:
+        return torch.zeros_like(batch.completion_mask)
+    return torch.cat(parts).cpu() * batch.completion_mask

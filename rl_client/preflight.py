@@ -25,6 +25,7 @@ import yaml
 
 from rl_client.checkpoint import latest_checkpoint
 from rl_client.config import SFTConfig, TrainConfig, flatten
+from rl_client.distributed import World, world_from_env
 from rl_client.trackers import missing_packages
 from verifier_server.client import RewardClient
 
@@ -87,6 +88,7 @@ def check_train(config: TrainConfig, *, model_path: str | None = None, eval_run:
             "rollout.engine: 'vllm' needs the vllm package; install it, or set rollout.engine=hf"
         )
     problems.append(_lora_problem(config.model.lora_r))
+    problems += world_problems(config, world_from_env())
     trackers = [] if eval_run else config.output.trackers  # eval reports to no tracker
     for tracker, package in missing_packages(trackers).items():
         problems.append(
@@ -96,6 +98,29 @@ def check_train(config: TrainConfig, *, model_path: str | None = None, eval_run:
     if not any(problems):  # no point dialling servers for a run that cannot start anyway
         problems += _reward_problems(reward.address)
     _raise(problems)
+
+
+def check_world(config: TrainConfig, world: World) -> None:
+    """Raises naming the config key when this run cannot run on `world`'s processes."""
+    _raise(world_problems(config, world))
+
+
+def world_problems(config: TrainConfig, world: World) -> list[str | None]:
+    """What a run on several processes (torchrun) cannot do, or not yet."""
+    if not world.distributed:
+        return []
+    n = world.world_size
+    prompts = config.rollout.prompts_per_step
+    return [
+        f"rollout.prompts_per_step: {prompts} groups do not split evenly over {n} processes; "
+        f"make it a multiple of {n}"
+        if prompts % n
+        else None,
+        "rollout.engine: 'vllm_remote' is not supported on several processes yet (every "
+        "process would push its weights to the same servers); use hf or vllm"
+        if config.rollout.engine == "vllm_remote"
+        else None,
+    ]
 
 
 def check_data(config: TrainConfig, *, eval_data: bool) -> None:

@@ -15,10 +15,13 @@ cursor, checkpoints and logs as the policy-gradient step in `trainer.py`):
 6. sync       the engine samples from the new weights
 7. log        kept fraction or pairs, pass rate, reward, DPO margin and accuracy
 
-Both rollout modes apply. In async mode a round's samples come from a policy at most
-`rollout.max_staleness` rounds old; neither loss has an importance ratio to correct, since
-SFT on verified winners and DPO on ranked pairs do not need on-policy samples (the DPO
-reference is taken at update time either way). The learner's logprobs are the model's own
+Both rollout modes apply. On several processes (torchrun) each selects from its own groups
+and the counts that scale a loss or skip a round (winners, pairs) are the global batch's.
+
+In async mode a round's samples come from a policy at most `rollout.max_staleness` rounds
+old; neither loss has an importance ratio to correct, since SFT on verified winners and DPO
+on ranked pairs do not need on-policy samples (the DPO reference is taken at update time
+either way). The learner's logprobs are the model's own
 (temperature 1) whatever the sampling temperature: the SFT and DPO losses are of pi itself.
 """
 
@@ -35,8 +38,9 @@ from rl_client.algorithms.dpo import dpo_loss, sequence_logprobs
 from rl_client.algorithms.losses import LossOutput, Normalizer
 from rl_client.algorithms.selection import PairIndex, preference_pairs, rejection_sampling_keep
 from rl_client.algorithms.sft import sft_loss
-from rl_client.batch import Batch, build_batch
+from rl_client.batch import Batch, build_batch, filler_batch
 from rl_client.config import AlgorithmConfig
+from rl_client.distributed import all_reduce, batch_total
 from rl_client.learner import ForwardOutput
 from rl_client.periodic_eval import periodic_eval
 from rl_client.rollout import Group
@@ -49,13 +53,16 @@ def round_step(run: Run, step: int) -> dict[str, Any]:
     began = time.perf_counter()
     # 1. rollout, 2. score: sync mode generates the round's groups now, async mode hands
     # over those generated while the last round trained; fully masked groups are dropped.
-    rollout = run.collector.collect(step)
+    # Several processes: each holds its share of the groups (`mine`); `rollout` is the global
+    # batch.
+    mine = run.collector.collect(step)
+    rollout = mine.across_processes(run.world)
     train_began = time.perf_counter()
     # 3. select, 4. reference, 5. update
-    learned = LEARN[run.config.algorithm.objective](run, rollout.kept, rollout.sampled)
+    learned = LEARN[run.config.algorithm.objective](run, mine.kept, rollout.sampled)
     # 6. sync: the engine samples from the weights of this round from now on
     sync_began = time.perf_counter()
-    run.collector.sync_weights(run.learner.model, step)
+    run.sync_weights(step)
     sync_s = time.perf_counter() - sync_began
     # 7. log
     metrics = {
@@ -76,8 +83,9 @@ def round_step(run: Run, step: int) -> dict[str, Any]:
         "time_train_s": sync_began - train_began,
         "time_sync_s": sync_s,
         "time_step_s": time.perf_counter() - began,
-        # 8. periodic eval of the policy just trained (eval.every), outside time_step_s
-        **periodic_eval(run, step),
+        # 8. periodic eval of the policy just trained (eval.every), outside time_step_s; by
+        # the main process only, which logs it
+        **(periodic_eval(run, step) if run.world.is_main else {}),
     }
     run.log.step(metrics, rollout.sampled)
     return metrics
@@ -85,22 +93,25 @@ def round_step(run: Run, step: int) -> dict[str, Any]:
 
 def rft_learn(run: Run, kept: Sequence[Group], sampled: Sequence[Group]) -> dict[str, Any]:
     """3. the verified winners; 5. the SFT loss on them, a token mean over all their tokens.
-    A round with no winner skips the update (never crashes)."""
+    A round with no winner skips the update (never crashes). `kept`: this process's groups,
+    `sampled`: the global batch's."""
     algo = run.config.algorithm
     winners = rejection_sampling_winners(kept, algo)
-    kept_items = sum(len(group.completions) for group in winners)
+    kept_items, train_groups = _totals(
+        sum(len(group.completions) for group in winners), len(winners)
+    )
     sampled_items = sum(len(group.completions) for group in sampled)
     metrics: dict[str, Any] = {
         "kept_items": kept_items,
         "kept_fraction": kept_items / sampled_items if sampled_items else 0.0,
-        "train_groups": len(winners),
+        "train_groups": train_groups,
         "sft_loss": None,
         "grad_norm": None,
         "lr": None,
     }
-    if winners:
+    if train_groups:
         batch = _batch(run, winners)
-        norm = Normalizer.of(batch.loss_mask, 1.0)
+        norm = Normalizer.of(batch.loss_mask, 1.0, batch_total)
 
         def loss_of(out: ForwardOutput, rows: slice) -> LossOutput:
             return sft_loss(out.logprobs, batch.loss_mask[rows].to(out.logprobs), norm)
@@ -113,15 +124,17 @@ def rft_learn(run: Run, kept: Sequence[Group], sampled: Sequence[Group]) -> dict
 def dpo_learn(run: Run, kept: Sequence[Group], sampled: Sequence[Group]) -> dict[str, Any]:
     """3. the preference pairs, each a 2-member group (chosen, rejected); 4. their reference
     sequence logprobs, before any update of the round; 5. the DPO / IPO loss. Rows 2i and
-    2i + 1 are pair i and never split across micro-batches."""
+    2i + 1 are pair i and never split across micro-batches. The loss is the mean over the
+    global batch's pairs."""
     algo = run.config.algorithm
     pairs, pair_groups = dpo_pairs(kept, algo)
+    num_pairs, pair_groups = _totals(len(pairs), pair_groups)
     metrics: dict[str, Any] = {
-        "pairs": len(pairs),
+        "pairs": num_pairs,
         "pair_groups": pair_groups,
         **dict.fromkeys(("dpo_loss", "dpo_margin", "dpo_accuracy", "grad_norm", "lr")),
     }
-    if not pairs:
+    if not num_pairs:
         return metrics
     batch = _batch(run, pairs)
     initial = algo.dpo_reference == "initial"
@@ -139,7 +152,7 @@ def dpo_learn(run: Run, kept: Sequence[Group], sampled: Sequence[Group]) -> dict
             ref[1::2],
             beta=algo.dpo_beta,
             variant=algo.dpo_loss,
-            num_pairs=len(pairs),
+            num_pairs=num_pairs,
         )
 
     update = run.learner.fit(batch, loss_of, rows_per_unit=2)
@@ -153,8 +166,16 @@ LEARN: dict[str, Callable[[Run, Sequence[Group], Sequence[Group]], dict[str, Any
 
 
 def _batch(run: Run, groups: Sequence[Group]) -> Batch:
+    """The groups' batch; a process with none of the global batch's joins with no rows."""
+    if not groups:
+        return filler_batch(0)
     mask_truncated = run.config.algorithm.mask_truncated
     return build_batch(groups, pad_token_id=run.engine.pad_token_id, mask_truncated=mask_truncated)
+
+
+def _totals(*counts: int) -> list[int]:
+    """`counts` summed over every process (themselves in one process)."""
+    return [int(total) for total in all_reduce([float(count) for count in counts])]
 
 
 def reward_table(groups: Sequence[Group]) -> tuple[Tensor, Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from rl_client.checkpoint import (
     set_rng_state,
     truncate_log,
 )
-from rl_client.collect import Collector, SyncCollector, TakePrompts
+from rl_client.collect import Collector, KeptTotal, SyncCollector, TakePrompts, own_count
 from rl_client.config import (
     AgentSettings,
     DataConfig,
@@ -31,6 +32,17 @@ from rl_client.config import (
 )
 from rl_client.data import DataError, PromptCursor, PromptRow, load_prompts, render_prompt
 from rl_client.data_sources import LazySequence
+from rl_client.distributed import (
+    SINGLE,
+    World,
+    all_gather_objects,
+    all_reduce,
+    full_state_dict,
+    new_group,
+    shard_flat,
+    shard_model,
+    share,
+)
 from rl_client.engines.base import SamplingParams
 from rl_client.engines.factory import build_engine
 from rl_client.engines.versioned import VersionedEngine
@@ -59,14 +71,30 @@ class Run:
     # The periodic eval's prompts (the first eval.limit) and token ids; empty when eval.every=0.
     eval_rows: list[PromptRow] = field(default_factory=list)
     eval_prompt_ids: list[list[int]] = field(default_factory=list)
+    world: World = SINGLE
+    # What the engine samples from: the learner's model in one process; with several, an
+    # unsharded copy of it (an FSDP-sharded model cannot run `generate` on its own).
+    sampler: torch.nn.Module | None = None
 
     @property
     def engine(self) -> VersionedEngine:
         return self.collector.engine
 
-    def save(self, step: int) -> Path:
+    def sync_weights(self, step: int) -> None:
+        """The engine samples from the weights of `step` from now on. Several processes: the
+        sharded policy is gathered once into the unsharded copy every engine loads from."""
+        model = self.learner.model
+        if self.sampler is not None and self.sampler is not model:
+            self.sampler.load_state_dict(full_state_dict(model))
+            model = self.sampler
+        self.collector.sync_weights(model, step)
+
+    def save(self, step: int) -> Path | None:
         """Async mode: the rollout thread finishes its batch and waits; the batches generated
-        ahead are saved with the cursor that stands right after them (lossless resume)."""
+        ahead are saved with the cursor that stands right after them (lossless resume).
+        Several processes: nothing is saved (sharded checkpoints are not built yet)."""
+        if self.world.distributed:
+            return None
         with self.collector.paused():
             return save_checkpoint(
                 self.output_dir,
@@ -162,10 +190,21 @@ def rollout_plan(
     )
 
 
-def reward_service(reward: RewardConfig) -> RewardService:
-    """Connects to `reward.address`, or starts the sidecar server."""
+def reward_service(reward: RewardConfig, world: World = SINGLE) -> RewardService:
+    """Connects to `reward.address`, or starts the sidecar server. Several processes and no
+    address: one sidecar per machine, started by its first process (local rank 0; torchrun
+    numbers a machine's processes contiguously, so that is rank - local_rank), which the
+    machine's other processes connect to."""
+    if not world.distributed or reward.address is not None:
+        return _reward_client(reward, reward.address)
+    started = _reward_client(reward, None) if world.local_rank == 0 else None
+    addresses = all_gather_objects(started.address if started is not None else None)
+    return started or _reward_client(reward, addresses[world.rank - world.local_rank])
+
+
+def _reward_client(reward: RewardConfig, address: str | list[str] | None) -> RewardService:
     return RewardService(
-        reward.address,
+        address,
         sidecar_config=reward.sidecar_config,
         sidecar_workers=reward.sidecar_workers,
         timeout_s=reward.timeout_s,
@@ -185,13 +224,15 @@ def check_reward_names(rows: Sequence[PromptRow], available: set[str]) -> None:
         raise DataError(f"unknown reward {listed}; the server has: {', '.join(sorted(available))}")
 
 
-def start_run(config: TrainConfig, device: torch.device) -> Run:
+def start_run(config: TrainConfig, device: torch.device, world: World = SINGLE) -> Run:
     """Loads and checks the data, starts the reward service (and checks that every row's
     reward exists there), then loads the models, resuming from the latest checkpoint in the
-    output dir when there is one (and `output.resume`)."""
+    output dir when there is one (and `output.resume`). `world`: this process's place in a
+    torchrun launch (`init_world`); only its main process writes files."""
     output_dir = Path(config.output.dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(dump_config(config))
+    if world.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(dump_config(config))
     data = config.data
     rows = prompts_from_config(data, data.path, data.split)
     tokenizer = load_tokenizer(config.model.path)
@@ -203,11 +244,13 @@ def start_run(config: TrainConfig, device: torch.device) -> Run:
     cursor = PromptCursor(len(rows), seed=config.train.seed, shuffle=data.shuffle)
     held_out = list(eval_rows(config)[: config.eval.limit]) if config.eval.every > 0 else []
     held_out_ids = tokenize_prompts(tokenizer, held_out, data.max_prompt_tokens) if held_out else []
-    rewards = reward_service(config.reward)
+    rewards = reward_service(config.reward, world)
     try:  # a failure from here on must not leave the sidecar running
         checked = rows[:LAZY_CHECKED_ROWS] if data.lazy else rows
         check_reward_names([*checked, *held_out], rewards.verifier_names())
-        run = _build_run(config, device, output_dir, rows, tokenizer, prompt_ids, cursor, rewards)
+        run = _build_run(
+            config, device, output_dir, rows, tokenizer, prompt_ids, cursor, rewards, world
+        )
     except BaseException:
         rewards.close()
         raise
@@ -224,17 +267,25 @@ def _build_run(
     prompt_ids: Sequence[list[int]],
     cursor: PromptCursor,
     rewards: RewardService,
+    world: World,
 ) -> Run:
     """Models, learner, engine and log; restored from the latest checkpoint if any."""
 
     checkpoint = latest_checkpoint(output_dir) if config.output.resume else None
+    if checkpoint is not None and world.distributed:
+        raise ValueError(
+            f"{checkpoint}: resuming a run of several processes is not supported yet; "
+            "set output.resume=false or use a fresh output.dir"
+        )
     random.seed(config.train.seed)
-    torch.manual_seed(config.train.seed)
+    torch.manual_seed(config.train.seed)  # the same initial weights on every process
     model = load_policy(
         config.model, device, checkpoint=checkpoint / "policy" if checkpoint else None
     )
-    learner = _learner(config, model, device)
-    start_step, trainer_state = _restore(checkpoint, output_dir, learner, cursor)
+    # Several processes: the engine samples from an unsharded copy, taken before sharding.
+    sampler = copy.deepcopy(model) if world.distributed else model
+    learner = _learner(config, model, device, world)
+    start_step, trainer_state = _restore(checkpoint, output_dir, learner, cursor, world)
     rng = trainer_state["rng"] if checkpoint is not None else None
 
     overlong = overlong_shaping(config)
@@ -244,18 +295,25 @@ def _build_run(
         first_step=start_step,
         trackers=build_trackers(
             config.output, config.model_dump(mode="json"), first_step=start_step
-        ),
-        progress=config.output.progress,
+        )
+        if world.is_main
+        else [],
+        progress=config.output.progress and world.is_main,
         log_rollouts=config.output.log_rollouts,
+        write=world.is_main,
     )
     if rng is not None:  # last but the engine: nothing above consumes the restored streams
         set_rng_state(rng)
+    if world.distributed:  # each process samples its own prompts with its own stream
+        torch.manual_seed(config.train.seed + world.rank)
     # Batches an async run had generated ahead (checkpoints older than async mode have none).
     buffered = trainer_state.get("rollout_buffer", [])
-    engine = VersionedEngine(build_engine(config, model, tokenizer), version=start_step)
+    engine = VersionedEngine(build_engine(config, sampler, tokenizer), version=start_step)
     try:  # a failure from here on must not leave vLLM's processes running
-        take = prompt_taker(cursor, rows, prompt_ids)
-        collector = _collector(config, tokenizer, engine, rewards, take, overlong, buffered)
+        take = prompt_taker(cursor, rows, prompt_ids, world)
+        collector = _collector(
+            config, tokenizer, engine, rewards, take, overlong, buffered, kept_total(config, world)
+        )
     except BaseException:
         engine.close()
         raise
@@ -271,16 +329,30 @@ def _build_run(
         rewards=rewards,
         log=log,
         start_step=start_step,
+        world=world,
+        sampler=sampler,
     )
 
 
-def _learner(config: TrainConfig, model: torch.nn.Module, device: torch.device) -> Learner:
+def _learner(
+    config: TrainConfig, model: torch.nn.Module, device: torch.device, world: World
+) -> Learner:
     """The learner over `model`, with a frozen reference (KL, or DPO's initial reference;
-    without LoRA) and a value head (gae) when the algorithm needs them."""
+    without LoRA) and a value head (gae) when the algorithm needs them. Several processes:
+    all three FSDP2-sharded (the value head too: its gradient is then averaged like the
+    policy's, and the gradient clipping sees one kind of parameter)."""
     algo = config.algorithm
     reference = None
     if algo.needs_reference_model and config.model.lora_r == 0:
         reference = load_reference(config.model, device)
+    value_head = new_value_head(model, device) if algo.uses_critic else None
+    if world.distributed:
+        bf16 = config.train.bf16 and device.type == "cuda"
+        for module in (model, reference):
+            if module is not None:
+                shard_model(module, bf16=bf16)
+        if value_head is not None:
+            shard_flat(value_head)
     return Learner(
         model,
         algo=algo,
@@ -291,12 +363,17 @@ def _learner(config: TrainConfig, model: torch.nn.Module, device: torch.device) 
         seq_len_norm=float(config.response_budget),
         device=device,
         reference=reference,
-        value_head=new_value_head(model, device) if algo.uses_critic else None,
+        value_head=value_head,
+        world=world,
     )
 
 
 def _restore(
-    checkpoint: Path | None, output_dir: Path, learner: Learner, cursor: PromptCursor
+    checkpoint: Path | None,
+    output_dir: Path,
+    learner: Learner,
+    cursor: PromptCursor,
+    world: World = SINGLE,
 ) -> tuple[int, dict[str, Any]]:
     """(the step the checkpoint holds, its trainer state); (0, {}) for a fresh run. The logs
     are cut back to that step, so an earlier run's lines never mix with this one's."""
@@ -308,7 +385,8 @@ def _restore(
         cursor.load_state_dict(cursor_state)
         print(f"resuming from {checkpoint} (step {start_step})")
     for name in ("metrics.jsonl", "rollouts.jsonl"):
-        truncate_log(output_dir / name, start_step)
+        if world.is_main:
+            truncate_log(output_dir / name, start_step)
     return start_step, trainer_state
 
 
@@ -323,15 +401,33 @@ def overlong_shaping(config: TrainConfig) -> Overlong | None:
 
 
 def prompt_taker(
-    cursor: PromptCursor, rows: Sequence[PromptRow], prompt_ids: Sequence[list[int]]
+    cursor: PromptCursor,
+    rows: Sequence[PromptRow],
+    prompt_ids: Sequence[list[int]],
+    world: World = SINGLE,
 ) -> TakePrompts:
-    """The next `count` rows and their token ids, in the cursor's order."""
+    """The next `count` rows and their token ids, in the cursor's order. Several processes:
+    every one draws the same `count` rows (the cursors move in step) and keeps its
+    contiguous share, so whole groups stay on one process."""
 
     def take(count: int) -> tuple[list[PromptRow], list[list[int]]]:
-        indices = cursor.take(count)
+        indices = share(cursor.take(count), world)
         return [rows[i] for i in indices], [prompt_ids[i] for i in indices]
 
     return take
+
+
+def kept_total(config: TrainConfig, world: World) -> KeptTotal:
+    """Dynamic sampling's count of kept groups over every process; async mode reduces on a
+    process group of its own (the rollout thread runs beside the trainer's collectives)."""
+    if not world.distributed:
+        return own_count
+    group = new_group() if config.rollout.mode == "async" else None
+
+    def total(kept: int) -> int:
+        return int(all_reduce([float(kept)], group=group)[0])
+
+    return total
 
 
 def agent_loop(settings: AgentSettings, tokenizer: Any) -> AgentLoop:
@@ -358,6 +454,7 @@ def _collector(
     take_prompts: TakePrompts,
     overlong: Overlong | None,
     buffered: list[Any],
+    kept_total: KeptTotal = own_count,
 ) -> Collector:
     rollout, algo = config.rollout, config.algorithm
     dynamic = (
@@ -380,6 +477,7 @@ def _collector(
             plan,
             dynamic_sampling=dynamic,
             max_gen_rounds=algo.max_gen_rounds,
+            kept_total=kept_total,
         )
     return AsyncCollector(
         engine,
@@ -393,4 +491,5 @@ def _collector(
         dynamic_sampling=dynamic,
         max_gen_rounds=algo.max_gen_rounds,
         buffered=buffered,
+        kept_total=kept_total,
     )

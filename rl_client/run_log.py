@@ -46,7 +46,11 @@ class RunLog:
         trackers: Sequence[Tracker],
         progress: bool,
         log_rollouts: bool,
+        write: bool = True,
     ) -> None:
+        """`write=False`: the history only, no file or tracker (a process other than the
+        main one of a run on several)."""
+        self.write = write
         self.metrics_path = output_dir / "metrics.jsonl"
         self.rollouts_path = output_dir / "rollouts.jsonl"
         self.log_rollouts = log_rollouts
@@ -60,6 +64,8 @@ class RunLog:
 
     def step(self, metrics: dict[str, Any], groups: Sequence[Group]) -> None:
         self.history.append(metrics)
+        if not self.write:
+            return
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(metrics) + "\n")
         if self.log_rollouts:

@@ -15,34 +15,54 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rl_client.algorithms.dispatch import lookup
 from rl_client.algorithms.estimators import compute_advantages
-from rl_client.batch import build_batch
-from rl_client.config import TrainConfig, dump_config
+from rl_client.batch import build_batch, filler_batch
+from rl_client.config import AlgorithmConfig, TrainConfig, dump_config
+from rl_client.distributed import (
+    batch_total,
+    close_world,
+    init_world,
+    process_device,
+)
+from rl_client.learner import Learner
 from rl_client.optim import resolve_device
 from rl_client.periodic_eval import periodic_eval
+from rl_client.preflight import check_world
+from rl_client.rollout import Group
 from rl_client.rounds import round_step
 from rl_client.run import Run, start_run
 from rl_client.run_log import reward_curve, rollout_metrics, summary_table
 
 
 def train(config: TrainConfig) -> list[dict[str, Any]]:
-    """Runs (or resumes) training; returns the metrics of the steps run in this call."""
-    print(dump_config(config))
-    run = start_run(config, resolve_device(config.train.device, config.train.threads))
-    step_fn = lookup(STEPS, config.algorithm.objective, "algorithm.objective")
+    """Runs (or resumes) training; returns the metrics of the steps run in this call. Under
+    torchrun, this process's part of a run on several (`rl_client.distributed`); the main
+    process prints and writes the logs."""
+    device = resolve_device(config.train.device, config.train.threads)
+    world = init_world(device)  # one process without torchrun
+    device = process_device(device, world)
+    check_world(config, world)
+    if world.is_main:
+        print(dump_config(config))
     try:
-        for step in range(run.start_step + 1, config.train.steps + 1):
-            step_fn(run, step)
-            if step % config.output.save_every == 0 or step == config.train.steps:
-                run.save(step)
+        run = start_run(config, device, world)
+        step_fn = lookup(STEPS, config.algorithm.objective, "algorithm.objective")
+        try:
+            for step in range(run.start_step + 1, config.train.steps + 1):
+                step_fn(run, step)
+                if step % config.output.save_every == 0 or step == config.train.steps:
+                    run.save(step)
+        finally:
+            run.close()
     finally:
-        run.close()
-    print(summary_table(run.log.history))
-    print(reward_curve(run.log.history))
+        close_world()
+    if world.is_main:
+        print(summary_table(run.log.history))
+        print(reward_curve(run.log.history))
     return run.log.history
 
 
@@ -51,24 +71,18 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     began = time.perf_counter()
     # 1. rollout, 2. score, 3. filter: sync mode generates the batch now (going back for fresh
     # prompts while dynamic sampling's budget lasts); async mode hands over the batch that was
-    # generated while earlier steps trained.
-    rollout = run.collector.collect(step)
+    # generated while earlier steps trained. Several processes: each holds its share of the
+    # groups (`mine`); `rollout` is the global batch.
+    mine = run.collector.collect(step)
+    rollout = mine.across_processes(run.world)
     train_began = time.perf_counter()
     update: dict[str, Any] = {}
     if rollout.kept:  # else nothing verified this step: skip the update, never crash
-        # 4. advantages: the batch, the reference and value passes, the estimator
-        batch = build_batch(
-            rollout.kept, pad_token_id=run.engine.pad_token_id, mask_truncated=algo.mask_truncated
-        )
-        prepared = run.learner.prepare(batch)
-        advantages = compute_advantages(
-            batch, algo, ref_logprobs=prepared.ref_logprobs, old_values=prepared.old_values
-        )
-        # 5. update
-        update = run.learner.update(batch, prepared, advantages)
+        # 4. advantages, 5. update
+        update = policy_update(run.learner, mine.kept, algo, run.engine.pad_token_id)
     # 6. sync: the engine samples from the weights of this step (its version) from now on
     sync_began = time.perf_counter()
-    run.collector.sync_weights(run.learner.model, step)
+    run.sync_weights(step)
     sync_s = time.perf_counter() - sync_began
     # 7. log
     metrics = {
@@ -95,8 +109,9 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
         "time_train_s": sync_began - train_began,
         "time_sync_s": sync_s,  # async: includes waiting for the engine's call in progress
         "time_step_s": time.perf_counter() - began,
-        # 8. periodic eval of the policy just trained (eval.every), outside time_step_s
-        **periodic_eval(run, step),
+        # 8. periodic eval of the policy just trained (eval.every), outside time_step_s; by
+        # the main process only, which logs it
+        **(periodic_eval(run, step) if run.world.is_main else {}),
     }
     if algo.dynamic_sampling:
         # The budget ran out before the batch filled: trained on fewer groups (DAPO would
@@ -106,6 +121,28 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
         )
     run.log.step(metrics, rollout.sampled)
     return metrics
+
+
+def policy_update(
+    learner: Learner, kept: Sequence[Group], algo: AlgorithmConfig, pad_token_id: int
+) -> dict[str, float]:
+    """4. advantages: the batch, the reference and value passes, the estimator; 5. the
+    update. Several processes: `kept` is this process's share of a global batch that has
+    groups; a process with none still joins the others' collectives, with no rows."""
+    batch = (
+        build_batch(kept, pad_token_id=pad_token_id, mask_truncated=algo.mask_truncated)
+        if kept
+        else filler_batch(0)
+    )
+    prepared = learner.prepare(batch)
+    advantages = compute_advantages(
+        batch,
+        algo,
+        ref_logprobs=prepared.ref_logprobs,
+        old_values=prepared.old_values,
+        batch_total=batch_total,
+    )
+    return learner.update(batch, prepared, advantages)
 
 
 # One step of each objective: the policy gradient here, the rounds of rft and dpo in rounds.py.

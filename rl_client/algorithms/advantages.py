@@ -24,11 +24,22 @@ from torch import Tensor
 
 from rl_client.algorithms.dispatch import lookup
 
+# The total over the whole batch of a partial sum over this process's rows: the identity in
+# one process, a sum across processes when the batch is spread over several (a group is never
+# split, so only the batch-wide statistics need it).
+BatchTotal = Callable[[Tensor], Tensor]
+
+
+def local_total(partial: Tensor) -> Tensor:
+    """One process holds the whole batch: its partial sum is the total."""
+    return partial
+
 
 @dataclass(frozen=True)
 class AdvantageOptions:
     eps: float = 1e-6  # added to a standard deviation before dividing by it
     group_baseline: bool = True  # reinforce_pp: subtract the group mean before normalising
+    batch_total: BatchTotal = local_total  # reinforce_pp's batch statistics
 
 
 def _valid_rewards(rewards: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -89,17 +100,18 @@ def reinforce_pp_advantages(rewards: Tensor, valid: Tensor, options: AdvantageOp
     With `group_baseline` the group mean is subtracted first (REINFORCE++-baseline), then the
     result is divided by the batch std; without it the batch mean is subtracted instead. The
     paper's token-level form (KL reward-to-go, token whitening) is `reward_to_go` + `whiten`."""
+    total = options.batch_total
     rewards, weight = _valid_rewards(rewards, valid)
     if options.group_baseline:
         centered = group_centered(rewards, valid)
     else:
-        n = weight.sum().clamp(min=1)
-        centered = rewards - (rewards * weight).sum() / n
-    n = weight.sum()
+        n = total(weight.sum()).clamp(min=1)
+        centered = rewards - total((rewards * weight).sum()) / n
+    n = total(weight.sum())
     if n < 2:
         return torch.zeros_like(rewards)
-    mean = (centered * weight).sum() / n
-    std = (((centered - mean) ** 2 * weight).sum() / (n - 1)).sqrt()
+    mean = total((centered * weight).sum()) / n
+    std = (total(((centered - mean) ** 2 * weight).sum()) / (n - 1)).sqrt()
     if std == 0:
         return torch.zeros_like(rewards)
     return centered / (std + options.eps) * weight
@@ -162,14 +174,17 @@ def reward_to_go(token_rewards: Tensor, mask: Tensor, *, gamma: float = 1.0) -> 
     return gae_advantages(token_rewards, zeros, mask, gamma=gamma, lam=1.0)[0]
 
 
-def whiten(values: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+def whiten(
+    values: Tensor, mask: Tensor, eps: float = 1e-8, *, batch_total: BatchTotal = local_total
+) -> Tensor:
     """(x - mean) / std over the masked entries (PPO's advantage normalisation, REINFORCE++'s
-    global token-level normalisation); 0 elsewhere."""
+    global token-level normalisation); 0 elsewhere. `batch_total`: the moments are the whole
+    batch's when its rows are spread over processes."""
     weight = mask.to(values.dtype)
     values = torch.where(weight > 0, values, torch.zeros_like(values))
-    n = weight.sum().clamp(min=1)
-    mean = (values * weight).sum() / n
-    std = (((values - mean) ** 2 * weight).sum() / n).sqrt()
+    n = batch_total(weight.sum()).clamp(min=1)
+    mean = batch_total((values * weight).sum()) / n
+    std = (batch_total(((values - mean) ** 2 * weight).sum()) / n).sqrt()
     return (values - mean) / (std + eps) * weight
 
 

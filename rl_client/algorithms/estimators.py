@@ -18,8 +18,10 @@ from torch import Tensor
 
 from rl_client.algorithms.advantages import (
     AdvantageOptions,
+    BatchTotal,
     gae_advantages,
     group_centered,
+    local_total,
     outcome_advantages,
     outcome_token_rewards,
     reward_to_go,
@@ -49,6 +51,7 @@ def compute_advantages(
     *,
     ref_logprobs: Tensor | None = None,
     old_values: Tensor | None = None,
+    batch_total: BatchTotal = local_total,
 ) -> Advantages:
     """The estimator `algo.advantage` over the batch. `ref_logprobs` [N, T] (the frozen
     reference's) is needed with kl_coef > 0 and kl_placement 'reward', `old_values` [N, T]
@@ -66,7 +69,7 @@ def compute_advantages(
             algo.kl_estimator, batch.sampler_logprobs, ref_logprobs, batch.completion_mask
         )
     estimator = lookup(ESTIMATORS, algo.advantage, "advantage estimator")
-    return estimator(batch, algo, kl_tokens, old_values)
+    return estimator(batch, algo, kl_tokens, old_values, batch_total)
 
 
 def _grid(batch: Batch, rewards: Tensor) -> tuple[Tensor, Tensor]:
@@ -79,7 +82,11 @@ def _grid(batch: Batch, rewards: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _outcome(
-    batch: Batch, algo: AlgorithmConfig, kl_tokens: Tensor | None, old_values: Tensor | None
+    batch: Batch,
+    algo: AlgorithmConfig,
+    kl_tokens: Tensor | None,
+    old_values: Tensor | None,
+    batch_total: BatchTotal,
 ) -> Advantages:
     """One advantage per completion from its group's rewards (less its summed KL), on every
     completion token."""
@@ -87,21 +94,27 @@ def _outcome(
     if kl_tokens is not None:
         rewards = rewards - algo.kl_coef * kl_tokens.sum(dim=1)
     grid, valid = _grid(batch, rewards)
-    options = AdvantageOptions(eps=algo.advantage_eps, group_baseline=algo.group_baseline)
+    options = AdvantageOptions(
+        eps=algo.advantage_eps, group_baseline=algo.group_baseline, batch_total=batch_total
+    )
     per_group = outcome_advantages(algo.advantage, grid, valid, options)  # [B, G]
     advantages = per_group[batch.group_index, batch.member_index]  # [N]
     return Advantages(advantages.unsqueeze(1) * batch.completion_mask, None)
 
 
 def _reinforce_pp(
-    batch: Batch, algo: AlgorithmConfig, kl_tokens: Tensor | None, old_values: Tensor | None
+    batch: Batch,
+    algo: AlgorithmConfig,
+    kl_tokens: Tensor | None,
+    old_values: Tensor | None,
+    batch_total: BatchTotal,
 ) -> Advantages:
     """REINFORCE++ (arXiv:2501.03262, sec. 3). The 'sequence' form is an outcome estimator;
     the paper's 'token' form puts r(x, y) on the last policy token (less the group mean with
     `group_baseline`: REINFORCE++-baseline), minus kl_coef * KL on every token, sums it to
     go, then whitens over all loss tokens of the batch."""
     if algo.reinforce_pp_form != "token":
-        return _outcome(batch, algo, kl_tokens, old_values)
+        return _outcome(batch, algo, kl_tokens, old_values, batch_total)
     outcome = batch.rewards
     if algo.group_baseline:
         grid, valid = _grid(batch, batch.rewards)
@@ -110,11 +123,15 @@ def _reinforce_pp(
     if kl_tokens is not None:
         token_rewards = token_rewards - algo.kl_coef * kl_tokens
     returns = reward_to_go(token_rewards, batch.completion_mask, gamma=algo.gamma)
-    return Advantages(whiten(returns, batch.loss_mask), None)
+    return Advantages(whiten(returns, batch.loss_mask, batch_total=batch_total), None)
 
 
 def _gae(
-    batch: Batch, algo: AlgorithmConfig, kl_tokens: Tensor | None, old_values: Tensor | None
+    batch: Batch,
+    algo: AlgorithmConfig,
+    kl_tokens: Tensor | None,
+    old_values: Tensor | None,
+    batch_total: BatchTotal,
 ) -> Advantages:
     """The critic branch: the reward on each row's last policy token, less the per-token KL,
     through GAE against the value head's estimates before the update."""
@@ -131,11 +148,13 @@ def _gae(
         lam=algo.gae_lambda,
     )
     if algo.whiten_advantages:
-        advantages = whiten(advantages, batch.loss_mask)
+        advantages = whiten(advantages, batch.loss_mask, batch_total=batch_total)
     return Advantages(advantages, returns)
 
 
-Estimator = Callable[["Batch", "AlgorithmConfig", "Tensor | None", "Tensor | None"], Advantages]
+Estimator = Callable[
+    ["Batch", "AlgorithmConfig", "Tensor | None", "Tensor | None", BatchTotal], Advantages
+]
 
 # Every `algorithm.advantage`: the outcome estimators of advantages.py, REINFORCE++ in
 # either form, and gae (the critic).

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from rl_client.algorithms.advantages import BatchTotal, local_total
 from rl_client.algorithms.dispatch import lookup
 
 
@@ -33,10 +34,14 @@ class Normalizer:
     seq_len_norm: float  # Dr. GRPO's constant: the response budget in policy tokens
 
     @classmethod
-    def of(cls, mask: Tensor, seq_len_norm: float) -> Normalizer:
+    def of(
+        cls, mask: Tensor, seq_len_norm: float, batch_total: BatchTotal = local_total
+    ) -> Normalizer:
+        """`batch_total`: the counts of the whole batch when its rows are spread over
+        processes, so each process's loss is its share of the global batch's."""
         return cls(
-            num_tokens=max(float(mask.sum()), 1.0),
-            num_seqs=max(float((mask.sum(dim=1) > 0).sum()), 1.0),
+            num_tokens=max(float(batch_total(mask.sum())), 1.0),
+            num_seqs=max(float(batch_total((mask.sum(dim=1) > 0).sum())), 1.0),
             seq_len_norm=seq_len_norm,
         )
 
