@@ -15,6 +15,7 @@ from rl_client.async_collect import AsyncCollector
 from rl_client.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
+    policy_dir,
     save_checkpoint,
     set_rng_state,
     truncate_log,
@@ -29,9 +30,11 @@ from rl_client.config import (
     dump_config,
 )
 from rl_client.data import DataError, PromptCursor, PromptRow, load_prompts, render_prompt
+from rl_client.distributed import world_from_env
 from rl_client.engines.base import SamplingParams
 from rl_client.engines.factory import build_engine
 from rl_client.engines.versioned import VersionedEngine
+from rl_client.export import export_policy
 from rl_client.group_filter import DynamicSampling
 from rl_client.learner import Learner
 from rl_client.models import load_policy, load_reference, load_tokenizer, new_value_head
@@ -64,21 +67,23 @@ class Run:
 
     def save(self, step: int) -> Path:
         """Async mode: the rollout thread finishes its batch and waits; the batches generated
-        ahead are saved with the cursor that stands right after them (lossless resume)."""
+        ahead are saved with the cursor that stands right after them (lossless resume).
+        Under torchrun every process calls it. The last step's checkpoint is also exported
+        as a plain Hugging Face model to `<output.dir>/final/` (by rank 0)."""
         with self.collector.paused():
-            return save_checkpoint(
+            path = save_checkpoint(
                 self.output_dir,
                 step=step,
-                model=self.learner.model,
+                learner=self.learner,
                 tokenizer=self.tokenizer,
-                trainer_state={
-                    **self.learner.state_dict(),
-                    "rollout_buffer": self.collector.buffered(),
-                },
+                rollout_buffer=self.collector.buffered(),
                 cursor=self.cursor.state_dict(),
                 config_yaml=dump_config(self.config),
                 keep=self.config.output.keep_checkpoints,
             )
+        if step == self.config.train.steps and world_from_env().is_main:
+            export_policy(path, self.output_dir / "final")
+        return path
 
     def close(self) -> None:
         self.log.close()
@@ -203,7 +208,7 @@ def _build_run(
     random.seed(config.train.seed)
     torch.manual_seed(config.train.seed)
     model = load_policy(
-        config.model, device, checkpoint=checkpoint / "policy" if checkpoint else None
+        config.model, device, checkpoint=policy_dir(checkpoint) if checkpoint else None
     )
     learner = _learner(config, model, device)
     start_step, trainer_state = _restore(checkpoint, output_dir, learner, cursor)
@@ -270,18 +275,22 @@ def _learner(config: TrainConfig, model: torch.nn.Module, device: torch.device) 
 def _restore(
     checkpoint: Path | None, output_dir: Path, learner: Learner, cursor: PromptCursor
 ) -> tuple[int, dict[str, Any]]:
-    """(the step the checkpoint holds, its trainer state); (0, {}) for a fresh run. The logs
-    are cut back to that step, so an earlier run's lines never mix with this one's."""
+    """(the step the checkpoint holds, this process's {"rng", "rollout_buffer"}); (0, {})
+    for a fresh run. The learner is restored in place. The logs are cut back to that step,
+    so an earlier run's lines never mix with this one's."""
     start_step = 0
-    trainer_state: dict[str, Any] = {}
+    rank_state: dict[str, Any] = {}
     if checkpoint is not None:
-        start_step, cursor_state, trainer_state = load_checkpoint(checkpoint)
-        learner.load_state_dict(trainer_state)
+        start_step, cursor_state, rank_state = load_checkpoint(
+            checkpoint, learner=learner, seed=learner.settings.seed
+        )
         cursor.load_state_dict(cursor_state)
-        print(f"resuming from {checkpoint} (step {start_step})")
-    for name in ("metrics.jsonl", "rollouts.jsonl"):
-        truncate_log(output_dir / name, start_step)
-    return start_step, trainer_state
+        if world_from_env().is_main:
+            print(f"resuming from {checkpoint} (step {start_step})")
+    if world_from_env().is_main:
+        for name in ("metrics.jsonl", "rollouts.jsonl"):
+            truncate_log(output_dir / name, start_step)
+    return start_step, rank_state
 
 
 def overlong_shaping(config: TrainConfig) -> Overlong | None:

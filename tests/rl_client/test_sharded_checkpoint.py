@@ -1,0 +1,277 @@
+"""Checkpoints of a policy sharded by FSDP2 over 2 real processes (gloo on loopback, a tiny
+Llama): exact resume on 2 processes, resume on 1 process and from 1 process onto 2, a
+process SIGKILLed mid-save, the export to a plain Hugging Face directory; and the pure parts
+(per-process state across world sizes, optimiser state by name)."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM
+
+from rl_client.checkpoint import (
+    CheckpointError,
+    derived_seed,
+    latest_checkpoint,
+    load_checkpoint,
+    policy_dir,
+    resumed_rank_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from rl_client.cli import main
+from rl_client.export import export_policy
+from rl_client.models import load_tokenizer
+from rl_client.sharded_checkpoint import named_optimizer_state
+from tests.support.sharded_training import (
+    PROBE,
+    SEED,
+    build_learner,
+    full_state,
+    launch,
+    train_step,
+)
+from tests.support.tiny_models import one_torch_thread, random_lm
+
+
+@pytest.fixture(autouse=True)
+def one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test process itself is never part of a torchrun world."""
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return random_lm(tmp_path_factory.mktemp("llama"), seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, llama: Path) -> Path:
+    """2 processes: 3 steps, checkpoints after steps 1 and 2, full states dumped."""
+    output_dir = tmp_path_factory.mktemp("sharded")
+    _check_ranks(launch("train", output_dir, llama))
+    return output_dir
+
+
+def _check_ranks(results: list[Any]) -> None:
+    for rank, result in enumerate(results):
+        assert result.returncode == 0, f"rank {rank} failed:\n{result.stdout[-3000:]}"
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return torch.load(path, weights_only=False)
+
+
+def assert_same_state(actual: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Bit-identical weights, AdamW moments and step counts, and learning rate."""
+    assert actual["model"].keys() == expected["model"].keys()
+    for name, tensor in expected["model"].items():
+        assert torch.equal(actual["model"][name], tensor), name
+    assert actual["optimizer"].keys() == expected["optimizer"].keys()
+    for name, moments in expected["optimizer"].items():
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(actual["optimizer"][name][key], moments[key]), (name, key)
+    assert actual["lr"] == expected["lr"]
+
+
+def test_two_processes_resume_exactly(trained: Path, llama: Path) -> None:
+    # Restarted from step 2's checkpoint: the same weights, moments and RNG streams as the
+    # run that went on, and step 3 (a batch drawn from each process's restored stream)
+    # lands on the same weights bit for bit.
+    _check_ranks(launch("resume", trained, llama))
+    for step in (2, 3):
+        resumed, uninterrupted = (
+            _load(trained / f"resumed_{step}.pt"),
+            _load(trained / f"dump_{step}.pt"),
+        )
+        assert_same_state(resumed, uninterrupted)
+        assert torch.equal(resumed["rng"], uninterrupted["rng"])
+    # Step 3 moved the weights: the comparison above is not of two untouched copies.
+    before, after = _load(trained / "dump_2.pt"), _load(trained / "dump_3.pt")
+    assert not torch.equal(
+        before["model"]["policy.lm_head.weight"], after["model"]["policy.lm_head.weight"]
+    )
+
+
+def test_one_process_resumes_a_two_process_checkpoint(trained: Path, llama: Path) -> None:
+    # DCP reshards on load: one process gets the full weights and moments the 2 processes
+    # held between them; its RNG is fresh (seeded from train.seed, the step and its rank).
+    checkpoint = trained / "checkpoints" / "step_000002"
+    assert latest_checkpoint(trained) == checkpoint
+    assert policy_dir(checkpoint) is None
+    with one_torch_thread():
+        learner = build_learner(llama, sharded=False)
+        step, cursor, rank_state = load_checkpoint(checkpoint, learner=learner, seed=SEED)
+        assert (step, cursor) == (2, {"epoch": 0, "position": 4, "size": 10})
+        assert rank_state == {"rng": {"seed": derived_seed(SEED, 2, 0)}, "rollout_buffer": []}
+        assert_same_state(full_state(learner), _load(trained / "dump_2.pt"))
+
+
+def test_export_loads_as_a_plain_model_with_the_trained_logits(
+    trained: Path, tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "exported"
+    checkpoint = trained / "checkpoints" / "step_000002"
+    assert main(["export", str(checkpoint), str(out_dir)]) == 0
+    assert (out_dir / "model.safetensors").exists()
+    assert not (out_dir / "adapter_config.json").exists()
+    with one_torch_thread(), torch.no_grad():
+        model = AutoModelForCausalLM.from_pretrained(str(out_dir))
+        logits = model(input_ids=PROBE).logits
+    # The sharded model's own logits on the same input, on rank 0 after step 2.
+    torch.testing.assert_close(logits, _load(trained / "logits_2.pt"), rtol=0, atol=1e-5)
+    assert load_tokenizer(out_dir).chat_template is not None
+
+
+def test_a_process_killed_mid_save_leaves_the_previous_checkpoint(
+    llama: Path, tmp_path: Path
+) -> None:
+    results = launch("kill", tmp_path, llama)
+    assert results[1].returncode == -9  # SIGKILL, after writing its shards of step 2
+    assert results[0].returncode != 0  # its peer is gone: the barrier fails
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step_000001"
+    assert (tmp_path / "checkpoints" / ".partial_step_000002" / "sharded").is_dir()
+    with one_torch_thread():  # and step 1's checkpoint loads
+        learner = build_learner(llama, sharded=False)
+        step, _, _ = load_checkpoint(latest_checkpoint(tmp_path), learner=learner, seed=SEED)
+    assert step == 1
+
+
+def test_two_processes_resume_a_one_process_checkpoint(llama: Path, tmp_path: Path) -> None:
+    # Today's one-process layout (save_pretrained + trainer.pt) onto 2 processes: the
+    # optimiser state by index becomes by name and each process keeps its shard.
+    with one_torch_thread():
+        torch.manual_seed(SEED)
+        learner = build_learner(llama, sharded=False)
+        train_step(learner)
+        train_step(learner)
+        checkpoint = _save(learner, tmp_path, llama, step=2, ahead=[])
+        expected = full_state(learner)
+    assert (checkpoint / "policy" / "model.safetensors").exists()
+    _check_ranks(launch("resume", tmp_path, llama))
+    resumed = _load(tmp_path / "resumed_2.pt")
+    assert_same_state(resumed, expected)
+
+
+def _save(
+    learner: Any,
+    output_dir: Path,
+    model_dir: Path,
+    *,
+    step: int,
+    keep: int = 2,
+    ahead: list[str] | None = None,
+) -> Path:
+    """`ahead`: the async batches generated ahead (default: one, for step + 1)."""
+    return save_checkpoint(
+        output_dir,
+        step=step,
+        learner=learner,
+        tokenizer=load_tokenizer(model_dir),
+        rollout_buffer=[f"batch of step {step + 1}"] if ahead is None else ahead,
+        cursor={"epoch": 0, "position": step, "size": 10},
+        config_yaml=yaml.safe_dump({"model": {"path": str(model_dir)}}),
+        keep=keep,
+    )
+
+
+def test_one_process_layout_round_trip_and_keep(llama: Path, tmp_path: Path) -> None:
+    with one_torch_thread():
+        learner = build_learner(llama, sharded=False)
+        train_step(learner)
+        for step in (1, 2, 3):
+            _save(learner, tmp_path, llama, step=step, keep=2)
+        (tmp_path / "checkpoints" / ".partial_step_000004").mkdir()  # a save that was killed
+        checkpoint = latest_checkpoint(tmp_path)
+        assert checkpoint == tmp_path / "checkpoints" / "step_000003"
+        assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == [
+            "step_000002",
+            "step_000003",
+        ]
+        expected = full_state(learner)
+        fresh = build_learner(checkpoint / "policy", sharded=False)
+        step, _, rank_state = load_checkpoint(checkpoint, learner=fresh, seed=SEED)
+    assert step == 3 and rank_state["rollout_buffer"] == ["batch of step 4"]
+    assert_same_state(full_state(fresh), expected)
+
+
+def test_export_of_a_one_process_checkpoint_is_its_policy(llama: Path, tmp_path: Path) -> None:
+    with one_torch_thread():
+        learner = build_learner(llama, sharded=False)
+        train_step(learner)
+        checkpoint = _save(learner, tmp_path, llama, step=1)
+        out_dir = export_policy(checkpoint, tmp_path / "exported")
+        exported = AutoModelForCausalLM.from_pretrained(str(out_dir)).state_dict()
+    for name, tensor in learner.model.state_dict().items():
+        assert torch.equal(exported[name], tensor), name
+
+
+def test_export_of_a_missing_checkpoint_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", str(tmp_path / "nope"), str(tmp_path / "out")]) == 2
+    assert "not a complete checkpoint (no state.json)" in capsys.readouterr().err
+
+
+# ---- pure parts
+
+
+def test_same_world_size_gets_each_process_its_own_state() -> None:
+    saved = [{"rng": {"python": r}, "rollout_buffer": [f"rank {r}"]} for r in range(2)]
+    state = resumed_rank_state(saved, rank=1, world_size=2, seed=0, step=5)
+    assert state == {"rng": {"python": 1}, "rollout_buffer": ["rank 1"]}
+
+
+def test_another_world_size_gets_fresh_streams_per_rank() -> None:
+    saved = [{"rng": {"python": r}, "rollout_buffer": []} for r in range(2)]
+    states = [resumed_rank_state(saved, rank=r, world_size=4, seed=9, step=5) for r in range(4)]
+    seeds = [state["rng"]["seed"] for state in states]
+    assert seeds == [derived_seed(9, 5, r) for r in range(4)]
+    assert len(set(seeds)) == 4  # each process its own stream
+    assert derived_seed(9, 5, 0) != derived_seed(9, 6, 0) != derived_seed(10, 5, 0)
+    assert all(0 <= seed < 2**63 for seed in seeds)
+
+
+def test_another_world_size_refuses_async_batches_generated_ahead() -> None:
+    saved = [{"rng": {}, "rollout_buffer": ["a", "b"]}, {"rng": {}, "rollout_buffer": ["c"]}]
+    with pytest.raises(CheckpointError, match="saved by 2 processes and holds 3 batches"):
+        resumed_rank_state(saved, rank=0, world_size=1, seed=0, step=5)
+
+
+def test_a_seed_state_seeds_python_and_torch() -> None:
+    set_rng_state({"seed": 123})
+    drawn = (random.random(), torch.rand(2))
+    random.seed(123)
+    torch.manual_seed(123)
+    assert drawn[0] == random.random() and torch.equal(drawn[1], torch.rand(2))
+
+
+def test_optimizer_state_by_index_becomes_by_name() -> None:
+    state = {
+        "state": {0: {"step": 1}, 2: {"step": 3}},  # parameter 1 had no gradient yet
+        "param_groups": [{"lr": 0.1, "params": [0, 1]}, {"lr": 0.2, "params": [2]}],
+    }
+    named = named_optimizer_state(state, ["a", "b", "c"])
+    assert named == {
+        "state": {"a": {"step": 1}, "c": {"step": 3}},
+        "param_groups": [{"lr": 0.1, "params": ["a", "b"]}, {"lr": 0.2, "params": ["c"]}],
+    }
+    with pytest.raises(ValueError, match="holds 3 parameters, this learner trains 2"):
+        named_optimizer_state(state, ["a", "b"])
+
+
+def test_copied_checkpoint_dirs_stay_loadable(trained: Path, tmp_path: Path, llama: Path) -> None:
+    # DCP's metadata names files relative to the checkpoint: a moved checkpoint still loads.
+    moved = tmp_path / "checkpoints" / "step_000002"
+    shutil.copytree(trained / "checkpoints" / "step_000002", moved)
+    with one_torch_thread():
+        learner = build_learner(llama, sharded=False)
+        load_checkpoint(moved, learner=learner, seed=SEED)
+        assert_same_state(full_state(learner), _load(trained / "dump_2.pt"))
