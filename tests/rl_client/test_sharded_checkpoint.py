@@ -26,8 +26,10 @@ from rl_client.checkpoint import (
     set_rng_state,
 )
 from rl_client.cli import main
+from rl_client.config import AlgorithmConfig, ModelConfig, TrainSettings
 from rl_client.export import export_policy
-from rl_client.models import load_tokenizer
+from rl_client.learner import Learner
+from rl_client.models import load_policy, load_tokenizer
 from rl_client.sharded_checkpoint import named_optimizer_state
 from tests.support.sharded_training import (
     PROBE,
@@ -117,17 +119,20 @@ def test_one_process_resumes_a_two_process_checkpoint(trained: Path, llama: Path
 def test_export_loads_as_a_plain_model_with_the_trained_logits(
     trained: Path, tmp_path: Path
 ) -> None:
+    # `rl-client export` here, without torchrun; and rank 0's export inside the 2-process
+    # run (what `Run.save` does after the last step).
     out_dir = tmp_path / "exported"
     checkpoint = trained / "checkpoints" / "step_000002"
     assert main(["export", str(checkpoint), str(out_dir)]) == 0
-    assert (out_dir / "model.safetensors").exists()
-    assert not (out_dir / "adapter_config.json").exists()
-    with one_torch_thread(), torch.no_grad():
-        model = AutoModelForCausalLM.from_pretrained(str(out_dir))
-        logits = model(input_ids=PROBE).logits
-    # The sharded model's own logits on the same input, on rank 0 after step 2.
-    torch.testing.assert_close(logits, _load(trained / "logits_2.pt"), rtol=0, atol=1e-5)
-    assert load_tokenizer(out_dir).chat_template is not None
+    for exported in (out_dir, trained / "final"):
+        assert (exported / "model.safetensors").exists()
+        assert not (exported / "adapter_config.json").exists()
+        with one_torch_thread(), torch.no_grad():
+            model = AutoModelForCausalLM.from_pretrained(str(exported))
+            logits = model(input_ids=PROBE).logits
+        # The sharded model's own logits on the same input, on rank 0 after step 2.
+        torch.testing.assert_close(logits, _load(trained / "logits_2.pt"), rtol=0, atol=1e-5)
+        assert load_tokenizer(exported).chat_template is not None
 
 
 def test_a_process_killed_mid_save_leaves_the_previous_checkpoint(
@@ -211,6 +216,43 @@ def test_export_of_a_one_process_checkpoint_is_its_policy(llama: Path, tmp_path:
         exported = AutoModelForCausalLM.from_pretrained(str(out_dir)).state_dict()
     for name, tensor in learner.model.state_dict().items():
         assert torch.equal(exported[name], tensor), name
+
+
+def test_export_of_a_lora_checkpoint_merges_the_adapters(llama: Path, tmp_path: Path) -> None:
+    model_config = {"path": str(llama), "lora_r": 4, "lora_target_modules": ["q_proj", "v_proj"]}
+    with one_torch_thread():
+        policy = load_policy(ModelConfig(**model_config), torch.device("cpu"))
+        learner = Learner(
+            policy,
+            algo=AlgorithmConfig(),
+            train=TrainSettings(lr=1e-2, seed=SEED),
+            temperature=1.0,
+            seq_len_norm=8.0,
+            device=torch.device("cpu"),
+        )
+        ids = torch.randint(4, 40, (2, 8))
+        policy(input_ids=ids, labels=ids).loss.backward()  # LoRA's B starts at 0: move it
+        learner.optimizer.step()
+        checkpoint = save_checkpoint(
+            tmp_path,
+            step=1,
+            learner=learner,
+            tokenizer=load_tokenizer(llama),
+            rollout_buffer=[],
+            cursor={"epoch": 0, "position": 1, "size": 10},
+            config_yaml=yaml.safe_dump({"model": model_config}),
+            keep=1,
+        )
+        assert (checkpoint / "policy" / "adapter_config.json").exists()
+        out_dir = export_policy(checkpoint, tmp_path / "merged")
+        with torch.no_grad():
+            expected = policy(input_ids=PROBE).logits
+            merged = AutoModelForCausalLM.from_pretrained(str(out_dir))
+            base = AutoModelForCausalLM.from_pretrained(str(llama))
+            logits, base_logits = merged(input_ids=PROBE).logits, base(input_ids=PROBE).logits
+    assert not (out_dir / "adapter_config.json").exists()
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+    assert not torch.allclose(base_logits, expected, atol=1e-4)  # the adapters did something
 
 
 def test_export_of_a_missing_checkpoint_is_a_one_line_error(

@@ -7,7 +7,8 @@ MASTER_ADDR/PORT) and waits for them.
     python -m tests.support.sharded_training SCENARIO OUTPUT_DIR MODEL_DIR
 
 - train:  steps 1-3, checkpoints after 1 and 2; `dump_2.pt`/`dump_3.pt` hold the full
-          weights and optimiser state after steps 2 and 3, `logits_2.pt` the policy's logits.
+          weights and optimiser state after steps 2 and 3, `logits_2.pt` the policy's logits;
+          rank 0 exports step 2's checkpoint to `final/` while the process group is up.
 - resume: loads the latest checkpoint, dumps `resumed_2.pt`, runs step 3, dumps `resumed_3.pt`.
 - kill:   checkpoint after step 1; during step 2's save the last rank SIGKILLs itself.
 """
@@ -40,6 +41,7 @@ from rl_client.checkpoint import (
 )
 from rl_client.config import AlgorithmConfig, TrainSettings
 from rl_client.distributed import shard_model, world_from_env
+from rl_client.export import export_policy
 from rl_client.learner import Learner
 from rl_client.models import load_tokenizer
 from rl_client.sharded_checkpoint import learner_modules
@@ -152,6 +154,8 @@ def main(scenario: str, output_dir: Path, model_dir: Path) -> None:
                     torch.save(logits, output_dir / "logits_2.pt")
             if step >= 2:
                 dump(learner, output_dir / f"dump_{step}.pt")
+        if scenario == "train" and world.is_main:  # as `Run.save` does after the last step
+            export_policy(output_dir / "checkpoints" / "step_000002", output_dir / "final")
     dist.destroy_process_group()
 
 
