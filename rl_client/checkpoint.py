@@ -83,10 +83,16 @@ def policy_dir(path: Path) -> Path | None:
     return None if is_sharded(path) else path / "policy"
 
 
-def rng_state() -> dict[str, Any]:
+def rng_state(*, all_gpus: bool = True) -> dict[str, Any]:
+    """Python's and torch's RNG states, and CUDA's: of every GPU, or (`all_gpus=False`, a
+    process of a torchrun run, which owns one GPU) of the current one only, without
+    creating a CUDA context on the others."""
     state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        if all_gpus:
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        else:
+            state["cuda_current"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -101,6 +107,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda_current" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda_current"])
 
 
 def derived_seed(seed: int, step: int, rank: int) -> int:

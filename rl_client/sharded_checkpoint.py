@@ -65,7 +65,7 @@ def save_sharded(path: Path, learner: Trainable, tokenizer: Any, rollout_buffer:
     modules = learner_modules(learner.model, learner.value_head)
     model_state, optimizer_state = get_state_dict(modules, learner.optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=path / SHARDED_DIR)
-    own = {"rng": rng_state(), "rollout_buffer": rollout_buffer}
+    own = {"rng": rng_state(all_gpus=False), "rollout_buffer": rollout_buffer}
     torch.save(own, path / rank_file(world.rank))
     if world.is_main:
         torch.save({"scheduler": learner.scheduler.state_dict()}, path / TRAINER_FILE)

@@ -140,7 +140,7 @@ def main(scenario: str, output_dir: Path, model_dir: Path) -> None:
             train_step(learner)
             if scenario == "kill" and step == 2 and world.rank == world.world_size - 1:
                 # Dies once its shards are written, before its own file and the barrier.
-                def die() -> dict[str, Any]:
+                def die(**_: Any) -> dict[str, Any]:
                     os.kill(os.getpid(), signal.SIGKILL)
                     raise AssertionError("unreachable")
 
