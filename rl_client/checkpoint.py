@@ -123,20 +123,36 @@ def resumed_rank_state(
 ) -> dict[str, Any]:
     """This process's {"rng", "rollout_buffer"} from the per-process states a checkpoint
     holds (one per process that saved it). The same number of processes resumes each
-    process's own streams and batches; another number gets fresh streams (`derived_seed`)
-    and must find no async batches generated ahead, which were split by the old ranks."""
+    process's own streams and batches. Another number gets fresh streams (`derived_seed`)
+    and no async batches: those were split by the old ranks, and their prompts are
+    generated again (`load_checkpoint` moves the cursor back over them)."""
     if len(saved) == world_size:
         own = saved[rank]
         return {"rng": own["rng"], "rollout_buffer": own.get("rollout_buffer", [])}
-    ahead = sum(len(state.get("rollout_buffer", [])) for state in saved)
-    if ahead:
-        raise CheckpointError(
-            f"the checkpoint was saved by {len(saved)} processes and holds {ahead} batches "
-            f"generated ahead in async mode, split by those processes: resume it with "
-            f"{len(saved)} processes (or from a checkpoint saved in sync mode) so that no "
-            "prompt is skipped"
-        )
     return {"rng": {"seed": derived_seed(seed, step, rank)}, "rollout_buffer": []}
+
+
+def prompts_ahead(saved: list[dict[str, Any]]) -> int:
+    """How many prompts the async batches generated ahead took from the data cursor, over
+    every process that saved them: each group is one prompt (every group a batch generated
+    is kept in it, dynamic sampling's filtered ones too), and the processes' shares of a
+    step's prompts add up to the step's draw from the one cursor they all advance."""
+    return sum(len(batch.groups) for state in saved for batch in state.get("rollout_buffer", []))
+
+
+def rewound_cursor(cursor: dict[str, int], count: int) -> dict[str, int]:
+    """The data cursor's state `count` prompts earlier (back across epochs): from there the
+    cursor draws those prompts again, in the same order."""
+    epoch, position, size = cursor["epoch"], cursor["position"], cursor["size"]
+    while count > position:
+        if epoch == 0:
+            raise CheckpointError(
+                f"cannot move the data cursor back {count} prompts past the start of the "
+                f"data ({cursor}): the checkpoint's async batches do not match its cursor"
+            )
+        count -= position
+        epoch, position = epoch - 1, size
+    return {**cursor, "epoch": epoch, "position": position - count}
 
 
 def save_checkpoint(
@@ -190,7 +206,8 @@ def load_checkpoint(
     """Restores the learner in place (sharded weights, optimiser, scheduler, value head; a
     one-process checkpoint's weights come through `policy_dir` and `load_policy`) and
     returns (step, cursor state, this process's {"rng", "rollout_buffer"}). Works on any
-    number of processes: see `resumed_rank_state`. `seed` is `train.seed`."""
+    number of processes: see `resumed_rank_state` (on another number the cursor is moved
+    back over the async batches generated ahead). `seed` is `train.seed`."""
     state = json.loads((path / STATE_FILE).read_text())
     step, world = state["step"], world_from_env()
     if is_sharded(path) or world.distributed:
@@ -205,7 +222,16 @@ def load_checkpoint(
     rank_state = resumed_rank_state(
         saved, rank=world.rank, world_size=world.world_size, seed=seed, step=step
     )
-    return step, state["cursor"], rank_state
+    cursor = state["cursor"]
+    if len(saved) != world.world_size and (ahead := prompts_ahead(saved)):
+        cursor = rewound_cursor(cursor, ahead)
+        if world.is_main:
+            print(
+                f"{path.name} was saved by {len(saved)} processes, this run has "
+                f"{world.world_size}: its async batches generated ahead ({ahead} prompts) "
+                "are generated again"
+            )
+    return step, cursor, rank_state
 
 
 def truncate_log(path: Path, last_step: int) -> None:

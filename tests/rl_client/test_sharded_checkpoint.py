@@ -15,18 +15,22 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
+from rl_client.async_collect import StepBatch
 from rl_client.checkpoint import (
     CheckpointError,
     derived_seed,
     latest_checkpoint,
     load_checkpoint,
     policy_dir,
+    prompts_ahead,
     resumed_rank_state,
+    rewound_cursor,
     save_checkpoint,
     set_rng_state,
 )
 from rl_client.cli import main
 from rl_client.config import AlgorithmConfig, ModelConfig, TrainSettings
+from rl_client.data import PromptCursor
 from rl_client.export import export_policy
 from rl_client.learner import Learner
 from rl_client.models import load_policy, load_tokenizer
@@ -281,10 +285,35 @@ def test_another_world_size_gets_fresh_streams_per_rank() -> None:
     assert all(0 <= seed < 2**63 for seed in seeds)
 
 
-def test_another_world_size_refuses_async_batches_generated_ahead() -> None:
-    saved = [{"rng": {}, "rollout_buffer": ["a", "b"]}, {"rng": {}, "rollout_buffer": ["c"]}]
-    with pytest.raises(CheckpointError, match="saved by 2 processes and holds 3 batches"):
-        resumed_rank_state(saved, rank=0, world_size=1, seed=0, step=5)
+def test_another_world_size_generates_the_async_batches_again() -> None:
+    # 2 processes, 2 async batches generated ahead of step 5 (steps 6 and 7), 2 prompts a
+    # step split 1 + 1: the cursor stands after the 4 prompts they took. One process drops
+    # the batches and, from the rewound cursor, draws exactly those prompts again.
+    cursor = PromptCursor(5, seed=1, shuffle=True)
+    cursor.take(3)  # steps 1-5 took some prompts, into the second epoch below
+    ahead = cursor.take(4)  # epoch 0's last 2, epoch 1's first 2
+    saved_cursor = cursor.state_dict()
+    assert saved_cursor["epoch"] == 1
+    saved = [
+        {"rng": {}, "rollout_buffer": [StepBatch(6, None, ["g"]), StepBatch(7, None, ["g"])]}
+        for _ in range(2)
+    ]
+    assert resumed_rank_state(saved, rank=0, world_size=1, seed=0, step=5)["rollout_buffer"] == []
+    assert prompts_ahead(saved) == 4
+    cursor.load_state_dict(rewound_cursor(saved_cursor, prompts_ahead(saved)))
+    assert cursor.take(4) == ahead
+
+
+def test_a_cursor_moves_back_within_and_across_epochs() -> None:
+    assert rewound_cursor({"epoch": 2, "position": 5, "size": 10}, 3)["position"] == 2
+    # 5 back from position 1 of epoch 2: epoch 2's first prompt, then epoch 1's last 4.
+    assert rewound_cursor({"epoch": 2, "position": 1, "size": 10}, 5) == {
+        "epoch": 1,
+        "position": 6,
+        "size": 10,
+    }
+    with pytest.raises(CheckpointError, match="cannot move the data cursor back 4"):
+        rewound_cursor({"epoch": 0, "position": 3, "size": 10}, 4)
 
 
 def test_a_seed_state_seeds_python_and_torch() -> None:
