@@ -45,6 +45,9 @@ from tests.support.sharded_training import (
 )
 from tests.support.tiny_models import one_torch_thread, random_lm
 
+# Tests that start 2 real worker processes (gloo on loopback).
+TWO_PROCESSES = pytest.mark.integration
+
 
 @pytest.fixture(autouse=True)
 def one_process(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,6 +90,7 @@ def assert_same_state(actual: dict[str, Any], expected: dict[str, Any]) -> None:
     assert actual["lr"] == expected["lr"]
 
 
+@TWO_PROCESSES
 def test_two_processes_resume_exactly(trained: Path, llama: Path) -> None:
     # Restarted from step 2's checkpoint: the same weights, moments and RNG streams as the
     # run that went on, and step 3 (a batch drawn from each process's restored stream)
@@ -106,6 +110,7 @@ def test_two_processes_resume_exactly(trained: Path, llama: Path) -> None:
     )
 
 
+@TWO_PROCESSES
 def test_one_process_resumes_a_two_process_checkpoint(trained: Path, llama: Path) -> None:
     # DCP reshards on load: one process gets the full weights and moments the 2 processes
     # held between them; its RNG is fresh (seeded from train.seed, the step and its rank).
@@ -120,6 +125,7 @@ def test_one_process_resumes_a_two_process_checkpoint(trained: Path, llama: Path
         assert_same_state(full_state(learner), _load(trained / "dump_2.pt"))
 
 
+@TWO_PROCESSES
 def test_export_loads_as_a_plain_model_with_the_trained_logits(
     trained: Path, tmp_path: Path
 ) -> None:
@@ -139,6 +145,7 @@ def test_export_loads_as_a_plain_model_with_the_trained_logits(
         assert load_tokenizer(exported).chat_template is not None
 
 
+@TWO_PROCESSES
 def test_a_process_killed_mid_save_leaves_the_previous_checkpoint(
     llama: Path, tmp_path: Path
 ) -> None:
@@ -153,6 +160,7 @@ def test_a_process_killed_mid_save_leaves_the_previous_checkpoint(
     assert step == 1
 
 
+@TWO_PROCESSES
 def test_two_processes_resume_a_one_process_checkpoint(llama: Path, tmp_path: Path) -> None:
     # Today's one-process layout (save_pretrained + trainer.pt) onto 2 processes: the
     # optimiser state by index becomes by name and each process keeps its shard.
@@ -259,6 +267,27 @@ def test_export_of_a_lora_checkpoint_merges_the_adapters(llama: Path, tmp_path: 
     assert not torch.allclose(base_logits, expected, atol=1e-4)  # the adapters did something
 
 
+@TWO_PROCESSES
+def test_a_sharded_lora_checkpoint_resumes_on_one_process_and_exports_merged(
+    llama: Path, tmp_path: Path
+) -> None:
+    # FSDP2 over a peft model (frozen base, trainable adapters in the same blocks): the
+    # checkpoint holds the AdamW moments of the adapters (and the value head) only.
+    _check_ranks(launch("lora", tmp_path, llama))
+    checkpoint = tmp_path / "checkpoints" / "step_000002"
+    expected = _load(tmp_path / "dump_2.pt")
+    assert len(expected["optimizer"]) == 4 + 2  # lora_A, lora_B of q_proj, v_proj; head
+    with one_torch_thread():
+        learner = build_learner(llama, sharded=False, lora=True)
+        load_checkpoint(checkpoint, learner=learner, seed=SEED)
+        assert_same_state(full_state(learner), expected)
+        out_dir = export_policy(checkpoint, tmp_path / "merged")
+        with torch.no_grad():
+            logits = AutoModelForCausalLM.from_pretrained(str(out_dir))(input_ids=PROBE).logits
+    assert not (out_dir / "adapter_config.json").exists()
+    torch.testing.assert_close(logits, _load(tmp_path / "logits_2.pt"), rtol=0, atol=1e-5)
+
+
 def test_export_of_a_missing_checkpoint_is_a_one_line_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -338,6 +367,7 @@ def test_optimizer_state_by_index_becomes_by_name() -> None:
         named_optimizer_state(state, ["a", "b"])
 
 
+@TWO_PROCESSES
 def test_copied_checkpoint_dirs_stay_loadable(trained: Path, tmp_path: Path, llama: Path) -> None:
     # DCP's metadata names files relative to the checkpoint: a moved checkpoint still loads.
     moved = tmp_path / "checkpoints" / "step_000002"

@@ -11,6 +11,7 @@ MASTER_ADDR/PORT) and waits for them.
           rank 0 exports step 2's checkpoint to `final/` while the process group is up.
 - resume: loads the latest checkpoint, dumps `resumed_2.pt`, runs step 3, dumps `resumed_3.pt`.
 - kill:   checkpoint after step 1; during step 2's save the last rank SIGKILLs itself.
+- lora:   as train (without the export), the policy with LoRA adapters on q_proj, v_proj.
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ from rl_client.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from rl_client.config import AlgorithmConfig, TrainSettings
+from rl_client.config import AlgorithmConfig, ModelConfig, TrainSettings
 from rl_client.distributed import shard_model, world_from_env
 from rl_client.export import export_policy
 from rl_client.learner import Learner
-from rl_client.models import load_tokenizer
+from rl_client.models import load_policy, load_tokenizer
 from rl_client.sharded_checkpoint import learner_modules
 
 SEED = 7
@@ -51,8 +52,18 @@ MODULE = (sys.executable, "-m", "tests.support.sharded_training")
 PROBE = torch.tensor([[4, 9, 12, 30, 5, 17]])  # the input whose logits the export must match
 
 
-def build_learner(model_dir: Path, *, sharded: bool) -> Learner:
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+def model_config(model_dir: Path, *, lora: bool) -> dict[str, Any]:
+    """The `model` section a checkpoint's config.yaml holds."""
+    if not lora:
+        return {"path": str(model_dir)}
+    return {"path": str(model_dir), "lora_r": 4, "lora_target_modules": ["q_proj", "v_proj"]}
+
+
+def build_learner(model_dir: Path, *, sharded: bool, lora: bool = False) -> Learner:
+    if lora:
+        model = load_policy(ModelConfig(**model_config(model_dir, lora=True)), torch.device("cpu"))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     head = torch.nn.Linear(model.config.hidden_size, 1)
     if sharded:
         shard_model(model)
@@ -99,7 +110,9 @@ def dump(learner: Learner, path: Path) -> None:
         torch.save(state, path)
 
 
-def save(learner: Learner, output_dir: Path, model_dir: Path, step: int) -> Path:
+def save(
+    learner: Learner, output_dir: Path, model_dir: Path, step: int, *, lora: bool = False
+) -> Path:
     return save_checkpoint(
         output_dir,
         step=step,
@@ -107,7 +120,7 @@ def save(learner: Learner, output_dir: Path, model_dir: Path, step: int) -> Path
         tokenizer=load_tokenizer(model_dir),
         rollout_buffer=[],
         cursor={"epoch": 0, "position": 2 * step, "size": 10},
-        config_yaml=yaml.safe_dump({"model": {"path": str(model_dir)}}),
+        config_yaml=yaml.safe_dump({"model": model_config(model_dir, lora=lora)}),
         keep=2,
     )
 
@@ -135,7 +148,8 @@ def main(scenario: str, output_dir: Path, model_dir: Path) -> None:
         train_step(learner)
         dump(learner, output_dir / f"resumed_{step + 1}.pt")
     else:
-        learner = build_learner(model_dir, sharded=True)
+        lora = scenario == "lora"
+        learner = build_learner(model_dir, sharded=True, lora=lora)
         for step in (1, 2, 3):
             train_step(learner)
             if scenario == "kill" and step == 2 and world.rank == world.world_size - 1:
@@ -146,7 +160,7 @@ def main(scenario: str, output_dir: Path, model_dir: Path) -> None:
 
                 sharded_checkpoint.rng_state = die  # type: ignore[assignment]
             if step < 3:
-                save(learner, output_dir, model_dir, step)
+                save(learner, output_dir, model_dir, step, lora=lora)
             if step == 2:
                 with torch.no_grad():
                     logits = learner.model(input_ids=PROBE).logits
