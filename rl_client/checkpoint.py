@@ -174,7 +174,8 @@ def save_checkpoint(
     final = root / f"step_{step:06d}"
     partial = root / f"{PARTIAL_PREFIX}step_{step:06d}"
     if world.is_main:
-        shutil.rmtree(partial, ignore_errors=True)
+        for stale in root.glob(f"{PARTIAL_PREFIX}*"):  # the leftovers of a killed save
+            shutil.rmtree(stale)
         partial.mkdir(parents=True)
     barrier()
     if world.distributed:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 from transformers import AutoModelForCausalLM
 
 from rl_client.async_collect import StepBatch
@@ -25,15 +24,12 @@ from rl_client.checkpoint import (
     prompts_ahead,
     resumed_rank_state,
     rewound_cursor,
-    save_checkpoint,
     set_rng_state,
 )
 from rl_client.cli import main
-from rl_client.config import AlgorithmConfig, ModelConfig, TrainSettings
 from rl_client.data import PromptCursor
 from rl_client.export import export_policy
-from rl_client.learner import Learner
-from rl_client.models import load_policy, load_tokenizer
+from rl_client.models import load_tokenizer
 from rl_client.sharded_checkpoint import named_optimizer_state
 from tests.support.sharded_training import (
     PROBE,
@@ -41,6 +37,7 @@ from tests.support.sharded_training import (
     build_learner,
     full_state,
     launch,
+    save,
     train_step,
 )
 from tests.support.tiny_models import one_torch_thread, random_lm
@@ -169,7 +166,7 @@ def test_two_processes_resume_a_one_process_checkpoint(llama: Path, tmp_path: Pa
         learner = build_learner(llama, sharded=False)
         train_step(learner)
         train_step(learner)
-        checkpoint = _save(learner, tmp_path, llama, step=2, ahead=[])
+        checkpoint = save(learner, tmp_path, llama, 2)
         expected = full_state(learner)
     assert (checkpoint / "policy" / "model.safetensors").exists()
     _check_ranks(launch("resume", tmp_path, llama))
@@ -177,34 +174,14 @@ def test_two_processes_resume_a_one_process_checkpoint(llama: Path, tmp_path: Pa
     assert_same_state(resumed, expected)
 
 
-def _save(
-    learner: Any,
-    output_dir: Path,
-    model_dir: Path,
-    *,
-    step: int,
-    keep: int = 2,
-    ahead: list[str] | None = None,
-) -> Path:
-    """`ahead`: the async batches generated ahead (default: one, for step + 1)."""
-    return save_checkpoint(
-        output_dir,
-        step=step,
-        learner=learner,
-        tokenizer=load_tokenizer(model_dir),
-        rollout_buffer=[f"batch of step {step + 1}"] if ahead is None else ahead,
-        cursor={"epoch": 0, "position": step, "size": 10},
-        config_yaml=yaml.safe_dump({"model": {"path": str(model_dir)}}),
-        keep=keep,
-    )
-
-
 def test_one_process_layout_round_trip_and_keep(llama: Path, tmp_path: Path) -> None:
     with one_torch_thread():
         learner = build_learner(llama, sharded=False)
         train_step(learner)
+        (tmp_path / "checkpoints" / ".partial_step_000009").mkdir(parents=True)
         for step in (1, 2, 3):
-            _save(learner, tmp_path, llama, step=step, keep=2)
+            save(learner, tmp_path, llama, step, ahead=[f"batch of step {step + 1}"])
+        assert not (tmp_path / "checkpoints" / ".partial_step_000009").exists()  # cleaned up
         (tmp_path / "checkpoints" / ".partial_step_000004").mkdir()  # a save that was killed
         checkpoint = latest_checkpoint(tmp_path)
         assert checkpoint == tmp_path / "checkpoints" / "step_000003"
@@ -223,7 +200,7 @@ def test_export_of_a_one_process_checkpoint_is_its_policy(llama: Path, tmp_path:
     with one_torch_thread():
         learner = build_learner(llama, sharded=False)
         train_step(learner)
-        checkpoint = _save(learner, tmp_path, llama, step=1)
+        checkpoint = save(learner, tmp_path, llama, 1)
         out_dir = export_policy(checkpoint, tmp_path / "exported")
         exported = AutoModelForCausalLM.from_pretrained(str(out_dir)).state_dict()
     for name, tensor in learner.model.state_dict().items():
@@ -231,30 +208,11 @@ def test_export_of_a_one_process_checkpoint_is_its_policy(llama: Path, tmp_path:
 
 
 def test_export_of_a_lora_checkpoint_merges_the_adapters(llama: Path, tmp_path: Path) -> None:
-    model_config = {"path": str(llama), "lora_r": 4, "lora_target_modules": ["q_proj", "v_proj"]}
     with one_torch_thread():
-        policy = load_policy(ModelConfig(**model_config), torch.device("cpu"))
-        learner = Learner(
-            policy,
-            algo=AlgorithmConfig(),
-            train=TrainSettings(lr=1e-2, seed=SEED),
-            temperature=1.0,
-            seq_len_norm=8.0,
-            device=torch.device("cpu"),
-        )
-        ids = torch.randint(4, 40, (2, 8))
-        policy(input_ids=ids, labels=ids).loss.backward()  # LoRA's B starts at 0: move it
-        learner.optimizer.step()
-        checkpoint = save_checkpoint(
-            tmp_path,
-            step=1,
-            learner=learner,
-            tokenizer=load_tokenizer(llama),
-            rollout_buffer=[],
-            cursor={"epoch": 0, "position": 1, "size": 10},
-            config_yaml=yaml.safe_dump({"model": model_config}),
-            keep=1,
-        )
+        learner = build_learner(llama, sharded=False, lora=True)
+        policy = learner.model
+        train_step(learner)  # LoRA's B starts at 0: move it
+        checkpoint = save(learner, tmp_path, llama, 1, lora=True)
         assert (checkpoint / "policy" / "adapter_config.json").exists()
         out_dir = export_policy(checkpoint, tmp_path / "merged")
         with torch.no_grad():

@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -111,17 +112,25 @@ def dump(learner: Learner, path: Path) -> None:
 
 
 def save(
-    learner: Learner, output_dir: Path, model_dir: Path, step: int, *, lora: bool = False
+    learner: Learner,
+    output_dir: Path,
+    model_dir: Path,
+    step: int,
+    *,
+    lora: bool = False,
+    keep: int = 2,
+    ahead: Sequence[Any] = (),
 ) -> Path:
+    """Step `step`'s checkpoint, 2 prompts a step; `ahead`: async batches generated ahead."""
     return save_checkpoint(
         output_dir,
         step=step,
         learner=learner,
         tokenizer=load_tokenizer(model_dir),
-        rollout_buffer=[],
+        rollout_buffer=list(ahead),
         cursor={"epoch": 0, "position": 2 * step, "size": 10},
         config_yaml=yaml.safe_dump({"model": model_config(model_dir, lora=lora)}),
-        keep=2,
+        keep=keep,
     )
 
 
