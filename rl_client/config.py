@@ -96,6 +96,13 @@ class DataConfig(_Strict):
         default=None, description="Prepended as a system message to every prompt."
     )
     shuffle: bool = Field(default=True, description="Shuffle the prompts each epoch (seeded).")
+    lazy: bool = Field(
+        default=False,
+        description="Read each row from disk when it is drawn instead of all at start, for "
+        "datasets larger than memory (JSONL through an index of line offsets, the rest "
+        "through datasets' memory-mapped Arrow). Rows are checked when drawn, not before: "
+        "run `rl-client data check` first. Shuffle and resume are unchanged.",
+    )
     max_prompt_tokens: int = Field(
         default=1024, gt=0, description="Longer prompts are an error naming the row."
     )
@@ -149,15 +156,24 @@ class VLLMSettings(_Strict):
 
 
 class RemoteEngineSettings(_Strict):
-    """`rollout.engine: vllm_remote`: an unmodified `vllm serve` over its OpenAI API."""
+    """`rollout.engine: vllm_remote`: unmodified `vllm serve` processes over their OpenAI API,
+    one (`base_url`) or several sharing the generation (`urls`); set exactly one of the two."""
 
-    base_url: str = Field(description="The server's root, e.g. http://127.0.0.1:8000.")
+    base_url: str | None = Field(
+        default=None, description="One server's root, e.g. http://127.0.0.1:8000."
+    )
+    urls: list[str] | None = Field(
+        default=None,
+        description="Several servers' roots, all serving the policy: each prompt group goes to "
+        "the one with the fewest requests in flight, and every weight sync reloads them all "
+        "from the one file in weights_dir.",
+    )
     model: str | None = Field(
         default=None, description="The served model name; None: the server's only model."
     )
     weights_dir: str = Field(
-        description="Directory the trainer writes the new safetensors to and the server reads "
-        "them from (shared by both machines)."
+        description="Directory the trainer writes the new safetensors to and every server "
+        "reads them from (shared by the trainer's and the servers' machines)."
     )
     api_key_env: str | None = Field(
         default=None, description="Environment variable holding the server's API key, if any."
@@ -169,8 +185,28 @@ class RemoteEngineSettings(_Strict):
         default=300.0, gt=0, description="Deadline of one weight reload on the server."
     )
     max_concurrent_requests: int = Field(
-        default=64, ge=1, description="Requests in flight at once."
+        default=64, ge=1, description="Requests in flight at once, over all servers (per process)."
     )
+
+    @model_validator(mode="after")
+    def _servers_named_once(self) -> Self:
+        if (self.base_url is None) == (self.urls is None):
+            raise ValueError(
+                "set exactly one of rollout.remote.base_url (one server) and "
+                "rollout.remote.urls (a list of servers)"
+            )
+        if self.urls is not None:
+            if not self.urls:
+                raise ValueError("rollout.remote.urls is empty: list at least one server")
+            repeated = sorted({u for u in self.urls if self.urls.count(u) > 1})
+            if repeated:
+                raise ValueError(f"rollout.remote.urls lists {repeated} more than once")
+        return self
+
+    @property
+    def server_urls(self) -> list[str]:
+        """The servers, from whichever of base_url and urls is set."""
+        return [self.base_url] if self.base_url is not None else list(self.urls or ())
 
 
 class AgentSettings(_Strict):

@@ -3,8 +3,9 @@
 A row: {"id"?, "prompt": str | [{"role", "content"}, ...], "reward"?: {"name", "params"?},
 "reference"?: any JSON}, each field read from the dataset column `columns` maps it to (by
 default its own name). A row without "reward" uses the dataset's default (`data.reward`).
-Every problem is reported with the row it is in, before training starts; rows without a
-usable reference are counted and reported once (their items would be masked every step).
+Every problem is reported with the row it is in, before training starts (with `data.lazy`,
+when the row is drawn); rows without a usable reference are counted and reported once
+(their items would be masked every step).
 How the rows are stored (JSONL, Parquet, CSV, `datasets`) is `data_sources`' job.
 """
 
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 import random
 import sys
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rl_client.data_sources import DataError, Format, read_rows
+from rl_client.data_sources import DataError, Format, LazySequence, open_rows, read_rows
 from verifier_server.types import JSON, ChatMessage, RewardSpec
 
 
@@ -74,48 +76,96 @@ def load_prompts(
     columns: dict[str, str] | None = None,
     default_reward: dict[str, Any] | None = None,
     system_prompt: str | None = None,
-) -> list[PromptRow]:
+    lazy: bool = False,
+) -> Sequence[PromptRow]:
     """Reads and checks every row. `columns` maps a row field (id, prompt, reference, reward)
-    to the dataset column holding it. Ids default to the row number; duplicates are an error."""
+    to the dataset column holding it. Ids default to the row number; duplicates are an error.
+
+    `lazy` (`data.lazy`): rows stay on disk and each is read and checked when drawn
+    (`LazyPrompts`); only the first row's columns are checked now, and ids are not checked
+    for duplicates (`rl-client data check` reads and checks every row beforehand)."""
     column = {name: name for name in ROW_FIELDS} | (columns or {})
     default = _reward_spec(default_reward, "data.reward") if default_reward is not None else None
-    table = read_rows(path, format=format, split=split)
-    if table and not any(column["prompt"] in row for row in table):
-        raise DataError(
-            f"{path}: no column {column['prompt']!r} for the prompt; its columns: "
-            f"{', '.join(table[0])} (map one with data.columns.prompt)"
-        )
-    named = (columns or {}).get("reference")
-    if table and named is not None and not any(named in row for row in table):
-        raise DataError(
-            f"{path}: no column {named!r} for the reference (data.columns."
-            f"reference); its columns: {', '.join(table[0])}"
-        )
+    table = (
+        open_rows(path, format=format, split=split)
+        if lazy
+        else read_rows(path, format=format, split=split)
+    )
+    if not table:
+        raise DataError(f"{path}: no rows")
+    sample = [table[0]] if lazy else table
+    _check_columns(path, sample, column, (columns or {}).get("reference"))
+    convert = RowConverter(str(path), column, default, system_prompt)
+    if lazy:
+        return LazyPrompts(table, convert)
     rows: list[PromptRow] = []
     seen: set[str] = set()
-    for index, row in enumerate(table):
-        row_id = str(row[column["id"]]) if row.get(column["id"]) is not None else str(index)
-        where = f"{path}: row {index} (id {row_id!r})"
-        if row_id in seen:
-            raise DataError(f"{where}: duplicate id")
-        seen.add(row_id)
-        if column["prompt"] not in row:
-            raise DataError(f"{where}: missing {column['prompt']!r}")
-        if row.get(column["reward"]) is not None:
-            reward = _reward_spec(row[column["reward"]], f"{where}: {column['reward']}")
-        elif default is not None:
-            reward = default
-        else:
-            raise DataError(f"{where}: no 'reward' in the row and no data.reward default")
-        prompt = row[column["prompt"]]
-        messages = to_messages(prompt, system_prompt, f"{where}: {column['prompt']}")
-        rows.append(PromptRow(row_id, messages, reward, row.get(column["reference"])))
-    if not rows:
-        raise DataError(f"{path}: no rows")
+    for index, raw in enumerate(table):
+        row = convert(index, raw)
+        if row.id in seen:
+            raise DataError(f"{path}: row {index} (id {row.id!r}): duplicate id")
+        seen.add(row.id)
+        rows.append(row)
     warning = missing_references(rows, column["reference"])
     if warning is not None:
         print(f"warning: {path}: {warning}", file=sys.stderr)
     return rows
+
+
+def _check_columns(
+    path: str | Path, table: Sequence[dict[str, Any]], column: dict[str, str], named: str | None
+) -> None:
+    """The prompt column (and an explicitly mapped reference column) exist in some row."""
+    if not any(column["prompt"] in row for row in table):
+        raise DataError(
+            f"{path}: no column {column['prompt']!r} for the prompt; its columns: "
+            f"{', '.join(table[0])} (map one with data.columns.prompt)"
+        )
+    if named is not None and not any(named in row for row in table):
+        raise DataError(
+            f"{path}: no column {named!r} for the reference (data.columns."
+            f"reference); its columns: {', '.join(table[0])}"
+        )
+
+
+@dataclass(frozen=True)
+class RowConverter:
+    """One dataset row (a dict of columns) -> a checked PromptRow; errors name the row."""
+
+    path: str
+    column: dict[str, str]
+    default: RewardSpec | None
+    system_prompt: str | None
+
+    def __call__(self, index: int, row: dict[str, Any]) -> PromptRow:
+        column = self.column
+        row_id = str(row[column["id"]]) if row.get(column["id"]) is not None else str(index)
+        where = f"{self.path}: row {index} (id {row_id!r})"
+        if column["prompt"] not in row:
+            raise DataError(f"{where}: missing {column['prompt']!r}")
+        if row.get(column["reward"]) is not None:
+            reward = _reward_spec(row[column["reward"]], f"{where}: {column['reward']}")
+        elif self.default is not None:
+            reward = self.default
+        else:
+            raise DataError(f"{where}: no 'reward' in the row and no data.reward default")
+        prompt = row[column["prompt"]]
+        messages = to_messages(prompt, self.system_prompt, f"{where}: {column['prompt']}")
+        return PromptRow(row_id, messages, reward, row.get(column["reference"]))
+
+
+class LazyPrompts(LazySequence[PromptRow]):
+    """The dataset's rows read and checked one at a time, when the cursor draws them."""
+
+    def __init__(self, table: Sequence[dict[str, Any]], convert: RowConverter) -> None:
+        self._table = table
+        self._convert = convert
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def _read(self, index: int) -> PromptRow:
+        return self._convert(index, self._table[index])
 
 
 def missing_references(rows: Sequence[PromptRow], reference_column: str) -> str | None:
@@ -157,8 +207,10 @@ class PromptCursor:
         self.position = 0
         self._order = self._epoch_order(0)
 
-    def _epoch_order(self, epoch: int) -> list[int]:
-        order = list(range(self.size))
+    def _epoch_order(self, epoch: int) -> array[int]:
+        # An int64 array, not a list: 8 bytes a row for a large dataset, and the seeded
+        # shuffle gives the very order a list would (the same swaps), so checkpoints carry over.
+        order = array("q", range(self.size))
         if self.shuffle:
             random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
         return order

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -143,27 +143,42 @@ def row_problem(index: int, row: PromptRow, result: Result) -> RowProblem | None
     )
 
 
-def check_golds(rows: list[PromptRow], rewards: RewardService, *, progress: bool) -> dict[str, Any]:
+def check_golds(
+    rows: Sequence[PromptRow], rewards: RewardService, *, progress: bool
+) -> dict[str, Any]:
     """Scores every supported row's gold against itself; the report (counts, the rows not
-    checked per reason, and each problem row)."""
-    unchecked = Counter(
-        reason for reason in (unchecked_reason(row.reward) for row in rows) if reason is not None
-    )
-    checked = [(i, row) for i, row in enumerate(rows) if unchecked_reason(row.reward) is None]
+    checked per reason, and each problem row). One pass, a chunk in memory at a time, so a
+    `data.lazy` dataset larger than memory is checked too."""
+    unchecked: Counter[str] = Counter()
     problems: list[RowProblem] = []
-    with tqdm(total=len(checked), desc="data check", unit="row", disable=not progress) as bar:
-        for start in range(0, len(checked), CHUNK_ITEMS):
-            chunk = checked[start : start + CHUNK_ITEMS]
-            results = rewards.submit([gold_item(row, i) for i, row in chunk]).result()
-            for (index, row), result in zip(chunk, results, strict=True):
-                found = row_problem(index, row, result)
-                if found is not None:
-                    problems.append(found)
-            bar.update(len(chunk))
+    checked = 0
+    chunk: list[tuple[int, PromptRow]] = []
+
+    def score(chunk: list[tuple[int, PromptRow]]) -> None:
+        results = rewards.submit([gold_item(row, i) for i, row in chunk]).result()
+        for (index, row), result in zip(chunk, results, strict=True):
+            found = row_problem(index, row, result)
+            if found is not None:
+                problems.append(found)
+
+    with tqdm(total=len(rows), desc="data check", unit="row", disable=not progress) as bar:
+        for index, row in enumerate(rows):
+            reason = unchecked_reason(row.reward)
+            if reason is not None:
+                unchecked[reason] += 1
+            else:
+                chunk.append((index, row))
+                checked += 1
+            if len(chunk) == CHUNK_ITEMS:
+                score(chunk)
+                chunk = []
+            bar.update(1)
+        if chunk:
+            score(chunk)
     kinds = Counter(p.problem for p in problems)
     return {
         "rows": len(rows),
-        "checked": len(checked),
+        "checked": checked,
         "masked": kinds["masked"],
         "below_top": kinds["below_top"],
         "not_checked": dict(unchecked),

@@ -5,14 +5,24 @@ a directory written by `datasets`' `save_to_disk` (a Dataset, or a DatasetDict o
 anything `datasets.load_dataset` reads (a directory of split files such as `train.jsonl` /
 `test.csv`, a single file, a hub name where the hub is reachable) go through Hugging Face
 `datasets`, imported only then: it is heavy. What the rows mean is `data.py`'s job.
+
+`open_rows` is the lazy counterpart of `read_rows` (`data.lazy`, for datasets larger than
+memory): a row is read from disk when it is indexed. JSONL through an index of line offsets
+(16 bytes a row; values exact as JSON), everything else through `datasets`' memory-mapped
+Arrow tables (Parquet and CSV are converted once into its cache). Random access keeps the
+seeded shuffle and exact resume of the eager path, which a sequential stream could not.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+from abc import abstractmethod
+from array import array
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, overload
 
 Format = Literal["auto", "jsonl", "parquet", "csv", "hf_disk", "hf"]
 FILE_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv"}
@@ -67,18 +77,21 @@ def resolve_format(path: str | Path, format: Format) -> str:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{number}: a row must be a JSON object")
-        rows.append(row)
-    return rows
+    lines = enumerate(path.read_text().splitlines(), start=1)
+    return [_json_row(line, f"{path}:{number}") for number, line in lines if line.strip()]
+
+
+def _json_row(line: str | bytes, where: str) -> dict[str, Any]:
+    """One JSONL line as a row; errors name `where` (file:line)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not valid JSON: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where}: not UTF-8: {exc.reason}") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: a row must be a JSON object")
+    return row
 
 
 def _read_csv(path: Path) -> list[dict[str, Any]]:
@@ -127,3 +140,115 @@ def _pick_split(splits: Any, split: str, path: str | Path) -> Any:
             f"{', '.join(splits)}"
         )
     return splits[split]
+
+
+def open_rows(
+    path: str | Path, *, format: Format = "auto", split: str = "train"
+) -> Sequence[dict[str, Any]]:
+    """The rows of `path` as a sequence that reads row i from disk when indexed."""
+    kind = resolve_format(path, format)
+    if kind == "jsonl":
+        return JsonlRows(Path(path))
+    import datasets
+
+    if kind == "hf_disk":
+        loaded = datasets.load_from_disk(str(path))
+        table = (
+            _pick_split(loaded, split, path) if isinstance(loaded, datasets.DatasetDict) else loaded
+        )
+        return ArrowRows(table)
+    if kind in ("parquet", "csv"):
+        # CSV cells as strings, as the eager reader gives them (no type guessing per column).
+        features = None
+        if kind == "csv":
+            header = _csv_header(Path(path))
+            features = datasets.Features({name: datasets.Value("string") for name in header})
+        loaded = datasets.load_dataset(
+            _BUILDERS[kind], data_files={"train": str(path)}, features=features
+        )
+        return ArrowRows(loaded["train"])
+    local = Path(path)
+    if local.is_file():
+        return open_rows(path, format=resolve_format(local, "auto"), split=split)
+    return ArrowRows(_pick_split(datasets.load_dataset(str(path)), split, path))
+
+
+def _csv_header(path: Path) -> list[str]:
+    with path.open(newline="") as f:
+        header = next(csv.reader(f), None)
+    if not header:
+        raise DataError(f"{path}: no header row (CSV needs column names on line 1)")
+    return header
+
+
+T = TypeVar("T")
+
+
+class LazySequence(Sequence[T]):
+    """A sequence whose items are made one at a time (`_read`) when indexed; slices and
+    negative indices handled here once."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def _read(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[T]: ...
+    def __getitem__(self, index: int | slice) -> T | list[T]:
+        if isinstance(index, slice):
+            return [self._read(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._read(index)
+
+
+class JsonlRows(LazySequence[dict[str, Any]]):
+    """A JSONL file's non-blank lines, parsed when indexed. Reads are positional (pread), so
+    threads can share it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._starts = array("q")
+        self._ends = array("q")
+        self._lines = array("q")  # 1-based line numbers, for errors
+        offset = 0
+        with path.open("rb") as f:
+            for number, line in enumerate(f, start=1):
+                if line.strip():
+                    self._starts.append(offset)
+                    self._ends.append(offset + len(line))
+                    self._lines.append(number)
+                offset += len(line)
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def _read(self, index: int) -> dict[str, Any]:
+        start, end = self._starts[index], self._ends[index]
+        raw = os.pread(self._fd, end - start, start)
+        return _json_row(raw, f"{self.path}:{self._lines[index]}")
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+
+class ArrowRows(LazySequence[dict[str, Any]]):
+    """A `datasets.Dataset` (memory-mapped Arrow) read a row at a time."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def _read(self, index: int) -> dict[str, Any]:
+        return dict(self._table[index])

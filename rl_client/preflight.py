@@ -49,12 +49,14 @@ RESUME_SAFE_KEYS = (
     "output.mlflow",
     "data.eval_path",
     "data.eval_split",
+    "data.lazy",  # the same rows in the same order, read when drawn
     "eval",  # rl-client eval's settings
     "reward.address",
     "reward.sidecar_workers",
     "reward.timeout_s",
     "rollout.vllm.sync_timeout_s",
     "rollout.remote.base_url",
+    "rollout.remote.urls",
     "rollout.remote.api_key_env",
     "rollout.remote.request_timeout_s",
     "rollout.remote.sync_timeout_s",

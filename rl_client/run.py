@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from rl_client.config import (
     dump_config,
 )
 from rl_client.data import DataError, PromptCursor, PromptRow, load_prompts, render_prompt
+from rl_client.data_sources import LazySequence
 from rl_client.distributed import world_from_env
 from rl_client.engines.base import SamplingParams
 from rl_client.engines.factory import build_engine
@@ -49,8 +51,8 @@ class Run:
     config: TrainConfig
     output_dir: Path
     tokenizer: Any
-    rows: list[PromptRow]
-    prompt_ids: list[list[int]]
+    rows: Sequence[PromptRow]
+    prompt_ids: Sequence[list[int]]
     cursor: PromptCursor
     learner: Learner
     collector: Collector  # stages 1-3: rollout, score, filter
@@ -94,7 +96,7 @@ class Run:
 
 
 def tokenize_prompts(
-    tokenizer: Any, rows: list[PromptRow], max_prompt_tokens: int
+    tokenizer: Any, rows: Sequence[PromptRow], max_prompt_tokens: int
 ) -> list[list[int]]:
     texts = [render_prompt(tokenizer, row.messages) for row in rows]
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
@@ -107,7 +109,27 @@ def tokenize_prompts(
     return ids
 
 
-def prompts_from_config(data: DataConfig, path: str, split: str) -> list[PromptRow]:
+class LazyPromptIds(LazySequence[list[int]]):
+    """The token ids of `data.lazy` rows, each tokenised when drawn."""
+
+    def __init__(self, tokenizer: Any, rows: Sequence[PromptRow], max_prompt_tokens: int):
+        self._tokenizer = tokenizer
+        self._rows = rows
+        self._max = max_prompt_tokens
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def _read(self, index: int) -> list[int]:
+        return tokenize_prompts(self._tokenizer, [self._rows[index]], self._max)[0]
+
+
+# With data.lazy, the rows whose reward names are checked at start (the rest when drawn:
+# an unknown name there masks that row's items, counted as masked_<STATUS>).
+LAZY_CHECKED_ROWS = 1000
+
+
+def prompts_from_config(data: DataConfig, path: str, split: str) -> Sequence[PromptRow]:
     return load_prompts(
         path,
         format=data.format,
@@ -115,10 +137,11 @@ def prompts_from_config(data: DataConfig, path: str, split: str) -> list[PromptR
         columns=data.column_map,
         default_reward=data.reward,
         system_prompt=data.system_prompt,
+        lazy=data.lazy,
     )
 
 
-def eval_rows(config: TrainConfig) -> list[PromptRow]:
+def eval_rows(config: TrainConfig) -> Sequence[PromptRow]:
     """The rows of `data.eval_path` (default `data.path`), split `data.eval_split` (default
     `data.split`): what `rl-client eval` and the periodic eval (`eval.every`) score."""
     data = config.data
@@ -154,7 +177,7 @@ def reward_service(reward: RewardConfig) -> RewardService:
     )
 
 
-def check_reward_names(rows: list[PromptRow], available: set[str]) -> None:
+def check_reward_names(rows: Sequence[PromptRow], available: set[str]) -> None:
     """Every row's reward must exist on the server: a typo would otherwise mask every item."""
     unknown: dict[str, str] = {}
     for row in rows:
@@ -177,13 +200,18 @@ def start_run(config: TrainConfig, device: torch.device) -> Run:
     data = config.data
     rows = prompts_from_config(data, data.path, data.split)
     tokenizer = load_tokenizer(config.model.path)
-    prompt_ids = tokenize_prompts(tokenizer, rows, data.max_prompt_tokens)
+    prompt_ids: Sequence[list[int]] = (
+        LazyPromptIds(tokenizer, rows, data.max_prompt_tokens)
+        if data.lazy
+        else tokenize_prompts(tokenizer, rows, data.max_prompt_tokens)
+    )
     cursor = PromptCursor(len(rows), seed=config.train.seed, shuffle=data.shuffle)
-    held_out = eval_rows(config)[: config.eval.limit] if config.eval.every > 0 else []
+    held_out = list(eval_rows(config)[: config.eval.limit]) if config.eval.every > 0 else []
     held_out_ids = tokenize_prompts(tokenizer, held_out, data.max_prompt_tokens) if held_out else []
     rewards = reward_service(config.reward)
     try:  # a failure from here on must not leave the sidecar running
-        check_reward_names(rows + held_out, rewards.verifier_names())
+        checked = rows[:LAZY_CHECKED_ROWS] if data.lazy else rows
+        check_reward_names([*checked, *held_out], rewards.verifier_names())
         run = _build_run(config, device, output_dir, rows, tokenizer, prompt_ids, cursor, rewards)
     except BaseException:
         rewards.close()
@@ -196,9 +224,9 @@ def _build_run(
     config: TrainConfig,
     device: torch.device,
     output_dir: Path,
-    rows: list[PromptRow],
+    rows: Sequence[PromptRow],
     tokenizer: Any,
-    prompt_ids: list[list[int]],
+    prompt_ids: Sequence[list[int]],
     cursor: PromptCursor,
     rewards: RewardService,
 ) -> Run:
@@ -304,7 +332,7 @@ def overlong_shaping(config: TrainConfig) -> Overlong | None:
 
 
 def prompt_taker(
-    cursor: PromptCursor, rows: list[PromptRow], prompt_ids: list[list[int]]
+    cursor: PromptCursor, rows: Sequence[PromptRow], prompt_ids: Sequence[list[int]]
 ) -> TakePrompts:
     """The next `count` rows and their token ids, in the cursor's order."""
 

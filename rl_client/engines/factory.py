@@ -7,13 +7,18 @@ from typing import Any
 import torch
 
 from rl_client.config import TrainConfig
+from rl_client.distributed import SINGLE, World
 from rl_client.engines.base import RolloutEngine
 from rl_client.engines.hf import HFEngine
 
 
-def build_engine(config: TrainConfig, model: torch.nn.Module, tokenizer: Any) -> RolloutEngine:
+def build_engine(
+    config: TrainConfig, model: torch.nn.Module, tokenizer: Any, *, world: World = SINGLE
+) -> RolloutEngine:
     """An engine sampling from `model`'s current weights (a vLLM engine starts from
-    `model.path` and is sent the weights at once: a resumed or LoRA policy differs)."""
+    `model.path` and is sent the weights at once: a resumed or LoRA policy differs).
+    `world`: this process's place under torchrun; the remote engine dispatches from its rank
+    and lets rank 0 alone write and reload the weights."""
     rollout = config.rollout
     if rollout.engine == "hf":
         return HFEngine(
@@ -40,7 +45,9 @@ def build_engine(config: TrainConfig, model: torch.nn.Module, tokenizer: Any) ->
         from rl_client.engines.vllm_remote import RemoteVLLMEngine
 
         assert rollout.remote is not None  # the config checks it
-        engine = RemoteVLLMEngine.from_settings(rollout.remote, tokenizer)
+        engine = RemoteVLLMEngine.from_settings(
+            rollout.remote, tokenizer, rank=world.rank, leader=world.is_main
+        )
     try:
         engine.sync_weights(model)
     except BaseException:

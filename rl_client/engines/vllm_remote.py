@@ -1,55 +1,91 @@
-"""Rollouts from an unmodified `vllm serve`, over its OpenAI-compatible HTTP API.
+"""Rollouts from unmodified `vllm serve` processes, one or several, over their OpenAI API.
 
-Start the server with the flags the trainer relies on:
+Start each server with the flags the trainer relies on:
 
     VLLM_SERVER_DEV_MODE=1 vllm serve MODEL_DIR --logprobs-mode processed_logprobs
 
-- **Generation**: `POST /v1/completions` with the prompt as token ids (token in, token out:
-  nothing is re-tokenised), `logprobs: 0` (the sampled token's own logprob) and
-  `return_token_ids: true`. `--logprobs-mode processed_logprobs` makes those logprobs the ones
-  after temperature and top-p, i.e. of the distribution actually sampled; without it vLLM
-  returns raw logprobs and the trainer's `logprob_drift` shows it at once.
-- **Streaming**: one request per sample, many in flight; `stream` yields each completion as
-  its response arrives.
-- **Weight sync** (portable, no NCCL): the trainer writes the weights as safetensors to
-  `weights_dir` (a directory both sides see; written under a temporary name, then renamed),
-  then asks the server to load them in place, `POST /collective_rpc` with
-  `{"method": "reload_weights", "kwargs": {"weights_path": ...}}`, and resets its prefix
-  cache (`POST /reset_prefix_cache`). Both routes exist only with `VLLM_SERVER_DEV_MODE=1`.
-  vLLM's NCCL weight-transfer endpoints (GPU to GPU) are not used here.
-- **Failures**: every call has a deadline (`request_timeout_s`, `sync_timeout_s`: a socket
-  timeout, so a server that accepts and never answers fails at it); a refused connection,
-  a timeout, an HTTP error or a malformed body raises `RemoteEngineError` naming the URL and
-  what happened. A sync never hangs silently and never half-succeeds quietly.
+- **Generation** (`vllm_http.py`): one `POST /v1/completions` per sample, token ids in and
+  out, with the sampled token's logprob. `--logprobs-mode processed_logprobs` makes those the
+  logprobs after temperature and top-p, i.e. of the distribution actually sampled.
+- **Several servers** (`rollout.remote.urls`): data-parallel dispatch, per prompt group. A
+  group's first sample to start picks the server with the fewest requests in flight from this
+  engine (least outstanding requests), and the group's other samples follow it, so the
+  prompt's keys and values are computed once, in one server's prefix cache. Least outstanding
+  rather than round robin: completions differ in length, and a server that drew long ones gets
+  fewer new groups while it works through them. Ties go in order from this process's rank, so
+  the ranks of a torchrun job, each with few groups, start on different servers.
+- **Weight sync** (portable, no NCCL): the weights are written ONCE as safetensors to
+  `weights_dir` (a directory every server sees; written under a temporary name, then renamed),
+  then every server loads them in place, in parallel: `POST /collective_rpc`
+  `reload_weights(weights_path=...)` and `POST /reset_prefix_cache` (dev-mode routes). The
+  time of both parts is returned (`WeightSync`) and kept in `last_sync`.
+- **Under torchrun** every process has its own engine over the same list (`rank`: the
+  dispatch offset) and every process calls `push_weights` after each update: the leader
+  (rank 0) passes the gathered full weights, writes and reloads; the others pass None and
+  wait for its outcome, which is broadcast to all (the barrier). A failed sync raises on
+  every process.
+- **Failures**: every call has a deadline (`request_timeout_s`, `sync_timeout_s`); a refused
+  connection, a timeout, an HTTP error or a malformed body raises `RemoteEngineError` naming
+  the URL. A server failing its reload fails the sync naming it: the servers would otherwise
+  sample from different policies, so a sync never half-succeeds quietly.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from torch import Tensor
 
+from rl_client.distributed import broadcast_object
 from rl_client.engines.base import Completion, SamplingParams, StreamingEngine
+from rl_client.engines.vllm_http import RemoteEngineError, VLLMServerClient
 from rl_client.engines.weights import export_weights
 
+__all__ = [
+    "WEIGHTS_FILE",
+    "RemoteEngineError",
+    "RemoteVLLMEngine",
+    "WeightSync",
+    "least_in_flight",
+]
+
 WEIGHTS_FILE = "model.safetensors"
+T = TypeVar("T")
 
 
-class RemoteEngineError(RuntimeError):
-    """A call to the vLLM server failed; the message names the URL and the cause."""
+@dataclass(frozen=True)
+class WeightSync:
+    """How long one weight sync took: writing the file once, then every server's reload (in
+    parallel, so about the slowest server's)."""
+
+    write_s: float
+    reload_s: float
+    servers: int
+
+    @property
+    def total_s(self) -> float:
+        return self.write_s + self.reload_s
+
+
+def least_in_flight(in_flight: Sequence[int], rank: int) -> int:
+    """The server with the fewest requests in flight; ties go to the first in order from
+    server `rank` mod the count (so processes with few groups start on different servers)."""
+    count = len(in_flight)
+    return min(range(count), key=lambda i: (in_flight[i], (i - rank) % count))
 
 
 class RemoteVLLMEngine(StreamingEngine):
     def __init__(
         self,
-        base_url: str,
+        urls: str | Sequence[str],
         tokenizer: Any,
         *,
         weights_dir: str | Path,
@@ -58,22 +94,37 @@ class RemoteVLLMEngine(StreamingEngine):
         request_timeout_s: float = 300.0,
         sync_timeout_s: float = 300.0,
         max_concurrent_requests: int = 64,
+        rank: int = 0,
+        leader: bool = True,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        """`urls`: one server's root or several; `rank`: this process's place in a torchrun
+        job (where its dispatch starts); `leader`: whether this process writes the weights
+        and triggers the reloads (rank 0)."""
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        if not urls:
+            raise RemoteEngineError("no vLLM server given")
+        self.servers = [VLLMServerClient(url, api_key=api_key) for url in urls]
         self.tokenizer = tokenizer
         self.eos_token_id: int = tokenizer.eos_token_id
         self.pad_token_id: int = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_id
         )
         self.weights_dir = Path(weights_dir)
-        self.api_key = api_key
         self.request_timeout_s = request_timeout_s
         self.sync_timeout_s = sync_timeout_s
+        self.rank = rank
+        self.leader = leader
+        self.requests_sent = [0] * len(urls)  # per server, over the engine's life
+        self.last_sync: WeightSync | None = None
+        self._in_flight = [0] * len(urls)  # per server, this engine's requests
+        self._dispatch_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_concurrent_requests, thread_name_prefix="rl-vllm")
         self.model = model or self._served_model()
 
     @classmethod
-    def from_settings(cls, settings: Any, tokenizer: Any) -> RemoteVLLMEngine:
+    def from_settings(
+        cls, settings: Any, tokenizer: Any, *, rank: int = 0, leader: bool = True
+    ) -> RemoteVLLMEngine:
         """From `rollout.remote` (`config.RemoteEngineSettings`)."""
         api_key = None
         if settings.api_key_env is not None:
@@ -83,7 +134,7 @@ class RemoteVLLMEngine(StreamingEngine):
                     f"rollout.remote.api_key_env: ${settings.api_key_env} is not set"
                 )
         return cls(
-            settings.base_url,
+            settings.server_urls,
             tokenizer,
             weights_dir=settings.weights_dir,
             model=settings.model,
@@ -91,49 +142,37 @@ class RemoteVLLMEngine(StreamingEngine):
             request_timeout_s=settings.request_timeout_s,
             sync_timeout_s=settings.sync_timeout_s,
             max_concurrent_requests=settings.max_concurrent_requests,
+            rank=rank,
+            leader=leader,
         )
 
-    # ---- HTTP
+    @property
+    def urls(self) -> list[str]:
+        return [server.base_url for server in self.servers]
 
-    def _call(self, method: str, path: str, body: Any, timeout_s: float) -> Any:
-        """One HTTP call with a deadline; the JSON reply (None for an empty body)."""
-        url = f"{self.base_url}{path}"
-        headers = {"Content-Type": "application/json"}
-        if self.api_key is not None:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:500].decode(errors="replace")
-            raise RemoteEngineError(f"{method} {url}: HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)  # URLError wraps the socket's error
-            if isinstance(reason, TimeoutError):
-                raise RemoteEngineError(
-                    f"{method} {url}: no answer within {timeout_s:g} s"
-                ) from None
-            raise RemoteEngineError(f"{method} {url}: cannot connect: {reason}") from None
-        if not raw:
-            return None
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
+    def _on_every_server(self, what: str, call: Callable[[VLLMServerClient], T]) -> list[T]:
+        """`call` on every server at once; one error naming each server that failed."""
+        with ThreadPoolExecutor(len(self.servers)) as pool:
+            futures = [pool.submit(call, server) for server in self.servers]
+        failures = [f.exception() for f in futures if f.exception() is not None]
+        if failures and len(self.servers) == 1:
+            raise failures[0]
+        if failures:
             raise RemoteEngineError(
-                f"{method} {url}: the reply is not JSON: {raw[:200]!r}"
-            ) from None
+                f"{what} failed on {len(failures)} of {len(self.servers)} servers: "
+                + "; ".join(str(exc) for exc in failures)
+            ) from failures[0]
+        return [f.result() for f in futures]
 
     def _served_model(self) -> str:
-        reply = self._call("GET", "/v1/models", None, self.request_timeout_s)
-        try:
-            names = [entry["id"] for entry in reply["data"]]
-        except (KeyError, TypeError):
-            raise RemoteEngineError(f"{self.base_url}/v1/models: unexpected reply") from None
-        if len(names) != 1:
+        names = self._on_every_server(
+            "GET /v1/models", lambda server: server.served_model(self.request_timeout_s)
+        )
+        if len(set(names)) != 1:
+            served = ", ".join(f"{u}: {n}" for u, n in zip(self.urls, names, strict=True))
             raise RemoteEngineError(
-                f"{self.base_url} serves {names}: set rollout.remote.model to one of them"
+                f"the servers serve different models ({served}); rollout.remote.urls must "
+                "serve one policy"
             )
         return names[0]
 
@@ -143,8 +182,9 @@ class RemoteVLLMEngine(StreamingEngine):
         self, prompts: Sequence[Sequence[int]], params: SamplingParams
     ) -> Iterator[tuple[int, int, Completion]]:
         """Yields (prompt index, sample index, completion) as each response arrives."""
+        routes: dict[int, int] = {}  # prompt index -> server index, set by its first sample
         futures = {
-            self._pool.submit(self._sample, list(prompt), params): (p, s)
+            self._pool.submit(self._sample, routes, p, list(prompt), params): (p, s)
             for p, prompt in enumerate(prompts)
             for s in range(params.n)
         }
@@ -156,66 +196,85 @@ class RemoteVLLMEngine(StreamingEngine):
             for future in futures:
                 future.cancel()
 
-    def _sample(self, prompt: list[int], params: SamplingParams) -> Completion:
-        body = {
-            "model": self.model,
-            "prompt": prompt,
-            "n": 1,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "top_k": 0,
-            "max_tokens": params.max_new_tokens,
-            "stop": list(params.stop_strings),
-            "stop_token_ids": [self.eos_token_id],
-            "include_stop_str_in_output": True,
-            "logprobs": 0,
-            "return_token_ids": True,
-        }
-        reply = self._call("POST", "/v1/completions", body, self.request_timeout_s)
+    def _sample(
+        self, routes: dict[int, int], group: int, prompt: list[int], params: SamplingParams
+    ) -> Completion:
+        index = self._route(routes, group)
         try:
-            choice = reply["choices"][0]
-            token_ids = [int(t) for t in choice["token_ids"]]
-            logprobs = [float(x) for x in choice["logprobs"]["token_logprobs"]]
-            finish_reason = choice["finish_reason"]
-        except (KeyError, IndexError, TypeError, ValueError):
-            raise RemoteEngineError(
-                f"{self.base_url}/v1/completions: a reply without token_ids and logprobs "
-                f"(is this vLLM?): {json.dumps(reply)[:300]}"
-            ) from None
-        if len(logprobs) != len(token_ids):
-            raise RemoteEngineError(
-                f"{self.base_url}/v1/completions: {len(token_ids)} tokens but "
-                f"{len(logprobs)} logprobs"
+            return self.servers[index].sample(
+                self.model, prompt, params, self.tokenizer, self.request_timeout_s
             )
-        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
-        reason = "length" if finish_reason == "length" else "stop"
-        return Completion(token_ids, logprobs, text, reason)  # type: ignore[arg-type]
+        finally:
+            with self._dispatch_lock:
+                self._in_flight[index] -= 1
+
+    def _route(self, routes: dict[int, int], group: int) -> int:
+        """The group's server, counted as one more request in flight there. A group's first
+        sample picks the server with the fewest in flight (ties: from this rank's offset)."""
+        with self._dispatch_lock:
+            index = routes.get(group)
+            if index is None:
+                index = least_in_flight(self._in_flight, self.rank)
+                routes[group] = index
+            self._in_flight[index] += 1
+            self.requests_sent[index] += 1
+            return index
 
     # ---- weights
 
     def sync_weights(self, model: torch.nn.Module) -> None:
-        """Writes the weights to `weights_dir` and has the server load them in place."""
+        """The engine interface: `push_weights` with `model`'s weights (a plain or peft
+        module; a sharded FSDP2 module needs its full state gathered first, see
+        `push_weights`)."""
+        self.push_weights(export_weights(model) if self.leader else None)
+
+    def push_weights(self, weights: Iterable[tuple[str, Tensor]] | None) -> WeightSync:
+        """Every server samples from `weights` (checkpoint names) from now on.
+
+        Under torchrun every process calls this at the same point: the leader passes the full
+        weights (e.g. FSDP2's full state dict gathered to rank 0), the others None. The leader
+        writes them once and reloads every server in parallel; its outcome reaches every
+        process through one broadcast, which is also the barrier: all return the same timing,
+        or all raise `RemoteEngineError`. In one process it is the leader's part alone."""
+        outcome: WeightSync | str | None = None
+        if self.leader:
+            if weights is None:
+                raise ValueError("push_weights: the leader must pass the weights")
+            try:
+                outcome = self._write_and_reload(weights)
+            except RemoteEngineError as exc:
+                outcome = str(exc)
+        outcome = broadcast_object(outcome)
+        if isinstance(outcome, str):
+            raise RemoteEngineError(outcome if self.leader else f"rank 0's weight sync: {outcome}")
+        assert isinstance(outcome, WeightSync)
+        self.last_sync = outcome
+        return outcome
+
+    def _write_and_reload(self, weights: Iterable[tuple[str, Tensor]]) -> WeightSync:
         from safetensors.torch import save_file
 
-        self.weights_dir.mkdir(parents=True, exist_ok=True)
+        began = time.perf_counter()
+        # CPU copies; tied weights cloned apart (safetensors refuses aliases).
+        tensors = {name: t.detach().cpu().clone().contiguous() for name, t in weights}
         partial = self.weights_dir / f".{WEIGHTS_FILE}.partial"
-        tensors = {name: t.cpu().clone().contiguous() for name, t in export_weights(model)}
-        save_file(tensors, str(partial))
-        os.replace(partial, self.weights_dir / WEIGHTS_FILE)
-        body = {
-            "method": "reload_weights",
-            "kwargs": {"weights_path": str(self.weights_dir.resolve())},
-            "timeout": self.sync_timeout_s,
-        }
-        self._call("POST", "/collective_rpc", body, self.sync_timeout_s)
-        reply = self._call("POST", "/reset_prefix_cache", None, self.sync_timeout_s)
-        if not (isinstance(reply, dict) and reply.get("success") is True):
+        try:
+            self.weights_dir.mkdir(parents=True, exist_ok=True)
+            save_file(tensors, str(partial))
+            os.replace(partial, self.weights_dir / WEIGHTS_FILE)
+        except OSError as exc:
             raise RemoteEngineError(
-                f"{self.base_url}/reset_prefix_cache: the server did not reset it: {reply}"
-            )
+                f"rollout.remote.weights_dir {self.weights_dir}: {exc}"
+            ) from None
+        written = time.perf_counter()
+        path = str(self.weights_dir.resolve())
+        self._on_every_server(
+            "weight sync", lambda server: server.reload_weights(path, self.sync_timeout_s)
+        )
+        return WeightSync(written - began, time.perf_counter() - written, len(self.servers))
 
     def sleep(self) -> None:
-        """The server lives elsewhere: nothing to free here."""
+        """The servers live elsewhere: nothing to free here."""
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -115,12 +115,39 @@ def test_example_configs_validate(path: Path) -> None:
         ),
         (["rollout.on_stale=never"], "rollout.on_stale"),
         (["rollout.agent.max_turns=2"], "rollout.agent.environment"),
+        (
+            ["rollout.remote.weights_dir=w"],
+            "rollout.remote: set exactly one of rollout.remote.base_url (one server) and "
+            "rollout.remote.urls",
+        ),
+        (
+            ["rollout.remote={weights_dir: w, base_url: 'http://a:1', urls: ['http://b:1']}"],
+            "set exactly one of rollout.remote.base_url",
+        ),
+        (["rollout.remote={weights_dir: w, urls: []}"], "rollout.remote.urls is empty"),
+        (
+            ["rollout.remote={weights_dir: w, urls: ['http://a:1', 'http://a:1']}"],
+            "rollout.remote.urls lists ['http://a:1'] more than once",
+        ),
     ],
 )
 def test_rollout_combinations_that_are_refused(overrides: list[str], message: str) -> None:
     raw = {"model": {"path": "m"}, "data": {"path": "d"}, "output": {"dir": "o"}}
     with pytest.raises(ConfigError, match=re.escape(message)):
         build_config(TrainConfig, raw, overrides)
+
+
+def test_remote_servers_from_base_url_or_urls() -> None:
+    raw = {"model": {"path": "m"}, "data": {"path": "d"}, "output": {"dir": "o"}}
+    one = build_config(
+        TrainConfig, raw, ["rollout.remote={weights_dir: w, base_url: 'http://a:1'}"]
+    )
+    many = build_config(
+        TrainConfig, raw, ["rollout.remote={weights_dir: w, urls: ['http://a:1', 'http://b:2']}"]
+    )
+    assert one.rollout.remote is not None and one.rollout.remote.server_urls == ["http://a:1"]
+    assert many.rollout.remote is not None
+    assert many.rollout.remote.server_urls == ["http://a:1", "http://b:2"]
 
 
 @pytest.mark.parametrize(

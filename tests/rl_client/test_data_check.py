@@ -62,10 +62,12 @@ def test_gold_completions_are_written_the_way_the_verifier_extracts() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("lazy", [False, True], ids=["eager", "lazy"])
 def test_reports_masked_and_below_top_rows_through_a_sidecar(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lazy: bool
 ) -> None:
-    config = _config(tmp_path, ROWS)
+    # data.lazy: the same report, every row read a chunk at a time
+    config = _config(tmp_path, ROWS, lazy=lazy)
     report_path = tmp_path / "report.json"
     assert main(["data", "check", "--config", str(config), "--report", str(report_path)]) == 1
     report = json.loads(report_path.read_text())

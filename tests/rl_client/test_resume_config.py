@@ -84,6 +84,7 @@ def test_more_steps_are_safe_only_under_a_constant_schedule(
     raw["train"]["steps"] = 5
     raw["output"]["trackers"] = ["tensorboard"]  # always safe
     raw["reward"] = {"address": "10.0.0.1:50051"}  # always safe
+    raw["data"]["lazy"] = True  # the same rows in the same order
     assert config_changes(build_config(TrainConfig, raw)) == expected
 
 

@@ -87,6 +87,16 @@ def configured_client(
         yield client
 
 
+def kill_replica(proc: ServerProcess) -> None:
+    """SIGKILLs the server and its workers at once, as when its machine dies: no drain, no
+    answer to the calls it holds."""
+    doomed = [proc.process.pid, *children_of(proc.process.pid)]
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.process.wait()
+
+
 def children_of(pid: int) -> set[int]:
     """All descendants of `pid`, from /proc."""
     parents: dict[int, int] = {}

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -85,6 +86,19 @@ class VLLMServer:
             time.sleep(0.5)
         raise RuntimeError(f"vLLM server not ready within {timeout_s:g} s (log: {log_path})")
 
+    def requests_served(self) -> int:
+        """Requests the server has finished, from its Prometheus counter
+        `vllm:request_success_total` (one series per finish reason)."""
+        with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=10) as reply:
+            lines = reply.read().decode().splitlines()
+        return round(
+            sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in lines
+                if line.startswith("vllm:request_success_total{")
+            )
+        )
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -94,3 +108,19 @@ class VLLMServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.log.close()
+
+
+def start_servers(model_dir: Path, log_dir: Path, count: int) -> list[VLLMServer]:
+    """`count` servers of `model_dir`, started at once (logs `server{i}.log` in `log_dir`).
+    On a 2-core machine they take about as long as one after the other (~35 s each here)."""
+    with ThreadPoolExecutor(count) as pool:
+        futures = [
+            pool.submit(VLLMServer, model_dir, log_dir / f"server{i}.log") for i in range(count)
+        ]
+    started = [f.result() for f in futures if f.exception() is None]
+    failure = next((f.exception() for f in futures if f.exception() is not None), None)
+    if failure is not None:
+        for server in started:
+            server.stop()
+        raise failure
+    return started

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
-from server_process import ServerProcess, children_of
+from server_process import ServerProcess, children_of, kill_replica
 
 from verifier_server.client import AsyncRewardClient, RewardClient, channel_target
 from verifier_server.types import Item, RewardSpec, Status
@@ -75,6 +78,44 @@ def test_round_robin_spreads_over_replicas(server, tmp_path) -> None:
         second.stop()
     assert all(r.ok for r in results)
     assert pids & first_workers and pids & second_workers  # both replicas answered
+
+
+def test_a_replica_killed_mid_batch_costs_no_item(tmp_path: Path) -> None:
+    # Two replicas with one worker each; 30 items of 0.2 s in RPCs of 2, all in flight at
+    # once, spread by round robin. One replica is SIGKILLed while its worker is busy: the
+    # calls it held fail UNAVAILABLE and go again, to the other replica, before the deadline.
+    ran = tmp_path / "ran"  # each item's id, appended when a worker starts it
+    replicas = [ServerProcess(["--workers", "1", "--plugin", "testing_verifiers"]) for _ in "ab"]
+    try:
+        items = [
+            Item(
+                id=f"i{n}",
+                completion="x",
+                reward=RewardSpec("sleepy", {"seconds": 0.2, "log_path": str(ran)}),
+            )
+            for n in range(30)
+        ]
+        addresses = [r.address for r in replicas]
+        with (
+            RewardClient(addresses, max_batch_items=2, timeout_s=60) as client,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            client.score([fmt(f"warm{n}") for n in range(4)])  # connects both subchannels
+            time.sleep(0.5)
+            scoring = pool.submit(client.score, items)
+            while not ran.exists() or len(ran.read_text().split()) < 4:
+                time.sleep(0.02)
+            kill_replica(replicas[1])
+            results = scoring.result()
+    finally:
+        for replica in replicas:
+            replica.stop()
+    assert [r.id for r in results] == [i.id for i in items]
+    assert all(r.ok and r.score == 1.0 for r in results), [r for r in results if not r.ok]
+    started = Counter(ran.read_text().split())
+    assert set(started) == {i.id for i in items}
+    # The item the killed replica's worker was running started again on the other one.
+    assert any(count > 1 for count in started.values())
 
 
 def test_channel_target_forms() -> None:
