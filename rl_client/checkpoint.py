@@ -1,11 +1,19 @@
 """Checkpoints that resume exactly: weights, optimiser, scheduler, RNG states, data cursor.
 
-Layout: `<output.dir>/checkpoints/step_000042/` with `policy/` (save_pretrained: full weights,
-or LoRA adapters), the tokenizer, `trainer.pt` (optimiser, scheduler, value head, RNG states),
-`state.json` (step, data cursor) and `config.yaml`. A checkpoint is written under a temporary
-name and renamed when complete, so a run killed mid-save resumes from the previous one.
-On resume, lines of metrics.jsonl and rollouts.jsonl past the checkpoint's step are dropped:
-those steps run again.
+Layout: `<output.dir>/checkpoints/step_000042/` with `state.json` (step, data cursor, world
+size) and `config.yaml`, and then, by how many processes saved it:
+
+- one process: `policy/` (save_pretrained: full weights, or LoRA adapters, and the
+  tokenizer) and `trainer.pt` (optimiser, scheduler, value head, RNG states, async batches);
+- N processes (torchrun, FSDP2): `sharded/` (torch.distributed.checkpoint: the policy, the
+  value head and the AdamW moments, each process writing its own shards), `trainer.pt` (the
+  scheduler, rank 0), `rank_00000.pt` .. (each process's RNG states and async batches) and
+  `tokenizer/`. The sharded specifics live in `sharded_checkpoint.py`.
+
+Every process writes into `.partial_step_000042/`; after a barrier rank 0 renames it, so a run
+killed mid-save (any process) resumes from the previous checkpoint. Either layout resumes on
+any number of processes (`load_checkpoint`). On resume, lines of metrics.jsonl and
+rollouts.jsonl past the checkpoint's step are dropped: those steps run again.
 """
 
 from __future__ import annotations
@@ -14,73 +22,217 @@ import json
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
+from rl_client.distributed import barrier, world_from_env
+
 STATE_FILE = "state.json"
+TRAINER_FILE = "trainer.pt"
+SHARDED_DIR = "sharded"
+PARTIAL_PREFIX = ".partial_"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be resumed as asked; the message says what to do."""
+
+
+class Trainable(Protocol):
+    """What a checkpoint saves of the learner and restores in place (`Learner` is one)."""
+
+    model: torch.nn.Module  # the policy, FSDP2-sharded under torchrun
+    value_head: torch.nn.Linear | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # torch.optim.lr_scheduler.LRScheduler
+
+    def state_dict(self) -> dict[str, Any]:
+        """One process: optimiser, scheduler and value head (a checkpoint's trainer.pt)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def checkpoint_dir(output_dir: Path) -> Path:
     return output_dir / "checkpoints"
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint, if any."""
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    """The complete checkpoints, oldest first (a partial one is never named step_*)."""
     root = checkpoint_dir(output_dir)
     if not root.exists():
-        return None
-    complete = sorted(p for p in root.glob("step_*") if (p / STATE_FILE).exists())
+        return []
+    return sorted(p for p in root.glob("step_*") if (p / STATE_FILE).exists())
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint, if any."""
+    complete = complete_checkpoints(output_dir)
     return complete[-1] if complete else None
 
 
-def rng_state() -> dict[str, Any]:
+def is_sharded(path: Path) -> bool:
+    """Saved by several processes through torch.distributed.checkpoint."""
+    return (path / SHARDED_DIR).is_dir()
+
+
+def policy_dir(path: Path) -> Path | None:
+    """The Hugging Face directory a one-process checkpoint holds its weights (or adapters)
+    in, for `load_policy`; None for a sharded checkpoint, whose weights `load_checkpoint`
+    loads in place into the policy built from `model.path`."""
+    return None if is_sharded(path) else path / "policy"
+
+
+def rng_state(*, all_gpus: bool = True) -> dict[str, Any]:
+    """Python's and torch's RNG states, and CUDA's: of every GPU, or (`all_gpus=False`, a
+    process of a torchrun run, which owns one GPU) of the current one only, without
+    creating a CUDA context on the others."""
     state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        if all_gpus:
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        else:
+            state["cuda_current"] = torch.cuda.get_rng_state()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restores `rng_state()`'s streams, or seeds them all from `{"seed": n}` (a resume on
+    another number of processes, where the saved per-process streams do not carry over)."""
+    if "seed" in state:
+        random.seed(state["seed"])
+        torch.manual_seed(state["seed"])  # the CUDA generators too
+        return
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda_current" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda_current"])
+
+
+def derived_seed(seed: int, step: int, rank: int) -> int:
+    """A process's fresh RNG seed after a resume on another number of processes: the same
+    for the same (train.seed, step, rank), different across ranks and steps."""
+    # str seeding hashes with SHA-512, so every process (and every run) agrees.
+    return random.Random(f"{seed}:{step}:{rank}").getrandbits(63)
+
+
+def resumed_rank_state(
+    saved: list[dict[str, Any]], *, rank: int, world_size: int, seed: int, step: int
+) -> dict[str, Any]:
+    """This process's {"rng", "rollout_buffer"} from the per-process states a checkpoint
+    holds (one per process that saved it). The same number of processes resumes each
+    process's own streams and batches. Another number gets fresh streams (`derived_seed`)
+    and no async batches: those were split by the old ranks, and their prompts are
+    generated again (`load_checkpoint` moves the cursor back over them)."""
+    if len(saved) == world_size:
+        own = saved[rank]
+        return {"rng": own["rng"], "rollout_buffer": own.get("rollout_buffer", [])}
+    return {"rng": {"seed": derived_seed(seed, step, rank)}, "rollout_buffer": []}
+
+
+def prompts_ahead(saved: list[dict[str, Any]]) -> int:
+    """How many prompts the async batches generated ahead took from the data cursor, over
+    every process that saved them: each group is one prompt (every group a batch generated
+    is kept in it, dynamic sampling's filtered ones too), and the processes' shares of a
+    step's prompts add up to the step's draw from the one cursor they all advance."""
+    return sum(len(batch.groups) for state in saved for batch in state.get("rollout_buffer", []))
+
+
+def rewound_cursor(cursor: dict[str, int], count: int) -> dict[str, int]:
+    """The data cursor's state `count` prompts earlier (back across epochs): from there the
+    cursor draws those prompts again, in the same order."""
+    epoch, position, size = cursor["epoch"], cursor["position"], cursor["size"]
+    while count > position:
+        if epoch == 0:
+            raise CheckpointError(
+                f"cannot move the data cursor back {count} prompts past the start of the "
+                f"data ({cursor}): the checkpoint's async batches do not match its cursor"
+            )
+        count -= position
+        epoch, position = epoch - 1, size
+    return {**cursor, "epoch": epoch, "position": position - count}
 
 
 def save_checkpoint(
     output_dir: Path,
     *,
     step: int,
-    model: torch.nn.Module,
+    learner: Trainable,
     tokenizer: Any,
-    trainer_state: dict[str, Any],
+    rollout_buffer: list[Any],
     cursor: dict[str, int],
     config_yaml: str,
     keep: int,
 ) -> Path:
+    """Writes step `step`'s checkpoint and deletes all but the newest `keep`. Under torchrun
+    every process must call it (the sharded save is collective); `cursor` and `config_yaml`
+    are rank 0's, `rollout_buffer` each process's own (async batches generated ahead)."""
+    world = world_from_env()
     root = checkpoint_dir(output_dir)
     final = root / f"step_{step:06d}"
-    partial = root / f".partial_step_{step:06d}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    model.save_pretrained(str(partial / "policy"))
-    tokenizer.save_pretrained(str(partial / "policy"))
-    torch.save({**trainer_state, "rng": rng_state()}, partial / "trainer.pt")
-    (partial / "config.yaml").write_text(config_yaml)
-    (partial / STATE_FILE).write_text(json.dumps({"step": step, "cursor": cursor}))
-    shutil.rmtree(final, ignore_errors=True)
-    partial.rename(final)
-    for old in sorted(p for p in root.glob("step_*") if (p / STATE_FILE).exists())[:-keep]:
-        shutil.rmtree(old)
+    partial = root / f"{PARTIAL_PREFIX}step_{step:06d}"
+    if world.is_main:
+        for stale in root.glob(f"{PARTIAL_PREFIX}*"):  # the leftovers of a killed save
+            shutil.rmtree(stale)
+        partial.mkdir(parents=True)
+    barrier()
+    if world.distributed:
+        from rl_client.sharded_checkpoint import save_sharded
+
+        save_sharded(partial, learner, tokenizer, rollout_buffer)
+    else:
+        learner.model.save_pretrained(str(partial / "policy"))
+        tokenizer.save_pretrained(str(partial / "policy"))
+        state = {**learner.state_dict(), "rollout_buffer": rollout_buffer, "rng": rng_state()}
+        torch.save(state, partial / TRAINER_FILE)
+    if world.is_main:
+        (partial / "config.yaml").write_text(config_yaml)
+        state_json = {"step": step, "cursor": cursor, "world_size": world.world_size}
+        (partial / STATE_FILE).write_text(json.dumps(state_json))
+    barrier()  # every process's files are written: the checkpoint is complete
+    if world.is_main:
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+        for old in complete_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old)
+    barrier()  # no process goes on (or resumes) before the rename
     return final
 
 
-def load_checkpoint(path: Path) -> tuple[int, dict[str, int], dict[str, Any]]:
-    """(step, cursor state, trainer state incl. "rng"). Weights load via `path / 'policy'`."""
+def load_checkpoint(
+    path: Path, *, learner: Trainable, seed: int
+) -> tuple[int, dict[str, int], dict[str, Any]]:
+    """Restores the learner in place (sharded weights, optimiser, scheduler, value head; a
+    one-process checkpoint's weights come through `policy_dir` and `load_policy`) and
+    returns (step, cursor state, this process's {"rng", "rollout_buffer"}). Works on any
+    number of processes: see `resumed_rank_state` (on another number the cursor is moved
+    back over the async batches generated ahead). `seed` is `train.seed`."""
     state = json.loads((path / STATE_FILE).read_text())
-    trainer_state = torch.load(path / "trainer.pt", weights_only=False)
-    return state["step"], state["cursor"], trainer_state
+    step, world = state["step"], world_from_env()
+    if is_sharded(path) or world.distributed:
+        from rl_client.sharded_checkpoint import load_into, saved_rank_states
+
+        load_into(path, learner)
+        saved = saved_rank_states(path)
+    else:
+        trainer_state = torch.load(path / TRAINER_FILE, weights_only=False)
+        learner.load_state_dict(trainer_state)
+        saved = [trainer_state]
+    rank_state = resumed_rank_state(
+        saved, rank=world.rank, world_size=world.world_size, seed=seed, step=step
+    )
+    cursor = state["cursor"]
+    if len(saved) != world.world_size and (ahead := prompts_ahead(saved)):
+        cursor = rewound_cursor(cursor, ahead)
+        if world.is_main:
+            print(
+                f"{path.name} was saved by {len(saved)} processes, this run has "
+                f"{world.world_size}: its async batches generated ahead ({ahead} prompts) "
+                "are generated again"
+            )
+    return step, cursor, rank_state
 
 
 def truncate_log(path: Path, last_step: int) -> None:

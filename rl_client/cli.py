@@ -1,4 +1,4 @@
-"""`rl-client train|sft|eval|data check|rm|demo`. Config keys: `rl-client train --help`."""
+"""`rl-client train|sft|eval|data check|export|rm|demo`. Config keys: `rl-client train --help`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from rl_client.checkpoint import CheckpointError
 from rl_client.config import ConfigError, SFTConfig, TrainConfig, load_config
 from rl_client.data import DataError
 from rl_client.preflight import (
@@ -107,6 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--report", metavar="FILE", help="JSON report (default: output.dir/data_check.json)"
     )
+    export = commands.add_parser(
+        "export",
+        help="write a checkpoint's policy as a plain Hugging Face model directory",
+        description="Writes CHECKPOINT_DIR's policy (a one-process or a sharded checkpoint; "
+        "no torchrun needed) to OUT_DIR as config.json, safetensors weights and the "
+        "tokenizer, loadable by AutoModelForCausalLM.from_pretrained. LoRA adapters are "
+        "merged into the base weights; the value head is left out. The base model is "
+        "model.path of the checkpoint's config.yaml.",
+    )
+    export.add_argument(
+        "checkpoint", metavar="CHECKPOINT_DIR", help="e.g. run/checkpoints/step_000100"
+    )
+    export.add_argument("out_dir", metavar="OUT_DIR", help="replaced if it exists")
     # Listed for --help only: main() hands `rm`'s own flags (--help too) to its parser untouched.
     commands.add_parser(
         "rm", help="train a Bradley-Terry reward model from preference pairs (rl-client rm --help)"
@@ -171,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
-    except (ConfigError, DataError, PreflightError) as exc:
+    except (CheckpointError, ConfigError, DataError, PreflightError) as exc:
         if getattr(args, "debug", False):
             raise
         print("\n".join(f"error: {line}" for line in str(exc).splitlines()), file=sys.stderr)
@@ -206,6 +220,11 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "data":
         return _data_check(args)
+    if args.command == "export":
+        from rl_client.export import export_policy
+
+        print(f"wrote {export_policy(Path(args.checkpoint), Path(args.out_dir))}")
+        return 0
     from rl_client.trainer import train
 
     config = load_config(TrainConfig, args.config, args.overrides)

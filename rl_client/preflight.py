@@ -106,7 +106,7 @@ def check_world(config: TrainConfig, world: World) -> None:
 
 
 def world_problems(config: TrainConfig, world: World) -> list[str | None]:
-    """What a run on several processes (torchrun) cannot do, or not yet."""
+    """What a run on several processes (torchrun) cannot do."""
     if not world.distributed:
         return []
     n = world.world_size
@@ -115,10 +115,6 @@ def world_problems(config: TrainConfig, world: World) -> list[str | None]:
         f"rollout.prompts_per_step: {prompts} groups do not split evenly over {n} processes; "
         f"make it a multiple of {n}"
         if prompts % n
-        else None,
-        "rollout.engine: 'vllm_remote' is not supported on several processes yet (every "
-        "process would push its weights to the same servers); use hf or vllm"
-        if config.rollout.engine == "vllm_remote"
         else None,
     ]
 

@@ -17,6 +17,7 @@ from rl_client.async_collect import AsyncCollector
 from rl_client.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
+    policy_dir,
     save_checkpoint,
     set_rng_state,
     truncate_log,
@@ -46,6 +47,7 @@ from rl_client.distributed import (
 from rl_client.engines.base import SamplingParams
 from rl_client.engines.factory import build_engine
 from rl_client.engines.versioned import VersionedEngine
+from rl_client.export import export_policy
 from rl_client.group_filter import DynamicSampling
 from rl_client.learner import Learner
 from rl_client.models import load_policy, load_reference, load_tokenizer, new_value_head
@@ -92,23 +94,22 @@ class Run:
     def save(self, step: int) -> Path | None:
         """Async mode: the rollout thread finishes its batch and waits; the batches generated
         ahead are saved with the cursor that stands right after them (lossless resume).
-        Several processes: nothing is saved (sharded checkpoints are not built yet)."""
-        if self.world.distributed:
-            return None
+        Under torchrun every process calls it. The last step's checkpoint is also exported
+        as a plain Hugging Face model to `<output.dir>/final/` (by rank 0)."""
         with self.collector.paused():
-            return save_checkpoint(
+            path = save_checkpoint(
                 self.output_dir,
                 step=step,
-                model=self.learner.model,
+                learner=self.learner,
                 tokenizer=self.tokenizer,
-                trainer_state={
-                    **self.learner.state_dict(),
-                    "rollout_buffer": self.collector.buffered(),
-                },
+                rollout_buffer=self.collector.buffered(),
                 cursor=self.cursor.state_dict(),
                 config_yaml=dump_config(self.config),
                 keep=self.config.output.keep_checkpoints,
             )
+        if step == self.config.train.steps and self.world.is_main:
+            export_policy(path, self.output_dir / "final")
+        return path
 
     def close(self) -> None:
         self.log.close()
@@ -272,20 +273,17 @@ def _build_run(
     """Models, learner, engine and log; restored from the latest checkpoint if any."""
 
     checkpoint = latest_checkpoint(output_dir) if config.output.resume else None
-    if checkpoint is not None and world.distributed:
-        raise ValueError(
-            f"{checkpoint}: resuming a run of several processes is not supported yet; "
-            "set output.resume=false or use a fresh output.dir"
-        )
     random.seed(config.train.seed)
     torch.manual_seed(config.train.seed)  # the same initial weights on every process
     model = load_policy(
-        config.model, device, checkpoint=checkpoint / "policy" if checkpoint else None
+        config.model, device, checkpoint=policy_dir(checkpoint) if checkpoint else None
     )
     # Several processes: the engine samples from an unsharded copy, taken before sharding.
     sampler = copy.deepcopy(model) if world.distributed else model
     learner = _learner(config, model, device, world)
     start_step, trainer_state = _restore(checkpoint, output_dir, learner, cursor, world)
+    if checkpoint is not None and sampler is not model:  # restored in place, after the copy
+        sampler.load_state_dict(full_state_dict(model))
     rng = trainer_state["rng"] if checkpoint is not None else None
 
     overlong = overlong_shaping(config)
@@ -304,11 +302,13 @@ def _build_run(
     )
     if rng is not None:  # last but the engine: nothing above consumes the restored streams
         set_rng_state(rng)
-    if world.distributed:  # each process samples its own prompts with its own stream
+    elif world.distributed:  # each process samples its own prompts with its own stream
         torch.manual_seed(config.train.seed + world.rank)
     # Batches an async run had generated ahead (checkpoints older than async mode have none).
     buffered = trainer_state.get("rollout_buffer", [])
-    engine = VersionedEngine(build_engine(config, sampler, tokenizer), version=start_step)
+    engine = VersionedEngine(
+        build_engine(config, sampler, tokenizer, world=world), version=start_step
+    )
     try:  # a failure from here on must not leave vLLM's processes running
         take = prompt_taker(cursor, rows, prompt_ids, world)
         collector = _collector(
@@ -375,19 +375,22 @@ def _restore(
     cursor: PromptCursor,
     world: World = SINGLE,
 ) -> tuple[int, dict[str, Any]]:
-    """(the step the checkpoint holds, its trainer state); (0, {}) for a fresh run. The logs
-    are cut back to that step, so an earlier run's lines never mix with this one's."""
+    """(the step the checkpoint holds, this process's {"rng", "rollout_buffer"}); (0, {})
+    for a fresh run. The learner is restored in place. The logs are cut back to that step,
+    so an earlier run's lines never mix with this one's."""
     start_step = 0
-    trainer_state: dict[str, Any] = {}
+    rank_state: dict[str, Any] = {}
     if checkpoint is not None:
-        start_step, cursor_state, trainer_state = load_checkpoint(checkpoint)
-        learner.load_state_dict(trainer_state)
+        start_step, cursor_state, rank_state = load_checkpoint(
+            checkpoint, learner=learner, seed=learner.settings.seed
+        )
         cursor.load_state_dict(cursor_state)
-        print(f"resuming from {checkpoint} (step {start_step})")
-    for name in ("metrics.jsonl", "rollouts.jsonl"):
         if world.is_main:
+            print(f"resuming from {checkpoint} (step {start_step})")
+    if world.is_main:
+        for name in ("metrics.jsonl", "rollouts.jsonl"):
             truncate_log(output_dir / name, start_step)
-    return start_step, trainer_state
+    return start_step, rank_state
 
 
 def overlong_shaping(config: TrainConfig) -> Overlong | None:

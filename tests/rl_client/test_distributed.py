@@ -278,5 +278,5 @@ def test_world_problems_name_the_key(tiny_model: Path, tmp_path: Path) -> None:
     config = build_config(TrainConfig, settings, overrides)
     problems = [p for p in world_problems(config, World(rank=0, world_size=2)) if p]
     assert problems[0].startswith("rollout.prompts_per_step: 3 groups do not split evenly")
-    assert problems[1].startswith("rollout.engine: 'vllm_remote' is not supported")
+    assert len(problems) == 1  # remote servers are shared: rank 0 alone pushes the weights
     assert world_problems(config, SINGLE) == []

@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from rl_helpers import VOLATILE_METRICS, train_settings
+from safetensors.torch import load_file
 from server_process import alive, children_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -65,6 +66,11 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(
     # data.lazy changes how rows are read, not which: a run may switch it across a resume.
     straight = tmp_path / "straight"
     assert _train(_config(tiny_model, toy_prompts, straight)).wait(300) == 0
+    # The last step's weights, exported as a plain Hugging Face model.
+    last = straight / "checkpoints" / f"step_{STEPS:06d}" / "policy" / "model.safetensors"
+    final = load_file(straight / "final" / "model.safetensors")
+    assert final.keys() == load_file(last).keys()
+    assert all(torch.equal(final[name], tensor) for name, tensor in load_file(last).items())
 
     resumed = tmp_path / "resumed"
     config = _config(tiny_model, toy_prompts, resumed)
