@@ -60,6 +60,7 @@ bench: setup
 	$(PY) benchmarks/vs_trl.py
 	$(PY) benchmarks/reward_model.py
 	$(PY) benchmarks/async_speedup.py
+	$(PY) benchmarks/scaling.py
 	$(PY) benchmarks/soak.py --minutes 3
 
 protos: setup

@@ -15,7 +15,8 @@ Prints, per model and process count, medians over the steps after `--warmup`: s/
 tokens/s (the step's sampled tokens over its time), the generate / train / sync split
 (`time_sync_s` in metrics.jsonl: on N processes the FSDP full-state-dict gather plus the
 engine's reload; 0 on one process, whose engine shares the module), and each ratio to the
-first process count.
+first process count. Every process runs `--threads` (1) torch threads, so N processes use N
+cores where one process uses one: on a CPU the N-process figure includes that extra core.
 
 Then the agreement. Each step must draw the same prompts on every process count (checked
 exactly, from rollouts.jsonl: one data cursor, contiguous shares). The completions cannot be
@@ -219,9 +220,10 @@ def main() -> int:
     parser.add_argument(
         "--threads",
         type=int,
-        default=0,
+        default=1,
         help="torch threads per process (0: the machine's cores over the process count, so "
-        "every count has the same cores)",
+        "every count has the same cores; on a loaded 2-core machine, 2 threads in one process "
+        "ran 3-30x slower than 1)",
     )
     parser.add_argument(
         "--max-drift", type=float, default=1e-3, help="largest logprob_drift_max accepted"
@@ -243,7 +245,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(args.dir or scratch)
         models = (
-            {"model": Path(args.model_path)}
+            {Path(args.model_path).name: Path(args.model_path)}
             if args.model_path
             else {spec: parse_model(spec) for spec in args.models.split(",")}
         )
