@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The multi-process trainer on a GPU machine: benchmarks/scaling.py (step time, tokens/s,
-# weight-sync time, 1 process against all, and their agreement) in four setups, then one table.
+# weight-sync time, 1 process against all, and their agreement) in three setups, then one table.
 #
 #   bash benchmarks/gpu_check.sh [--model-path DIR] [--steps N] [--workdir DIR] [--cpu-smoke]
 #
@@ -39,6 +39,7 @@ done
 fail() { echo "gpu_check.sh: FAILED: $*" >&2; exit 1; }
 
 [[ -x "$PYTHON" ]] || fail "no Python at $PYTHON (set PYTHON=...)"
+command -v curl >/dev/null || fail "curl not found (polls the vLLM servers)"
 WORKDIR="${WORKDIR:-$(mktemp -d /tmp/gpu_check.XXXXXX)}"
 mkdir -p "$WORKDIR"
 echo "gpu_check.sh: work directory $WORKDIR"
