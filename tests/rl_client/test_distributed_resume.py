@@ -42,8 +42,9 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
-def _config(tiny_model: Path, data: Path, output: Path) -> Path:
+def _config(tiny_model: Path, data: Path, output: Path, mode: str) -> Path:
     settings = train_settings(tiny_model, data, output)
+    settings["rollout"]["mode"] = mode  # async: max_staleness 1, a batch generated ahead
     settings["train"].update({"steps": STEPS, "lr": 0.01, "device": "cpu", "threads": 1})
     # The KL to the initial weights is > 0 exactly when the policy holds trained weights.
     settings["algorithm"]["kl_coef"] = 0.01
@@ -99,11 +100,18 @@ def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_prompts(tmp_path_factory.mktemp("data") / "prompts.jsonl", rows)
 
 
+@pytest.fixture(scope="module", params=["sync", "async"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def straight(tiny_model: Path, prompts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def straight(
+    tiny_model: Path, prompts: Path, mode: str, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """An uninterrupted 2-process run of STEPS steps (checkpoints after 2, 4 and 6)."""
-    output = tmp_path_factory.mktemp("two") / "straight"
-    _run(_config(tiny_model, prompts, output), 2)
+    output = tmp_path_factory.mktemp(mode) / "straight"
+    _run(_config(tiny_model, prompts, output, mode), 2)
     return output
 
 
@@ -111,10 +119,10 @@ def straight(tiny_model: Path, prompts: Path, tmp_path_factory: pytest.TempPathF
 
 
 def test_two_processes_killed_and_launched_again_match_an_uninterrupted_run(
-    straight: Path, tiny_model: Path, prompts: Path, tmp_path: Path
+    straight: Path, mode: str, tiny_model: Path, prompts: Path, tmp_path: Path
 ) -> None:
     resumed = tmp_path / "resumed"
-    config = _config(tiny_model, prompts, resumed)
+    config = _config(tiny_model, prompts, resumed, mode)
     _kill_one_process_after_first_checkpoint(config, resumed)
     _run(config, 2)
 
@@ -122,10 +130,19 @@ def test_two_processes_killed_and_launched_again_match_an_uninterrupted_run(
     assert by_step == _prompts_by_step(straight)  # the same prompts in the same steps
     drawn = [prompt for step in sorted(by_step) for prompt in by_step[step]]
     assert len(drawn) == STEPS * PROMPTS_PER_STEP and len(set(drawn)) == len(drawn)
-    # Every logged number but the wall-clock ones: rewards, losses, KL, grad norms, lr.
-    assert _steps(resumed) == _steps(straight)
     assert [m["step"] for m in _steps(resumed)] == list(range(1, STEPS + 1))
-    assert _same_weights(_final_policy(resumed), _final_policy(straight))  # bit for bit
+    if mode == "sync":
+        # Every logged number but the wall-clock ones (rewards, losses, KL, grad norms, lr)
+        # and the final weights, bit for bit.
+        assert _steps(resumed) == _steps(straight)
+        assert _same_weights(_final_policy(resumed), _final_policy(straight))
+    else:
+        # Which weights version a batch generated ahead samples from depends on the threads'
+        # timing (max_staleness 1), in one process too: the numbers are not reproducible,
+        # the prompts are. At step 2's checkpoint the ranks held different numbers of
+        # batches generated ahead (each resumes its own, with its own cursor).
+        assert all(m["policy_lag_max"] <= 1 for m in _steps(resumed))
+        _final_policy(resumed)
 
 
 def _kill_one_process_after_first_checkpoint(config: Path, output: Path) -> None:
@@ -192,15 +209,15 @@ def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> boo
 
 
 def test_a_checkpoint_resumes_on_another_number_of_processes(
-    straight: Path, tiny_model: Path, prompts: Path, tmp_path: Path
+    straight: Path, mode: str, tiny_model: Path, prompts: Path, tmp_path: Path
 ) -> None:
     # The 2-process run's step-2 checkpoint goes on with 1 process (plain `python -m`), whose
     # step-4 checkpoint goes on with 2 again. Each process samples with fresh streams then
     # (`derived_seed`), so the completions, rewards and weights differ from the straight
     # run's: what must carry over is the data cursor, the weights and the optimiser.
     one, back = tmp_path / "one", tmp_path / "back"
-    _run(_resumed_copy(straight, 2, one, tiny_model, prompts), 1)
-    _run(_resumed_copy(one, 4, back, tiny_model, prompts), 2)
+    _run(_resumed_copy(straight, 2, one, tiny_model, prompts, mode), 1)
+    _run(_resumed_copy(one, 4, back, tiny_model, prompts, mode), 2)
 
     straight_prompts = _prompts_by_step(straight)
     for output in (one, back):
@@ -226,14 +243,16 @@ def test_a_checkpoint_resumes_on_another_number_of_processes(
     _final_policy(back)
 
 
-def _resumed_copy(source: Path, step: int, output: Path, tiny_model: Path, prompts: Path) -> Path:
+def _resumed_copy(
+    source: Path, step: int, output: Path, tiny_model: Path, prompts: Path, mode: str
+) -> Path:
     """A run dir holding `source`'s step-`step` checkpoint and logs; returns its config (the
     same as `source`'s)."""
     name = f"step_{step:06d}"
     shutil.copytree(source / "checkpoints" / name, output / "checkpoints" / name)
     for log in ("metrics.jsonl", "rollouts.jsonl"):  # the resume cuts them back to `step`
         shutil.copy(source / log, output / log)
-    return _config(tiny_model, prompts, output)
+    return _config(tiny_model, prompts, output, mode)
 
 
 def _adam_steps(output: Path) -> set[float]:
