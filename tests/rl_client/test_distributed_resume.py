@@ -7,7 +7,6 @@ Hugging Face model."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -20,7 +19,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from rl_helpers import VOLATILE_METRICS, train_settings, write_prompts
+from rl_helpers import (
+    logged_steps,
+    prompts_by_step,
+    train_settings,
+    wait_for_checkpoint,
+    write_prompts,
+)
 from safetensors.torch import load_file
 from server_process import alive, children_of
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
@@ -73,20 +78,9 @@ def _run(config: Path, processes: int) -> None:
     assert _train(config, processes).wait(300) == 0
 
 
-def _steps(output: Path) -> list[dict]:
-    lines = (output / "metrics.jsonl").read_text().splitlines()
-    return [
-        {k: v for k, v in json.loads(line).items() if k not in VOLATILE_METRICS} for line in lines
-    ]
-
-
 def _prompts_by_step(output: Path) -> dict[int, list[str]]:
     """Each step's prompts, one per group, in the global batch's order."""
-    by_step: dict[int, list[str]] = {}
-    for line in (output / "rollouts.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        by_step.setdefault(record["step"], []).append(record["prompt_id"])
-    return {step: prompts[::GROUP_SIZE] for step, prompts in by_step.items()}
+    return {step: ids[::GROUP_SIZE] for step, ids in prompts_by_step(output).items()}
 
 
 @pytest.fixture(scope="module")
@@ -130,18 +124,18 @@ def test_two_processes_killed_and_launched_again_match_an_uninterrupted_run(
     assert by_step == _prompts_by_step(straight)  # the same prompts in the same steps
     drawn = [prompt for step in sorted(by_step) for prompt in by_step[step]]
     assert len(drawn) == STEPS * PROMPTS_PER_STEP and len(set(drawn)) == len(drawn)
-    assert [m["step"] for m in _steps(resumed)] == list(range(1, STEPS + 1))
+    assert [m["step"] for m in logged_steps(resumed)] == list(range(1, STEPS + 1))
     if mode == "sync":
         # Every logged number but the wall-clock ones (rewards, losses, KL, grad norms, lr)
         # and the final weights, bit for bit.
-        assert _steps(resumed) == _steps(straight)
+        assert logged_steps(resumed) == logged_steps(straight)
         assert _same_weights(_final_policy(resumed), _final_policy(straight))
     else:
         # Which weights version a batch generated ahead samples from depends on the threads'
         # timing (max_staleness 1), in one process too: the numbers are not reproducible,
         # the prompts are. At step 2's checkpoint the ranks held different numbers of
         # batches generated ahead (each resumes its own, with its own cursor).
-        assert all(m["policy_lag_max"] <= 1 for m in _steps(resumed))
+        assert all(m["policy_lag_max"] <= 1 for m in logged_steps(resumed))
         _final_policy(resumed)
 
 
@@ -149,12 +143,7 @@ def _kill_one_process_after_first_checkpoint(config: Path, output: Path) -> None
     """Launches 2 processes; once the step-2 checkpoint is complete, SIGKILLs rank 1 (mid
     step). torchrun then stops rank 0, and rank 0's sidecar follows it."""
     launcher = _train(config, 2)
-    marker = output / "checkpoints" / "step_000002" / "state.json"
-    deadline = time.monotonic() + 240
-    while not marker.exists():
-        assert launcher.poll() is None, "the run ended before its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_checkpoint(launcher, output, 2)
     descendants = children_of(launcher.pid)
     ranks = {_rank(pid): pid for pid in descendants if _rank(pid) is not None}
     assert sorted(ranks) == [0, 1]
@@ -224,11 +213,12 @@ def test_a_checkpoint_resumes_on_another_number_of_processes(
         # The cursor goes on where the checkpoint left it: the same prompts in the same
         # steps as the run never resumed, none skipped or repeated.
         assert _prompts_by_step(output) == straight_prompts
-        assert [m["step"] for m in _steps(output)] == list(range(1, STEPS + 1))
-    assert _steps(one)[:2] == _steps(straight)[:2]  # the lines before the resume are kept
-    assert _steps(back)[:4] == _steps(one)[:4]
+        assert [m["step"] for m in logged_steps(output)] == list(range(1, STEPS + 1))
+    # The lines before each resume are kept.
+    assert logged_steps(one)[:2] == logged_steps(straight)[:2]
+    assert logged_steps(back)[:4] == logged_steps(one)[:4]
     for output, first in ((one, 3), (back, 5)):
-        resumed = _steps(output)[first - 1 :]
+        resumed = logged_steps(output)[first - 1 :]
         # The policy holds the checkpoint's trained weights (a KL of 0 would mean the initial
         # model), and the engine samples from them (no drift between sampler and learner).
         assert resumed[0]["kl"] > 1e-3
