@@ -7,8 +7,8 @@ size) and `config.yaml`, and then, by how many processes saved it:
   tokenizer) and `trainer.pt` (optimiser, scheduler, value head, RNG states, async batches);
 - N processes (torchrun, FSDP2): `sharded/` (torch.distributed.checkpoint: the policy, the
   value head and the AdamW moments, each process writing its own shards), `trainer.pt` (the
-  scheduler, rank 0), `rank_00000.pt` .. (each process's RNG states and async batches) and
-  `tokenizer/`. The sharded specifics live in `sharded_checkpoint.py`.
+  scheduler, rank 0), `rank_00000.pt` .. (each process's RNG states, async batches and data
+  cursor) and `tokenizer/`. The sharded specifics live in `sharded_checkpoint.py`.
 
 Every process writes into `.partial_step_000042/`; after a barrier rank 0 renames it, so a run
 killed mid-save (any process) resumes from the previous checkpoint. Either layout resumes on
@@ -140,6 +140,33 @@ def prompts_ahead(saved: list[dict[str, Any]]) -> int:
     return sum(len(batch.groups) for state in saved for batch in state.get("rollout_buffer", []))
 
 
+def resumed_cursor(
+    saved: list[dict[str, Any]], main_cursor: dict[str, int], *, rank: int, world_size: int
+) -> dict[str, int]:
+    """This process's data cursor state from the per-process states a checkpoint holds.
+
+    In async mode each process's rollout thread may have generated a different number of
+    batches ahead when the checkpoint was taken (rank 0 steps 3 and 4, rank 1 step 3 only),
+    and each process's cursor stands right after its own batches: the processes draw the
+    same counts and keep their shares, so their cursors differ by the steps one is ahead.
+    The same number of processes resumes each its own cursor with its own batches. Another
+    number generates every batch again, from the cursor right after the checkpoint's step:
+    the cursor of the process with the fewest batches, moved back over the draws of those
+    batches' steps (which every process holds). `main_cursor` (state.json's) stands in for
+    a state without one: a one-process checkpoint's, whose batches it stands after."""
+    cursors = [state.get("cursor", main_cursor) for state in saved]
+    if len(saved) == world_size:
+        return cursors[rank]
+    fewest = min(range(len(saved)), key=lambda r: len(saved[r].get("rollout_buffer", [])))
+    steps = {batch.step for batch in saved[fewest].get("rollout_buffer", [])}
+    common = [
+        {"rollout_buffer": [b for b in state.get("rollout_buffer", []) if b.step in steps]}
+        for state in saved
+    ]
+    ahead = prompts_ahead(common)
+    return rewound_cursor(cursors[fewest], ahead) if ahead else cursors[fewest]
+
+
 def rewound_cursor(cursor: dict[str, int], count: int) -> dict[str, int]:
     """The data cursor's state `count` prompts earlier (back across epochs): from there the
     cursor draws those prompts again, in the same order."""
@@ -167,8 +194,9 @@ def save_checkpoint(
     keep: int,
 ) -> Path:
     """Writes step `step`'s checkpoint and deletes all but the newest `keep`. Under torchrun
-    every process must call it (the sharded save is collective); `cursor` and `config_yaml`
-    are rank 0's, `rollout_buffer` each process's own (async batches generated ahead)."""
+    every process must call it (the sharded save is collective); `config_yaml` is rank 0's,
+    `rollout_buffer` (async batches generated ahead) and `cursor` (standing right after
+    them) each process's own (state.json holds rank 0's cursor)."""
     world = world_from_env()
     root = checkpoint_dir(output_dir)
     final = root / f"step_{step:06d}"
@@ -181,7 +209,7 @@ def save_checkpoint(
     if world.distributed:
         from rl_client.sharded_checkpoint import save_sharded
 
-        save_sharded(partial, learner, tokenizer, rollout_buffer)
+        save_sharded(partial, learner, tokenizer, rollout_buffer, cursor)
     else:
         learner.model.save_pretrained(str(partial / "policy"))
         tokenizer.save_pretrained(str(partial / "policy"))
@@ -207,8 +235,7 @@ def load_checkpoint(
     """Restores the learner in place (sharded weights, optimiser, scheduler, value head; a
     one-process checkpoint's weights come through `policy_dir` and `load_policy`) and
     returns (step, cursor state, this process's {"rng", "rollout_buffer"}). Works on any
-    number of processes: see `resumed_rank_state` (on another number the cursor is moved
-    back over the async batches generated ahead). `seed` is `train.seed`."""
+    number of processes: see `resumed_rank_state` and `resumed_cursor`. `seed` is `train.seed`."""
     state = json.loads((path / STATE_FILE).read_text())
     step, world = state["step"], world_from_env()
     if is_sharded(path) or world.distributed:
@@ -223,15 +250,12 @@ def load_checkpoint(
     rank_state = resumed_rank_state(
         saved, rank=world.rank, world_size=world.world_size, seed=seed, step=step
     )
-    cursor = state["cursor"]
-    if len(saved) != world.world_size and (ahead := prompts_ahead(saved)):
-        cursor = rewound_cursor(cursor, ahead)
-        if world.is_main:
-            print(
-                f"{path.name} was saved by {len(saved)} processes, this run has "
-                f"{world.world_size}: its async batches generated ahead ({ahead} prompts) "
-                "are generated again"
-            )
+    cursor = resumed_cursor(saved, state["cursor"], rank=world.rank, world_size=world.world_size)
+    if len(saved) != world.world_size and prompts_ahead(saved) and world.is_main:
+        print(
+            f"{path.name} was saved by {len(saved)} processes, this run has "
+            f"{world.world_size}: its async batches generated ahead are generated again"
+        )
     return step, cursor, rank_state
 
 

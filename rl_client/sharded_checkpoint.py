@@ -11,8 +11,8 @@ torch.distributed.checkpoint (DCP).
 - A one-process checkpoint (`trainer.pt` with an optimiser state keyed by parameter index)
   resumes on N processes: the index becomes the parameter's name and every process keeps its
   shard of the full tensors (`StateDictOptions(full_state_dict=True)`).
-- The scheduler is the same on every process (rank 0 writes it); RNG states and async
-  batches are each process's own (`rank_00000.pt` ..).
+- The scheduler is the same on every process (rank 0 writes it); RNG states, async
+  batches and data cursors are each process's own (`rank_00000.pt` ..).
 """
 
 from __future__ import annotations
@@ -58,14 +58,21 @@ def learner_modules(policy: torch.nn.Module, value_head: torch.nn.Module | None)
     return torch.nn.ModuleDict(parts)
 
 
-def save_sharded(path: Path, learner: Trainable, tokenizer: Any, rollout_buffer: list[Any]) -> None:
-    """Every process: its shards of the weights and moments, its RNG states and async
-    batches; rank 0: the scheduler and the tokenizer. Collective."""
+def save_sharded(
+    path: Path,
+    learner: Trainable,
+    tokenizer: Any,
+    rollout_buffer: list[Any],
+    cursor: dict[str, int],
+) -> None:
+    """Every process: its shards of the weights and moments, its RNG states, async batches
+    and data cursor (`checkpoint.resumed_cursor`); rank 0: the scheduler and the tokenizer.
+    Collective."""
     world = world_from_env()
     modules = learner_modules(learner.model, learner.value_head)
     model_state, optimizer_state = get_state_dict(modules, learner.optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=path / SHARDED_DIR)
-    own = {"rng": rng_state(all_gpus=False), "rollout_buffer": rollout_buffer}
+    own = {"rng": rng_state(all_gpus=False), "rollout_buffer": rollout_buffer, "cursor": cursor}
     torch.save(own, path / rank_file(world.rank))
     if world.is_main:
         torch.save({"scheduler": learner.scheduler.state_dict()}, path / TRAINER_FILE)

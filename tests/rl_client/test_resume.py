@@ -4,7 +4,6 @@ never interrupted."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from rl_helpers import VOLATILE_METRICS, train_settings
+from rl_helpers import logged_steps, prompts_by_step, train_settings, wait_for_checkpoint
 from safetensors.torch import load_file
 from server_process import alive, children_of
 
@@ -44,21 +43,6 @@ def _train(config: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _steps(output: Path) -> list[dict]:
-    lines = (output / "metrics.jsonl").read_text().splitlines()
-    return [
-        {k: v for k, v in json.loads(line).items() if k not in VOLATILE_METRICS} for line in lines
-    ]
-
-
-def _prompts_by_step(output: Path) -> dict[int, list[str]]:
-    by_step: dict[int, list[str]] = {}
-    for line in (output / "rollouts.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        by_step.setdefault(record["step"], []).append(record["prompt_id"])
-    return by_step
-
-
 @pytest.mark.parametrize("lazy_until_killed", [False, True])
 def test_killed_and_resumed_run_matches_an_uninterrupted_one(
     tiny_model: Path, toy_prompts: Path, tmp_path: Path, lazy_until_killed: bool
@@ -81,10 +65,10 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(
     config.write_text(yaml.safe_dump(settings))
     assert _train(config).wait(300) == 0
 
-    assert _prompts_by_step(resumed) == _prompts_by_step(straight)
-    assert _steps(resumed) == _steps(straight)
+    assert prompts_by_step(resumed) == prompts_by_step(straight)
+    assert logged_steps(resumed) == logged_steps(straight)
     prompts = [
-        p for step in sorted(_prompts_by_step(straight)) for p in _prompts_by_step(straight)[step]
+        p for step in sorted(prompts_by_step(straight)) for p in prompts_by_step(straight)[step]
     ]
     # 6 steps x 2 prompts x G=4 completions over a 16-prompt set: no prompt drawn twice.
     assert len(prompts) == STEPS * 2 * 4 and len(set(prompts)) == STEPS * 2
@@ -93,12 +77,7 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(
 def _kill_after_first_checkpoint(config: Path, output: Path) -> None:
     """Starts a run and SIGKILLs it (mid-step) once its step-2 checkpoint is complete."""
     process = _train(config)
-    marker = output / "checkpoints" / "step_000002" / "state.json"
-    deadline = time.monotonic() + 240
-    while not marker.exists():
-        assert process.poll() is None, "the run ended before its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_checkpoint(process, output, 2)
     sidecars = children_of(process.pid)
     assert sidecars  # the trainer started its own verifier-server
     process.send_signal(signal.SIGKILL)
@@ -128,10 +107,10 @@ def test_async_run_killed_mid_step_resumes_without_skipping_or_repeating_a_promp
     assert buffered and buffered == list(range(3, 3 + len(buffered)))
     assert _train(config).wait(300) == 0
 
-    by_step = _prompts_by_step(resumed)
-    assert by_step == _prompts_by_step(straight)  # the same prompts in the same steps
+    by_step = prompts_by_step(resumed)
+    assert by_step == prompts_by_step(straight)  # the same prompts in the same steps
     prompts = [p for step in sorted(by_step) for p in by_step[step][::4]]  # one per group
     assert len(prompts) == STEPS * 2 and len(set(prompts)) == STEPS * 2  # none twice
-    steps = [m["step"] for m in _steps(resumed)]
+    steps = [m["step"] for m in logged_steps(resumed)]
     assert steps == list(range(1, STEPS + 1))  # every step logged once
-    assert all(m["policy_lag_max"] <= 1 for m in _steps(resumed))
+    assert all(m["policy_lag_max"] <= 1 for m in logged_steps(resumed))

@@ -22,6 +22,7 @@ from rl_client.checkpoint import (
     load_checkpoint,
     policy_dir,
     prompts_ahead,
+    resumed_cursor,
     resumed_rank_state,
     rewound_cursor,
     set_rng_state,
@@ -289,6 +290,35 @@ def test_another_world_size_generates_the_async_batches_again() -> None:
     assert prompts_ahead(saved) == 4
     cursor.load_state_dict(rewound_cursor(saved_cursor, prompts_ahead(saved)))
     assert cursor.take(4) == ahead
+
+
+def test_unequal_async_buffers_resume_each_process_s_own_cursor() -> None:
+    # 2 processes, 2 prompts a step (1 + 1): when step 2's checkpoint was taken, rank 0's
+    # rollout thread had generated steps 3 and 4, rank 1's step 3 only; each process's
+    # cursor stands after its own batches (state.json holds rank 0's).
+    cursor = PromptCursor(16, seed=1, shuffle=True)
+    cursor.take(4)  # steps 1 and 2
+    after_step_2 = cursor.state_dict()
+    cursor.take(2)
+    after_step_3 = cursor.state_dict()
+    cursor.take(2)
+    after_step_4 = cursor.state_dict()
+    saved = [
+        {"rollout_buffer": [StepBatch(3, None, ["g"]), StepBatch(4, None, ["g"])]},
+        {"rollout_buffer": [StepBatch(3, None, ["g"])]},
+    ]
+    saved[0]["cursor"], saved[1]["cursor"] = after_step_4, after_step_3
+    # Rank 1 resumed from rank 0's cursor would draw step 5's prompt for step 4.
+    resumed = [resumed_cursor(saved, after_step_4, rank=r, world_size=2) for r in range(2)]
+    assert resumed == [after_step_4, after_step_3]
+    # One process generates steps 3 and 4 again, from the cursor right after step 2 (rank
+    # 1's moved back over step 3's 1 + 1 prompts; not rank 0's moved back over 3).
+    assert resumed_cursor(saved, after_step_4, rank=0, world_size=1) == after_step_2
+    # A one-process checkpoint's state holds no cursor of its own: state.json's stands
+    # after its batches.
+    one = [{"rollout_buffer": [StepBatch(3, None, ["g", "g"])]}]
+    assert resumed_cursor(one, after_step_3, rank=0, world_size=1) == after_step_3
+    assert resumed_cursor(one, after_step_3, rank=1, world_size=2) == after_step_2
 
 
 def test_a_cursor_moves_back_within_and_across_epochs() -> None:

@@ -4,6 +4,8 @@ groups to build batches from."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 
 from rl_client.data import PromptRow
@@ -24,6 +26,33 @@ VOLATILE_METRICS = frozenset(
         "time_step_s",
     }
 )
+
+
+def logged_steps(output: Path) -> list[dict]:
+    """A run's metrics.jsonl, less the wall-clock metrics (what a resumed run repeats)."""
+    lines = (output / "metrics.jsonl").read_text().splitlines()
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in VOLATILE_METRICS} for line in lines
+    ]
+
+
+def prompts_by_step(output: Path) -> dict[int, list[str]]:
+    """A run's rollouts.jsonl as each step's prompt ids, one per completion, in log order."""
+    by_step: dict[int, list[str]] = {}
+    for line in (output / "rollouts.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        by_step.setdefault(record["step"], []).append(record["prompt_id"])
+    return by_step
+
+
+def wait_for_checkpoint(process: subprocess.Popen, output: Path, step: int) -> None:
+    """Waits until the run `process` has completed its step-`step` checkpoint in `output`."""
+    marker = output / "checkpoints" / f"step_{step:06d}" / "state.json"
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert process.poll() is None, f"the run ended before its step-{step} checkpoint"
+        assert time.monotonic() < deadline, f"no step-{step} checkpoint after 240 s"
+        time.sleep(0.05)
 
 
 def write_prompts(path: Path, rows: list[dict]) -> Path:
