@@ -5,7 +5,8 @@ It must not change what training computes, so that a run with periodic eval resu
 and trains as it would without: it samples under a forked torch RNG seeded from
 (train.seed, step), which leaves the training streams where they were, and makes each eval
 the same whether the run was resumed or not. In async mode the rollout thread is held while
-it runs (it shares the engine).
+it runs (it shares the engine); under torchrun only the main process evaluates, so only its
+thread is held.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def periodic_eval(run: Run, step: int) -> dict[str, Any]:
         return {}
     began = time.perf_counter()
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with run.collector.paused(), torch.random.fork_rng(devices=devices):
+    with run.collector.paused(everywhere=False), torch.random.fork_rng(devices=devices):
         torch.manual_seed(run.config.train.seed * 1_000_003 + step)
         report, _ = score_samples(
             run.engine,
