@@ -26,11 +26,12 @@ and training.
   thread; the finished batches not yet trained (`buffered()`) are saved with the data cursor,
   which then stands right after them. A resumed run trains those batches first, so no prompt
   is skipped or drawn twice.
-- Several processes (torchrun): each has its own thread, and a checkpoint's pause holds them
-  all after the same step (`last_started`: the step any of them had started), so every
-  process saves the same batches and rank 0's cursor stands after them. Under dynamic
-  sampling the threads reduce their kept counts together: a thread held one step earlier
-  than another would leave that one waiting in its reduction, and both trainers in the save.
+- Several processes (torchrun): each has its own thread, and a pause (a checkpoint, the
+  main process's periodic eval) holds them all after the same step (`last_started`: the
+  step any of them had started), so every process saves the same batches and rank 0's
+  cursor stands after them. Under dynamic sampling the threads reduce their kept counts
+  together: a thread held one step earlier than another would leave that one waiting in its
+  reduction, and both trainers in the pause.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class AsyncCollector:
         processes it reduces over a process group of its own (this thread's collectives run
         while the trainer's FSDP collectives do). `last_started`: the largest over every
         process of the step whose batch its thread has started, reduced by the trainer (on
-        the default group: every process pauses for a checkpoint at the same point)."""
+        the default group: every process pauses at the same point)."""
         self.engine = engine
         self.rewards = rewards
         self.take_prompts = take_prompts
@@ -236,20 +237,17 @@ class AsyncCollector:
             self._cond.notify_all()  # under 'wait', the next batch may start now
 
     @contextmanager
-    def paused(self, *, everywhere: bool = True) -> Iterator[None]:
+    def paused(self) -> Iterator[None]:
         """Lets the batch in progress finish and holds the thread, e.g. while saving.
-        `everywhere`: every process pauses here (a checkpoint; collective under torchrun)
-        and the threads all stop after the same step; False: this process alone (the main
-        process's periodic eval)."""
+        Under torchrun every process pauses at the same point (collective), and the threads
+        all stop after the same step."""
         with self._cond:
             self._paused = True
-            self._hold_after = self._next_step - (0 if self._busy else 1)
-        if everywhere:
-            hold_after = self.last_started(self._hold_after)
-            with self._cond:
-                self._hold_after = hold_after
-                self._cond.notify_all()
+            started = self._next_step - (0 if self._busy else 1)
+        hold_after = self.last_started(started)
         with self._cond:
+            self._hold_after = hold_after
+            self._cond.notify_all()
             while self._error is None and (self._busy or self._next_step <= self._hold_after):
                 self._cond.wait()
         try:

@@ -91,9 +91,9 @@ class Collector(Protocol):
         """The engine samples from `model`'s weights (version `step`) from now on."""
         ...
 
-    def paused(self, *, everywhere: bool = True) -> AbstractContextManager[None]:
+    def paused(self) -> AbstractContextManager[None]:
         """Holds any generation in the background (while a checkpoint is saved). Under
-        torchrun `everywhere` (every process pauses here) unless False (this one alone)."""
+        torchrun a collective: every process pauses at the same point."""
         ...
 
     def buffered(self) -> list[Any]:
@@ -131,7 +131,7 @@ class SyncCollector:
     def sync_weights(self, model: torch.nn.Module, step: int) -> None:
         self.engine.sync_weights(model, step)
 
-    def paused(self, *, everywhere: bool = True) -> AbstractContextManager[None]:
+    def paused(self) -> AbstractContextManager[None]:
         """Nothing runs in the background in sync mode."""
         return nullcontext()
 

@@ -130,12 +130,14 @@ def test_torchrun_trains_with_one_log_and_one_sidecar(
     # 'wait', max_staleness 0) just as its trainer pauses it to save; process 0 writes the
     # log first, so its thread tends to start while process 1's is already held, and the
     # pause must still stop both after the same step (else process 0's thread waits in its
-    # reduction for process 1's, and both trainers in the save: a hang).
+    # reduction for process 1's, and both trainers in the save: a hang). The periodic eval,
+    # by process 0 alone, pauses them all the same way, on the step of a save too.
     output = tmp_path / "run"
     settings = train_settings(tiny_model, toy_prompts, output)
     settings["rollout"].update({"prompts_per_step": 4, "mode": mode})
     settings["rollout"].update({"on_stale": "wait", "max_staleness": 0})
     settings["output"]["save_every"] = 1
+    settings["eval"] = {"every": 1, "limit": 2, "n_samples": 2}
     settings["data"]["shuffle"] = False  # the cursor's order is the file's
     settings["algorithm"].update({"preset": "dapo", "max_gen_rounds": 2})
     settings["train"].update({"device": "cpu", "threads": 1})
@@ -147,6 +149,7 @@ def test_torchrun_trains_with_one_log_and_one_sidecar(
     metrics = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]  # written once, by process 0
     for step in metrics:
+        assert step["eval/time_s"] > 0  # evaluated by process 0, in its log
         generated = step["gen_rounds"]
         assert 1 <= generated <= 2
         assert step["train_groups"] + step["filtered_groups"] + step["dropped_groups"] >= 4
