@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 import yaml
 from fsdp_worker import CONFIGS
+from launch_torchrun import torchrun
 from rl_helpers import train_settings
 from sharded_training import free_port
 from torch.distributed.tensor import DTensor
@@ -44,16 +45,7 @@ def _env() -> dict[str, str]:
 
 
 def _torchrun(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
-    return subprocess.run(
-        [*command, "2", *args],
-        env=_env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return torchrun(args, env=_env(), cwd=ROOT, timeout=timeout)
 
 
 # ---- the update: 2 processes == 1 process
@@ -207,6 +199,25 @@ def test_processes_given_different_configs_stop_at_start_naming_the_key(
     for error in errors:
         assert "different configs (train.lr: rank 0 0.001, rank 1 0.002)" in error
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(150)
+def test_a_hung_launch_is_killed_with_its_workers(tmp_path: Path) -> None:
+    # The tests' torchrun helper: a launch past its timeout leaves no worker running (a
+    # plain subprocess timeout kills torchrun alone, and a hang's workers lived on).
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import os, pathlib, sys, time\n"
+        "pathlib.Path(sys.argv[1], os.environ['RANK']).write_text(str(os.getpid()))\n"
+        "time.sleep(600)\n"
+    )
+    with pytest.raises(subprocess.TimeoutExpired):
+        torchrun([str(script), str(tmp_path)], env=_env(), cwd=ROOT, timeout=30)
+    for rank in ("0", "1"):
+        status = Path(f"/proc/{(tmp_path / rank).read_text()}/status")
+        # Gone, or a zombie waiting for the init process to reap it: nothing runs.
+        assert not status.exists() or "State:\tZ" in status.read_text()
 
 
 # ---- one process: nothing of the above
