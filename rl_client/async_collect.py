@@ -26,6 +26,12 @@ and training.
   thread; the finished batches not yet trained (`buffered()`) are saved with the data cursor,
   which then stands right after them. A resumed run trains those batches first, so no prompt
   is skipped or drawn twice.
+- Several processes (torchrun): each has its own thread, and a pause (a checkpoint, the
+  main process's periodic eval) holds them all after the same step (`last_started`: the
+  step any of them had started), so every process saves the same batches and rank 0's
+  cursor stands after them. Under dynamic sampling the threads reduce their kept counts
+  together: a thread held one step earlier than another would leave that one waiting in its
+  reduction, and both trainers in the pause.
 """
 
 from __future__ import annotations
@@ -83,10 +89,13 @@ class AsyncCollector:
         max_gen_rounds: int = 1,
         buffered: Sequence[StepBatch] = (),
         kept_total: KeptTotal = own_count,
+        last_started: KeptTotal = own_count,
     ) -> None:
         """`kept_total`: dynamic sampling's global count of kept groups; with several
         processes it reduces over a process group of its own (this thread's collectives run
-        while the trainer's FSDP collectives do)."""
+        while the trainer's FSDP collectives do). `last_started`: the largest over every
+        process of the step whose batch its thread has started, reduced by the trainer (on
+        the default group: every process pauses at the same point)."""
         self.engine = engine
         self.rewards = rewards
         self.take_prompts = take_prompts
@@ -97,12 +106,14 @@ class AsyncCollector:
         self.dynamic_sampling = dynamic_sampling
         self.max_gen_rounds = max_gen_rounds
         self.kept_total = kept_total
+        self.last_started = last_started
         self._cond = threading.Condition()
         self._ready: deque[StepBatch] = deque(buffered)
         self._next_step = buffered[-1].step + 1 if buffered else first_step
         self._taken = first_step - 1  # the last step handed to the trainer
         self._busy = False  # a batch is being generated
         self._paused = False
+        self._hold_after = 0  # while paused, the thread still starts the steps up to this one
         self._closed = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._produce, name="rl-rollouts", daemon=True)
@@ -111,7 +122,7 @@ class AsyncCollector:
     # ---- the background thread
 
     def _may_start(self, step: int) -> bool:
-        if self._paused or step > self.last_step:
+        if step > self.last_step or (self._paused and step > self._hold_after):
             return False
         if self.on_stale == "wait":
             return self.engine.version >= step - 1 - self.max_staleness
@@ -227,10 +238,17 @@ class AsyncCollector:
 
     @contextmanager
     def paused(self) -> Iterator[None]:
-        """Lets the batch in progress finish and holds the thread, e.g. while saving."""
+        """Lets the batch in progress finish and holds the thread, e.g. while saving.
+        Under torchrun every process pauses at the same point (collective), and the threads
+        all stop after the same step."""
         with self._cond:
             self._paused = True
-            while self._busy:
+            started = self._next_step - (0 if self._busy else 1)
+        hold_after = self.last_started(started)
+        with self._cond:
+            self._hold_after = hold_after
+            self._cond.notify_all()
+            while self._error is None and (self._busy or self._next_step <= self._hold_after):
                 self._cond.wait()
         try:
             yield

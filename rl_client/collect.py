@@ -92,7 +92,8 @@ class Collector(Protocol):
         ...
 
     def paused(self) -> AbstractContextManager[None]:
-        """Holds any generation in the background (while a checkpoint is saved)."""
+        """Holds any generation in the background (while a checkpoint is saved). Under
+        torchrun a collective: every process pauses at the same point."""
         ...
 
     def buffered(self) -> list[Any]:

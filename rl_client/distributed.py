@@ -79,9 +79,9 @@ def process_device(device: torch.device, world: World) -> torch.device:
     return device
 
 
-def _collective_device() -> torch.device:
+def _collective_device(group: dist.ProcessGroup | None = None) -> torch.device:
     # NCCL reduces CUDA tensors only; gloo reduces CPU tensors.
-    if dist.get_backend() == "nccl":
+    if dist.get_backend(group) == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
@@ -96,7 +96,7 @@ def all_reduce(
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return list(values)
     ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
-    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device(group))
     dist.all_reduce(tensor, op=ops[op], group=group)
     return tensor.cpu().tolist()
 
@@ -104,10 +104,13 @@ def all_reduce(
 def new_group() -> dist.ProcessGroup | None:
     """A second group over every process (None in a single process): collectives issued
     from two threads must not share one group, or their order interleaves differently on
-    each process and they hang. Every process must call it, in the same order."""
+    each process and they hang. Always gloo (it reduces small counts, on the CPU): two NCCL
+    communicators used at once from two threads, in an order that differs between processes,
+    can hang on the GPU too (NCCL's user guide, "Using multiple NCCL communicators
+    concurrently"). Every process must call it, in the same order."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return None
-    return dist.new_group(backend=dist.get_backend())
+    return dist.new_group(backend="gloo")
 
 
 def batch_total(tensor: Tensor) -> Tensor:

@@ -25,7 +25,7 @@ import yaml
 
 from rl_client.checkpoint import latest_checkpoint
 from rl_client.config import SFTConfig, TrainConfig, flatten
-from rl_client.distributed import World, world_from_env
+from rl_client.distributed import World, all_gather_objects, world_from_env
 from rl_client.trackers import missing_packages
 from verifier_server.client import RewardClient
 
@@ -101,8 +101,29 @@ def check_train(config: TrainConfig, *, model_path: str | None = None, eval_run:
 
 
 def check_world(config: TrainConfig, world: World) -> None:
-    """Raises naming the config key when this run cannot run on `world`'s processes."""
-    _raise(world_problems(config, world))
+    """Raises naming the config key when this run cannot run on `world`'s processes, or
+    (on every process at once) when the processes resolved different configs."""
+    _raise([*world_problems(config, world), config_mismatch(config, world)])
+
+
+def config_mismatch(config: TrainConfig, world: World) -> str | None:
+    """The keys whose values differ between the processes of a torchrun launch (a node
+    that read an edited copy of the config, or other overrides): with another ppo_epochs
+    or micro-batch plan their collectives would not pair up and hang; with another lr or
+    prompts_per_step they would train apart silently. A collective: every process calls it
+    and all get the same answer."""
+    if not world.distributed:
+        return None
+    configs = all_gather_objects(flatten(config.model_dump(mode="json")))
+    keys = sorted(set().union(*configs))
+    differing = [k for k in keys if any(c.get(k) != configs[0].get(k) for c in configs)]
+    if not differing:
+        return None
+    listed = "; ".join(
+        f"{key}: " + ", ".join(f"rank {r} {c.get(key)!r}" for r, c in enumerate(configs))
+        for key in differing
+    )
+    return f"the processes were given different configs ({listed}); launch every one alike"
 
 
 def world_problems(config: TrainConfig, world: World) -> list[str | None]:

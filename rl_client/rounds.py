@@ -85,7 +85,7 @@ def round_step(run: Run, step: int) -> dict[str, Any]:
         "time_step_s": time.perf_counter() - began,
         # 8. periodic eval of the policy just trained (eval.every), outside time_step_s; by
         # the main process only, which logs it
-        **(periodic_eval(run, step) if run.world.is_main else {}),
+        **periodic_eval(run, step),
     }
     run.log.step(metrics, rollout.sampled)
     return metrics

@@ -312,7 +312,15 @@ def _build_run(
     try:  # a failure from here on must not leave vLLM's processes running
         take = prompt_taker(cursor, rows, prompt_ids, world)
         collector = _collector(
-            config, tokenizer, engine, rewards, take, overlong, buffered, kept_total(config, world)
+            config,
+            tokenizer,
+            engine,
+            rewards,
+            take,
+            overlong,
+            buffered,
+            kept_total(config, world),
+            highest(world),
         )
     except BaseException:
         engine.close()
@@ -433,6 +441,14 @@ def kept_total(config: TrainConfig, world: World) -> KeptTotal:
     return total
 
 
+def highest(world: World) -> KeptTotal:
+    """The largest of a count over every process, reduced on the default group by the main
+    thread (the async collector's pause for a checkpoint: where its threads stop)."""
+    if not world.distributed:
+        return own_count
+    return lambda value: int(all_reduce([float(value)], "max")[0])
+
+
 def agent_loop(settings: AgentSettings, tokenizer: Any) -> AgentLoop:
     factory = environment_factory(
         settings.environment,
@@ -458,6 +474,7 @@ def _collector(
     overlong: Overlong | None,
     buffered: list[Any],
     kept_total: KeptTotal = own_count,
+    last_started: KeptTotal = own_count,
 ) -> Collector:
     rollout, algo = config.rollout, config.algorithm
     dynamic = (
@@ -495,4 +512,5 @@ def _collector(
         max_gen_rounds=algo.max_gen_rounds,
         buffered=buffered,
         kept_total=kept_total,
+        last_started=last_started,
     )

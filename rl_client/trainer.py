@@ -111,7 +111,7 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
         "time_step_s": time.perf_counter() - began,
         # 8. periodic eval of the policy just trained (eval.every), outside time_step_s; by
         # the main process only, which logs it
-        **(periodic_eval(run, step) if run.world.is_main else {}),
+        **periodic_eval(run, step),
     }
     if algo.dynamic_sampling:
         # The budget ran out before the batch filled: trained on fewer groups (DAPO would

@@ -18,7 +18,9 @@ import torch
 import torch.distributed as dist
 import yaml
 from fsdp_worker import CONFIGS
+from launch_torchrun import torchrun
 from rl_helpers import train_settings
+from sharded_training import free_port
 from torch.distributed.tensor import DTensor
 
 from rl_client import toy
@@ -43,16 +45,7 @@ def _env() -> dict[str, str]:
 
 
 def _torchrun(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
-    return subprocess.run(
-        [*command, "2", *args],
-        env=_env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return torchrun(args, env=_env(), cwd=ROOT, timeout=timeout)
 
 
 # ---- the update: 2 processes == 1 process
@@ -124,10 +117,19 @@ def test_torchrun_trains_with_one_log_and_one_sidecar(
 ) -> None:
     # Dynamic sampling: each round's kept count is global, so both processes go back for
     # the same fresh prompts; in async mode it is reduced from the rollout thread on a
-    # process group of its own while the trainer's collectives run.
+    # process group of its own while the trainer's collectives run. A checkpoint every step:
+    # in async mode step 1's weight sync lets each rollout thread start step 2 (on_stale
+    # 'wait', max_staleness 0) just as its trainer pauses it to save; process 0 writes the
+    # log first, so its thread tends to start while process 1's is already held, and the
+    # pause must still stop both after the same step (else process 0's thread waits in its
+    # reduction for process 1's, and both trainers in the save: a hang). The periodic eval,
+    # by process 0 alone, pauses them all the same way, on the step of a save too.
     output = tmp_path / "run"
     settings = train_settings(tiny_model, toy_prompts, output)
     settings["rollout"].update({"prompts_per_step": 4, "mode": mode})
+    settings["rollout"].update({"on_stale": "wait", "max_staleness": 0})
+    settings["output"]["save_every"] = 1
+    settings["eval"] = {"every": 1, "limit": 2, "n_samples": 2}
     settings["data"]["shuffle"] = False  # the cursor's order is the file's
     settings["algorithm"].update({"preset": "dapo", "max_gen_rounds": 2})
     settings["train"].update({"device": "cpu", "threads": 1})
@@ -139,6 +141,7 @@ def test_torchrun_trains_with_one_log_and_one_sidecar(
     metrics = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]  # written once, by process 0
     for step in metrics:
+        assert step["eval/time_s"] > 0  # evaluated by process 0, in its log
         generated = step["gen_rounds"]
         assert 1 <= generated <= 2
         assert step["train_groups"] + step["filtered_groups"] + step["dropped_groups"] >= 4
@@ -154,7 +157,67 @@ def test_torchrun_trains_with_one_log_and_one_sidecar(
     assert drawn == list(range(sampled_groups))  # 16 rows: no step goes past the first epoch
     assert done.stdout.count("reward_mean per step") == 1  # the summary: process 0 only
     assert (output / "config.yaml").exists()
-    assert not list(output.glob("checkpoint-*"))  # sharded checkpoints are not built here
+    first = output / "checkpoints" / "step_000001"
+    ranks = sorted(first.glob("rank_*.pt"))
+    assert len(ranks) == 2 and (output / "checkpoints" / "step_000002").is_dir()
+    # Both processes saved the same async batches (rank 0's cursor stands after them).
+    buffered = [
+        [b.step for b in torch.load(r, weights_only=False)["rollout_buffer"]] for r in ranks
+    ]
+    assert buffered[0] == buffered[1]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_processes_given_different_configs_stop_at_start_naming_the_key(
+    tiny_model: Path, toy_prompts: Path, tmp_path: Path
+) -> None:
+    # Each process reads its own config file, as each node of a multi-node launch does, and
+    # process 1's has another lr: unchecked, the two would each step their own shards with
+    # their own lr (another ppo_epochs would leave their collectives unpaired: a hang). Both
+    # stop before loading anything, naming the key and every process's value.
+    settings = train_settings(tiny_model, toy_prompts, tmp_path / "run")
+    settings["rollout"]["prompts_per_step"] = 4
+    settings["train"].update({"device": "cpu", "threads": 1})
+    port, procs = str(free_port()), []
+    for rank, lr in enumerate([1e-3, 2e-3]):
+        settings["train"]["lr"] = lr
+        config = tmp_path / f"config_{rank}.yaml"
+        config.write_text(yaml.safe_dump(settings))
+        ranks = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"}
+        env = {**_env(), **ranks, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        command = [sys.executable, "-m", "rl_client", "train", "--config", str(config)]
+        procs.append(
+            subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        )
+    try:
+        errors = [proc.communicate(timeout=200)[1] for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert [proc.returncode for proc in procs] == [2, 2], errors
+    for error in errors:
+        assert "different configs (train.lr: rank 0 0.001, rank 1 0.002)" in error
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(150)
+def test_a_hung_launch_is_killed_with_its_workers(tmp_path: Path) -> None:
+    # The tests' torchrun helper: a launch past its timeout leaves no worker running (a
+    # plain subprocess timeout kills torchrun alone, and a hang's workers lived on).
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import os, pathlib, sys, time\n"
+        "pathlib.Path(sys.argv[1], os.environ['RANK']).write_text(str(os.getpid()))\n"
+        "time.sleep(600)\n"
+    )
+    with pytest.raises(subprocess.TimeoutExpired):
+        torchrun([str(script), str(tmp_path)], env=_env(), cwd=ROOT, timeout=30)
+    for rank in ("0", "1"):
+        status = Path(f"/proc/{(tmp_path / rank).read_text()}/status")
+        # Gone, or a zombie waiting for the init process to reap it: nothing runs.
+        assert not status.exists() or "State:\tZ" in status.read_text()
 
 
 # ---- one process: nothing of the above
