@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rl_client.collect import Collected, KeptTotal, TakePrompts, generate_rounds, own_count
+from rl_client.collect import Collected, CountReduce, TakePrompts, generate_rounds, own_count
 from rl_client.engines.versioned import VersionedEngine
 from rl_client.group_filter import DynamicSampling, filter_groups, trains
 from rl_client.rewards import RewardService
@@ -88,8 +88,8 @@ class AsyncCollector:
         dynamic_sampling: DynamicSampling | None = None,
         max_gen_rounds: int = 1,
         buffered: Sequence[StepBatch] = (),
-        kept_total: KeptTotal = own_count,
-        last_started: KeptTotal = own_count,
+        kept_total: CountReduce = own_count,
+        last_started: CountReduce = own_count,
     ) -> None:
         """`kept_total`: dynamic sampling's global count of kept groups; with several
         processes it reduces over a process group of its own (this thread's collectives run

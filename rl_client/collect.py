@@ -24,15 +24,16 @@ from rl_client.rewards import RewardService
 from rl_client.rollout import Group, RolloutPlan, RolloutTimings, sample
 
 TakePrompts = Callable[[int], tuple[list[PromptRow], list[list[int]]]]
-# How many groups will train over every process, from this process's count: the identity in
-# one process. Dynamic sampling goes back for the global batch's missing groups, so every
-# process takes the same rounds and the same prompts from the cursor.
-KeptTotal = Callable[[int], int]
+# This process's count reduced over every process (the identity in one process): dynamic
+# sampling's kept groups summed (it goes back for the global batch's missing groups, so every
+# process takes the same rounds and the same prompts from the cursor), or the async pause's
+# last started step maxed.
+CountReduce = Callable[[int], int]
 
 
-def own_count(kept: int) -> int:
-    """One process: its groups are the batch."""
-    return kept
+def own_count(count: int) -> int:
+    """One process: its count is the whole run's."""
+    return count
 
 
 @dataclass
@@ -111,7 +112,7 @@ class SyncCollector:
     plan: RolloutPlan
     dynamic_sampling: DynamicSampling | None  # None: off
     max_gen_rounds: int
-    kept_total: KeptTotal = own_count
+    kept_total: CountReduce = own_count
 
     def collect(self, step: int) -> Collected:
         groups, timings, rounds = generate_rounds(
@@ -153,7 +154,7 @@ def generate_rounds(
     *,
     dynamic_sampling: DynamicSampling | None,
     max_gen_rounds: int,
-    kept_total: KeptTotal = own_count,
+    kept_total: CountReduce = own_count,
 ) -> tuple[list[Group], RolloutTimings, int]:
     """Step `step`'s groups, scored: B prompts, then with dynamic sampling fresh prompts for
     the groups that will not train, while the budget of rounds lasts. Returns every group

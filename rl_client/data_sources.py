@@ -295,8 +295,8 @@ class JsonlRows(LazySequence[dict[str, Any]]):
 
 
 def _version(fd: int) -> tuple[int, int]:
-    stat = os.fstat(fd)
-    return stat.st_size, stat.st_mtime_ns
+    info = os.fstat(fd)  # not `stat`: that is the module this file imports
+    return info.st_size, info.st_mtime_ns
 
 
 class ArrowRows(LazySequence[dict[str, Any]]):

@@ -22,7 +22,7 @@ from rl_client.checkpoint import (
     set_rng_state,
     truncate_log,
 )
-from rl_client.collect import Collector, KeptTotal, SyncCollector, TakePrompts, own_count
+from rl_client.collect import Collector, CountReduce, SyncCollector, TakePrompts, own_count
 from rl_client.config import (
     AgentSettings,
     DataConfig,
@@ -428,7 +428,7 @@ def prompt_taker(
     return take
 
 
-def kept_total(config: TrainConfig, world: World) -> KeptTotal:
+def kept_total(config: TrainConfig, world: World) -> CountReduce:
     """Dynamic sampling's count of kept groups over every process; async mode reduces on a
     process group of its own (the rollout thread runs beside the trainer's collectives)."""
     if not world.distributed:
@@ -441,7 +441,7 @@ def kept_total(config: TrainConfig, world: World) -> KeptTotal:
     return total
 
 
-def highest(world: World) -> KeptTotal:
+def highest(world: World) -> CountReduce:
     """The largest of a count over every process, reduced on the default group by the main
     thread (the async collector's pause for a checkpoint: where its threads stop)."""
     if not world.distributed:
@@ -473,8 +473,8 @@ def _collector(
     take_prompts: TakePrompts,
     overlong: Overlong | None,
     buffered: list[Any],
-    kept_total: KeptTotal = own_count,
-    last_started: KeptTotal = own_count,
+    kept_total: CountReduce = own_count,
+    last_started: CountReduce = own_count,
 ) -> Collector:
     rollout, algo = config.rollout, config.algorithm
     dynamic = (
